@@ -1,0 +1,396 @@
+//! The SQL result backend (sea-orm): SQLite by default, PostgreSQL and
+//! MySQL/MariaDB by URL. One row per task id; every write is idempotent.
+
+pub mod entity;
+pub mod migration;
+
+use crate::config::mask_url;
+use crate::state::TaskState;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter,
+};
+use sea_orm_migration::MigratorTrait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+use entity::{ActiveModel, Column, Entity};
+
+/// A result-backend operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The database could not be opened or reached.
+    #[error(
+        "cannot open result backend {url} ({source}); check --result-backend / CELERIAC_RESULT_BACKEND, that the server is up, and for SQLite that the directory exists and is writable"
+    )]
+    Connect {
+        /// The URL, password masked.
+        url: String,
+        /// The driver's error.
+        source: DbErr,
+    },
+    /// Migrations failed.
+    #[error("cannot migrate the result backend")]
+    Migrate(#[source] DbErr),
+    /// A query failed.
+    #[error("result backend query failed")]
+    Query(#[from] DbErr),
+    /// A stored row could not be read back.
+    #[error("stored result for {task_id} is unreadable: {reason}")]
+    Corrupt {
+        /// The task id.
+        task_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a task failed, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// The error's type, e.g. `TimeoutError`, `panic`, `NotRegistered`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The error's message.
+    pub message: String,
+    /// The chain of causes (and panic location), one per line.
+    pub traceback: Option<String>,
+}
+
+/// The outcome (or progress) of one task, as a worker records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutcome {
+    /// Task id.
+    pub task_id: String,
+    /// Task name.
+    pub task_name: String,
+    /// The state to record.
+    pub state: TaskState,
+    /// The result value (on SUCCESS).
+    pub result: Option<Value>,
+    /// The error (on FAILURE, RETRY, REVOKED).
+    pub error: Option<TaskError>,
+    /// Positional arguments, when `store_args` is on.
+    pub args: Option<Value>,
+    /// Keyword arguments, when `store_args` is on.
+    pub kwargs: Option<Value>,
+    /// The worker's hostname.
+    pub worker: Option<String>,
+    /// The `retries` header.
+    pub retries: u32,
+    /// The queue it came from.
+    pub queue: Option<String>,
+    /// Parent task id.
+    pub parent_id: Option<String>,
+    /// Root task id.
+    pub root_id: Option<String>,
+    /// Group id.
+    pub group_id: Option<String>,
+    /// Progress or custom metadata.
+    pub meta: Option<Value>,
+    /// When it started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+impl TaskOutcome {
+    /// An outcome with only the identifying fields set.
+    pub fn new(task_id: impl Into<String>, task_name: impl Into<String>, state: TaskState) -> Self {
+        TaskOutcome {
+            task_id: task_id.into(),
+            task_name: task_name.into(),
+            state,
+            result: None,
+            error: None,
+            args: None,
+            kwargs: None,
+            worker: None,
+            retries: 0,
+            queue: None,
+            parent_id: None,
+            root_id: None,
+            group_id: None,
+            meta: None,
+            started_at: None,
+            done_at: None,
+        }
+    }
+
+    fn into_active(self, now: DateTime<Utc>) -> ActiveModel {
+        let text = |v: Option<Value>| v.map(|v| v.to_string());
+        let (error_type, error_message, traceback) = match self.error {
+            Some(e) => (Some(e.kind), Some(e.message), e.traceback),
+            None => (None, None, None),
+        };
+        ActiveModel {
+            task_id: Set(self.task_id),
+            task_name: Set(Some(self.task_name)),
+            state: Set(self.state.as_str().to_owned()),
+            result: Set(text(self.result)),
+            content_type: Set(crate::protocol::CONTENT_TYPE_JSON.to_owned()),
+            error_type: Set(error_type),
+            error_message: Set(error_message),
+            traceback: Set(traceback),
+            args: Set(text(self.args)),
+            kwargs: Set(text(self.kwargs)),
+            worker: Set(self.worker),
+            retries: Set(i32::try_from(self.retries).unwrap_or(i32::MAX)),
+            queue: Set(self.queue),
+            parent_id: Set(self.parent_id),
+            root_id: Set(self.root_id),
+            group_id: Set(self.group_id),
+            meta: Set(text(self.meta)),
+            created_at: Set(now),
+            started_at: Set(self.started_at),
+            done_at: Set(self.done_at),
+        }
+    }
+}
+
+/// A task's record as read back from the backend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    /// Task id.
+    pub task_id: String,
+    /// Task name, if known.
+    pub task_name: Option<String>,
+    /// Current state.
+    pub state: TaskState,
+    /// The result value, on SUCCESS.
+    pub result: Option<Value>,
+    /// The error, on FAILURE / REVOKED.
+    pub error: Option<TaskError>,
+    /// Stored positional arguments.
+    pub args: Option<Value>,
+    /// Stored keyword arguments.
+    pub kwargs: Option<Value>,
+    /// Hostname of the worker that recorded it.
+    pub worker: Option<String>,
+    /// Retry count.
+    pub retries: u32,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Parent task id.
+    pub parent_id: Option<String>,
+    /// Root task id.
+    pub root_id: Option<String>,
+    /// Group id.
+    pub group_id: Option<String>,
+    /// Progress or custom metadata.
+    pub meta: Option<Value>,
+    /// When the row was first written.
+    pub created_at: DateTime<Utc>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<entity::Model> for TaskRecord {
+    type Error = BackendError;
+    fn try_from(m: entity::Model) -> Result<Self, BackendError> {
+        let id = m.task_id.clone();
+        let corrupt = |reason: String| BackendError::Corrupt {
+            task_id: id.clone(),
+            reason,
+        };
+        let json = |t: Option<String>, what: &str| -> Result<Option<Value>, BackendError> {
+            t.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("{what}: {e}"))))
+                .transpose()
+        };
+        let error = m.error_type.map(|kind| TaskError {
+            kind,
+            message: m.error_message.unwrap_or_default(),
+            traceback: m.traceback,
+        });
+        Ok(TaskRecord {
+            state: m
+                .state
+                .parse()
+                .map_err(|e: crate::state::UnknownState| corrupt(e.to_string()))?,
+            result: json(m.result, "result")?,
+            args: json(m.args, "args")?,
+            kwargs: json(m.kwargs, "kwargs")?,
+            meta: json(m.meta, "meta")?,
+            error,
+            task_name: m.task_name,
+            worker: m.worker,
+            retries: u32::try_from(m.retries).unwrap_or(0),
+            queue: m.queue,
+            parent_id: m.parent_id,
+            root_id: m.root_id,
+            group_id: m.group_id,
+            created_at: m.created_at,
+            started_at: m.started_at,
+            done_at: m.done_at,
+            task_id: m.task_id,
+        })
+    }
+}
+
+const FINAL_STATES: [&str; 4] = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
+
+/// A connection to the result database.
+#[derive(Debug, Clone)]
+pub struct ResultBackend {
+    db: DatabaseConnection,
+}
+
+impl ResultBackend {
+    /// Opens the database at `url` (`sqlite://...`, `postgres://...`, `mysql://...`).
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(if url.starts_with("sqlite") { 4 } else { 10 })
+            .min_connections(1);
+        let db = Database::connect(opts)
+            .await
+            .map_err(|source| BackendError::Connect {
+                url: mask_url(url),
+                source,
+            })?;
+        if url.starts_with("sqlite") {
+            // WAL lets several worker processes share one file; it persists in the file.
+            db.execute_unprepared("PRAGMA journal_mode=WAL")
+                .await
+                .map_err(|source| BackendError::Connect {
+                    url: mask_url(url),
+                    source,
+                })?;
+        }
+        Ok(ResultBackend { db })
+    }
+
+    /// Wraps an existing connection (for tests and for apps that own their pool).
+    pub fn from_connection(db: DatabaseConnection) -> Self {
+        ResultBackend { db }
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Creates or upgrades every celeriac table. Safe to run from several
+    /// processes at once: a process that loses the race re-checks and succeeds.
+    pub async fn migrate(&self) -> Result<(), BackendError> {
+        let mut last = None;
+        for attempt in 0..5u32 {
+            match migration::Migrator::up(&self.db, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if matches!(migration::Migrator::get_pending_migrations(&self.db).await, Ok(p) if p.is_empty())
+                    {
+                        return Ok(());
+                    }
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                }
+            }
+        }
+        Err(BackendError::Migrate(last.unwrap_or_else(|| {
+            DbErr::Custom("migration failed".into())
+        })))
+    }
+
+    /// Records final outcomes (or RETRY) for many tasks in one statement;
+    /// a row already present for an id is overwritten.
+    pub async fn store(&self, outcomes: Vec<TaskOutcome>) -> Result<(), BackendError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let rows: Vec<ActiveModel> = outcomes.into_iter().map(|o| o.into_active(now)).collect();
+        let update = OnConflict::column(Column::TaskId)
+            .update_columns([
+                Column::TaskName,
+                Column::State,
+                Column::Result,
+                Column::ContentType,
+                Column::ErrorType,
+                Column::ErrorMessage,
+                Column::Traceback,
+                Column::Args,
+                Column::Kwargs,
+                Column::Worker,
+                Column::Retries,
+                Column::Queue,
+                Column::ParentId,
+                Column::RootId,
+                Column::GroupId,
+                Column::Meta,
+                Column::StartedAt,
+                Column::DoneAt,
+            ])
+            .to_owned();
+        Entity::insert_many(rows)
+            .on_conflict(update)
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a non-final state (RECEIVED, STARTED, progress) unless the task
+    /// already has a final one, so a late or redelivered message never moves
+    /// a finished task backwards.
+    pub async fn store_progress(&self, outcome: TaskOutcome) -> Result<(), BackendError> {
+        let id = outcome.task_id.clone();
+        let state = outcome.state.as_str().to_owned();
+        let started_at = outcome.started_at;
+        let worker = outcome.worker.clone();
+        let meta = outcome.meta.as_ref().map(Value::to_string);
+        let mut row = outcome.into_active(Utc::now());
+        row.done_at = NotSet;
+        Entity::insert(row)
+            .on_conflict_do_nothing_on([Column::TaskId])
+            .exec_without_returning(&self.db)
+            .await?;
+        let mut update = Entity::update_many()
+            .col_expr(Column::State, Expr::value(state))
+            .col_expr(Column::Worker, Expr::value(worker))
+            .filter(Column::TaskId.eq(id))
+            .filter(Column::State.is_not_in(FINAL_STATES));
+        if let Some(at) = started_at {
+            update = update.col_expr(Column::StartedAt, Expr::value(at));
+        }
+        if let Some(meta) = meta {
+            update = update.col_expr(Column::Meta, Expr::value(meta));
+        }
+        update.exec(&self.db).await?;
+        Ok(())
+    }
+
+    /// The record for `task_id`, or `None` (PENDING) if there is none.
+    pub async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, BackendError> {
+        Entity::find_by_id(task_id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(TaskRecord::try_from)
+            .transpose()
+    }
+
+    /// Deletes the record for `task_id`; returns whether there was one.
+    pub async fn forget(&self, task_id: &str) -> Result<bool, BackendError> {
+        let res = Entity::delete_by_id(task_id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// Deletes finished records done before `before`; returns how many.
+    pub async fn purge_finished_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+        let res = Entity::delete_many()
+            .filter(Column::DoneAt.lt(before))
+            .filter(Column::State.is_in(FINAL_STATES))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+}

@@ -1,0 +1,141 @@
+//! RabbitMQ connection and topology, declared exactly as Celery declares it
+//! so Python and Rust processes can share queues.
+
+use crate::config::{Config, QueueType, mask_url};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+/// A broker operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker could not be reached or refused the login.
+    #[error(
+        "cannot connect to RabbitMQ at {url} ({source}); check that it is running and that --broker / CELERIAC_BROKER_URL is right"
+    )]
+    Connect {
+        /// The URL, password masked.
+        url: String,
+        /// The client's error.
+        source: lapin::Error,
+    },
+    /// A queue or exchange could not be declared.
+    #[error("cannot declare {what} {name:?}")]
+    Declare {
+        /// `"queue"` or `"exchange"`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// The broker's answer (for example PRECONDITION_FAILED when it exists with other arguments).
+        source: lapin::Error,
+    },
+    /// Another channel-level operation failed.
+    #[error("broker operation {op} failed")]
+    Channel {
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        source: lapin::Error,
+    },
+}
+
+/// Connects to `url` with a connection name that shows in RabbitMQ's management UI.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    Connection::connect(url, props)
+        .await
+        .map_err(|source| BrokerError::Connect {
+            url: mask_url(url),
+            source,
+        })
+}
+
+/// The arguments Celery declares a task queue with for this configuration.
+pub fn queue_arguments(config: &Config) -> FieldTable {
+    let mut args = FieldTable::default();
+    if config.queue_type == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+    }
+    if let Some(max) = config.queue_max_priority {
+        args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(max)));
+    }
+    args
+}
+
+/// Declares `queue` as Celery does: durable, not exclusive, not auto-deleted,
+/// with `queue_arguments`, bound to a durable direct exchange of the same name
+/// with the queue's name as routing key.
+pub async fn declare_task_queue(
+    channel: &Channel,
+    queue: &str,
+    config: &Config,
+) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            queue.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BrokerError::Declare {
+            what: "exchange",
+            name: queue.to_owned(),
+            source,
+        })?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            queue_arguments(config),
+        )
+        .await
+        .map_err(|source| BrokerError::Declare {
+            what: "queue",
+            name: queue.to_owned(),
+            source,
+        })?;
+    channel
+        .queue_bind(
+            queue.into(),
+            queue.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BrokerError::Declare {
+            what: "queue binding",
+            name: queue.to_owned(),
+            source,
+        })
+}
+
+/// Declares the dead-letter queue: a durable classic queue.
+pub async fn declare_dead_letter_queue(channel: &Channel, queue: &str) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| BrokerError::Declare {
+            what: "queue",
+            name: queue.to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,340 @@
+//! Configuration: defaults, then a TOML file, then `CELERIAC_*` environment
+//! variables, then command-line flags (applied by the binaries), each
+//! overriding the one before.
+//!
+//! | key | env | default |
+//! | --- | --- | --- |
+//! | `broker_url` | `CELERIAC_BROKER_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `result_backend` | `CELERIAC_RESULT_BACKEND` | `sqlite://celeriac.db?mode=rwc` (`none` stores nothing) |
+//! | `default_queue` | `CELERIAC_DEFAULT_QUEUE` | `celery` |
+//! | `queues` | `CELERIAC_QUEUES` | `["celery"]` (comma-separated in env) |
+//! | `queue_type` | `CELERIAC_QUEUE_TYPE` | `classic` (or `quorum`) |
+//! | `queue_max_priority` | `CELERIAC_QUEUE_MAX_PRIORITY` | unset (no `x-max-priority`) |
+//! | `concurrency` | `CELERIAC_CONCURRENCY` | `16` tasks at once per worker |
+//! | `prefetch_multiplier` | `CELERIAC_PREFETCH_MULTIPLIER` | `4` (prefetch = concurrency × multiplier) |
+//! | `hostname` | `CELERIAC_HOSTNAME` | `celeriac@<host>` |
+//! | `log_format` | `CELERIAC_LOG_FORMAT` | `human` (or `json`) |
+//! | `track_started` | `CELERIAC_TRACK_STARTED` | `false` |
+//! | `store_args` | `CELERIAC_STORE_ARGS` | `false` (store args/kwargs with results) |
+//! | `result_expires_secs` | `CELERIAC_RESULT_EXPIRES_SECS` | `86400` |
+//! | `shutdown_grace_secs` | `CELERIAC_SHUTDOWN_GRACE_SECS` | `30` |
+//! | `publish_timeout_secs` | `CELERIAC_PUBLISH_TIMEOUT_SECS` | `30` (how long a call waits for a lost broker) |
+//! | `max_message_bytes` | `CELERIAC_MAX_MESSAGE_BYTES` | `10485760` |
+//! | `dead_letter_queue` | `CELERIAC_DEAD_LETTER_QUEUE` | `celeriac.dlq` |
+//! | `migrate_on_start` | `CELERIAC_MIGRATE_ON_START` | `true` |
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default broker: the local RabbitMQ's default vhost.
+pub const BROKER_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default result backend: an SQLite file in the working directory.
+pub const RESULT_BACKEND_DEFAULT: &str = "sqlite://celeriac.db?mode=rwc";
+/// Default queue, exchange and routing key, as Celery's.
+pub const DEFAULT_QUEUE: &str = "celery";
+
+/// Queue flavour, as Celery's `task_default_queue_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic durable queue (Celery's default).
+    #[default]
+    Classic,
+    /// A quorum queue (`x-queue-type: quorum`).
+    Quorum,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a celeriac process needs to know. See the module docs for
+/// each key's default and environment variable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Config {
+    pub broker_url: String,
+    pub result_backend: String,
+    pub default_queue: String,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub queues: Vec<String>,
+    pub queue_type: QueueType,
+    pub queue_max_priority: Option<u8>,
+    pub concurrency: usize,
+    pub prefetch_multiplier: usize,
+    pub hostname: String,
+    pub log_format: LogFormat,
+    pub track_started: bool,
+    pub store_args: bool,
+    pub result_expires_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub publish_timeout_secs: u64,
+    pub max_message_bytes: usize,
+    pub dead_letter_queue: String,
+    pub migrate_on_start: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker_url: BROKER_URL_DEFAULT.to_owned(),
+            result_backend: RESULT_BACKEND_DEFAULT.to_owned(),
+            default_queue: DEFAULT_QUEUE.to_owned(),
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            queue_type: QueueType::Classic,
+            queue_max_priority: None,
+            concurrency: 16,
+            prefetch_multiplier: 4,
+            hostname: format!("celeriac@{}", gethostname::gethostname().to_string_lossy()),
+            log_format: LogFormat::Human,
+            track_started: false,
+            store_args: false,
+            result_expires_secs: 86_400,
+            shutdown_grace_secs: 30,
+            publish_timeout_secs: 30,
+            max_message_bytes: crate::protocol::MAX_BODY_BYTES_DEFAULT,
+            dead_letter_queue: "celeriac.dlq".to_owned(),
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file or environment holds a bad value or an unknown key.
+    #[error("invalid configuration in {origin}: {message}")]
+    Invalid {
+        /// Where: the file's path or "environment".
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+const ENV_PREFIX: &str = "CELERIAC_";
+
+impl Config {
+    /// Defaults, overridden by `file` (if given, else by `$CELERIAC_CONFIG`
+    /// if set), overridden by `CELERIAC_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_file = std::env::var_os("CELERIAC_CONFIG").map(PathBuf::from);
+        let mut table = match file.map(Path::to_path_buf).or(env_file) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                        origin: path.display().to_string(),
+                        message: e.message().to_owned(),
+                    })?;
+                Self::check_keys(&table, &path.display().to_string())?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+        for key in Self::keys() {
+            let var = format!("{ENV_PREFIX}{}", key.to_uppercase());
+            if let Ok(raw) = std::env::var(&var) {
+                table.insert(key.clone(), env_value(&raw));
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin: "configuration file or CELERIAC_* environment".to_owned(),
+                message: e.message().to_owned(),
+            })
+    }
+
+    fn keys() -> Vec<String> {
+        match toml::Value::try_from(Config::default()) {
+            Ok(toml::Value::Table(t)) => {
+                let mut keys: Vec<String> = t.keys().cloned().collect();
+                keys.push("queue_max_priority".to_owned());
+                keys
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn check_keys(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
+        let known = Self::keys();
+        for key in table.keys() {
+            if !known.contains(key) {
+                let hint = known
+                    .iter()
+                    .min_by_key(|k| strsim(k, key))
+                    .filter(|k| strsim(k, key) <= 3)
+                    .map(|k| format!(", did you mean {k:?}?"))
+                    .unwrap_or_default();
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    message: format!("unknown key {key:?}{hint}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Prefetch count per consumer: concurrency × multiplier, within AMQP's u16.
+    pub fn prefetch(&self) -> u16 {
+        u16::try_from(
+            self.concurrency
+                .saturating_mul(self.prefetch_multiplier)
+                .max(1),
+        )
+        .unwrap_or(u16::MAX)
+    }
+
+    /// Whether results are stored at all (`result_backend = "none"` turns them off).
+    pub fn results_enabled(&self) -> bool {
+        !self.result_backend.eq_ignore_ascii_case("none")
+    }
+
+    /// How long a publish waits for a lost broker to come back.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_secs(self.publish_timeout_secs)
+    }
+}
+
+/// A value from the environment: TOML syntax if it parses as a number, a
+/// boolean or an array, else the plain string.
+fn env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Array(_)
+                | toml::Value::Float(_)),
+            ) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(l) => l,
+        ListOrCsv::Csv(s) => split_csv(&s),
+    })
+}
+
+/// Splits `"a, b,c"` into `["a", "b", "c"]`, dropping empty items.
+pub fn split_csv(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Edit distance, for "did you mean" hints.
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A URL with its password replaced by `****`, safe to log.
+pub fn mask_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            if u.set_password(Some("****")).is_ok() {
+                u.to_string()
+            } else {
+                "<url with credentials>".to_owned()
+            }
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => match raw.rfind('@') {
+            Some(at) => format!("****{}", &raw[at..]),
+            None => raw.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:****@host:5672/%2f"
+        );
+        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert!(!mask_url("not a url:pw@x").contains("pw"));
+    }
+
+    #[test]
+    fn file_values_and_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "concurrency = 3\nqueues = [\"a\", \"b\"]\nqueue_type = \"quorum\"\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&path)).expect("load");
+        assert_eq!(c.concurrency, 3);
+        assert_eq!(c.queues, vec!["a", "b"]);
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        assert_eq!(c.prefetch(), 12);
+        std::fs::write(&path, "concurency = 3\n").expect("write");
+        let err = Config::load(Some(&path))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("did you mean \"concurrency\""), "{err}");
+        std::fs::write(&path, "concurrency = \"many\"\n").expect("write");
+        assert!(Config::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn env_values_parse() {
+        assert_eq!(env_value("12"), toml::Value::Integer(12));
+        assert_eq!(env_value("true"), toml::Value::Boolean(true));
+        assert_eq!(env_value("a,b"), toml::Value::String("a,b".into()));
+        assert_eq!(
+            env_value("amqp://x"),
+            toml::Value::String("amqp://x".into())
+        );
+        assert_eq!(split_csv(" a, ,b"), vec!["a", "b"]);
+    }
+}
