@@ -94,7 +94,7 @@ impl Default for Config {
             queue_max_priority: None,
             concurrency: 16,
             prefetch_multiplier: 4,
-            hostname: format!("celeriac@{}", gethostname::gethostname().to_string_lossy()),
+            hostname: format!("celeriac@{}", host_name()),
             log_format: LogFormat::Human,
             track_started: false,
             store_args: false,
@@ -269,6 +269,11 @@ fn strsim(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// A URL with its password replaced by `****`, safe to log.

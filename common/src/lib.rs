@@ -20,7 +20,9 @@
 
 pub mod backend;
 pub mod broker;
+pub mod cli;
 pub mod config;
+pub mod diagnostics;
 pub mod protocol;
 pub mod state;
 pub mod task;

@@ -1,1 +1,190 @@
-fn main() {}
+//! `celeriac`: the admin command line. Call tasks, read results, purge
+//! queues, run migrations.
+
+use celeriac::{ApplyOptions, Client, ClientError, ResultError};
+use celeriac_common::backend::{ResultBackend, TaskRecord};
+use celeriac_common::cli::{ConnectionArgs, one_line};
+use clap::{Parser, Subcommand};
+use serde_json::{Map, Value, json};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// celeriac admin: call tasks, read results, purge queues, migrate.
+#[derive(Debug, Parser)]
+#[command(name = "celeriac", version)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnectionArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send a task by name and print its id (or, with --wait, its outcome as JSON).
+    Call {
+        /// Task name, e.g. celeriac.echo.
+        task: String,
+        /// Positional arguments as a JSON list.
+        #[arg(long, default_value = "[]")]
+        args: String,
+        /// Keyword arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        kwargs: String,
+        /// Run no earlier than this many seconds from now.
+        #[arg(long, conflicts_with = "eta", allow_negative_numbers = true)]
+        countdown: Option<f64>,
+        /// Run no earlier than this instant (RFC 3339).
+        #[arg(long)]
+        eta: Option<String>,
+        /// Do not run after this many seconds from now.
+        #[arg(long)]
+        expires: Option<f64>,
+        /// Queue to send to [default: celery].
+        #[arg(long)]
+        queue: Option<String>,
+        /// Wait for the outcome, up to SECS seconds (default 30).
+        #[arg(long, num_args = 0..=1, default_missing_value = "30")]
+        wait: Option<f64>,
+    },
+    /// Print a task's outcome as JSON: {"id","state","result","error"}.
+    Result {
+        /// Task id.
+        id: String,
+        /// Wait up to SECS seconds for a final state.
+        #[arg(long)]
+        wait: Option<f64>,
+    },
+    /// Delete every waiting message in a queue.
+    Purge {
+        /// Queue [default: celery].
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Create or upgrade every table celeriac uses (results and beat).
+    Migrate,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] celeriac_common::ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Backend(#[from] celeriac_common::BackendError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let run = || -> Result<ExitCode, CliError> {
+        let config = cli.conn.load()?;
+        celeriac_common::telemetry::init(config.log_format, "warn");
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
+        runtime.block_on(execute(cli.command, config))
+    };
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("celeriac: error: {}", one_line(&e));
+            match e {
+                CliError::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn secs(value: f64, what: &str) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(value).map_err(|_| CliError::Usage(format!("--{what} must be a non-negative number of seconds, got {value}")))
+}
+
+async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Call { task, args, kwargs, countdown, eta, expires, queue, wait } => {
+            let args: Vec<Value> = serde_json::from_str(&args).map_err(|e| CliError::Usage(format!("--args must be a JSON list: {e}")))?;
+            let kwargs: Map<String, Value> = serde_json::from_str(&kwargs).map_err(|e| CliError::Usage(format!("--kwargs must be a JSON object: {e}")))?;
+            let mut opts = ApplyOptions::new();
+            if let Some(c) = countdown {
+                opts = opts.countdown(secs(c, "countdown")?);
+            }
+            if let Some(e) = eta {
+                let at = celeriac_common::protocol::parse_time(&e).ok_or_else(|| CliError::Usage(format!("--eta {e:?} is not an RFC 3339 instant")))?;
+                opts = opts.eta(at.with_timezone(&chrono::Utc));
+            }
+            if let Some(x) = expires {
+                opts = opts.expires_in(secs(x, "expires")?);
+            }
+            if let Some(q) = queue {
+                opts = opts.queue(q);
+            }
+            let wait = wait.map(|w| secs(w, "wait")).transpose()?;
+            let client = Client::connect(config).await?;
+            let result = client.send_task(&task, args, kwargs, opts).await?;
+            let Some(wait) = wait else {
+                println!("{}", result.id());
+                return Ok(ExitCode::SUCCESS);
+            };
+            print_outcome(result.id(), result.wait(wait).await)
+        }
+        Command::Result { id, wait } => {
+            let backend = ResultBackend::connect(&config.result_backend).await?;
+            if config.migrate_on_start {
+                backend.migrate().await?;
+            }
+            let record = match wait {
+                Some(w) => {
+                    let deadline = tokio::time::Instant::now() + secs(w, "wait")?;
+                    loop {
+                        let r = backend.get(&id).await?;
+                        if r.as_ref().is_some_and(|r| r.state.is_ready()) || tokio::time::Instant::now() >= deadline {
+                            break r;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                None => backend.get(&id).await?,
+            };
+            Ok(print_record(&id, record.as_ref()))
+        }
+        Command::Purge { queue } => {
+            let queue = queue.unwrap_or_else(|| config.default_queue.clone());
+            let client = Client::connect(config).await?;
+            let n = client.purge(&queue).await?;
+            println!("purged {n} messages from {queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let backend = ResultBackend::connect(&config.result_backend).await?;
+            backend.migrate().await?;
+            println!("migrated {}", celeriac_common::mask_url(&config.result_backend));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_outcome(id: &str, waited: Result<TaskRecord, ResultError>) -> Result<ExitCode, CliError> {
+    match waited {
+        Ok(record) => Ok(print_record(id, Some(&record))),
+        Err(ResultError::Timeout { state, .. }) => {
+            println!("{}", json!({"id": id, "state": state, "result": null, "error": {"type": "Timeout", "message": "no final state before --wait ran out"}}));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(ResultError::Client(e)) => Err(e.into()),
+        Err(other) => Err(CliError::Usage(other.to_string())),
+    }
+}
+
+/// Prints `{"id","state","result","error"}`; exit 0 only on SUCCESS.
+fn print_record(id: &str, record: Option<&TaskRecord>) -> ExitCode {
+    let (state, result, error) = match record {
+        Some(r) => (r.state, r.result.clone().unwrap_or(Value::Null), r.error.as_ref().map_or(Value::Null, |e| json!(e))),
+        None => (celeriac::TaskState::Pending, Value::Null, Value::Null),
+    };
+    println!("{}", json!({"id": id, "state": state, "result": result, "error": error}));
+    if state == celeriac::TaskState::Success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

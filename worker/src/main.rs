@@ -1,1 +1,76 @@
-fn main() {}
+//! `celeriac-worker`: runs tasks from RabbitMQ. The stock binary registers
+//! the diagnostic tasks `celeriac.noop`, `celeriac.echo`, `celeriac.sleep`
+//! and `celeriac.fail`; apps build their own binary with
+//! `celeriac_worker::Worker::builder` to add theirs.
+
+use celeriac_common::cli::{ConnectionArgs, one_line};
+use celeriac_common::config::split_csv;
+use celeriac_worker::Worker;
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Consume Celery protocol v2 tasks and record their results.
+#[derive(Debug, Parser)]
+#[command(name = "celeriac-worker", version)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnectionArgs,
+    /// Queues to consume, comma-separated [default: celery].
+    #[arg(short = 'Q', long, env = "CELERIAC_QUEUES")]
+    queues: Option<String>,
+    /// Tasks run at once [default: 16].
+    #[arg(short = 'c', long, env = "CELERIAC_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Prefetch = concurrency × this [default: 4].
+    #[arg(long, env = "CELERIAC_PREFETCH_MULTIPLIER")]
+    prefetch_multiplier: Option<usize>,
+    /// This worker's name in results and logs [default: celeriac@HOST].
+    #[arg(short = 'n', long, env = "CELERIAC_HOSTNAME")]
+    hostname: Option<String>,
+    /// Seconds running tasks get to finish after SIGTERM [default: 30].
+    #[arg(long, env = "CELERIAC_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace: Option<u64>,
+    /// Record STARTED when a task starts.
+    #[arg(long, env = "CELERIAC_TRACK_STARTED")]
+    track_started: Option<bool>,
+    /// Do not create or upgrade the result tables on start.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match cli.conn.load() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Some(q) = &cli.queues {
+        config.queues = split_csv(q);
+    }
+    config.concurrency = cli.concurrency.unwrap_or(config.concurrency);
+    config.prefetch_multiplier = cli.prefetch_multiplier.unwrap_or(config.prefetch_multiplier);
+    config.hostname = cli.hostname.clone().unwrap_or(config.hostname);
+    config.shutdown_grace_secs = cli.shutdown_grace.unwrap_or(config.shutdown_grace_secs);
+    config.track_started = cli.track_started.unwrap_or(config.track_started);
+    config.migrate_on_start &= !cli.no_migrate;
+    celeriac_common::telemetry::init(config.log_format, "info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let result = runtime.block_on(async {
+        Worker::builder(config).with_diagnostics().build().await?.run().await
+    });
+    // Tasks still running after the grace period are abandoned here; their
+    // messages are unacknowledged, so the broker redelivers them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("celeriac-worker: error: {}", one_line(err));
+    ExitCode::FAILURE
+}

@@ -361,6 +361,11 @@ const KNOWN_HEADERS: &[&str] = &[
     "stamps",
 ];
 
+/// Whether `name` is one of the protocol's own headers.
+pub fn is_reserved_header(name: &str) -> bool {
+    KNOWN_HEADERS.contains(&name)
+}
+
 fn repr(v: &Value) -> String {
     let mut s = v.to_string();
     if s.len() > REPR_MAX_CHARS {

@@ -1,0 +1,56 @@
+//! Command-line pieces shared by the `celeriac`, `celeriac-worker` and
+//! `celeriac-beat` binaries.
+
+use crate::config::{Config, ConfigError, LogFormat};
+use std::path::PathBuf;
+
+/// Connection flags every binary takes. Each also reads its environment
+/// variable; a flag beats the variable, which beats the config file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// TOML config file.
+    #[arg(long, env = "CELERIAC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(long, env = "CELERIAC_BROKER_URL", hide_env_values = true, global = true)]
+    pub broker: Option<String>,
+    /// Result backend URL: sqlite://FILE?mode=rwc, postgres://..., mysql://..., or none
+    /// [default: sqlite://celeriac.db?mode=rwc].
+    #[arg(long, env = "CELERIAC_RESULT_BACKEND", hide_env_values = true, global = true)]
+    pub result_backend: Option<String>,
+    /// Log format.
+    #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ConnectionArgs {
+    /// Loads the config (file, environment) and applies these flags over it.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(b) = &self.broker {
+            config.broker_url = b.clone();
+        }
+        if let Some(r) = &self.result_backend {
+            config.result_backend = r.clone();
+        }
+        if let Some(f) = self.log_format {
+            config.log_format = f;
+        }
+        Ok(config)
+    }
+}
+
+/// An error and its causes on one line: `what failed: why: deeper why`.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}

@@ -1,0 +1,377 @@
+//! The producer: one connection, one confirm-mode channel shared by every
+//! caller, reconnected with backoff when the broker goes away.
+
+use crate::options::{ApplyOptions, OptionsError};
+use crate::result::AsyncResult;
+use celeriac_common::backend::{BackendError, ResultBackend};
+use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::protocol::{ProtocolError, TaskMessage};
+use celeriac_common::task::{ArgsError, split_args};
+use celeriac_common::{Config, TaskDef};
+use chrono::Utc;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
+use lapin::{Channel, Confirmation, Connection};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
+use tokio::sync::{Mutex, OnceCell, RwLock};
+use tokio::time::Instant;
+
+/// A call that could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting to or declaring on the broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The broker stayed unreachable for the whole publish timeout; the message was not sent.
+    #[error("broker unreachable for {waited:?}; task {task_id} was not sent ({last})")]
+    Unavailable {
+        /// How long the call waited.
+        waited: Duration,
+        /// The task that was not sent.
+        task_id: String,
+        /// The last error seen.
+        last: String,
+    },
+    /// The broker refused the message (negative confirm).
+    #[error("broker refused task {0} (negative publisher confirm)")]
+    Nacked(String),
+    /// No queue is bound for the exchange and routing key.
+    #[error("task {task_id} is unroutable: no queue bound to exchange {exchange:?} with routing key {routing_key:?}")]
+    Unroutable {
+        /// The task.
+        task_id: String,
+        /// Exchange published to.
+        exchange: String,
+        /// Routing key used.
+        routing_key: String,
+    },
+    /// Arguments could not be encoded for the task.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// The options contradict each other.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// The message could not be encoded.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The result backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Results are disabled (`result_backend = "none"`).
+    #[error("results are disabled (result_backend = \"none\")")]
+    ResultsDisabled,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    exchange: String,
+    routing_key: String,
+    declare: Option<String>,
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    declared: SyncMutex<HashSet<String>>,
+}
+
+struct Inner {
+    config: Config,
+    link: RwLock<Option<Arc<Link>>>,
+    reconnecting: Mutex<()>,
+    backend: OnceCell<ResultBackend>,
+    origin: String,
+}
+
+/// A handle to the broker (and, lazily, the result backend). Cheap to clone;
+/// share one per process across threads and tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("broker", &celeriac_common::mask_url(&self.inner.config.broker_url))
+            .finish_non_exhaustive()
+    }
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Connects to the broker now (failing fast with a clear error if it is
+    /// unreachable); the result backend is opened on first use.
+    pub async fn connect(config: Config) -> Result<Client, ClientError> {
+        let origin = format!("gen{}@{}", std::process::id(), celeriac_common::config::host_name());
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                link: RwLock::new(None),
+                reconnecting: Mutex::new(()),
+                backend: OnceCell::new(),
+                origin,
+            }),
+        };
+        let link = client.open_link().await?;
+        *client.inner.link.write().await = Some(link);
+        Ok(client)
+    }
+
+    /// The configuration this client was made with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Calls task `T` now with `args`. Returns once the broker holds the message.
+    pub async fn delay<T: TaskDef>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, ClientError> {
+        self.apply_async::<T>(args, ApplyOptions::default()).await
+    }
+
+    /// Calls task `T` to run at `when`.
+    pub async fn apply_at<T: TaskDef>(
+        &self,
+        when: chrono::DateTime<Utc>,
+        args: T::Args,
+    ) -> Result<AsyncResult<T::Output>, ClientError> {
+        self.apply_async::<T>(args, ApplyOptions::default().eta(when)).await
+    }
+
+    /// Calls task `T` with options.
+    pub async fn apply_async<T: TaskDef>(
+        &self,
+        args: T::Args,
+        options: ApplyOptions,
+    ) -> Result<AsyncResult<T::Output>, ClientError> {
+        let (args, kwargs) = split_args(&args)?;
+        let id = self.send(T::NAME, args, kwargs, options).await?;
+        Ok(AsyncResult::new(self.clone(), id))
+    }
+
+    /// Calls a task by name with untyped arguments (for tasks defined
+    /// elsewhere, for example in Python).
+    pub async fn send_task(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: ApplyOptions,
+    ) -> Result<AsyncResult<Value>, ClientError> {
+        let id = self.send(name, args, kwargs, options).await?;
+        Ok(AsyncResult::new(self.clone(), id))
+    }
+
+    /// A handle on an existing task id.
+    pub fn async_result<R: serde::de::DeserializeOwned>(&self, id: impl Into<String>) -> AsyncResult<R> {
+        AsyncResult::new(self.clone(), id.into())
+    }
+
+    async fn send(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: ApplyOptions,
+    ) -> Result<String, ClientError> {
+        options.validate()?;
+        let now = Utc::now();
+        let mut msg = TaskMessage::new(name, args, kwargs);
+        if let Some(id) = options.task_id {
+            msg = msg.with_id(id);
+        }
+        let after = |d: Duration| chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d));
+        msg.eta = options.eta.or_else(|| options.countdown.and_then(after)).map(|t| t.fixed_offset());
+        msg.expires = options.expires.or_else(|| options.expires_in.and_then(after)).map(|t| t.fixed_offset());
+        msg.priority = options.priority;
+        msg.extra_headers = options.headers;
+        msg.timelimit = (options.time_limit, options.soft_time_limit);
+        msg.ignore_result = options.ignore_result;
+        msg.origin = Some(self.inner.origin.clone());
+        let config = &self.inner.config;
+        let queue = options.queue.unwrap_or_else(|| config.default_queue.clone());
+        let route = if options.exchange.is_none() && options.routing_key.is_none() {
+            Route { exchange: String::new(), routing_key: queue.clone(), declare: Some(queue) }
+        } else {
+            Route {
+                exchange: options.exchange.unwrap_or_else(|| queue.clone()),
+                routing_key: options.routing_key.unwrap_or_else(|| queue.clone()),
+                declare: Some(queue),
+            }
+        };
+        let id = msg.id.clone();
+        self.publish(&msg, &route).await?;
+        Ok(id)
+    }
+
+    /// Publishes a ready message to `queue` (declaring it as Celery does).
+    /// Used by workers (retries, callbacks) and beat.
+    pub async fn publish_to_queue(&self, msg: &TaskMessage, queue: &str) -> Result<(), ClientError> {
+        let route = Route { exchange: String::new(), routing_key: queue.to_owned(), declare: Some(queue.to_owned()) };
+        self.publish(msg, &route).await
+    }
+
+    /// Publishes with publisher confirms; while the broker is unreachable,
+    /// waits (reconnecting with backoff) up to `publish_timeout_secs`.
+    pub(crate) async fn publish(&self, msg: &TaskMessage, route: &Route) -> Result<(), ClientError> {
+        let body = msg.encode_body()?;
+        let props = msg.properties();
+        let timeout = self.inner.config.publish_timeout();
+        let started = Instant::now();
+        let mut backoff = BACKOFF_START;
+        loop {
+            let attempt = async {
+                let link = self.link().await?;
+                let res = self.publish_on(&link, msg, route, &body, props.clone()).await;
+                if res.is_err() && !link.connection.status().connected() {
+                    self.drop_link(&link).await;
+                }
+                res
+            };
+            let err = match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => return Err(e),
+                Err(e) => e,
+            };
+            let broker_alive = self.inner.link.read().await.as_ref().is_some_and(|l| l.connection.status().connected());
+            if broker_alive && matches!(err, ClientError::Broker(BrokerError::Declare { .. })) {
+                // The broker answered (e.g. PRECONDITION_FAILED): retrying will not help.
+                self.reset_link().await;
+                return Err(err);
+            }
+            if started.elapsed() >= timeout {
+                return Err(ClientError::Unavailable { waited: started.elapsed(), task_id: msg.id.clone(), last: err.to_string() });
+            }
+            tracing::warn!(task.id = %msg.id, error = %err, "publish failed; retrying after {backoff:?}");
+            tokio::time::sleep(backoff.min(timeout.saturating_sub(started.elapsed()))).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn publish_on(
+        &self,
+        link: &Link,
+        msg: &TaskMessage,
+        route: &Route,
+        body: &[u8],
+        props: lapin::BasicProperties,
+    ) -> Result<(), ClientError> {
+        if let Some(queue) = &route.declare {
+            let known = link.declared.lock().map(|d| d.contains(queue)).unwrap_or(false);
+            if !known {
+                broker::declare_task_queue(&link.channel, queue, &self.inner.config).await?;
+                if let Ok(mut d) = link.declared.lock() {
+                    d.insert(queue.clone());
+                }
+            }
+        }
+        let channel_err = |source| ClientError::Broker(BrokerError::Channel { op: "basic.publish", source });
+        let confirm = link
+            .channel
+            .basic_publish(
+                route.exchange.as_str().into(),
+                route.routing_key.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                props,
+            )
+            .await
+            .map_err(channel_err)?
+            .await
+            .map_err(channel_err)?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(ClientError::Unroutable {
+                task_id: msg.id.clone(),
+                exchange: route.exchange.clone(),
+                routing_key: route.routing_key.clone(),
+            }),
+            Confirmation::Nack(_) => Err(ClientError::Nacked(msg.id.clone())),
+        }
+    }
+
+    async fn link(&self) -> Result<Arc<Link>, ClientError> {
+        if let Some(link) = self.inner.link.read().await.as_ref() {
+            if link.connection.status().connected() && link.channel.status().connected() {
+                return Ok(link.clone());
+            }
+        }
+        let _guard = self.inner.reconnecting.lock().await;
+        if let Some(link) = self.inner.link.read().await.as_ref() {
+            if link.connection.status().connected() && link.channel.status().connected() {
+                return Ok(link.clone());
+            }
+        }
+        let link = self.open_link().await?;
+        tracing::info!(broker = %celeriac_common::mask_url(&self.inner.config.broker_url), "producer connected");
+        *self.inner.link.write().await = Some(link.clone());
+        Ok(link)
+    }
+
+    async fn drop_link(&self, dead: &Arc<Link>) {
+        let mut slot = self.inner.link.write().await;
+        if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, dead)) {
+            *slot = None;
+        }
+    }
+
+    async fn reset_link(&self) {
+        if let Some(link) = self.inner.link.write().await.take() {
+            let _ = link.connection.close(200, "reset".into()).await;
+        }
+    }
+
+    async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
+        let connection = broker::connect(&self.inner.config.broker_url, "celeriac-producer").await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|source| BrokerError::Channel { op: "channel.open", source })?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|source| BrokerError::Channel { op: "confirm.select", source })?;
+        Ok(Arc::new(Link { connection, channel, declared: SyncMutex::new(HashSet::new()) }))
+    }
+
+    /// Deletes every ready message in `queue`; returns how many.
+    pub async fn purge(&self, queue: &str) -> Result<u32, ClientError> {
+        let link = self.link().await?;
+        let res = link.channel.queue_purge(queue.into(), QueuePurgeOptions::default()).await;
+        match res {
+            Ok(n) => Ok(n),
+            Err(source) => {
+                self.reset_link().await;
+                Err(BrokerError::Channel { op: "queue.purge", source }.into())
+            }
+        }
+    }
+
+    /// The result backend, opened (and migrated, unless `migrate_on_start` is
+    /// off) on first use.
+    pub async fn backend(&self) -> Result<&ResultBackend, ClientError> {
+        let config = &self.inner.config;
+        if !config.results_enabled() {
+            return Err(ClientError::ResultsDisabled);
+        }
+        self.inner
+            .backend
+            .get_or_try_init(|| async {
+                let backend = ResultBackend::connect(&config.result_backend).await?;
+                if config.migrate_on_start {
+                    backend.migrate().await?;
+                }
+                Ok(backend)
+            })
+            .await
+    }
+
+    /// Closes the broker connection.
+    pub async fn close(&self) {
+        self.reset_link().await;
+    }
+}

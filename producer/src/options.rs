@@ -1,0 +1,132 @@
+//! Per-call options of `apply_async`, as Celery names them.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Options for one task call. Everything is optional; the defaults send the
+/// task now, to the default queue.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    pub(crate) countdown: Option<Duration>,
+    pub(crate) eta: Option<DateTime<Utc>>,
+    pub(crate) expires: Option<DateTime<Utc>>,
+    pub(crate) expires_in: Option<Duration>,
+    pub(crate) queue: Option<String>,
+    pub(crate) exchange: Option<String>,
+    pub(crate) routing_key: Option<String>,
+    pub(crate) priority: Option<u8>,
+    pub(crate) task_id: Option<String>,
+    pub(crate) headers: BTreeMap<String, Value>,
+    pub(crate) time_limit: Option<f64>,
+    pub(crate) soft_time_limit: Option<f64>,
+    pub(crate) ignore_result: bool,
+}
+
+/// Options that contradict each other.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// Both `countdown` and `eta` were given.
+    #[error("give countdown or eta, not both")]
+    CountdownAndEta,
+    /// Both an absolute and a relative expiry were given.
+    #[error("give expires or expires_in, not both")]
+    TwoExpiries,
+    /// A custom header uses a name the protocol reserves.
+    #[error("header {0:?} is reserved by the Celery protocol")]
+    ReservedHeader(String),
+    /// A time limit is negative or not a number.
+    #[error("time limit {0} must be a positive number of seconds")]
+    BadTimeLimit(f64),
+}
+
+impl ApplyOptions {
+    /// Options with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Run no earlier than `countdown` from now.
+    pub fn countdown(mut self, countdown: Duration) -> Self {
+        self.countdown = Some(countdown);
+        self
+    }
+    /// Run no earlier than `eta`.
+    pub fn eta(mut self, eta: DateTime<Utc>) -> Self {
+        self.eta = Some(eta);
+        self
+    }
+    /// Do not run after `at`: a worker records REVOKED instead.
+    pub fn expires(mut self, at: DateTime<Utc>) -> Self {
+        self.expires = Some(at);
+        self
+    }
+    /// Do not run later than `after` from now.
+    pub fn expires_in(mut self, after: Duration) -> Self {
+        self.expires_in = Some(after);
+        self
+    }
+    /// Send to this queue (declared as Celery declares it) instead of the default.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+    /// Publish to this exchange (default: the queue's own direct exchange).
+    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+    /// Publish with this routing key (default: the queue's name).
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_key = Some(key.into());
+        self
+    }
+    /// Message priority; RabbitMQ honours it up to the queue's `x-max-priority`.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+    /// Use this task id instead of a random UUID.
+    pub fn task_id(mut self, id: impl Into<String>) -> Self {
+        self.task_id = Some(id.into());
+        self
+    }
+    /// Adds a custom header, delivered to the task with the message.
+    pub fn header(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.headers.insert(name.into(), value);
+        self
+    }
+    /// Hard time limit in seconds (Celery's `time_limit`).
+    pub fn time_limit(mut self, secs: f64) -> Self {
+        self.time_limit = Some(secs);
+        self
+    }
+    /// Soft time limit in seconds (Celery's `soft_time_limit`).
+    pub fn soft_time_limit(mut self, secs: f64) -> Self {
+        self.soft_time_limit = Some(secs);
+        self
+    }
+    /// Ask workers not to store the result.
+    pub fn ignore_result(mut self, ignore: bool) -> Self {
+        self.ignore_result = ignore;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), OptionsError> {
+        if self.countdown.is_some() && self.eta.is_some() {
+            return Err(OptionsError::CountdownAndEta);
+        }
+        if self.expires.is_some() && self.expires_in.is_some() {
+            return Err(OptionsError::TwoExpiries);
+        }
+        for limit in [self.time_limit, self.soft_time_limit].into_iter().flatten() {
+            if !(limit.is_finite() && limit > 0.0) {
+                return Err(OptionsError::BadTimeLimit(limit));
+            }
+        }
+        if let Some(name) = self.headers.keys().find(|k| celeriac_common::protocol::is_reserved_header(k)) {
+            return Err(OptionsError::ReservedHeader(name.clone()));
+        }
+        Ok(())
+    }
+}

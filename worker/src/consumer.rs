@@ -1,0 +1,327 @@
+//! One broker session (connection, channel, consumers) and the handling of
+//! each delivery, from decoding to its single ack, dead-letter or requeue.
+
+use crate::context::{TaskContext, TaskFailure};
+use crate::recorder::{Finished, RecorderTx};
+use crate::registry::{Handler, Registry};
+use celeriac_common::backend::{ResultBackend, TaskError, TaskOutcome};
+use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::protocol::TaskMessage;
+use celeriac_common::{Config, TaskState};
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument;
+
+/// State shared by every delivery of a worker.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) backend: Option<ResultBackend>,
+    pub(crate) permits: Semaphore,
+    pub(crate) running: AtomicUsize,
+    pub(crate) idle: Notify,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) recorder: RecorderTx,
+}
+
+impl Shared {
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// A connection with one consuming channel and one channel (in confirm mode)
+/// for dead letters.
+pub(crate) struct Session {
+    connection: Connection,
+    channel: Channel,
+    dead_letters: Channel,
+    consumers: Vec<(String, lapin::Consumer)>,
+}
+
+impl Session {
+    pub(crate) async fn open(shared: &Shared) -> Result<Session, BrokerError> {
+        let config = &shared.config;
+        let connection = broker::connect(&config.broker_url, &config.hostname).await?;
+        let op = |op| move |source| BrokerError::Channel { op, source };
+        let channel = connection.create_channel().await.map_err(op("channel.open"))?;
+        // Per-consumer prefetch (global = false): recent RabbitMQ rejects global QoS.
+        channel
+            .basic_qos(config.prefetch(), BasicQosOptions { global: false })
+            .await
+            .map_err(op("basic.qos"))?;
+        let dead_letters = connection.create_channel().await.map_err(op("channel.open"))?;
+        dead_letters.confirm_select(ConfirmSelectOptions::default()).await.map_err(op("confirm.select"))?;
+        broker::declare_dead_letter_queue(&dead_letters, &config.dead_letter_queue).await?;
+        let mut consumers = Vec::new();
+        for queue in &config.queues {
+            broker::declare_task_queue(&channel, queue, config).await?;
+            let tag = format!("{}.{}.{}", config.hostname, queue, uuid::Uuid::new_v4().simple());
+            let consumer = channel
+                .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await
+                .map_err(op("basic.consume"))?;
+            consumers.push((queue.clone(), consumer));
+        }
+        Ok(Session { connection, channel, dead_letters, consumers })
+    }
+
+    /// Handles deliveries until the connection is lost; returns why.
+    pub(crate) async fn consume(&self, shared: Arc<Shared>) -> String {
+        let streams = self.consumers.iter().map(|(queue, consumer)| {
+            let queue = queue.clone();
+            consumer.clone().map(move |d| (queue.clone(), d))
+        });
+        let mut all = futures_util::stream::select_all(streams);
+        while let Some((queue, delivery)) = all.next().await {
+            match delivery {
+                Ok(delivery) => {
+                    let shared = shared.clone();
+                    let dead_letters = self.dead_letters.clone();
+                    tokio::spawn(handle(shared, dead_letters, queue, delivery));
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+        "consumer cancelled by the broker".to_owned()
+    }
+
+    /// Stops consuming: the broker sends nothing more.
+    pub(crate) async fn cancel(&self) {
+        for (queue, consumer) in &self.consumers {
+            if let Err(e) = self.channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await {
+                tracing::debug!(queue, error = %e, "basic.cancel failed");
+            }
+        }
+    }
+
+    /// Closes the connection; unacknowledged messages return to their queues.
+    pub(crate) async fn close(self) {
+        let _ = self.connection.close(200, "worker shutdown".into()).await;
+    }
+}
+
+async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, delivery: Delivery) {
+    let received = Utc::now();
+    let msg = match TaskMessage::decode(&delivery.properties, &delivery.data, shared.config.max_message_bytes) {
+        Ok(m) => m,
+        Err(e) => return dead_letter(&shared, &dead_letters, &queue, delivery, &e.to_string()).await,
+    };
+    let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
+    async move {
+        let mut outcome = outcome_for(&shared, &msg, &queue);
+        if msg.is_expired(received) {
+            tracing::info!("expired before it ran: REVOKED");
+            outcome.state = TaskState::Revoked;
+            outcome.error = Some(task_error(TaskFailure::new("TaskExpired", format!("task expired at {}", msg.expires.map(|e| e.to_rfc3339()).unwrap_or_default()))));
+            return finish(&shared, &msg, delivery, Some(outcome)).await;
+        }
+        let Some(handler) = shared.registry.get(&msg.task) else {
+            tracing::warn!("task not registered: {}", msg.task);
+            outcome.state = TaskState::Failure;
+            outcome.error = Some(task_error(TaskFailure::new("NotRegistered", format!("task not registered: {}", msg.task))));
+            return finish(&shared, &msg, delivery, Some(outcome)).await;
+        };
+        if delivery.redelivered && already_done(&shared, &msg.id).await {
+            tracing::info!("redelivered but already finished; not running it again");
+            return finish(&shared, &msg, delivery, None).await;
+        }
+        if let Some(eta) = msg.eta {
+            let wait = (eta.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shared.stopped() => return requeue(delivery).await,
+                }
+            }
+        }
+        let permit = tokio::select! {
+            p = shared.permits.acquire() => p,
+            _ = shared.stopped() => return requeue(delivery).await,
+        };
+        shared.running.fetch_add(1, Ordering::SeqCst);
+        let started = Utc::now();
+        outcome.started_at = Some(started);
+        if shared.config.track_started {
+            mark_started(&shared, &outcome).await;
+        }
+        let clock = Instant::now();
+        let result = run(handler, task_context(&shared, &msg, &queue, delivery.redelivered), &msg).await;
+        drop(permit);
+        outcome.done_at = Some(Utc::now());
+        match result {
+            Ok(value) => {
+                tracing::info!(duration_ms = clock.elapsed().as_secs_f64() * 1e3, "succeeded");
+                outcome.state = TaskState::Success;
+                outcome.result = Some(value);
+            }
+            Err(failure) => {
+                tracing::warn!(duration_ms = clock.elapsed().as_secs_f64() * 1e3, kind = %failure.kind, "failed: {}", failure.message);
+                outcome.state = TaskState::Failure;
+                outcome.error = Some(task_error(failure));
+            }
+        }
+        finish(&shared, &msg, delivery, Some(outcome)).await;
+        if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            shared.idle.notify_waiters();
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(handler: &Handler, ctx: TaskContext, msg: &TaskMessage) -> Result<serde_json::Value, TaskFailure> {
+    let args_error = |e: celeriac_common::ArgsError| TaskFailure::new("ArgumentError", e.to_string());
+    let hard_limit = msg.timelimit.0.filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64);
+    let joined = match handler {
+        Handler::Async(h) => {
+            let fut = h(ctx, &msg.args, &msg.kwargs).map_err(args_error)?;
+            let task = tokio::spawn(fut);
+            let abort = task.abort_handle();
+            match hard_limit {
+                Some(limit) => match tokio::time::timeout(limit, task).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        abort.abort();
+                        return Err(TaskFailure::new("TimeLimitExceeded", format!("hard time limit ({}s) exceeded", limit.as_secs_f64())));
+                    }
+                },
+                None => task.await,
+            }
+        }
+        Handler::Blocking(h) => {
+            let call = h(ctx, &msg.args, &msg.kwargs).map_err(args_error)?;
+            tokio::task::spawn_blocking(call).await
+        }
+    };
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+            Err(TaskFailure::new("Panic", message))
+        }
+        Err(_) => Err(TaskFailure::new("Cancelled", "task was cancelled")),
+    }
+}
+
+fn task_context(shared: &Shared, msg: &TaskMessage, queue: &str, redelivered: bool) -> TaskContext {
+    TaskContext {
+        id: msg.id.clone(),
+        name: msg.task.clone(),
+        retries: msg.retries,
+        redelivered,
+        hostname: shared.config.hostname.clone(),
+        queue: queue.to_owned(),
+        eta: msg.eta,
+        parent_id: msg.parent_id.clone(),
+        root_id: msg.root_id.clone(),
+        headers: msg.extra_headers.clone(),
+    }
+}
+
+fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
+    let mut o = TaskOutcome::new(msg.id.clone(), msg.task.clone(), TaskState::Received);
+    o.worker = Some(shared.config.hostname.clone());
+    o.retries = msg.retries;
+    o.queue = Some(queue.to_owned());
+    o.parent_id = msg.parent_id.clone();
+    o.root_id = msg.root_id.clone();
+    o.group_id = msg.group.clone();
+    if shared.config.store_args {
+        o.args = Some(serde_json::Value::Array(msg.args.clone()));
+        o.kwargs = Some(serde_json::Value::Object(msg.kwargs.clone()));
+    }
+    o
+}
+
+fn task_error(f: TaskFailure) -> TaskError {
+    let traceback = f.traceback();
+    TaskError { kind: f.kind, message: f.message, traceback }
+}
+
+async fn already_done(shared: &Shared, id: &str) -> bool {
+    let Some(backend) = &shared.backend else { return false };
+    matches!(backend.get(id).await, Ok(Some(r)) if r.state.is_ready())
+}
+
+async fn mark_started(shared: &Shared, outcome: &TaskOutcome) {
+    if let Some(backend) = &shared.backend {
+        let mut started = outcome.clone();
+        started.state = TaskState::Started;
+        if let Err(e) = backend.store_progress(started).await {
+            tracing::warn!(error = %e, "cannot record STARTED; running anyway");
+        }
+    }
+}
+
+/// Hands the delivery to the recorder: store the outcome (unless results are
+/// off or ignored), then ack.
+async fn finish(shared: &Shared, msg: &TaskMessage, delivery: Delivery, outcome: Option<TaskOutcome>) {
+    let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
+    let done = Finished { outcome, acker: delivery.acker, task_id: msg.id.clone() };
+    if shared.recorder.send(done).await.is_err() {
+        tracing::warn!("recorder stopped; the message will be redelivered");
+    }
+}
+
+async fn requeue(delivery: Delivery) {
+    let opts = BasicNackOptions { requeue: true, multiple: false };
+    if let Err(e) = delivery.acker.nack(opts).await {
+        tracing::debug!(error = %e, "requeue failed; the broker will redeliver on disconnect");
+    }
+}
+
+/// Moves an undecodable message to the dead-letter queue with the reason in
+/// its headers, then acks it. If the dead-letter publish is not confirmed,
+/// the message is returned to its queue instead, so nothing is lost.
+async fn dead_letter(shared: &Shared, channel: &Channel, queue: &str, delivery: Delivery, reason: &str) {
+    let id = delivery.properties.correlation_id().as_ref().map(|c| c.to_string()).unwrap_or_else(|| "<none>".to_owned());
+    tracing::error!(task.id = %id, queue, reason, "undecodable message moved to the dead-letter queue {}", shared.config.dead_letter_queue);
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
+    headers.insert("x-celeriac-error".into(), text(reason));
+    headers.insert("x-celeriac-queue".into(), text(queue));
+    headers.insert("x-celeriac-failed-at".into(), text(&Utc::now().to_rfc3339()));
+    let props = delivery.properties.clone().with_headers(headers);
+    let confirmed = async {
+        channel
+            .basic_publish("".into(), shared.config.dead_letter_queue.as_str().into(), BasicPublishOptions::default(), &delivery.data, props)
+            .await?
+            .await
+    }
+    .await;
+    match confirmed {
+        Ok(c) if c.is_ack() => {
+            let done = Finished { outcome: None, acker: delivery.acker, task_id: id };
+            let _ = shared.recorder.send(done).await;
+        }
+        other => {
+            tracing::warn!(task.id = %id, result = ?other.err(), "dead-letter publish not confirmed; returning the message to its queue");
+            requeue(delivery).await;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! What a running task can see, and how it reports failure.
+
+use chrono::{DateTime, FixedOffset};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Facts about the message being run, passed to every task.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// Task id.
+    pub id: String,
+    /// Task name.
+    pub name: String,
+    /// How many times it was retried before this run.
+    pub retries: u32,
+    /// Whether the broker redelivered the message (a worker died or lost its
+    /// connection while holding it): the task may have run before.
+    pub redelivered: bool,
+    /// The hostname of this worker.
+    pub hostname: String,
+    /// The queue the message came from.
+    pub queue: String,
+    /// The `eta` the message carried.
+    pub eta: Option<DateTime<FixedOffset>>,
+    /// Parent task id.
+    pub parent_id: Option<String>,
+    /// Root task id.
+    pub root_id: Option<String>,
+    /// Headers the caller added.
+    pub headers: BTreeMap<String, Value>,
+}
+
+/// A task's failure, as recorded: a kind (the error's type name), a message,
+/// and the chain of causes. Any `std::error::Error` converts into it, so a
+/// task can return its own error type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFailure {
+    /// The error kind, e.g. `ParseIntError`.
+    pub kind: String,
+    /// The error's message.
+    pub message: String,
+    /// The causes, outermost first.
+    pub causes: Vec<String>,
+}
+
+impl TaskFailure {
+    /// A failure with a chosen kind and message.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        TaskFailure { kind: kind.into(), message: message.into(), causes: Vec::new() }
+    }
+
+    /// The causes as traceback text: one `caused by: ...` line each.
+    pub fn traceback(&self) -> Option<String> {
+        (!self.causes.is_empty()).then(|| {
+            self.causes.iter().map(|c| format!("caused by: {c}")).collect::<Vec<_>>().join("\n")
+        })
+    }
+}
+
+impl<E: std::error::Error + 'static> From<E> for TaskFailure {
+    fn from(err: E) -> Self {
+        let mut causes = Vec::new();
+        let mut source = err.source();
+        while let Some(s) = source {
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        TaskFailure { kind: short_type_name::<E>().to_owned(), message: err.to_string(), causes }
+    }
+}
+
+/// `std::io::Error` from `std::io::error::Error`, `MyError` from `app::MyError<T>`.
+fn short_type_name<E>() -> &'static str {
+    let full = std::any::type_name::<E>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer failed")]
+    struct Outer(#[source] std::num::ParseIntError);
+
+    #[test]
+    fn errors_keep_kind_message_and_causes() {
+        let inner = "x".parse::<i32>().expect_err("not a number");
+        let f = TaskFailure::from(Outer(inner));
+        assert_eq!(f.kind, "Outer");
+        assert_eq!(f.message, "outer failed");
+        assert_eq!(f.causes, vec!["invalid digit found in string".to_owned()]);
+        assert_eq!(f.traceback().as_deref(), Some("caused by: invalid digit found in string"));
+    }
+}

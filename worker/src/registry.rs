@@ -1,0 +1,95 @@
+//! The explicit task registry: names mapped to handlers. Nothing in a message
+//! can make a worker run code that was not registered here.
+
+use crate::context::{TaskContext, TaskFailure};
+use celeriac_common::TaskDef;
+use celeriac_common::task::{ArgsError, join_args};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A running task's future, type-erased.
+pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, TaskFailure>> + Send>>;
+
+/// How a handler runs.
+pub(crate) enum Handler {
+    /// On the async runtime.
+    Async(Arc<dyn Fn(TaskContext, &[Value], &Map<String, Value>) -> Result<TaskFuture, ArgsError> + Send + Sync>),
+    /// On tokio's blocking thread pool.
+    Blocking(Arc<dyn Fn(TaskContext, &[Value], &Map<String, Value>) -> Result<BlockingCall, ArgsError> + Send + Sync>),
+}
+
+/// A blocking call, ready to run on a blocking thread.
+pub(crate) type BlockingCall = Box<dyn FnOnce() -> Result<Value, TaskFailure> + Send>;
+
+/// Task names → handlers.
+#[derive(Default)]
+pub(crate) struct Registry {
+    handlers: HashMap<String, Handler>,
+}
+
+fn to_value<O: serde::Serialize>(out: O) -> Result<Value, TaskFailure> {
+    serde_json::to_value(out).map_err(|e| TaskFailure::new("ResultNotSerializable", e.to_string()))
+}
+
+impl Registry {
+    pub(crate) fn get(&self, name: &str) -> Option<&Handler> {
+        self.handlers.get(name)
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.handlers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub(crate) fn insert_async<T, F, Fut, E>(&mut self, f: F)
+    where
+        T: TaskDef,
+        F: Fn(TaskContext, T::Args) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::Output, E>> + Send + 'static,
+        E: Into<TaskFailure>,
+    {
+        let f = Arc::new(f);
+        let handler = move |ctx: TaskContext, args: &[Value], kwargs: &Map<String, Value>| {
+            let typed: T::Args = join_args(args, kwargs)?;
+            let f = f.clone();
+            let fut: TaskFuture = Box::pin(async move { f(ctx, typed).await.map_err(Into::into).and_then(to_value) });
+            Ok(fut)
+        };
+        self.handlers.insert(T::NAME.to_owned(), Handler::Async(Arc::new(handler)));
+    }
+
+    pub(crate) fn insert_blocking<T, F, E>(&mut self, f: F)
+    where
+        T: TaskDef,
+        F: Fn(TaskContext, T::Args) -> Result<T::Output, E> + Send + Sync + 'static,
+        E: Into<TaskFailure>,
+    {
+        let f = Arc::new(f);
+        let handler = move |ctx: TaskContext, args: &[Value], kwargs: &Map<String, Value>| {
+            let typed: T::Args = join_args(args, kwargs)?;
+            let f = f.clone();
+            let call: BlockingCall = Box::new(move || f(ctx, typed).map_err(Into::into).and_then(to_value));
+            Ok(call)
+        };
+        self.handlers.insert(T::NAME.to_owned(), Handler::Blocking(Arc::new(handler)));
+    }
+
+    pub(crate) fn insert_raw<F, Fut, E>(&mut self, name: &str, f: F)
+    where
+        F: Fn(TaskContext, Vec<Value>, Map<String, Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, E>> + Send + 'static,
+        E: Into<TaskFailure>,
+    {
+        let f = Arc::new(f);
+        let handler = move |ctx: TaskContext, args: &[Value], kwargs: &Map<String, Value>| {
+            let fut = f(ctx, args.to_vec(), kwargs.clone());
+            let fut: TaskFuture = Box::pin(async move { fut.await.map_err(Into::into) });
+            Ok(fut)
+        };
+        self.handlers.insert(name.to_owned(), Handler::Async(Arc::new(handler)));
+    }
+}

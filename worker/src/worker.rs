@@ -1,0 +1,217 @@
+//! `Worker`: builder, run loop, reconnection and warm shutdown.
+
+use crate::consumer::{Session, Shared};
+use crate::context::{TaskContext, TaskFailure};
+use crate::recorder;
+use crate::registry::Registry;
+use celeriac_common::backend::{BackendError, ResultBackend};
+use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::{Config, TaskDef, mask_url};
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker is unreachable or refused a declaration.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The result backend could not be opened or migrated.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The configuration is unusable.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Collects task handlers, then builds a [`Worker`].
+pub struct WorkerBuilder {
+    config: Config,
+    registry: Registry,
+}
+
+impl WorkerBuilder {
+    /// Registers an async handler for task `T`.
+    pub fn register<T, F, Fut, E>(mut self, handler: F) -> Self
+    where
+        T: TaskDef,
+        F: Fn(TaskContext, T::Args) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::Output, E>> + Send + 'static,
+        E: Into<TaskFailure>,
+    {
+        self.registry.insert_async::<T, F, Fut, E>(handler);
+        self
+    }
+
+    /// Registers a blocking handler for task `T`; it runs on tokio's blocking
+    /// thread pool, never on the async threads.
+    pub fn register_blocking<T, F, E>(mut self, handler: F) -> Self
+    where
+        T: TaskDef,
+        F: Fn(TaskContext, T::Args) -> Result<T::Output, E> + Send + Sync + 'static,
+        E: Into<TaskFailure>,
+    {
+        self.registry.insert_blocking::<T, F, E>(handler);
+        self
+    }
+
+    /// Registers an untyped async handler under `name`, taking Celery's raw
+    /// `args` and `kwargs`.
+    pub fn register_raw<F, Fut, E>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(TaskContext, Vec<Value>, Map<String, Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, E>> + Send + 'static,
+        E: Into<TaskFailure>,
+    {
+        self.registry.insert_raw(name, handler);
+        self
+    }
+
+    /// Checks the configuration, opens (and migrates) the result backend and
+    /// checks that the broker is reachable.
+    pub async fn build(self) -> Result<Worker, WorkerError> {
+        let config = self.config;
+        if config.queues.is_empty() {
+            return Err(WorkerError::Config("no queues to consume (set --queues)".into()));
+        }
+        if config.concurrency == 0 {
+            return Err(WorkerError::Config("concurrency must be at least 1".into()));
+        }
+        let backend = if config.results_enabled() {
+            let backend = ResultBackend::connect(&config.result_backend).await?;
+            if config.migrate_on_start {
+                backend.migrate().await?;
+            }
+            Some(backend)
+        } else {
+            None
+        };
+        let probe = broker::connect(&config.broker_url, &config.hostname).await?;
+        let _ = probe.close(200, "probe".into()).await;
+        Ok(Worker { config, registry: Arc::new(self.registry), backend })
+    }
+}
+
+/// A configured worker, ready to run.
+pub struct Worker {
+    config: Config,
+    registry: Arc<Registry>,
+    backend: Option<ResultBackend>,
+}
+
+const RECONNECT_START: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// Starts building a worker with `config`.
+    pub fn builder(config: Config) -> WorkerBuilder {
+        WorkerBuilder { config, registry: Registry::default() }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down warmly.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signals)?;
+        self.run_until(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received: warm shutdown"),
+                _ = int.recv() => tracing::info!("SIGINT received: warm shutdown"),
+            }
+        })
+        .await
+    }
+
+    /// Runs until `shutdown` completes: consumes, reconnecting with backoff
+    /// whenever the broker goes away; then stops consuming, lets running
+    /// tasks finish within the grace period, returns unstarted messages to
+    /// their queues, and flushes outcomes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        let config = Arc::new(self.config);
+        let (rec_tx, rec_rx) = mpsc::channel(usize::from(config.prefetch()) * 2 + 16);
+        let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            registry: self.registry,
+            backend: self.backend,
+            permits: Semaphore::new(config.concurrency),
+            running: AtomicUsize::new(0),
+            idle: Notify::new(),
+            stop: stop_rx,
+            recorder: rec_tx,
+            config: config.clone(),
+        });
+        tracing::info!(
+            hostname = %config.hostname,
+            broker = %mask_url(&config.broker_url),
+            results = %mask_url(&config.result_backend),
+            queues = ?config.queues,
+            concurrency = config.concurrency,
+            prefetch = config.prefetch(),
+            tasks = ?shared.registry.names(),
+            "worker starting"
+        );
+        tokio::pin!(shutdown);
+        let mut backoff = RECONNECT_START;
+        let mut session = None;
+        loop {
+            let opened = tokio::select! {
+                _ = &mut shutdown => break,
+                s = Session::open(&shared) => s,
+            };
+            let s = match opened {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "cannot consume; reconnecting in {backoff:?}");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            backoff = RECONNECT_START;
+            tracing::info!(hostname = %config.hostname, "worker ready, consuming");
+            let keep = tokio::select! {
+                _ = &mut shutdown => true,
+                reason = s.consume(shared.clone()) => {
+                    tracing::warn!(%reason, "lost the broker; reconnecting");
+                    false
+                }
+            };
+            if keep {
+                session = Some(s);
+                break;
+            }
+        }
+        if let Some(s) = &session {
+            s.cancel().await;
+        }
+        let _ = stop_tx.send(true);
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, shared.wait_idle()).await.is_ok();
+        if !drained {
+            tracing::warn!(
+                running = shared.running.load(Ordering::SeqCst),
+                "grace period of {grace:?} over; unfinished tasks return to the queue"
+            );
+        }
+        drop(shared);
+        if tokio::time::timeout(Duration::from_secs(5), recorder).await.is_err() {
+            tracing::warn!("outcomes not yet stored are left unacknowledged; their messages will be redelivered");
+        }
+        if let Some(s) = session {
+            s.close().await;
+        }
+        tracing::info!(hostname = %config.hostname, "worker stopped");
+        Ok(())
+    }
+}
