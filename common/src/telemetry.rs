@@ -4,11 +4,14 @@ use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// Installs a global `tracing` subscriber writing to stderr, human or JSON.
-/// The level comes from `RUST_LOG` (default `info`). Calling it twice is harmless.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// The level comes from `RUST_LOG`, else `default_level` (`info` for
+/// services, `warn` for command-line tools). Calling it twice is harmless.
+pub fn init(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
