@@ -27,6 +27,8 @@ pub mod protocol;
 pub mod state;
 pub mod task;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use backend::{BackendError, ResultBackend, TaskOutcome, TaskRecord};
 pub use broker::BrokerError;

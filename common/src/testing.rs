@@ -1,0 +1,109 @@
+//! Fixtures for tests that talk to real services (feature `test-util`):
+//! unique names, and a throw-away database on SQLite, PostgreSQL or MySQL.
+//! Service URLs come from the environment with loopback defaults:
+//! `CELERIAC_TEST_BROKER_URL`, `CELERIAC_TEST_POSTGRES_URL`
+//! (`postgres://postgres@127.0.0.1:5432/test`), `CELERIAC_TEST_MYSQL_URL`
+//! (`mysql://root@127.0.0.1:3306/test`).
+
+use crate::config::{BROKER_URL_DEFAULT, Config};
+use sea_orm::{ConnectionTrait, Database};
+
+/// The broker tests use.
+pub fn broker_url() -> String {
+    std::env::var("CELERIAC_TEST_BROKER_URL").unwrap_or_else(|_| BROKER_URL_DEFAULT.to_owned())
+}
+
+/// A name no other test uses: `prefix-<random>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server.
+    Postgres,
+    /// A fresh database on the MySQL / MariaDB server.
+    Mysql,
+}
+
+/// A database made for one test. Call [`TestDatabase::drop_database`] at the end.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    kind: DbKind,
+    name: String,
+    admin_url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn server_url(kind: DbKind) -> String {
+    match kind {
+        DbKind::Postgres => std::env::var("CELERIAC_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+        DbKind::Mysql => {
+            std::env::var("CELERIAC_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+        }
+        DbKind::Sqlite => String::new(),
+    }
+}
+
+impl TestDatabase {
+    /// Creates an empty database of `kind`.
+    pub async fn create(kind: DbKind) -> Result<TestDatabase, sea_orm::DbErr> {
+        let name = format!("celeriac_t_{}", uuid::Uuid::new_v4().simple());
+        if kind == DbKind::Sqlite {
+            let dir = tempfile::tempdir().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("results.db").display());
+            return Ok(TestDatabase { url, kind, name, admin_url: String::new(), _dir: Some(dir) });
+        }
+        let admin_url = server_url(kind);
+        let admin = Database::connect(&admin_url).await?;
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        let _ = admin.close().await;
+        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+        Ok(TestDatabase { url: format!("{base}/{name}"), kind, name, admin_url, _dir: None })
+    }
+
+    /// Drops the database (server kinds); the SQLite directory goes with `self`.
+    pub async fn drop_database(self) {
+        if self.kind == DbKind::Sqlite {
+            return;
+        }
+        if let Ok(admin) = Database::connect(&self.admin_url).await {
+            let force = if self.kind == DbKind::Postgres { " WITH (FORCE)" } else { "" };
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {}{force}", self.name)).await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// A config for tests: the test broker, `result_backend`, one unique queue
+/// (also the default queue) and a unique dead-letter queue.
+pub fn config(result_backend: &str, queue: &str) -> Config {
+    Config {
+        broker_url: broker_url(),
+        result_backend: result_backend.to_owned(),
+        default_queue: queue.to_owned(),
+        queues: vec![queue.to_owned()],
+        dead_letter_queue: format!("{queue}.dlq"),
+        shutdown_grace_secs: 10,
+        publish_timeout_secs: 10,
+        ..Config::default()
+    }
+}
+
+/// Deletes queues (and their same-named exchanges) after a test.
+pub async fn delete_queues(names: &[&str]) {
+    let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        for name in names {
+            let _ = ch.queue_delete((*name).into(), Default::default()).await;
+            let _ = ch.exchange_delete((*name).into(), Default::default()).await;
+        }
+    }
+    let _ = conn.close(200, "cleanup".into()).await;
+}
