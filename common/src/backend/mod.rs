@@ -246,8 +246,8 @@ impl ResultBackend {
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10))
             .max_connections(if url.starts_with("sqlite") { 4 } else { 10 })
             .min_connections(1);
         let db = Database::connect(opts)

@@ -13,11 +13,17 @@ const VALUE_KEY: &str = "__value__";
 /// Replaces every kombu marker in `value` by its plain JSON form: `datetime`,
 /// `date`, `time`, `uuid` and `decimal` become their string, `bytes` becomes its
 /// (utf-8) string, `base64` stays its base64 text. Unknown marker types are
-/// left as they are.
+/// left as they are. kombu 5 writes a UUID's value as `{"hex": "..."}`; it
+/// becomes the hyphenated string.
 pub fn unwrap_markers(value: Value) -> Value {
     match value {
         Value::Array(items) => Value::Array(items.into_iter().map(unwrap_markers).collect()),
         Value::Object(map) => match marker(&map) {
+            Some(("uuid", Value::Object(fields))) => fields
+                .get("hex")
+                .and_then(Value::as_str)
+                .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+                .map_or_else(|| Value::Object(fields.clone()), |id| Value::String(id.to_string())),
             Some((_, inner)) => inner.clone(),
             None => Value::Object(
                 map.into_iter()
@@ -49,7 +55,7 @@ pub fn datetime(at: DateTime<Utc>) -> Value {
 
 /// A UUID as kombu marks it, so Python receives a `uuid.UUID`.
 pub fn uuid(id: uuid::Uuid) -> Value {
-    json!({ TYPE_KEY: "uuid", VALUE_KEY: id.to_string() })
+    json!({ TYPE_KEY: "uuid", VALUE_KEY: { "hex": id.simple().to_string() } })
 }
 
 #[cfg(test)]
@@ -79,5 +85,13 @@ mod tests {
         let m = datetime(at);
         assert_eq!(m["__value__"], json!("2026-05-06T07:08:09.123456+00:00"));
         assert_eq!(unwrap_markers(m), json!("2026-05-06T07:08:09.123456+00:00"));
+    }
+
+    #[test]
+    fn uuid_marker_is_kombus_hex_form() {
+        let id = uuid::Uuid::parse_str("12345678-1234-5678-1234-567812345678").expect("uuid");
+        let m = uuid(id);
+        assert_eq!(m["__value__"], json!({"hex": "12345678123456781234567812345678"}));
+        assert_eq!(unwrap_markers(m), json!("12345678-1234-5678-1234-567812345678"));
     }
 }
