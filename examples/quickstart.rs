@@ -1,1 +1,114 @@
-fn main() {}
+//! Quickstart: a worker and a producer doing real work against the local
+//! RabbitMQ, results in SQLite (`celeriac-quickstart.db`).
+//!
+//! Run it with `scripts/quickstart.sh` (or, with RabbitMQ already up,
+//! `cargo run -p celeriac-examples --example quickstart`). You should see
+//! each task's id, state and result printed as it completes, then
+//! `quickstart: 6 tasks, all done`.
+
+use celeriac::{ApplyOptions, Client, Config};
+use celeriac_examples::{Add, WordCount, WordCountArgs};
+use celeriac_worker::{TaskFailure, Worker};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    celeriac_common::telemetry::init(celeriac_common::config::LogFormat::Human, "warn");
+    let mut config = Config::load(None)?;
+    if std::env::var_os("CELERIAC_RESULT_BACKEND").is_none() {
+        config.result_backend = "sqlite://celeriac-quickstart.db?mode=rwc".into();
+    }
+    config.default_queue = "celeriac-quickstart".into();
+    config.queues = vec![config.default_queue.clone()];
+    config.track_started = true;
+
+    // The worker side: register tasks, run until told to stop.
+    let worker = Worker::builder(config.clone())
+        .with_diagnostics()
+        .register::<Add, _, _, _>(|_ctx, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
+        .register_blocking::<WordCount, _, _>(|_ctx, args: WordCountArgs| {
+            Ok::<_, TaskFailure>(args.text.split_whitespace().count())
+        })
+        .build()
+        .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    // The producer side: every call returns once RabbitMQ holds the message.
+    let client = Client::connect(config).await?;
+    let wait = Duration::from_secs(30);
+    let add = client.delay::<Add>((2, 3)).await?;
+    let later = client
+        .apply_async::<Add>(
+            (40, 2),
+            ApplyOptions::new().countdown(Duration::from_secs(2)),
+        )
+        .await?;
+    let words = client
+        .delay::<WordCount>(WordCountArgs {
+            text: "the quick brown fox".into(),
+        })
+        .await?;
+    let echo = client
+        .send_task(
+            "celeriac.echo",
+            vec![json!(1), json!("a")],
+            Default::default(),
+            ApplyOptions::new(),
+        )
+        .await?;
+    let fail = client
+        .send_task(
+            "celeriac.fail",
+            vec![json!("on purpose")],
+            Default::default(),
+            ApplyOptions::new(),
+        )
+        .await?;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let scheduled = client.apply_at::<Add>(at, (1, 1)).await?;
+
+    println!(
+        "tasks.add(2, 3)            {} -> {}",
+        add.id(),
+        add.get(wait).await?
+    );
+    println!(
+        "tasks.word_count(text=...) {} -> {}",
+        words.id(),
+        words.get(wait).await?
+    );
+    println!(
+        "celeriac.echo(1, \"a\")      {} -> {}",
+        echo.id(),
+        echo.get(wait).await?
+    );
+    match fail.get(wait).await {
+        Err(e) => println!("celeriac.fail(...)         {} -> {e}", fail.id()),
+        Ok(v) => println!(
+            "celeriac.fail(...)         {} -> unexpectedly {v}",
+            fail.id()
+        ),
+    }
+    println!(
+        "tasks.add(1, 1) at +1s     {} -> {}",
+        scheduled.id(),
+        scheduled.get(wait).await?
+    );
+    let record = later.wait(wait).await?;
+    println!(
+        "tasks.add(40, 2) +2s       {} -> {} ({}, ran on {})",
+        later.id(),
+        record.result.unwrap_or_default(),
+        record.state,
+        record.worker.unwrap_or_default()
+    );
+    println!("quickstart: 6 tasks, all done");
+
+    let _ = stop.send(());
+    worker.await??;
+    Ok(())
+}

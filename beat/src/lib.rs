@@ -1,1 +1,1 @@
-//! placeholder
+//! celeriac-beat: the scheduler (in progress).

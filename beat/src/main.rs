@@ -1,1 +1,2 @@
+//! `celeriac-beat`: the scheduler (in progress).
 fn main() {}

@@ -12,11 +12,21 @@ pub struct ConnectionArgs {
     #[arg(long, env = "CELERIAC_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
-    #[arg(long, env = "CELERIAC_BROKER_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub broker: Option<String>,
     /// Result backend URL: sqlite://FILE?mode=rwc, postgres://..., mysql://..., or none
     /// [default: sqlite://celeriac.db?mode=rwc].
-    #[arg(long, env = "CELERIAC_RESULT_BACKEND", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_RESULT_BACKEND",
+        hide_env_values = true,
+        global = true
+    )]
     pub result_backend: Option<String>,
     /// Log format.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, global = true)]

@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn mismatches_are_errors() {
-        let err = join_args::<(i64, i64)>(&[json!("x")], &Map::new()).unwrap_err();
+        let err = join_args::<(i64, i64)>(&[json!("x")], &Map::new()).expect_err("mismatch");
         assert!(matches!(err, ArgsError::Mismatch(_)));
         let mut kw = Map::new();
         kw.insert("y".into(), json!(1));

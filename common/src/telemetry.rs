@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 /// services, `warn` for command-line tools). Calling it twice is harmless.
 pub fn init(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

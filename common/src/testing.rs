@@ -44,9 +44,8 @@ fn server_url(kind: DbKind) -> String {
     match kind {
         DbKind::Postgres => std::env::var("CELERIAC_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
-        DbKind::Mysql => {
-            std::env::var("CELERIAC_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-        }
+        DbKind::Mysql => std::env::var("CELERIAC_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned()),
         DbKind::Sqlite => String::new(),
     }
 }
@@ -57,15 +56,34 @@ impl TestDatabase {
         let name = format!("celeriac_t_{}", uuid::Uuid::new_v4().simple());
         if kind == DbKind::Sqlite {
             let dir = tempfile::tempdir().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("results.db").display());
-            return Ok(TestDatabase { url, kind, name, admin_url: String::new(), _dir: Some(dir) });
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("results.db").display()
+            );
+            return Ok(TestDatabase {
+                url,
+                kind,
+                name,
+                admin_url: String::new(),
+                _dir: Some(dir),
+            });
         }
         let admin_url = server_url(kind);
         let admin = Database::connect(&admin_url).await?;
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
         let _ = admin.close().await;
-        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
-        Ok(TestDatabase { url: format!("{base}/{name}"), kind, name, admin_url, _dir: None })
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        Ok(TestDatabase {
+            url: format!("{base}/{name}"),
+            kind,
+            name,
+            admin_url,
+            _dir: None,
+        })
     }
 
     /// Drops the database (server kinds); the SQLite directory goes with `self`.
@@ -74,8 +92,14 @@ impl TestDatabase {
             return;
         }
         if let Ok(admin) = Database::connect(&self.admin_url).await {
-            let force = if self.kind == DbKind::Postgres { " WITH (FORCE)" } else { "" };
-            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {}{force}", self.name)).await;
+            let force = if self.kind == DbKind::Postgres {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {}{force}", self.name))
+                .await;
             let _ = admin.close().await;
         }
     }
@@ -98,7 +122,9 @@ pub fn config(result_backend: &str, queue: &str) -> Config {
 
 /// Deletes queues (and their same-named exchanges) after a test.
 pub async fn delete_queues(names: &[&str]) {
-    let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else { return };
+    let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {
+        return;
+    };
     if let Ok(ch) = conn.create_channel().await {
         for name in names {
             let _ = ch.queue_delete((*name).into(), Default::default()).await;

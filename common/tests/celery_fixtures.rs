@@ -17,14 +17,23 @@ fn fixtures() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("fixtures dir") {
         let path = entry.expect("entry").path();
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if path.extension().is_some_and(|e| e == "json") && name != "queue_declare" {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+            let v: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
             out.push((name, v));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 30, "expected the captured fixtures, found {}", out.len());
+    assert!(
+        out.len() >= 30,
+        "expected the captured fixtures, found {}",
+        out.len()
+    );
     out
 }
 
@@ -66,19 +75,43 @@ fn every_celery_message_decodes_with_its_arguments() {
         assert_eq!(msg.task, h["task"].as_str().expect("task"), "{name}");
         assert_eq!(msg.id, h["id"].as_str().expect("id"), "{name}");
         assert_eq!(msg.lang, "py", "{name}");
-        assert_eq!(Value::Array(msg.args.clone()), f["call"]["args"], "{name}: args");
-        assert_eq!(Value::Object(msg.kwargs.clone()), f["call"]["kwargs"], "{name}: kwargs");
-        assert_eq!(u64::from(msg.retries), h["retries"].as_u64().unwrap_or(0), "{name}: retries");
-        assert_eq!(msg.root_id.as_deref(), h["root_id"].as_str(), "{name}: root_id");
+        assert_eq!(
+            Value::Array(msg.args.clone()),
+            f["call"]["args"],
+            "{name}: args"
+        );
+        assert_eq!(
+            Value::Object(msg.kwargs.clone()),
+            f["call"]["kwargs"],
+            "{name}: kwargs"
+        );
+        assert_eq!(
+            u64::from(msg.retries),
+            h["retries"].as_u64().unwrap_or(0),
+            "{name}: retries"
+        );
+        assert_eq!(
+            msg.root_id.as_deref(),
+            h["root_id"].as_str(),
+            "{name}: root_id"
+        );
         assert_eq!(msg.group.as_deref(), h["group"].as_str(), "{name}: group");
         assert_eq!(msg.eta.is_some(), !h["eta"].is_null(), "{name}: eta");
-        assert_eq!(msg.expires.is_some(), !h["expires"].is_null(), "{name}: expires");
+        assert_eq!(
+            msg.expires.is_some(),
+            !h["expires"].is_null(),
+            "{name}: expires"
+        );
         let tl = &h["timelimit"];
         assert_eq!(msg.timelimit.0, tl[0].as_f64(), "{name}: hard limit");
         assert_eq!(msg.timelimit.1, tl[1].as_f64(), "{name}: soft limit");
         // Whatever celeriac decodes it re-encodes to the same message.
-        let again = TaskMessage::decode(&msg.properties(), &msg.encode_body().expect("encode"), MAX_BODY_BYTES_DEFAULT)
-            .unwrap_or_else(|e| panic!("{name}: re-decode: {e}"));
+        let again = TaskMessage::decode(
+            &msg.properties(),
+            &msg.encode_body().expect("encode"),
+            MAX_BODY_BYTES_DEFAULT,
+        )
+        .unwrap_or_else(|e| panic!("{name}: re-decode: {e}"));
         assert_eq!(again, msg, "{name}: round trip");
     }
 }
@@ -87,12 +120,23 @@ fn every_celery_message_decodes_with_its_arguments() {
 fn signatures_chains_and_custom_headers_survive() {
     let all = fixtures();
     let get = |case: &str| {
-        let f = &all.iter().find(|(n, _)| n == case).unwrap_or_else(|| panic!("fixture {case}")).1;
-        TaskMessage::decode(&properties(f), f["body"].as_str().expect("body").as_bytes(), MAX_BODY_BYTES_DEFAULT)
-            .expect("decode")
+        let f = &all
+            .iter()
+            .find(|(n, _)| n == case)
+            .unwrap_or_else(|| panic!("fixture {case}"))
+            .1;
+        TaskMessage::decode(
+            &properties(f),
+            f["body"].as_str().expect("body").as_bytes(),
+            MAX_BODY_BYTES_DEFAULT,
+        )
+        .expect("decode")
     };
     let chain = get("chain3").embed.chain.expect("chain");
-    assert_eq!(chain.iter().map(|s| s.task.as_str()).collect::<Vec<_>>(), ["tasks.mul", "tasks.add"]);
+    assert_eq!(
+        chain.iter().map(|s| s.task.as_str()).collect::<Vec<_>>(),
+        ["tasks.mul", "tasks.add"]
+    );
     assert!(chain[0].options.contains_key("task_id"));
     assert_eq!(get("link").embed.callbacks.expect("callbacks").len(), 1);
     assert_eq!(get("link_error").embed.errbacks.expect("errbacks").len(), 1);
@@ -105,34 +149,82 @@ fn signatures_chains_and_custom_headers_survive() {
 
 #[test]
 fn celeriac_sends_every_header_celery_sends() {
-    let (_, f) = fixtures().into_iter().find(|(n, _)| n == "args_positional").expect("fixture");
-    let celery_keys: Vec<String> = f["header_types"].as_object().expect("types").keys().cloned().collect();
+    let (_, f) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "args_positional")
+        .expect("fixture");
+    let celery_keys: Vec<String> = f["header_types"]
+        .as_object()
+        .expect("types")
+        .keys()
+        .cloned()
+        .collect();
     let ours = TaskMessage::new("tasks.add", vec![], Default::default()).properties();
     let headers = ours.headers().clone().expect("headers");
     for key in &celery_keys {
-        assert!(headers.contains_key(key), "celeriac does not send header {key:?}");
+        assert!(
+            headers.contains_key(key),
+            "celeriac does not send header {key:?}"
+        );
     }
-    assert!(matches!(headers.inner().get("timelimit"), Some(AMQPValue::FieldArray(a)) if a.as_slice().len() == 2));
+    assert!(
+        matches!(headers.inner().get("timelimit"), Some(AMQPValue::FieldArray(a)) if a.as_slice().len() == 2)
+    );
 }
 
 #[test]
 fn queues_are_declared_with_celerys_arguments() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/celery/queue_declare.json");
-    let f: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/celery/queue_declare.json");
+    let f: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
     let v = &f["variants"];
-    let args = |c: &Config| serde_json::to_value(
-        queue_arguments(c).inner().iter().map(|(k, v)| (k.to_string(), match v {
-            AMQPValue::LongString(s) => Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::LongInt(i) => Value::from(*i),
-            other => panic!("unexpected {other:?}"),
-        })).collect::<serde_json::Map<_, _>>(),
-    ).expect("json");
+    let args = |c: &Config| {
+        serde_json::to_value(
+            queue_arguments(c)
+                .inner()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        match v {
+                            AMQPValue::LongString(s) => {
+                                Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                            }
+                            AMQPValue::LongInt(i) => Value::from(*i),
+                            other => panic!("unexpected {other:?}"),
+                        },
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>(),
+        )
+        .expect("json")
+    };
     let classic = Config::default();
-    assert_eq!(args(&classic), v["default"]["rabbitmqctl_list_queues"]["arguments"]);
-    let quorum = Config { queue_type: QueueType::Quorum, ..Config::default() };
-    let want = v.as_object().expect("variants").values().find(|x| x["celery_conf"].to_string().contains("quorum")).expect("quorum variant");
+    assert_eq!(
+        args(&classic),
+        v["default"]["rabbitmqctl_list_queues"]["arguments"]
+    );
+    let quorum = Config {
+        queue_type: QueueType::Quorum,
+        ..Config::default()
+    };
+    let want = v
+        .as_object()
+        .expect("variants")
+        .values()
+        .find(|x| x["celery_conf"].to_string().contains("quorum"))
+        .expect("quorum variant");
     assert_eq!(args(&quorum), want["rabbitmqctl_list_queues"]["arguments"]);
-    let prio = Config { queue_max_priority: Some(10), ..Config::default() };
-    let want = v.as_object().expect("variants").values().find(|x| x["celery_conf"].to_string().contains("max_priority")).expect("priority variant");
+    let prio = Config {
+        queue_max_priority: Some(10),
+        ..Config::default()
+    };
+    let want = v
+        .as_object()
+        .expect("variants")
+        .values()
+        .find(|x| x["celery_conf"].to_string().contains("max_priority"))
+        .expect("priority variant");
     assert_eq!(args(&prio), want["rabbitmqctl_list_queues"]["arguments"]);
 }

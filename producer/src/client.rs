@@ -38,7 +38,9 @@ pub enum ClientError {
     #[error("broker refused task {0} (negative publisher confirm)")]
     Nacked(String),
     /// No queue is bound for the exchange and routing key.
-    #[error("task {task_id} is unroutable: no queue bound to exchange {exchange:?} with routing key {routing_key:?}")]
+    #[error(
+        "task {task_id} is unroutable: no queue bound to exchange {exchange:?} with routing key {routing_key:?}"
+    )]
     Unroutable {
         /// The task.
         task_id: String,
@@ -96,7 +98,10 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("broker", &celeriac_common::mask_url(&self.inner.config.broker_url))
+            .field(
+                "broker",
+                &celeriac_common::mask_url(&self.inner.config.broker_url),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +113,11 @@ impl Client {
     /// Connects to the broker now (failing fast with a clear error if it is
     /// unreachable); the result backend is opened on first use.
     pub async fn connect(config: Config) -> Result<Client, ClientError> {
-        let origin = format!("gen{}@{}", std::process::id(), celeriac_common::config::host_name());
+        let origin = format!(
+            "gen{}@{}",
+            std::process::id(),
+            celeriac_common::config::host_name()
+        );
         let client = Client {
             inner: Arc::new(Inner {
                 config,
@@ -129,7 +138,10 @@ impl Client {
     }
 
     /// Calls task `T` now with `args`. Returns once the broker holds the message.
-    pub async fn delay<T: TaskDef>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, ClientError> {
+    pub async fn delay<T: TaskDef>(
+        &self,
+        args: T::Args,
+    ) -> Result<AsyncResult<T::Output>, ClientError> {
         self.apply_async::<T>(args, ApplyOptions::default()).await
     }
 
@@ -139,7 +151,8 @@ impl Client {
         when: chrono::DateTime<Utc>,
         args: T::Args,
     ) -> Result<AsyncResult<T::Output>, ClientError> {
-        self.apply_async::<T>(args, ApplyOptions::default().eta(when)).await
+        self.apply_async::<T>(args, ApplyOptions::default().eta(when))
+            .await
     }
 
     /// Calls task `T` with options.
@@ -167,7 +180,10 @@ impl Client {
     }
 
     /// A handle on an existing task id.
-    pub fn async_result<R: serde::de::DeserializeOwned>(&self, id: impl Into<String>) -> AsyncResult<R> {
+    pub fn async_result<R: serde::de::DeserializeOwned>(
+        &self,
+        id: impl Into<String>,
+    ) -> AsyncResult<R> {
         AsyncResult::new(self.clone(), id.into())
     }
 
@@ -184,18 +200,34 @@ impl Client {
         if let Some(id) = options.task_id {
             msg = msg.with_id(id);
         }
-        let after = |d: Duration| chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d));
-        msg.eta = options.eta.or_else(|| options.countdown.and_then(after)).map(|t| t.fixed_offset());
-        msg.expires = options.expires.or_else(|| options.expires_in.and_then(after)).map(|t| t.fixed_offset());
+        let after = |d: Duration| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+        };
+        msg.eta = options
+            .eta
+            .or_else(|| options.countdown.and_then(after))
+            .map(|t| t.fixed_offset());
+        msg.expires = options
+            .expires
+            .or_else(|| options.expires_in.and_then(after))
+            .map(|t| t.fixed_offset());
         msg.priority = options.priority;
         msg.extra_headers = options.headers;
         msg.timelimit = (options.time_limit, options.soft_time_limit);
         msg.ignore_result = options.ignore_result;
         msg.origin = Some(self.inner.origin.clone());
         let config = &self.inner.config;
-        let queue = options.queue.unwrap_or_else(|| config.default_queue.clone());
+        let queue = options
+            .queue
+            .unwrap_or_else(|| config.default_queue.clone());
         let route = if options.exchange.is_none() && options.routing_key.is_none() {
-            Route { exchange: String::new(), routing_key: queue.clone(), declare: Some(queue) }
+            Route {
+                exchange: String::new(),
+                routing_key: queue.clone(),
+                declare: Some(queue),
+            }
         } else {
             Route {
                 exchange: options.exchange.unwrap_or_else(|| queue.clone()),
@@ -210,14 +242,26 @@ impl Client {
 
     /// Publishes a ready message to `queue` (declaring it as Celery does).
     /// Used by workers (retries, callbacks) and beat.
-    pub async fn publish_to_queue(&self, msg: &TaskMessage, queue: &str) -> Result<(), ClientError> {
-        let route = Route { exchange: String::new(), routing_key: queue.to_owned(), declare: Some(queue.to_owned()) };
+    pub async fn publish_to_queue(
+        &self,
+        msg: &TaskMessage,
+        queue: &str,
+    ) -> Result<(), ClientError> {
+        let route = Route {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            declare: Some(queue.to_owned()),
+        };
         self.publish(msg, &route).await
     }
 
     /// Publishes with publisher confirms; while the broker is unreachable,
     /// waits (reconnecting with backoff) up to `publish_timeout_secs`.
-    pub(crate) async fn publish(&self, msg: &TaskMessage, route: &Route) -> Result<(), ClientError> {
+    pub(crate) async fn publish(
+        &self,
+        msg: &TaskMessage,
+        route: &Route,
+    ) -> Result<(), ClientError> {
         let body = msg.encode_body()?;
         let props = msg.properties();
         let timeout = self.inner.config.publish_timeout();
@@ -226,7 +270,9 @@ impl Client {
         loop {
             let attempt = async {
                 let link = self.link().await?;
-                let res = self.publish_on(&link, msg, route, &body, props.clone()).await;
+                let res = self
+                    .publish_on(&link, msg, route, &body, props.clone())
+                    .await;
                 if res.is_err() && !link.connection.status().connected() {
                     self.drop_link(&link).await;
                 }
@@ -234,17 +280,29 @@ impl Client {
             };
             let err = match attempt.await {
                 Ok(()) => return Ok(()),
-                Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => return Err(e),
+                Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => {
+                    return Err(e);
+                }
                 Err(e) => e,
             };
-            let broker_alive = self.inner.link.read().await.as_ref().is_some_and(|l| l.connection.status().connected());
+            let broker_alive = self
+                .inner
+                .link
+                .read()
+                .await
+                .as_ref()
+                .is_some_and(|l| l.connection.status().connected());
             if broker_alive && matches!(err, ClientError::Broker(BrokerError::Declare { .. })) {
                 // The broker answered (e.g. PRECONDITION_FAILED): retrying will not help.
                 self.reset_link().await;
                 return Err(err);
             }
             if started.elapsed() >= timeout {
-                return Err(ClientError::Unavailable { waited: started.elapsed(), task_id: msg.id.clone(), last: err.to_string() });
+                return Err(ClientError::Unavailable {
+                    waited: started.elapsed(),
+                    task_id: msg.id.clone(),
+                    last: err.to_string(),
+                });
             }
             tracing::warn!(task.id = %msg.id, error = %err, "publish failed; retrying after {backoff:?}");
             tokio::time::sleep(backoff.min(timeout.saturating_sub(started.elapsed()))).await;
@@ -261,7 +319,11 @@ impl Client {
         props: lapin::BasicProperties,
     ) -> Result<(), ClientError> {
         if let Some(queue) = &route.declare {
-            let known = link.declared.lock().map(|d| d.contains(queue)).unwrap_or(false);
+            let known = link
+                .declared
+                .lock()
+                .map(|d| d.contains(queue))
+                .unwrap_or(false);
             if !known {
                 broker::declare_task_queue(&link.channel, queue, &self.inner.config).await?;
                 if let Ok(mut d) = link.declared.lock() {
@@ -269,13 +331,21 @@ impl Client {
                 }
             }
         }
-        let channel_err = |source| ClientError::Broker(BrokerError::Channel { op: "basic.publish", source });
+        let channel_err = |source| {
+            ClientError::Broker(BrokerError::Channel {
+                op: "basic.publish",
+                source,
+            })
+        };
         let confirm = link
             .channel
             .basic_publish(
                 route.exchange.as_str().into(),
                 route.routing_key.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 body,
                 props,
             )
@@ -295,21 +365,25 @@ impl Client {
     }
 
     async fn link(&self) -> Result<Arc<Link>, ClientError> {
-        if let Some(link) = self.inner.link.read().await.as_ref() {
-            if link.connection.status().connected() && link.channel.status().connected() {
-                return Ok(link.clone());
-            }
+        if let Some(link) = self.live_link().await {
+            return Ok(link);
         }
         let _guard = self.inner.reconnecting.lock().await;
-        if let Some(link) = self.inner.link.read().await.as_ref() {
-            if link.connection.status().connected() && link.channel.status().connected() {
-                return Ok(link.clone());
-            }
+        // Another caller may have reconnected while this one waited.
+        if let Some(link) = self.live_link().await {
+            return Ok(link);
         }
         let link = self.open_link().await?;
         tracing::info!(broker = %celeriac_common::mask_url(&self.inner.config.broker_url), "producer connected");
         *self.inner.link.write().await = Some(link.clone());
         Ok(link)
+    }
+
+    async fn live_link(&self) -> Option<Arc<Link>> {
+        let slot = self.inner.link.read().await;
+        slot.as_ref()
+            .filter(|l| l.connection.status().connected() && l.channel.status().connected())
+            .cloned()
     }
 
     async fn drop_link(&self, dead: &Arc<Link>) {
@@ -326,27 +400,45 @@ impl Client {
     }
 
     async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
-        let connection = broker::connect(&self.inner.config.broker_url, "celeriac-producer").await?;
+        let connection =
+            broker::connect(&self.inner.config.broker_url, "celeriac-producer").await?;
         let channel = connection
             .create_channel()
             .await
-            .map_err(|source| BrokerError::Channel { op: "channel.open", source })?;
+            .map_err(|source| BrokerError::Channel {
+                op: "channel.open",
+                source,
+            })?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|source| BrokerError::Channel { op: "confirm.select", source })?;
-        Ok(Arc::new(Link { connection, channel, declared: SyncMutex::new(HashSet::new()) }))
+            .map_err(|source| BrokerError::Channel {
+                op: "confirm.select",
+                source,
+            })?;
+        Ok(Arc::new(Link {
+            connection,
+            channel,
+            declared: SyncMutex::new(HashSet::new()),
+        }))
     }
 
     /// Deletes every ready message in `queue`; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u32, ClientError> {
         let link = self.link().await?;
-        let res = link.channel.queue_purge(queue.into(), QueuePurgeOptions::default()).await;
+        let res = link
+            .channel
+            .queue_purge(queue.into(), QueuePurgeOptions::default())
+            .await;
         match res {
             Ok(n) => Ok(n),
             Err(source) => {
                 self.reset_link().await;
-                Err(BrokerError::Channel { op: "queue.purge", source }.into())
+                Err(BrokerError::Channel {
+                    op: "queue.purge",
+                    source,
+                }
+                .into())
             }
         }
     }

@@ -84,7 +84,10 @@ fn main() -> ExitCode {
     let run = || -> Result<ExitCode, CliError> {
         let config = cli.conn.load()?;
         celeriac_common::telemetry::init(config.log_format, "warn");
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Runtime)?;
         runtime.block_on(execute(cli.command, config))
     };
     match run() {
@@ -100,20 +103,37 @@ fn main() -> ExitCode {
 }
 
 fn secs(value: f64, what: &str) -> Result<Duration, CliError> {
-    Duration::try_from_secs_f64(value).map_err(|_| CliError::Usage(format!("--{what} must be a non-negative number of seconds, got {value}")))
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        CliError::Usage(format!(
+            "--{what} must be a non-negative number of seconds, got {value}"
+        ))
+    })
 }
 
 async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode, CliError> {
     match command {
-        Command::Call { task, args, kwargs, countdown, eta, expires, queue, wait } => {
-            let args: Vec<Value> = serde_json::from_str(&args).map_err(|e| CliError::Usage(format!("--args must be a JSON list: {e}")))?;
-            let kwargs: Map<String, Value> = serde_json::from_str(&kwargs).map_err(|e| CliError::Usage(format!("--kwargs must be a JSON object: {e}")))?;
+        Command::Call {
+            task,
+            args,
+            kwargs,
+            countdown,
+            eta,
+            expires,
+            queue,
+            wait,
+        } => {
+            let args: Vec<Value> = serde_json::from_str(&args)
+                .map_err(|e| CliError::Usage(format!("--args must be a JSON list: {e}")))?;
+            let kwargs: Map<String, Value> = serde_json::from_str(&kwargs)
+                .map_err(|e| CliError::Usage(format!("--kwargs must be a JSON object: {e}")))?;
             let mut opts = ApplyOptions::new();
             if let Some(c) = countdown {
                 opts = opts.countdown(secs(c, "countdown")?);
             }
             if let Some(e) = eta {
-                let at = celeriac_common::protocol::parse_time(&e).ok_or_else(|| CliError::Usage(format!("--eta {e:?} is not an RFC 3339 instant")))?;
+                let at = celeriac_common::protocol::parse_time(&e).ok_or_else(|| {
+                    CliError::Usage(format!("--eta {e:?} is not an RFC 3339 instant"))
+                })?;
                 opts = opts.eta(at.with_timezone(&chrono::Utc));
             }
             if let Some(x) = expires {
@@ -141,7 +161,9 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
                     let deadline = tokio::time::Instant::now() + secs(w, "wait")?;
                     loop {
                         let r = backend.get(&id).await?;
-                        if r.as_ref().is_some_and(|r| r.state.is_ready()) || tokio::time::Instant::now() >= deadline {
+                        if r.as_ref().is_some_and(|r| r.state.is_ready())
+                            || tokio::time::Instant::now() >= deadline
+                        {
                             break r;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -161,7 +183,10 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
         Command::Migrate => {
             let backend = ResultBackend::connect(&config.result_backend).await?;
             backend.migrate().await?;
-            println!("migrated {}", celeriac_common::mask_url(&config.result_backend));
+            println!(
+                "migrated {}",
+                celeriac_common::mask_url(&config.result_backend)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -171,7 +196,10 @@ fn print_outcome(id: &str, waited: Result<TaskRecord, ResultError>) -> Result<Ex
     match waited {
         Ok(record) => Ok(print_record(id, Some(&record))),
         Err(ResultError::Timeout { state, .. }) => {
-            println!("{}", json!({"id": id, "state": state, "result": null, "error": {"type": "Timeout", "message": "no final state before --wait ran out"}}));
+            println!(
+                "{}",
+                json!({"id": id, "state": state, "result": null, "error": {"type": "Timeout", "message": "no final state before --wait ran out"}})
+            );
             Ok(ExitCode::FAILURE)
         }
         Err(ResultError::Client(e)) => Err(e.into()),
@@ -182,9 +210,20 @@ fn print_outcome(id: &str, waited: Result<TaskRecord, ResultError>) -> Result<Ex
 /// Prints `{"id","state","result","error"}`; exit 0 only on SUCCESS.
 fn print_record(id: &str, record: Option<&TaskRecord>) -> ExitCode {
     let (state, result, error) = match record {
-        Some(r) => (r.state, r.result.clone().unwrap_or(Value::Null), r.error.as_ref().map_or(Value::Null, |e| json!(e))),
+        Some(r) => (
+            r.state,
+            r.result.clone().unwrap_or(Value::Null),
+            r.error.as_ref().map_or(Value::Null, |e| json!(e)),
+        ),
         None => (celeriac::TaskState::Pending, Value::Null, Value::Null),
     };
-    println!("{}", json!({"id": id, "state": state, "result": result, "error": error}));
-    if state == celeriac::TaskState::Success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    println!(
+        "{}",
+        json!({"id": id, "state": state, "result": result, "error": error})
+    );
+    if state == celeriac::TaskState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -119,12 +119,19 @@ impl ApplyOptions {
         if self.expires.is_some() && self.expires_in.is_some() {
             return Err(OptionsError::TwoExpiries);
         }
-        for limit in [self.time_limit, self.soft_time_limit].into_iter().flatten() {
+        for limit in [self.time_limit, self.soft_time_limit]
+            .into_iter()
+            .flatten()
+        {
             if !(limit.is_finite() && limit > 0.0) {
                 return Err(OptionsError::BadTimeLimit(limit));
             }
         }
-        if let Some(name) = self.headers.keys().find(|k| celeriac_common::protocol::is_reserved_header(k)) {
+        if let Some(name) = self
+            .headers
+            .keys()
+            .find(|k| celeriac_common::protocol::is_reserved_header(k))
+        {
             return Err(OptionsError::ReservedHeader(name.clone()));
         }
         Ok(())

@@ -71,13 +71,21 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R> Clone for AsyncResult<R> {
     fn clone(&self) -> Self {
-        AsyncResult { client: self.client.clone(), id: self.id.clone(), _output: PhantomData }
+        AsyncResult {
+            client: self.client.clone(),
+            id: self.id.clone(),
+            _output: PhantomData,
+        }
     }
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(client: Client, id: String) -> Self {
-        AsyncResult { client, id, _output: PhantomData }
+        AsyncResult {
+            client,
+            id,
+            _output: PhantomData,
+        }
     }
 
     /// The task id.
@@ -102,7 +110,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         match record.state {
             TaskState::Success => {
                 let value = record.result.unwrap_or(serde_json::Value::Null);
-                serde_json::from_value(value).map_err(|source| ResultError::Decode { task_id: self.id.clone(), source })
+                serde_json::from_value(value).map_err(|source| ResultError::Decode {
+                    task_id: self.id.clone(),
+                    source,
+                })
             }
             TaskState::Failure => Err(ResultError::Failed {
                 task_id: self.id.clone(),
@@ -112,7 +123,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
                     traceback: None,
                 }),
             }),
-            state => Err(ResultError::NotRun { task_id: self.id.clone(), state }),
+            state => Err(ResultError::NotRun {
+                task_id: self.id.clone(),
+                state,
+            }),
         }
     }
 
@@ -128,7 +142,11 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             }
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(ResultError::Timeout { task_id: self.id.clone(), waited: started.elapsed(), state });
+                return Err(ResultError::Timeout {
+                    task_id: self.id.clone(),
+                    waited: started.elapsed(),
+                    state,
+                });
             }
             tokio::time::sleep(interval.min(left)).await;
             interval = interval.mul_f32(1.5).min(POLL_MAX);

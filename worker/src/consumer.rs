@@ -11,7 +11,10 @@ use celeriac_common::{Config, TaskState};
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection};
 use std::sync::Arc;
@@ -63,26 +66,50 @@ impl Session {
         let config = &shared.config;
         let connection = broker::connect(&config.broker_url, &config.hostname).await?;
         let op = |op| move |source| BrokerError::Channel { op, source };
-        let channel = connection.create_channel().await.map_err(op("channel.open"))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(op("channel.open"))?;
         // Per-consumer prefetch (global = false): recent RabbitMQ rejects global QoS.
         channel
             .basic_qos(config.prefetch(), BasicQosOptions { global: false })
             .await
             .map_err(op("basic.qos"))?;
-        let dead_letters = connection.create_channel().await.map_err(op("channel.open"))?;
-        dead_letters.confirm_select(ConfirmSelectOptions::default()).await.map_err(op("confirm.select"))?;
+        let dead_letters = connection
+            .create_channel()
+            .await
+            .map_err(op("channel.open"))?;
+        dead_letters
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(op("confirm.select"))?;
         broker::declare_dead_letter_queue(&dead_letters, &config.dead_letter_queue).await?;
         let mut consumers = Vec::new();
         for queue in &config.queues {
             broker::declare_task_queue(&channel, queue, config).await?;
-            let tag = format!("{}.{}.{}", config.hostname, queue, uuid::Uuid::new_v4().simple());
+            let tag = format!(
+                "{}.{}.{}",
+                config.hostname,
+                queue,
+                uuid::Uuid::new_v4().simple()
+            );
             let consumer = channel
-                .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(op("basic.consume"))?;
             consumers.push((queue.clone(), consumer));
         }
-        Ok(Session { connection, channel, dead_letters, consumers })
+        Ok(Session {
+            connection,
+            channel,
+            dead_letters,
+            consumers,
+        })
     }
 
     /// Handles deliveries until the connection is lost; returns why.
@@ -92,23 +119,39 @@ impl Session {
             consumer.clone().map(move |d| (queue.clone(), d))
         });
         let mut all = futures_util::stream::select_all(streams);
-        while let Some((queue, delivery)) = all.next().await {
-            match delivery {
-                Ok(delivery) => {
+        // Belt and braces: also notice a dead connection whose consumer
+        // streams stay silent.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let next = tokio::select! {
+                next = all.next() => next,
+                _ = check.tick() => {
+                    if self.connection.status().connected() && self.channel.status().connected() {
+                        continue;
+                    }
+                    return "connection or channel closed".to_owned();
+                }
+            };
+            match next {
+                Some((queue, Ok(delivery))) => {
                     let shared = shared.clone();
                     let dead_letters = self.dead_letters.clone();
                     tokio::spawn(handle(shared, dead_letters, queue, delivery));
                 }
-                Err(e) => return e.to_string(),
+                Some((_, Err(e))) => return e.to_string(),
+                None => return "consumer cancelled by the broker".to_owned(),
             }
         }
-        "consumer cancelled by the broker".to_owned()
     }
 
     /// Stops consuming: the broker sends nothing more.
     pub(crate) async fn cancel(&self) {
         for (queue, consumer) in &self.consumers {
-            if let Err(e) = self.channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await {
+            if let Err(e) = self
+                .channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await
+            {
                 tracing::debug!(queue, error = %e, "basic.cancel failed");
             }
         }
@@ -122,9 +165,15 @@ impl Session {
 
 async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, delivery: Delivery) {
     let received = Utc::now();
-    let msg = match TaskMessage::decode(&delivery.properties, &delivery.data, shared.config.max_message_bytes) {
+    let msg = match TaskMessage::decode(
+        &delivery.properties,
+        &delivery.data,
+        shared.config.max_message_bytes,
+    ) {
         Ok(m) => m,
-        Err(e) => return dead_letter(&shared, &dead_letters, &queue, delivery, &e.to_string()).await,
+        Err(e) => {
+            return dead_letter(&shared, &dead_letters, &queue, delivery, &e.to_string()).await;
+        }
     };
     let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
     async move {
@@ -189,9 +238,18 @@ async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, deliv
     .await
 }
 
-async fn run(handler: &Handler, ctx: TaskContext, msg: &TaskMessage) -> Result<serde_json::Value, TaskFailure> {
-    let args_error = |e: celeriac_common::ArgsError| TaskFailure::new("ArgumentError", e.to_string());
-    let hard_limit = msg.timelimit.0.filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64);
+async fn run(
+    handler: &Handler,
+    ctx: TaskContext,
+    msg: &TaskMessage,
+) -> Result<serde_json::Value, TaskFailure> {
+    let args_error =
+        |e: celeriac_common::ArgsError| TaskFailure::new("ArgumentError", e.to_string());
+    let hard_limit = msg
+        .timelimit
+        .0
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64);
     let joined = match handler {
         Handler::Async(h) => {
             let fut = h(ctx, &msg.args, &msg.kwargs).map_err(args_error)?;
@@ -202,7 +260,10 @@ async fn run(handler: &Handler, ctx: TaskContext, msg: &TaskMessage) -> Result<s
                     Ok(joined) => joined,
                     Err(_) => {
                         abort.abort();
-                        return Err(TaskFailure::new("TimeLimitExceeded", format!("hard time limit ({}s) exceeded", limit.as_secs_f64())));
+                        return Err(TaskFailure::new(
+                            "TimeLimitExceeded",
+                            format!("hard time limit ({}s) exceeded", limit.as_secs_f64()),
+                        ));
                     }
                 },
                 None => task.await,
@@ -260,11 +321,17 @@ fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
 
 fn task_error(f: TaskFailure) -> TaskError {
     let traceback = f.traceback();
-    TaskError { kind: f.kind, message: f.message, traceback }
+    TaskError {
+        kind: f.kind,
+        message: f.message,
+        traceback,
+    }
 }
 
 async fn already_done(shared: &Shared, id: &str) -> bool {
-    let Some(backend) = &shared.backend else { return false };
+    let Some(backend) = &shared.backend else {
+        return false;
+    };
     matches!(backend.get(id).await, Ok(Some(r)) if r.state.is_ready())
 }
 
@@ -280,16 +347,28 @@ async fn mark_started(shared: &Shared, outcome: &TaskOutcome) {
 
 /// Hands the delivery to the recorder: store the outcome (unless results are
 /// off or ignored), then ack.
-async fn finish(shared: &Shared, msg: &TaskMessage, delivery: Delivery, outcome: Option<TaskOutcome>) {
+async fn finish(
+    shared: &Shared,
+    msg: &TaskMessage,
+    delivery: Delivery,
+    outcome: Option<TaskOutcome>,
+) {
     let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
-    let done = Finished { outcome, acker: delivery.acker, task_id: msg.id.clone() };
+    let done = Finished {
+        outcome,
+        acker: delivery.acker,
+        task_id: msg.id.clone(),
+    };
     if shared.recorder.send(done).await.is_err() {
         tracing::warn!("recorder stopped; the message will be redelivered");
     }
 }
 
 async fn requeue(delivery: Delivery) {
-    let opts = BasicNackOptions { requeue: true, multiple: false };
+    let opts = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
     if let Err(e) = delivery.acker.nack(opts).await {
         tracing::debug!(error = %e, "requeue failed; the broker will redeliver on disconnect");
     }
@@ -298,25 +377,49 @@ async fn requeue(delivery: Delivery) {
 /// Moves an undecodable message to the dead-letter queue with the reason in
 /// its headers, then acks it. If the dead-letter publish is not confirmed,
 /// the message is returned to its queue instead, so nothing is lost.
-async fn dead_letter(shared: &Shared, channel: &Channel, queue: &str, delivery: Delivery, reason: &str) {
-    let id = delivery.properties.correlation_id().as_ref().map(|c| c.to_string()).unwrap_or_else(|| "<none>".to_owned());
+async fn dead_letter(
+    shared: &Shared,
+    channel: &Channel,
+    queue: &str,
+    delivery: Delivery,
+    reason: &str,
+) {
+    let id = delivery
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "<none>".to_owned());
     tracing::error!(task.id = %id, queue, reason, "undecodable message moved to the dead-letter queue {}", shared.config.dead_letter_queue);
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
     headers.insert("x-celeriac-error".into(), text(reason));
     headers.insert("x-celeriac-queue".into(), text(queue));
-    headers.insert("x-celeriac-failed-at".into(), text(&Utc::now().to_rfc3339()));
+    headers.insert(
+        "x-celeriac-failed-at".into(),
+        text(&Utc::now().to_rfc3339()),
+    );
     let props = delivery.properties.clone().with_headers(headers);
     let confirmed = async {
         channel
-            .basic_publish("".into(), shared.config.dead_letter_queue.as_str().into(), BasicPublishOptions::default(), &delivery.data, props)
+            .basic_publish(
+                "".into(),
+                shared.config.dead_letter_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                props,
+            )
             .await?
             .await
     }
     .await;
     match confirmed {
         Ok(c) if c.is_ack() => {
-            let done = Finished { outcome: None, acker: delivery.acker, task_id: id };
+            let done = Finished {
+                outcome: None,
+                acker: delivery.acker,
+                task_id: id,
+            };
             let _ = shared.recorder.send(done).await;
         }
         other => {

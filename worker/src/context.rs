@@ -46,13 +46,21 @@ pub struct TaskFailure {
 impl TaskFailure {
     /// A failure with a chosen kind and message.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskFailure { kind: kind.into(), message: message.into(), causes: Vec::new() }
+        TaskFailure {
+            kind: kind.into(),
+            message: message.into(),
+            causes: Vec::new(),
+        }
     }
 
     /// The causes as traceback text: one `caused by: ...` line each.
     pub fn traceback(&self) -> Option<String> {
         (!self.causes.is_empty()).then(|| {
-            self.causes.iter().map(|c| format!("caused by: {c}")).collect::<Vec<_>>().join("\n")
+            self.causes
+                .iter()
+                .map(|c| format!("caused by: {c}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         })
     }
 }
@@ -65,7 +73,11 @@ impl<E: std::error::Error + 'static> From<E> for TaskFailure {
             causes.push(s.to_string());
             source = s.source();
         }
-        TaskFailure { kind: short_type_name::<E>().to_owned(), message: err.to_string(), causes }
+        TaskFailure {
+            kind: short_type_name::<E>().to_owned(),
+            message: err.to_string(),
+            causes,
+        }
     }
 }
 
@@ -91,6 +103,9 @@ mod tests {
         assert_eq!(f.kind, "Outer");
         assert_eq!(f.message, "outer failed");
         assert_eq!(f.causes, vec!["invalid digit found in string".to_owned()]);
-        assert_eq!(f.traceback().as_deref(), Some("caused by: invalid digit found in string"));
+        assert_eq!(
+            f.traceback().as_deref(),
+            Some("caused by: invalid digit found in string")
+        );
     }
 }

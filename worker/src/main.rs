@@ -48,18 +48,28 @@ fn main() -> ExitCode {
         config.queues = split_csv(q);
     }
     config.concurrency = cli.concurrency.unwrap_or(config.concurrency);
-    config.prefetch_multiplier = cli.prefetch_multiplier.unwrap_or(config.prefetch_multiplier);
+    config.prefetch_multiplier = cli
+        .prefetch_multiplier
+        .unwrap_or(config.prefetch_multiplier);
     config.hostname = cli.hostname.clone().unwrap_or(config.hostname);
     config.shutdown_grace_secs = cli.shutdown_grace.unwrap_or(config.shutdown_grace_secs);
     config.track_started = cli.track_started.unwrap_or(config.track_started);
     config.migrate_on_start &= !cli.no_migrate;
     celeriac_common::telemetry::init(config.log_format, "info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
     let result = runtime.block_on(async {
-        Worker::builder(config).with_diagnostics().build().await?.run().await
+        Worker::builder(config)
+            .with_diagnostics()
+            .build()
+            .await?
+            .run()
+            .await
     });
     // Tasks still running after the grace period are abandoned here; their
     // messages are unacknowledged, so the broker redelivers them.

@@ -28,7 +28,8 @@ pub(crate) type RecorderTx = mpsc::Sender<Finished>;
 pub(crate) async fn run(backend: Option<ResultBackend>, mut rx: mpsc::Receiver<Finished>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
-        let outcomes: Vec<TaskOutcome> = batch.iter_mut().filter_map(|f| f.outcome.take()).collect();
+        let outcomes: Vec<TaskOutcome> =
+            batch.iter_mut().filter_map(|f| f.outcome.take()).collect();
         if let Some(backend) = &backend {
             store_until_done(backend, outcomes).await;
         }
@@ -51,7 +52,10 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
         match backend.store(outcomes.clone()).await {
             Ok(()) => {
                 if logged {
-                    tracing::info!(count = outcomes.len(), "result backend is back; outcomes stored");
+                    tracing::info!(
+                        count = outcomes.len(),
+                        "result backend is back; outcomes stored"
+                    );
                 }
                 return;
             }

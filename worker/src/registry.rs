@@ -13,12 +13,16 @@ use std::sync::Arc;
 /// A running task's future, type-erased.
 pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, TaskFailure>> + Send>>;
 
+/// A handler's entry point: decodes the arguments and prepares the call.
+type Prepare<T> =
+    Arc<dyn Fn(TaskContext, &[Value], &Map<String, Value>) -> Result<T, ArgsError> + Send + Sync>;
+
 /// How a handler runs.
 pub(crate) enum Handler {
     /// On the async runtime.
-    Async(Arc<dyn Fn(TaskContext, &[Value], &Map<String, Value>) -> Result<TaskFuture, ArgsError> + Send + Sync>),
+    Async(Prepare<TaskFuture>),
     /// On tokio's blocking thread pool.
-    Blocking(Arc<dyn Fn(TaskContext, &[Value], &Map<String, Value>) -> Result<BlockingCall, ArgsError> + Send + Sync>),
+    Blocking(Prepare<BlockingCall>),
 }
 
 /// A blocking call, ready to run on a blocking thread.
@@ -56,10 +60,12 @@ impl Registry {
         let handler = move |ctx: TaskContext, args: &[Value], kwargs: &Map<String, Value>| {
             let typed: T::Args = join_args(args, kwargs)?;
             let f = f.clone();
-            let fut: TaskFuture = Box::pin(async move { f(ctx, typed).await.map_err(Into::into).and_then(to_value) });
+            let fut: TaskFuture =
+                Box::pin(async move { f(ctx, typed).await.map_err(Into::into).and_then(to_value) });
             Ok(fut)
         };
-        self.handlers.insert(T::NAME.to_owned(), Handler::Async(Arc::new(handler)));
+        self.handlers
+            .insert(T::NAME.to_owned(), Handler::Async(Arc::new(handler)));
     }
 
     pub(crate) fn insert_blocking<T, F, E>(&mut self, f: F)
@@ -72,10 +78,12 @@ impl Registry {
         let handler = move |ctx: TaskContext, args: &[Value], kwargs: &Map<String, Value>| {
             let typed: T::Args = join_args(args, kwargs)?;
             let f = f.clone();
-            let call: BlockingCall = Box::new(move || f(ctx, typed).map_err(Into::into).and_then(to_value));
+            let call: BlockingCall =
+                Box::new(move || f(ctx, typed).map_err(Into::into).and_then(to_value));
             Ok(call)
         };
-        self.handlers.insert(T::NAME.to_owned(), Handler::Blocking(Arc::new(handler)));
+        self.handlers
+            .insert(T::NAME.to_owned(), Handler::Blocking(Arc::new(handler)));
     }
 
     pub(crate) fn insert_raw<F, Fut, E>(&mut self, name: &str, f: F)
@@ -90,6 +98,7 @@ impl Registry {
             let fut: TaskFuture = Box::pin(async move { fut.await.map_err(Into::into) });
             Ok(fut)
         };
-        self.handlers.insert(name.to_owned(), Handler::Async(Arc::new(handler)));
+        self.handlers
+            .insert(name.to_owned(), Handler::Async(Arc::new(handler)));
     }
 }

@@ -79,7 +79,9 @@ impl WorkerBuilder {
     pub async fn build(self) -> Result<Worker, WorkerError> {
         let config = self.config;
         if config.queues.is_empty() {
-            return Err(WorkerError::Config("no queues to consume (set --queues)".into()));
+            return Err(WorkerError::Config(
+                "no queues to consume (set --queues)".into(),
+            ));
         }
         if config.concurrency == 0 {
             return Err(WorkerError::Config("concurrency must be at least 1".into()));
@@ -95,7 +97,11 @@ impl WorkerBuilder {
         };
         let probe = broker::connect(&config.broker_url, &config.hostname).await?;
         let _ = probe.close(200, "probe".into()).await;
-        Ok(Worker { config, registry: Arc::new(self.registry), backend })
+        Ok(Worker {
+            config,
+            registry: Arc::new(self.registry),
+            backend,
+        })
     }
 }
 
@@ -112,7 +118,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 impl Worker {
     /// Starts building a worker with `config`.
     pub fn builder(config: Config) -> WorkerBuilder {
-        WorkerBuilder { config, registry: Registry::default() }
+        WorkerBuilder {
+            config,
+            registry: Registry::default(),
+        }
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down warmly.
@@ -197,7 +206,9 @@ impl Worker {
         }
         let _ = stop_tx.send(true);
         let grace = Duration::from_secs(config.shutdown_grace_secs);
-        let drained = tokio::time::timeout(grace, shared.wait_idle()).await.is_ok();
+        let drained = tokio::time::timeout(grace, shared.wait_idle())
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(
                 running = shared.running.load(Ordering::SeqCst),
@@ -205,8 +216,13 @@ impl Worker {
             );
         }
         drop(shared);
-        if tokio::time::timeout(Duration::from_secs(5), recorder).await.is_err() {
-            tracing::warn!("outcomes not yet stored are left unacknowledged; their messages will be redelivered");
+        if tokio::time::timeout(Duration::from_secs(5), recorder)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "outcomes not yet stored are left unacknowledged; their messages will be redelivered"
+            );
         }
         if let Some(s) = session {
             s.close().await;

@@ -19,7 +19,9 @@ const PRODUCERS: usize = 4;
 const PER_PRODUCER: usize = 2_500;
 
 async fn ten_thousand_tasks(kind: DbKind) {
-    let db = TestDatabase::create(kind).await.expect("create test database");
+    let db = TestDatabase::create(kind)
+        .await
+        .expect("create test database");
     let queue = unique("e2e");
     let config = testing::config(&db.url, &queue);
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
@@ -35,7 +37,14 @@ async fn ten_thousand_tasks(kind: DbKind) {
                 .map(|i| {
                     let client = client.clone();
                     async move {
-                        let r = client.send_task(ECHO, vec![json!(p), json!(i)], Map::new(), ApplyOptions::new()).await?;
+                        let r = client
+                            .send_task(
+                                ECHO,
+                                vec![json!(p), json!(i)],
+                                Map::new(),
+                                ApplyOptions::new(),
+                            )
+                            .await?;
                         Ok::<_, celeriac::ClientError>((r.id().to_owned(), (p, i)))
                     }
                 })
@@ -53,17 +62,27 @@ async fn ten_thousand_tasks(kind: DbKind) {
 
     let done = wait_for_state(&backend, "SUCCESS", total as u64, Duration::from_secs(300)).await;
     assert_eq!(done, total as u64, "every task succeeded");
-    let rows = Entity::find().all(backend.connection()).await.expect("rows");
+    let rows = Entity::find()
+        .all(backend.connection())
+        .await
+        .expect("rows");
     assert_eq!(rows.len(), total, "exactly one row per task");
     let mut workers = HashSet::new();
     for row in rows {
-        let (p, i) = expected.remove(&row.task_id).expect("row for a task we sent");
-        let result: serde_json::Value = serde_json::from_str(row.result.as_deref().expect("result")).expect("json");
+        let (p, i) = expected
+            .remove(&row.task_id)
+            .expect("row for a task we sent");
+        let result: serde_json::Value =
+            serde_json::from_str(row.result.as_deref().expect("result")).expect("json");
         assert_eq!(result, json!({"args": [p, i], "kwargs": {}}));
         workers.insert(row.worker.expect("worker recorded"));
     }
     assert!(expected.is_empty());
-    assert_eq!(workers, HashSet::from(["w1@test".to_owned(), "w2@test".to_owned()]), "both workers served");
+    assert_eq!(
+        workers,
+        HashSet::from(["w1@test".to_owned(), "w2@test".to_owned()]),
+        "both workers served"
+    );
 
     assert_eq!(w1.terminate(), Some(0));
     assert_eq!(w2.terminate(), Some(0));

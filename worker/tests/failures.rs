@@ -81,7 +81,13 @@ async fn start(track_started: bool) -> Harness {
         let _ = rx.await;
     }));
     let client = Client::connect(config.clone()).await.expect("client");
-    Harness { client, config, stop: Some(tx), worker, db }
+    Harness {
+        client,
+        config,
+        stop: Some(tx),
+        worker,
+        db,
+    }
 }
 
 impl Harness {
@@ -94,8 +100,17 @@ impl Harness {
         self.db.drop_database().await;
     }
 
-    async fn call(&self, name: &str, args: Vec<Value>, opts: ApplyOptions) -> celeriac_common::backend::TaskRecord {
-        let r = self.client.send_task(name, args, Map::new(), opts).await.expect("send");
+    async fn call(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        opts: ApplyOptions,
+    ) -> celeriac_common::backend::TaskRecord {
+        let r = self
+            .client
+            .send_task(name, args, Map::new(), opts)
+            .await
+            .expect("send");
         r.wait(WAIT).await.expect("final state")
     }
 }
@@ -106,11 +121,23 @@ async fn failures_are_recorded_and_the_worker_goes_on() {
     let ok = h.client.delay::<Div>((7, 2)).await.expect("send");
     assert_eq!(ok.get(WAIT).await.expect("success"), 3);
 
-    let err = h.client.delay::<Div>((1, 0)).await.expect("send").get(WAIT).await.expect_err("fails");
-    let ResultError::Failed { error, .. } = err else { panic!("expected failure, got {err:?}") };
+    let err = h
+        .client
+        .delay::<Div>((1, 0))
+        .await
+        .expect("send")
+        .get(WAIT)
+        .await
+        .expect_err("fails");
+    let ResultError::Failed { error, .. } = err else {
+        panic!("expected failure, got {err:?}")
+    };
     assert_eq!(error.kind, "DivByZero");
     assert_eq!(error.message, "cannot divide 1 by zero");
-    assert_eq!(error.traceback.as_deref(), Some("caused by: denominator was zero"));
+    assert_eq!(
+        error.traceback.as_deref(),
+        Some("caused by: denominator was zero")
+    );
 
     let r = h.call(Explode::NAME, vec![], ApplyOptions::new()).await;
     assert_eq!(r.state, TaskState::Failure);
@@ -119,17 +146,32 @@ async fn failures_are_recorded_and_the_worker_goes_on() {
 
     let r = h.call("no.such.task", vec![], ApplyOptions::new()).await;
     assert_eq!(r.state, TaskState::Failure);
-    assert_eq!(r.error.expect("error").message, "task not registered: no.such.task");
+    assert_eq!(
+        r.error.expect("error").message,
+        "task not registered: no.such.task"
+    );
 
-    let r = h.call(Div::NAME, vec![json!("x")], ApplyOptions::new()).await;
+    let r = h
+        .call(Div::NAME, vec![json!("x")], ApplyOptions::new())
+        .await;
     assert_eq!(r.state, TaskState::Failure);
     assert_eq!(r.error.expect("error").kind, "ArgumentError");
 
-    let r = h.call(Noop::NAME, vec![], ApplyOptions::new().expires(chrono::Utc::now() - chrono::Duration::seconds(1))).await;
+    let r = h
+        .call(
+            Noop::NAME,
+            vec![],
+            ApplyOptions::new().expires(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .await;
     assert_eq!(r.state, TaskState::Revoked);
     assert_eq!(r.error.expect("error").kind, "TaskExpired");
 
-    let digest = h.client.delay::<Digest>(("ab".to_owned(),)).await.expect("send");
+    let digest = h
+        .client
+        .delay::<Digest>(("ab".to_owned(),))
+        .await
+        .expect("send");
     assert_eq!(digest.get(WAIT).await.expect("blocking task"), 97 + 98);
 
     // Still serving after all of that.
@@ -141,11 +183,16 @@ async fn failures_are_recorded_and_the_worker_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_go_to_the_dead_letter_queue() {
     let h = start(false).await;
-    let conn = broker::connect(&h.config.broker_url, "test").await.expect("connect");
+    let conn = broker::connect(&h.config.broker_url, "test")
+        .await
+        .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     let headers = |task: Option<&str>| {
         let mut t = FieldTable::default();
-        t.insert("id".into(), AMQPValue::LongString(LongString::from("bad-1")));
+        t.insert(
+            "id".into(),
+            AMQPValue::LongString(LongString::from("bad-1")),
+        );
         if let Some(task) = task {
             t.insert("task".into(), AMQPValue::LongString(LongString::from(task)));
         }
@@ -153,26 +200,63 @@ async fn undecodable_messages_go_to_the_dead_letter_queue() {
     };
     let json_props = BasicProperties::default().with_content_type("application/json".into());
     let cases: Vec<(&[u8], BasicProperties, &str)> = vec![
-        (b"{not json", json_props.clone().with_headers(headers(Some("celeriac.noop"))), "not valid JSON"),
-        (b"[[], {}, {}]", json_props.clone().with_headers(headers(None)), "missing header \"task\""),
-        (b"\x80\x04K\x01.", json_props.clone().with_content_type("application/x-python-serialize".into()).with_headers(headers(Some("x"))), "unsupported content type"),
-        (b"{\"a\": 1}", json_props.with_headers(headers(Some("celeriac.noop"))), "wrong shape"),
+        (
+            b"{not json",
+            json_props
+                .clone()
+                .with_headers(headers(Some("celeriac.noop"))),
+            "not valid JSON",
+        ),
+        (
+            b"[[], {}, {}]",
+            json_props.clone().with_headers(headers(None)),
+            "missing header \"task\"",
+        ),
+        (
+            b"\x80\x04K\x01.",
+            json_props
+                .clone()
+                .with_content_type("application/x-python-serialize".into())
+                .with_headers(headers(Some("x"))),
+            "unsupported content type",
+        ),
+        (
+            b"{\"a\": 1}",
+            json_props.with_headers(headers(Some("celeriac.noop"))),
+            "wrong shape",
+        ),
     ];
     for (body, props, _) in &cases {
-        ch.basic_publish("".into(), h.config.default_queue.as_str().into(), BasicPublishOptions::default(), body, props.clone())
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        ch.basic_publish(
+            "".into(),
+            h.config.default_queue.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            props.clone(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
     }
     // The worker goes on: a good task after the bad ones succeeds.
     let r = h.call(Noop::NAME, vec![], ApplyOptions::new()).await;
     assert_eq!(r.state, TaskState::Success);
     let mut reasons = Vec::new();
     for _ in 0..200 {
-        if let Some(m) = ch.basic_get(h.config.dead_letter_queue.as_str().into(), BasicGetOptions { no_ack: true }).await.expect("get") {
+        if let Some(m) = ch
+            .basic_get(
+                h.config.dead_letter_queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("get")
+        {
             let headers = m.delivery.properties.headers().clone().expect("headers");
-            let Some(AMQPValue::LongString(reason)) = headers.inner().get("x-celeriac-error") else { panic!("no reason header") };
+            let Some(AMQPValue::LongString(reason)) = headers.inner().get("x-celeriac-error")
+            else {
+                panic!("no reason header")
+            };
             reasons.push(String::from_utf8_lossy(reason.as_bytes()).into_owned());
             if reasons.len() == cases.len() {
                 break;
@@ -181,9 +265,16 @@ async fn undecodable_messages_go_to_the_dead_letter_queue() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert_eq!(reasons.len(), cases.len(), "every bad message dead-lettered: {reasons:?}");
+    assert_eq!(
+        reasons.len(),
+        cases.len(),
+        "every bad message dead-lettered: {reasons:?}"
+    );
     for (_, _, want) in &cases {
-        assert!(reasons.iter().any(|r| r.contains(want)), "{want:?} not among {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "{want:?} not among {reasons:?}"
+        );
     }
     let _ = conn.close(200, "done".into()).await;
     h.stop().await;
@@ -196,7 +287,10 @@ async fn eta_started_state_and_forget() {
     let r = h.client.apply_at::<Noop>(eta, ()).await.expect("send");
     let rec = r.wait(WAIT).await.expect("done");
     assert_eq!(rec.state, TaskState::Success);
-    assert!(rec.started_at.expect("started_at") >= eta, "ran before its eta");
+    assert!(
+        rec.started_at.expect("started_at") >= eta,
+        "ran before its eta"
+    );
 
     let sleeper = h.client.delay::<Sleep>((1.0,)).await.expect("send");
     let mut seen_started = false;
@@ -214,9 +308,25 @@ async fn eta_started_state_and_forget() {
 
     // Nobody consumes this queue: get() gives up with a timeout error.
     let other = unique("nobody");
-    let lonely = h.client.apply_async::<Noop>((), ApplyOptions::new().queue(other.clone())).await.expect("send");
-    let err = lonely.get(Duration::from_millis(300)).await.expect_err("times out");
-    assert!(matches!(err, ResultError::Timeout { state: TaskState::Pending, .. }), "{err:?}");
+    let lonely = h
+        .client
+        .apply_async::<Noop>((), ApplyOptions::new().queue(other.clone()))
+        .await
+        .expect("send");
+    let err = lonely
+        .get(Duration::from_millis(300))
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(
+            err,
+            ResultError::Timeout {
+                state: TaskState::Pending,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     testing::delete_queues(&[&other]).await;
     h.stop().await;
 }
@@ -226,7 +336,9 @@ async fn bad_options_are_refused_before_sending() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("opts"));
     let client = Client::connect(config.clone()).await.expect("client");
-    let both = ApplyOptions::new().countdown(Duration::from_secs(1)).eta(chrono::Utc::now());
+    let both = ApplyOptions::new()
+        .countdown(Duration::from_secs(1))
+        .eta(chrono::Utc::now());
     assert!(client.apply_async::<Noop>((), both).await.is_err());
     let reserved = ApplyOptions::new().header("task", json!("evil"));
     assert!(client.apply_async::<Noop>((), reserved).await.is_err());

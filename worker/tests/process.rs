@@ -14,10 +14,19 @@ use std::time::Duration;
 use support::{WorkerProcess, bin, wait_for_state};
 
 async fn ready_messages(queue: &str) -> u32 {
-    let conn = broker::connect(&testing::broker_url(), "test").await.expect("connect");
+    let conn = broker::connect(&testing::broker_url(), "test")
+        .await
+        .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     let q = ch
-        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await
         .expect("passive declare");
     let _ = conn.close(200, "done".into()).await;
@@ -28,7 +37,11 @@ async fn ready_messages(queue: &str) -> u32 {
 async fn sigterm_finishes_running_work_and_returns_the_rest() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("shutdown"));
-    let worker = WorkerProcess::spawn(&config, "warm@test", &["--concurrency", "1", "--track-started", "true"]);
+    let worker = WorkerProcess::spawn(
+        &config,
+        "warm@test",
+        &["--concurrency", "1", "--track-started", "true"],
+    );
     let client = Client::connect(config.clone()).await.expect("client");
     let slow = client.delay::<Sleep>((1.5,)).await.expect("send");
     let mut rest = Vec::new();
@@ -43,11 +56,23 @@ async fn sigterm_finishes_running_work_and_returns_the_rest() {
     }
     assert_eq!(slow.state().await.expect("state"), TaskState::Started);
     assert_eq!(worker.terminate(), Some(0), "warm shutdown exits 0");
-    assert_eq!(slow.state().await.expect("state"), TaskState::Success, "running task finished");
+    assert_eq!(
+        slow.state().await.expect("state"),
+        TaskState::Success,
+        "running task finished"
+    );
     for r in &rest {
-        assert_eq!(r.state().await.expect("state"), TaskState::Pending, "unstarted task not run");
+        assert_eq!(
+            r.state().await.expect("state"),
+            TaskState::Pending,
+            "unstarted task not run"
+        );
     }
-    assert_eq!(ready_messages(&config.default_queue).await, 3, "unstarted messages are back in the queue");
+    assert_eq!(
+        ready_messages(&config.default_queue).await,
+        3,
+        "unstarted messages are back in the queue"
+    );
     testing::delete_queues(&[&config.default_queue, &config.dead_letter_queue]).await;
 }
 
@@ -57,17 +82,29 @@ async fn sigkill_loses_nothing() {
     let config = testing::config(&db.url, &unique("sigkill"));
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
     backend.migrate().await.expect("migrate");
-    let doomed = WorkerProcess::spawn(&config, "doomed@test", &["--concurrency", "4", "--track-started", "true"]);
+    let doomed = WorkerProcess::spawn(
+        &config,
+        "doomed@test",
+        &["--concurrency", "4", "--track-started", "true"],
+    );
     let client = Client::connect(config.clone()).await.expect("client");
     let mut sent = Vec::new();
     for _ in 0..4 {
         sent.push(client.delay::<Sleep>((2.0,)).await.expect("send"));
     }
     for _ in 0..20 {
-        let id = client.delay::<Noop>(()).await.expect("send").id().to_owned();
+        let id = client
+            .delay::<Noop>(())
+            .await
+            .expect("send")
+            .id()
+            .to_owned();
         sent.push(client.async_result(id));
     }
-    assert_eq!(wait_for_state(&backend, "STARTED", 4, Duration::from_secs(20)).await, 4);
+    assert_eq!(
+        wait_for_state(&backend, "STARTED", 4, Duration::from_secs(20)).await,
+        4
+    );
     doomed.kill();
     let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &[]);
     for r in &sent {
@@ -76,7 +113,10 @@ async fn sigkill_loses_nothing() {
     }
     let sleeps: Vec<_> = futures_util::future::join_all(sent[..4].iter().map(|r| r.record())).await;
     for rec in sleeps {
-        assert_eq!(rec.expect("record").expect("row").worker.as_deref(), Some("rescuer@test"));
+        assert_eq!(
+            rec.expect("record").expect("row").worker.as_deref(),
+            Some("rescuer@test")
+        );
     }
     assert_eq!(rescuer.terminate(), Some(0));
     testing::delete_queues(&[&config.default_queue, &config.dead_letter_queue]).await;
@@ -99,7 +139,19 @@ async fn cli_call_wait_prints_the_outcome() {
     let config = testing::config(&db.url, &unique("cli"));
     let worker = WorkerProcess::spawn(&config, "cli@test", &[]);
     let q = config.default_queue.as_str();
-    let out = celeriac(&config, &["call", "celeriac.echo", "--args", r#"[1,"a"]"#, "--queue", q, "--wait", "10"]);
+    let out = celeriac(
+        &config,
+        &[
+            "call",
+            "celeriac.echo",
+            "--args",
+            r#"[1,"a"]"#,
+            "--queue",
+            q,
+            "--wait",
+            "10",
+        ],
+    );
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["state"], "SUCCESS");
@@ -111,18 +163,43 @@ async fn cli_call_wait_prints_the_outcome() {
     let v2: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
     assert_eq!(v2, v);
 
-    let failed = celeriac(&config, &["call", "celeriac.fail", "--args", r#"["nope"]"#, "--queue", q, "--wait", "10"]);
+    let failed = celeriac(
+        &config,
+        &[
+            "call",
+            "celeriac.fail",
+            "--args",
+            r#"["nope"]"#,
+            "--queue",
+            q,
+            "--wait",
+            "10",
+        ],
+    );
     assert_eq!(failed.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&failed.stdout).expect("json");
-    assert_eq!((v["state"].as_str(), v["error"]["message"].as_str()), (Some("FAILURE"), Some("nope")));
+    assert_eq!(
+        (v["state"].as_str(), v["error"]["message"].as_str()),
+        (Some("FAILURE"), Some("nope"))
+    );
 
     let id_only = celeriac(&config, &["call", "celeriac.noop", "--queue", q]);
     assert!(id_only.status.success());
-    assert_eq!(String::from_utf8_lossy(&id_only.stdout).trim().len(), 36, "prints the task id");
+    assert_eq!(
+        String::from_utf8_lossy(&id_only.stdout).trim().len(),
+        36,
+        "prints the task id"
+    );
 
-    let bad = celeriac(&config, &["call", "celeriac.echo", "--args", "{oops", "--queue", q]);
+    let bad = celeriac(
+        &config,
+        &["call", "celeriac.echo", "--args", "{oops", "--queue", q],
+    );
     assert_eq!(bad.status.code(), Some(2));
-    let bad = celeriac(&config, &["call", "celeriac.echo", "--countdown", "-5", "--queue", q]);
+    let bad = celeriac(
+        &config,
+        &["call", "celeriac.echo", "--countdown", "-5", "--queue", q],
+    );
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("non-negative"));
 
@@ -137,10 +214,35 @@ async fn cli_call_wait_prints_the_outcome() {
 #[test]
 fn bad_setup_gives_one_clear_line() {
     let cases: [(&[&str], &str); 4] = [
-        (&["--broker", "amqp://guest:s3cret@127.0.0.1:1/%2f", "--result-backend", "none"], "cannot connect to RabbitMQ"),
-        (&["--broker", "definitely not a url", "--result-backend", "none"], "cannot connect to RabbitMQ"),
-        (&["--result-backend", "sqlite:///proc/celeriac-nope/r.db?mode=rwc"], "cannot open result backend"),
-        (&["--result-backend", "postgres://u:s3cret@127.0.0.1:1/db"], "cannot open result backend"),
+        (
+            &[
+                "--broker",
+                "amqp://guest:s3cret@127.0.0.1:1/%2f",
+                "--result-backend",
+                "none",
+            ],
+            "cannot connect to RabbitMQ",
+        ),
+        (
+            &[
+                "--broker",
+                "definitely not a url",
+                "--result-backend",
+                "none",
+            ],
+            "cannot connect to RabbitMQ",
+        ),
+        (
+            &[
+                "--result-backend",
+                "sqlite:///proc/celeriac-nope/r.db?mode=rwc",
+            ],
+            "cannot open result backend",
+        ),
+        (
+            &["--result-backend", "postgres://u:s3cret@127.0.0.1:1/db"],
+            "cannot open result backend",
+        ),
     ];
     for (args, want) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_celeriac-worker"))
@@ -151,10 +253,20 @@ fn bad_setup_gives_one_clear_line() {
             .expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: one line, got {err}"
+        );
         assert!(err.contains(want), "{args:?}: {err}");
-        assert!(!err.contains("s3cret") && !err.contains("panicked"), "{err}");
+        assert!(
+            !err.contains("s3cret") && !err.contains("panicked"),
+            "{err}"
+        );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_celeriac-worker")).args(["--concurrency", "lots"]).output().expect("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_celeriac-worker"))
+        .args(["--concurrency", "lots"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }

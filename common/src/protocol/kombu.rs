@@ -23,7 +23,10 @@ pub fn unwrap_markers(value: Value) -> Value {
                 .get("hex")
                 .and_then(Value::as_str)
                 .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
-                .map_or_else(|| Value::Object(fields.clone()), |id| Value::String(id.to_string())),
+                .map_or_else(
+                    || Value::Object(fields.clone()),
+                    |id| Value::String(id.to_string()),
+                ),
             Some((_, inner)) => inner.clone(),
             None => Value::Object(
                 map.into_iter()
@@ -91,7 +94,13 @@ mod tests {
     fn uuid_marker_is_kombus_hex_form() {
         let id = uuid::Uuid::parse_str("12345678-1234-5678-1234-567812345678").expect("uuid");
         let m = uuid(id);
-        assert_eq!(m["__value__"], json!({"hex": "12345678123456781234567812345678"}));
-        assert_eq!(unwrap_markers(m), json!("12345678-1234-5678-1234-567812345678"));
+        assert_eq!(
+            m["__value__"],
+            json!({"hex": "12345678123456781234567812345678"})
+        );
+        assert_eq!(
+            unwrap_markers(m),
+            json!("12345678-1234-5678-1234-567812345678")
+        );
     }
 }

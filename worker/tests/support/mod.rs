@@ -21,7 +21,10 @@ pub struct WorkerProcess {
 pub fn bin(name: &str) -> PathBuf {
     // Integration tests live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(|d| d.parent()).expect("target dir").join(name)
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name)
 }
 
 impl WorkerProcess {
@@ -43,7 +46,12 @@ impl WorkerProcess {
             .stderr(file)
             .spawn()
             .expect("spawn celeriac-worker");
-        let w = WorkerProcess { child, log, hostname: hostname.to_owned(), _dir: dir };
+        let w = WorkerProcess {
+            child,
+            log,
+            hostname: hostname.to_owned(),
+            _dir: dir,
+        };
         w.wait_log("worker ready", Duration::from_secs(30));
         w
     }
@@ -56,13 +64,21 @@ impl WorkerProcess {
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         while !self.log_text().contains(needle) {
-            assert!(start.elapsed() < timeout, "worker log never showed {needle:?}:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < timeout,
+                "worker log never showed {needle:?}:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
         assert!(ok.success());
     }
 
@@ -74,7 +90,11 @@ impl WorkerProcess {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status.code();
             }
-            assert!(start.elapsed() < Duration::from_secs(40), "worker did not stop:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "worker did not stop:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -86,10 +106,19 @@ impl WorkerProcess {
 }
 
 /// Waits until `count` rows are in `state`; returns how many there are.
-pub async fn wait_for_state(backend: &ResultBackend, state: &str, count: u64, timeout: Duration) -> u64 {
+pub async fn wait_for_state(
+    backend: &ResultBackend,
+    state: &str,
+    count: u64,
+    timeout: Duration,
+) -> u64 {
     let start = Instant::now();
     loop {
-        let n = Entity::find().filter(Column::State.eq(state)).count(backend.connection()).await.expect("count");
+        let n = Entity::find()
+            .filter(Column::State.eq(state))
+            .count(backend.connection())
+            .await
+            .expect("count");
         if n >= count || start.elapsed() > timeout {
             return n;
         }

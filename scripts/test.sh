@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: services up, lint, build once, the parallel suite,
+# then the serial step (tests that stop or restart shared services).
+# Usage: scripts/test.sh [--no-lint]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lint=1
+[ "${1:-}" = "--no-lint" ] && lint=0
+
+scripts/ensure-services.sh
+scripts/python-env.sh >/dev/null   # real Celery client for interop tests
+
+if [ $lint = 1 ]; then
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+cargo build --workspace --all-targets --locked
+
+if cargo nextest --version >/dev/null 2>&1; then
+  # Tests mostly wait on RabbitMQ and the databases: run several at once.
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads 6
+  cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-threads 1 --no-tests pass
+else
+  cargo test --workspace --locked --no-fail-fast -- --test-threads 6
+  cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads 1
+fi
+cargo test --workspace --locked --doc
+# The quickstart and its output are part of the suite too.
+scripts/quickstart.sh | tail -1 | grep -q "all done"
+echo "scripts/test.sh: all passed"
