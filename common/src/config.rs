@@ -21,6 +21,7 @@
 //! | `publish_timeout_secs` | `CELERIAC_PUBLISH_TIMEOUT_SECS` | `30` (how long a call waits for a lost broker) |
 //! | `max_message_bytes` | `CELERIAC_MAX_MESSAGE_BYTES` | `10485760` |
 //! | `dead_letter_queue` | `CELERIAC_DEAD_LETTER_QUEUE` | `celeriac.dlq` |
+//! | `delay_prefix` | `CELERIAC_DELAY_PREFIX` | `celeriac.delay` (names of the delay exchanges and queues) |
 //! | `migrate_on_start` | `CELERIAC_MIGRATE_ON_START` | `true` |
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -80,6 +81,7 @@ pub struct Config {
     pub publish_timeout_secs: u64,
     pub max_message_bytes: usize,
     pub dead_letter_queue: String,
+    pub delay_prefix: String,
     pub migrate_on_start: bool,
 }
 
@@ -103,6 +105,7 @@ impl Default for Config {
             publish_timeout_secs: 30,
             max_message_bytes: crate::protocol::MAX_BODY_BYTES_DEFAULT,
             dead_letter_queue: "celeriac.dlq".to_owned(),
+            delay_prefix: "celeriac.delay".to_owned(),
             migrate_on_start: true,
         }
     }

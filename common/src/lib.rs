@@ -22,6 +22,7 @@ pub mod backend;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod delay;
 pub mod diagnostics;
 pub mod protocol;
 pub mod state;

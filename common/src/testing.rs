@@ -114,10 +114,26 @@ pub fn config(result_backend: &str, queue: &str) -> Config {
         default_queue: queue.to_owned(),
         queues: vec![queue.to_owned()],
         dead_letter_queue: format!("{queue}.dlq"),
+        delay_prefix: format!("{queue}.delay"),
         shutdown_grace_secs: 10,
         publish_timeout_secs: 10,
         ..Config::default()
     }
+}
+
+/// Deletes a test config's queues, dead-letter queue and delay topology.
+pub async fn cleanup(config: &Config) {
+    let mut names: Vec<&str> = config.queues.iter().map(String::as_str).collect();
+    names.push(&config.default_queue);
+    names.push(&config.dead_letter_queue);
+    delete_queues(&names).await;
+    let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {
+        return;
+    };
+    if let Ok(ch) = conn.create_channel().await {
+        crate::delay::delete_topology(&ch, config).await;
+    }
+    let _ = conn.close(200, "cleanup".into()).await;
 }
 
 /// Deletes queues (and their same-named exchanges) after a test.

@@ -3,8 +3,9 @@
 
 use crate::options::{ApplyOptions, OptionsError};
 use crate::result::AsyncResult;
-use celeriac_common::backend::{BackendError, ResultBackend};
+use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::delay::{self, DelayTooLong};
 use celeriac_common::protocol::{ProtocolError, TaskMessage};
 use celeriac_common::task::{ArgsError, split_args};
 use celeriac_common::{Config, TaskDef};
@@ -61,6 +62,9 @@ pub enum ClientError {
     /// The result backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The eta is further away than delayed delivery supports.
+    #[error(transparent)]
+    TooFar(#[from] DelayTooLong),
     /// Results are disabled (`result_backend = "none"`).
     #[error("results are disabled (result_backend = \"none\")")]
     ResultsDisabled,
@@ -78,6 +82,22 @@ struct Link {
     connection: Connection,
     channel: Channel,
     declared: SyncMutex<HashSet<String>>,
+}
+
+impl Link {
+    /// Whether this connection already declared `what`.
+    fn knows(&self, what: &str) -> bool {
+        self.declared
+            .lock()
+            .map(|d| d.contains(what))
+            .unwrap_or(false)
+    }
+
+    fn remember(&self, what: &str) {
+        if let Ok(mut d) = self.declared.lock() {
+            d.insert(what.to_owned());
+        }
+    }
 }
 
 struct Inner {
@@ -222,7 +242,19 @@ impl Client {
         let queue = options
             .queue
             .unwrap_or_else(|| config.default_queue.clone());
-        let route = if options.exchange.is_none() && options.routing_key.is_none() {
+        let delay_secs = msg.eta.map_or(0, |eta| {
+            (eta.with_timezone(&Utc) - now).num_seconds().max(0)
+        });
+        let plain = options.exchange.is_none() && options.routing_key.is_none();
+        let route = if delay_secs >= 1 && plain {
+            // Durable delayed delivery: the broker holds the message until it is due.
+            let key = delay::routing_key(u64::try_from(delay_secs).unwrap_or(u64::MAX), &queue)?;
+            Route {
+                exchange: delay::entry_exchange(config),
+                routing_key: key,
+                declare: Some(queue),
+            }
+        } else if plain {
             Route {
                 exchange: String::new(),
                 routing_key: queue.clone(),
@@ -319,15 +351,20 @@ impl Client {
         props: lapin::BasicProperties,
     ) -> Result<(), ClientError> {
         if let Some(queue) = &route.declare {
-            let known = link
-                .declared
-                .lock()
-                .map(|d| d.contains(queue))
-                .unwrap_or(false);
-            if !known {
+            if !link.knows(queue) {
                 broker::declare_task_queue(&link.channel, queue, &self.inner.config).await?;
-                if let Ok(mut d) = link.declared.lock() {
-                    d.insert(queue.clone());
+                link.remember(queue);
+            }
+            let config = &self.inner.config;
+            if route.exchange == delay::entry_exchange(config) {
+                if !link.knows(&route.exchange) {
+                    delay::declare_topology(&link.channel, config).await?;
+                    link.remember(&route.exchange);
+                }
+                let bound = format!("{}:{queue}", delay::delivery_exchange(config));
+                if !link.knows(&bound) {
+                    delay::bind_queue(&link.channel, config, queue).await?;
+                    link.remember(&bound);
                 }
             }
         }
@@ -460,6 +497,32 @@ impl Client {
                 Ok(backend)
             })
             .await
+    }
+
+    /// Revokes a task by id: records REVOKED in the result backend, so a
+    /// worker that receives the task after this (a scheduled task whose eta
+    /// has not come, or a redelivered message) acks it without running it.
+    /// A task that already finished keeps its outcome; returns whether the
+    /// revocation was recorded.
+    pub async fn revoke(&self, task_id: &str) -> Result<bool, ClientError> {
+        let backend = self.backend().await?;
+        if backend
+            .get(task_id)
+            .await?
+            .is_some_and(|r| r.state.is_ready())
+        {
+            return Ok(false);
+        }
+        let mut outcome =
+            TaskOutcome::new(task_id, String::new(), celeriac_common::TaskState::Revoked);
+        outcome.error = Some(TaskError {
+            kind: "TaskRevoked".to_owned(),
+            message: "revoked before it ran".to_owned(),
+            traceback: None,
+        });
+        outcome.done_at = Some(Utc::now());
+        backend.store(vec![outcome]).await?;
+        Ok(true)
     }
 
     /// Closes the broker connection.

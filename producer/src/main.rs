@@ -1,6 +1,8 @@
 //! `celeriac`: the admin command line. Call tasks, read results, purge
 //! queues, run migrations.
 
+mod bench;
+
 use celeriac::{ApplyOptions, Client, ClientError, ResultError};
 use celeriac_common::backend::{ResultBackend, TaskRecord};
 use celeriac_common::cli::{ConnectionArgs, one_line};
@@ -55,6 +57,11 @@ enum Command {
         #[arg(long)]
         wait: Option<f64>,
     },
+    /// Revoke a task by id: a scheduled or redelivered task is then never started.
+    Revoke {
+        /// Task id.
+        id: String,
+    },
     /// Delete every waiting message in a queue.
     Purge {
         /// Queue [default: celery].
@@ -63,6 +70,8 @@ enum Command {
     },
     /// Create or upgrade every table celeriac uses (results and beat).
     Migrate,
+    /// Measure throughput, latency and worker footprint (see README, "Performance").
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +182,15 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             };
             Ok(print_record(&id, record.as_ref()))
         }
+        Command::Revoke { id } => {
+            let client = Client::connect(config).await?;
+            if client.revoke(&id).await? {
+                println!("revoked {id}");
+            } else {
+                println!("{id} already finished; nothing to revoke");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Purge { queue } => {
             let queue = queue.unwrap_or_else(|| config.default_queue.clone());
             let client = Client::connect(config).await?;
@@ -180,6 +198,7 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             println!("purged {n} messages from {queue}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(args) => Ok(bench::run(args, config).await),
         Command::Migrate => {
             let backend = ResultBackend::connect(&config.result_backend).await?;
             backend.migrate().await?;

@@ -6,6 +6,7 @@ use crate::recorder::{Finished, RecorderTx};
 use crate::registry::{Handler, Registry};
 use celeriac_common::backend::{ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::delay;
 use celeriac_common::protocol::TaskMessage;
 use celeriac_common::{Config, TaskState};
 use chrono::Utc;
@@ -57,7 +58,7 @@ impl Shared {
 pub(crate) struct Session {
     connection: Connection,
     channel: Channel,
-    dead_letters: Channel,
+    publisher: Channel,
     consumers: Vec<(String, lapin::Consumer)>,
 }
 
@@ -75,18 +76,20 @@ impl Session {
             .basic_qos(config.prefetch(), BasicQosOptions { global: false })
             .await
             .map_err(op("basic.qos"))?;
-        let dead_letters = connection
+        let publisher = connection
             .create_channel()
             .await
             .map_err(op("channel.open"))?;
-        dead_letters
+        publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(op("confirm.select"))?;
-        broker::declare_dead_letter_queue(&dead_letters, &config.dead_letter_queue).await?;
+        broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue).await?;
         let mut consumers = Vec::new();
+        delay::declare_topology(&channel, config).await?;
         for queue in &config.queues {
             broker::declare_task_queue(&channel, queue, config).await?;
+            delay::bind_queue(&channel, config, queue).await?;
             let tag = format!(
                 "{}.{}.{}",
                 config.hostname,
@@ -107,7 +110,7 @@ impl Session {
         Ok(Session {
             connection,
             channel,
-            dead_letters,
+            publisher,
             consumers,
         })
     }
@@ -135,8 +138,8 @@ impl Session {
             match next {
                 Some((queue, Ok(delivery))) => {
                     let shared = shared.clone();
-                    let dead_letters = self.dead_letters.clone();
-                    tokio::spawn(handle(shared, dead_letters, queue, delivery));
+                    let publisher = self.publisher.clone();
+                    tokio::spawn(handle(shared, publisher, queue, delivery));
                 }
                 Some((_, Err(e))) => return e.to_string(),
                 None => return "consumer cancelled by the broker".to_owned(),
@@ -163,7 +166,7 @@ impl Session {
     }
 }
 
-async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, delivery: Delivery) {
+async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery: Delivery) {
     let received = Utc::now();
     let msg = match TaskMessage::decode(
         &delivery.properties,
@@ -172,7 +175,7 @@ async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, deliv
     ) {
         Ok(m) => m,
         Err(e) => {
-            return dead_letter(&shared, &dead_letters, &queue, delivery, &e.to_string()).await;
+            return dead_letter(&shared, &publisher, &queue, delivery, &e.to_string()).await;
         }
     };
     let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
@@ -184,16 +187,20 @@ async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, deliv
             outcome.error = Some(task_error(TaskFailure::new("TaskExpired", format!("task expired at {}", msg.expires.map(|e| e.to_rfc3339()).unwrap_or_default()))));
             return finish(&shared, &msg, delivery, Some(outcome)).await;
         }
+        if let Some(eta) = msg.eta {
+            let remaining = (eta.with_timezone(&Utc) - received).num_seconds();
+            if remaining >= 1 {
+                // Not due yet: back into the delay queues, not into this worker's memory.
+                let secs = u64::try_from(remaining).unwrap_or(u64::MAX);
+                return redelay(&shared, &publisher, &queue, &msg, delivery, secs).await;
+            }
+        }
         let Some(handler) = shared.registry.get(&msg.task) else {
             tracing::warn!("task not registered: {}", msg.task);
             outcome.state = TaskState::Failure;
             outcome.error = Some(task_error(TaskFailure::new("NotRegistered", format!("task not registered: {}", msg.task))));
             return finish(&shared, &msg, delivery, Some(outcome)).await;
         };
-        if delivery.redelivered && already_done(&shared, &msg.id).await {
-            tracing::info!("redelivered but already finished; not running it again");
-            return finish(&shared, &msg, delivery, None).await;
-        }
         if let Some(eta) = msg.eta {
             let wait = (eta.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
             if !wait.is_zero() {
@@ -202,6 +209,12 @@ async fn handle(shared: Arc<Shared>, dead_letters: Channel, queue: String, deliv
                     _ = shared.stopped() => return requeue(delivery).await,
                 }
             }
+        }
+        // A redelivered message may have run already; a delayed one may have
+        // been revoked while it waited.
+        if (delivery.redelivered || msg.eta.is_some()) && already_done(&shared, &msg.id).await {
+            tracing::info!("already finished or revoked; not running it");
+            return finish(&shared, &msg, delivery, None).await;
         }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
@@ -361,6 +374,53 @@ async fn finish(
     };
     if shared.recorder.send(done).await.is_err() {
         tracing::warn!("recorder stopped; the message will be redelivered");
+    }
+}
+
+/// Publishes a message that is not due yet into the delay queues (with
+/// confirms), then acks it; if that fails, returns it to its queue.
+async fn redelay(
+    shared: &Shared,
+    publisher: &Channel,
+    queue: &str,
+    msg: &TaskMessage,
+    delivery: Delivery,
+    secs: u64,
+) {
+    let key = match delay::routing_key(secs, queue) {
+        Ok(k) => k,
+        Err(e) => return dead_letter(shared, publisher, queue, delivery, &e.to_string()).await,
+    };
+    let confirmed = async {
+        publisher
+            .basic_publish(
+                delay::entry_exchange(&shared.config).as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &delivery.data,
+                delivery.properties.clone(),
+            )
+            .await?
+            .await
+    }
+    .await;
+    match confirmed {
+        Ok(lapin::Confirmation::Ack(None)) => {
+            tracing::debug!(delay_secs = secs, "not due yet; moved to the delay queues");
+            let done = Finished {
+                outcome: None,
+                acker: delivery.acker,
+                task_id: msg.id.clone(),
+            };
+            let _ = shared.recorder.send(done).await;
+        }
+        other => {
+            tracing::warn!(result = ?other, "could not move the message to the delay queues; returning it to its queue");
+            requeue(delivery).await;
+        }
     }
 }
 

@@ -86,7 +86,7 @@ async fn ten_thousand_tasks(kind: DbKind) {
 
     assert_eq!(w1.terminate(), Some(0));
     assert_eq!(w2.terminate(), Some(0));
-    testing::delete_queues(&[&queue, &config.dead_letter_queue]).await;
+    testing::cleanup(&config).await;
     db.drop_database().await;
 }
 

@@ -96,7 +96,7 @@ impl Harness {
             let _ = tx.send(());
         }
         self.worker.await.expect("join").expect("worker ran");
-        testing::delete_queues(&[&self.config.default_queue, &self.config.dead_letter_queue]).await;
+        testing::cleanup(&self.config).await;
         self.db.drop_database().await;
     }
 
@@ -187,6 +187,11 @@ async fn undecodable_messages_go_to_the_dead_letter_queue() {
         .await
         .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
+    // The worker may not have declared its queue yet; a message published to
+    // a missing queue would be dropped.
+    broker::declare_task_queue(&ch, &h.config.default_queue, &h.config)
+        .await
+        .expect("declare");
     let headers = |task: Option<&str>| {
         let mut t = FieldTable::default();
         t.insert(
@@ -345,5 +350,5 @@ async fn bad_options_are_refused_before_sending() {
     let limit = ApplyOptions::new().time_limit(-1.0);
     assert!(client.apply_async::<Noop>((), limit).await.is_err());
     let _ = ResultBackend::connect(&db.url).await.expect("backend");
-    testing::delete_queues(&[&config.default_queue]).await;
+    testing::cleanup(&config).await;
 }

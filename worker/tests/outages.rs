@@ -82,5 +82,5 @@ async fn broker_restart_loses_no_confirmed_task() {
         Some(0),
         "worker survived and stops cleanly"
     );
-    testing::delete_queues(&[&config.default_queue, &config.dead_letter_queue]).await;
+    testing::cleanup(&config).await;
 }

@@ -73,7 +73,7 @@ async fn sigterm_finishes_running_work_and_returns_the_rest() {
         3,
         "unstarted messages are back in the queue"
     );
-    testing::delete_queues(&[&config.default_queue, &config.dead_letter_queue]).await;
+    testing::cleanup(&config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,7 @@ async fn sigkill_loses_nothing() {
         );
     }
     assert_eq!(rescuer.terminate(), Some(0));
-    testing::delete_queues(&[&config.default_queue, &config.dead_letter_queue]).await;
+    testing::cleanup(&config).await;
     db.drop_database().await;
 }
 
@@ -207,7 +207,7 @@ async fn cli_call_wait_prints_the_outcome() {
     assert_eq!(pending.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&pending.stdout).contains("PENDING"));
     assert_eq!(worker.terminate(), Some(0));
-    testing::delete_queues(&[q, &config.dead_letter_queue]).await;
+    testing::cleanup(&config).await;
 }
 
 /// Bad setup: one line naming the problem, no secret, no panic, non-zero exit.

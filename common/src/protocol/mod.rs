@@ -292,7 +292,7 @@ impl TaskMessage {
         let (args, kwargs, embed) = decode_body(body)?;
         let mut extra_headers = BTreeMap::new();
         for (k, v) in headers.0.inner() {
-            if !KNOWN_HEADERS.contains(&k.as_str()) {
+            if !KNOWN_HEADERS.contains(&k.as_str()) && !is_broker_header(k.as_str()) {
                 extra_headers.insert(k.as_str().to_owned(), amqp_value::to_json(v));
             }
         }
@@ -360,6 +360,12 @@ const KNOWN_HEADERS: &[&str] = &[
     "stamped_headers",
     "stamps",
 ];
+
+/// Headers RabbitMQ adds when it dead-letters a message (delayed delivery
+/// passes messages through several queues); they are not the caller's.
+fn is_broker_header(name: &str) -> bool {
+    name == "x-death" || name.starts_with("x-first-death-") || name.starts_with("x-last-death-")
+}
 
 /// Whether `name` is one of the protocol's own headers.
 pub fn is_reserved_header(name: &str) -> bool {

@@ -38,6 +38,7 @@ impl WorkerProcess {
             .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
             .env("CELERIAC_QUEUES", config.queues.join(","))
             .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
+            .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
             .env("CELERIAC_HOSTNAME", hostname)
             .env("CELERIAC_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")

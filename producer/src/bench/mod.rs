@@ -1,0 +1,760 @@
+//! `celeriac bench`: throughput, latency and footprint of celeriac against the
+//! configured RabbitMQ, next to a plain lapin reference loop run in the same
+//! invocation. It drives external `celeriac-worker` processes (found next to
+//! the `celeriac` executable) running the stock `celeriac.noop` task.
+//!
+//! Phases, each on its own throw-away queue (`celeriac-bench-<id>...`):
+//!
+//! 1. **Reference**: `reference::run` publishes N messages of the same size
+//!    and headers as a celeriac task, persistent, with publisher confirms, from
+//!    P concurrent publishers on one channel, while one consumer acks each
+//!    message at the worker's prefetch. Rate = N / (first publish → last ack).
+//! 2. **Throughput**: one worker (results per `--results`) is started and its
+//!    idle RSS read; a warm-up batch is run; then P producers share one
+//!    `Client` and publish N `celeriac.noop` tasks (publish rate = N / (first
+//!    publish → last confirm)). End-to-end = N / (first publish → last task
+//!    acknowledged, hence its outcome recorded, since the worker acks only
+//!    after storing). Completion is detected without the management API:
+//!    after the N tasks, `prefetch` *marker* tasks with an ETA a day away are
+//!    published. The worker holds an ETA task unacknowledged in its prefetch
+//!    window until it is due, and the broker delivers in order and never more
+//!    than `prefetch` unacknowledged messages to the consumer; so the queue's
+//!    ready count (passive `queue.declare`) reaches 0 only once all markers
+//!    are delivered, which is possible only when no task before them is still
+//!    unacknowledged. With results on, the stored SUCCESS rows are counted
+//!    as a check. The worker's CPU time (utime + stime) is read around the
+//!    run, its peak RSS (VmHWM) at the end.
+//! 3. **Latency**: a second worker with a result backend (the `--results` one
+//!    if it keeps sub-millisecond times, else a temporary SQLite file) gets
+//!    tasks at a fixed `--rate`; latency = the task's stored `started_at`
+//!    minus the wall-clock instant taken just before the publish call (same
+//!    machine, same clock).
+//!
+//! Every queue, exchange and database it made is deleted at the end, also on
+//! error or Ctrl-C (best effort).
+
+mod database;
+mod reference;
+mod worker;
+
+use celeriac::{ApplyOptions, Client};
+use celeriac_common::backend::ResultBackend;
+use celeriac_common::backend::entity::{Column, Entity};
+use celeriac_common::cli::one_line;
+use celeriac_common::{Config, TaskMessage, broker};
+use chrono::{DateTime, Utc};
+use database::{Results, ThrowAway};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use worker::{WorkerProc, WorkerSpec};
+
+/// Measure throughput, latency and worker footprint against the configured
+/// RabbitMQ, next to a plain lapin reference loop.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// No-op tasks in the throughput run (and messages in the reference loop).
+    #[arg(long, default_value_t = 20_000)]
+    tasks: u64,
+    /// Concurrent producers; each waits for its publish confirm before the next.
+    #[arg(long, default_value_t = 16)]
+    producers: u64,
+    /// Worker concurrency (tasks at once).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Worker prefetch = concurrency × this.
+    #[arg(long, default_value_t = 8)]
+    prefetch_multiplier: usize,
+    /// Result backend for the throughput run: a throw-away database made for the bench.
+    #[arg(long, value_enum, default_value_t = Results::None)]
+    results: Results,
+    /// Bytes of payload per task (one string argument); 0 sends no arguments.
+    #[arg(long, default_value_t = 0)]
+    payload: usize,
+    /// Tasks per second in the latency run.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Tasks in the latency run (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    latency_tasks: u64,
+    /// Warm-up tasks through the worker before the measured run.
+    #[arg(long, default_value_t = 1_000)]
+    warmup: u64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// PostgreSQL server on which `--results postgres` creates (and drops) its database.
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
+    postgres_url: String,
+    /// MySQL / MariaDB server on which `--results mysql` creates (and drops) its database.
+    #[arg(
+        long,
+        env = "CELERIAC_BENCH_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306/test",
+        hide_env_values = true
+    )]
+    mysql_url: String,
+    /// The celeriac-worker binary [default: next to this executable].
+    #[arg(long, env = "CELERIAC_BENCH_WORKER")]
+    worker_bin: Option<PathBuf>,
+    /// Seconds any one phase may take before the bench gives up.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// Why the bench stopped.
+#[derive(Debug)]
+pub(crate) struct BenchError(String);
+
+impl BenchError {
+    pub(crate) fn new(msg: impl Into<String>) -> Self {
+        BenchError(msg.into())
+    }
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<E: std::error::Error + 'static>(what: &str) -> impl Fn(E) -> BenchError + '_ {
+    move |e| BenchError::new(format!("{what}: {}", one_line(&e)))
+}
+
+/// Everything the bench created, for the cleanup.
+#[derive(Default)]
+struct Resources {
+    workers: Vec<Option<WorkerProc>>,
+    queues: Vec<String>,
+    databases: Vec<ThrowAway>,
+    client: Option<Client>,
+    backend: Option<ResultBackend>,
+}
+
+impl Resources {
+    async fn stop_worker(&mut self, index: usize) {
+        if let Some(w) = self.workers.get_mut(index).and_then(Option::take) {
+            w.stop().await;
+        }
+    }
+
+    async fn cleanup(mut self, config: &Config) {
+        for i in 0..self.workers.len() {
+            self.stop_worker(i).await;
+        }
+        if let Some(c) = self.client.take() {
+            c.close().await;
+        }
+        if let Some(b) = self.backend.take() {
+            let _ = b.connection().clone().close().await;
+        }
+        if !self.queues.is_empty() {
+            delete_queues(config, &self.queues).await;
+        }
+        for db in self.databases.drain(..) {
+            db.drop_database().await;
+        }
+    }
+}
+
+/// Deletes queues and their same-named exchanges; a fresh channel after any
+/// failure (a failed operation closes the channel).
+async fn delete_queues(config: &Config, names: &[String]) {
+    let conn = match broker::connect(&config.broker_url, "celeriac-bench-cleanup").await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "celeriac bench: cannot delete queues {names:?}: {}",
+                one_line(&e)
+            );
+            return;
+        }
+    };
+    let mut channel = conn.create_channel().await.ok();
+    for name in names {
+        for exchange in [false, true] {
+            let Some(ch) = &channel else { break };
+            let res = if exchange {
+                ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await
+            } else {
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                    .map(|_| ())
+            };
+            if res.is_err() {
+                channel = conn.create_channel().await.ok();
+            }
+        }
+    }
+    let _ = conn.close(200, "bench cleanup".into()).await;
+}
+
+/// The figures of one run.
+struct Report {
+    tasks: u64,
+    producers: u64,
+    concurrency: usize,
+    prefetch: u16,
+    results: Results,
+    payload: usize,
+    message_bytes: usize,
+    publish_per_s: f64,
+    e2e_per_s: f64,
+    e2e_s: f64,
+    reference_per_s: f64,
+    reference_publish_per_s: f64,
+    worker_idle_rss_mb: Option<f64>,
+    worker_peak_rss_mb: Option<f64>,
+    worker_cpu_s: Option<f64>,
+    latency: Option<Latency>,
+}
+
+struct Latency {
+    tasks: usize,
+    rate: f64,
+    backend: Results,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    mean_ms: f64,
+}
+
+/// Runs the bench; prints the figures or one error line.
+pub(crate) async fn run(args: BenchArgs, config: Config) -> ExitCode {
+    let mut res = Resources::default();
+    let outcome = tokio::select! {
+        r = measure(&args, &config, &mut res) => r,
+        _ = tokio::signal::ctrl_c() => Err(BenchError::new("interrupted")),
+    };
+    res.cleanup(&config).await;
+    match outcome {
+        Ok(report) => {
+            report.print(args.json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("celeriac bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
+    let bad = |m: &str| Err(BenchError::new(m.to_owned()));
+    if args.tasks == 0 {
+        return bad("--tasks must be at least 1");
+    }
+    if args.producers == 0 {
+        return bad("--producers must be at least 1");
+    }
+    if args.concurrency == 0 || args.prefetch_multiplier == 0 {
+        return bad("--concurrency and --prefetch-multiplier must be at least 1");
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        return bad("--rate must be a positive number of tasks per second");
+    }
+    Ok(())
+}
+
+async fn measure(
+    args: &BenchArgs,
+    config: &Config,
+    res: &mut Resources,
+) -> Result<Report, BenchError> {
+    check_args(args)?;
+    let worker_bin = worker::locate(args.worker_bin.as_deref())?;
+    let timeout = Duration::from_secs(args.timeout);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let base = format!("celeriac-bench-{run_id}");
+    let q_ref = format!("{base}.ref");
+    let q_main = base.clone();
+    let q_lat = format!("{base}.lat");
+    let dlq = format!("{base}.dlq");
+    res.queues
+        .extend([q_ref.clone(), q_main.clone(), q_lat.clone(), dlq.clone()]);
+    let mut config = config.clone();
+    config.default_queue = q_main.clone();
+    config.queues = vec![q_main.clone()];
+    config.dead_letter_queue = dlq.clone();
+    config.concurrency = args.concurrency;
+    config.prefetch_multiplier = args.prefetch_multiplier;
+    let prefetch = config.prefetch();
+
+    let admin_url = |kind| match kind {
+        Results::Postgres => args.postgres_url.as_str(),
+        Results::Mysql => args.mysql_url.as_str(),
+        _ => "",
+    };
+    let backend_url = if args.results == Results::None {
+        "none".to_owned()
+    } else {
+        let db = ThrowAway::create(args.results, admin_url(args.results), &run_id).await?;
+        let url = db.url.clone();
+        res.databases.push(db);
+        url
+    };
+
+    // The task every phase sends, and the reference's identical message.
+    let task_args: Vec<Value> = if args.payload > 0 {
+        vec![Value::String("x".repeat(args.payload))]
+    } else {
+        Vec::new()
+    };
+    let mut template = TaskMessage::new("celeriac.noop", task_args.clone(), Map::new());
+    template.origin = Some(format!(
+        "gen{}@{}",
+        std::process::id(),
+        celeriac_common::config::host_name()
+    ));
+    let body = template
+        .encode_body()
+        .map_err(err("cannot encode the task"))?;
+    let message_bytes = body.len();
+
+    // 1. The plain reference.
+    let reference = reference::run(
+        &config,
+        &q_ref,
+        args.tasks,
+        args.producers,
+        prefetch,
+        Arc::new(body),
+        template.properties(),
+        timeout,
+    )
+    .await?;
+
+    // 2. Throughput through a celeriac worker.
+    let hostname = |what: &str| format!("{what}-{run_id}@{}", celeriac_common::config::host_name());
+    let spec = WorkerSpec {
+        bin: &worker_bin,
+        broker_url: &config.broker_url,
+        result_backend: &backend_url,
+        queue: &q_main,
+        dead_letter_queue: &dlq,
+        concurrency: args.concurrency,
+        prefetch_multiplier: args.prefetch_multiplier,
+        hostname: hostname("bench"),
+    };
+    res.workers
+        .push(Some(WorkerProc::spawn(&spec, timeout).await?));
+    let w1 = res.workers.len() - 1;
+    let client = Client::connect(config.clone())
+        .await
+        .map_err(err("cannot connect the producer"))?;
+    res.client = Some(client.clone());
+    let monitor = broker::connect(&config.broker_url, "celeriac-bench-monitor")
+        .await
+        .map_err(err("cannot connect"))?;
+    let monitor_ch = monitor
+        .create_channel()
+        .await
+        .map_err(err("channel.open"))?;
+    // Let start-up allocations settle before reading the idle footprint.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let worker_idle_rss_mb = worker_ref(res, w1)?.rss_mb();
+
+    if args.warmup > 0 {
+        publish_tasks(&client, &q_main, args.warmup, args.producers, &task_args).await?;
+        wait_ready_empty(&monitor_ch, &q_main, timeout).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let cpu_before = worker_ref(res, w1)?.cpu_seconds();
+    let start = Instant::now();
+    publish_tasks(&client, &q_main, args.tasks, args.producers, &task_args).await?;
+    let published = Instant::now();
+    // The markers: ETA tasks that fill the worker's prefetch window once
+    // every task before them is acknowledged (see the module docs).
+    let eta = Utc::now() + chrono::Duration::days(1);
+    let markers = (0..prefetch).map(|_| {
+        client.send_task(
+            "celeriac.noop",
+            Vec::new(),
+            Map::new(),
+            ApplyOptions::new().queue(q_main.clone()).eta(eta),
+        )
+    });
+    for sent in futures_util::future::join_all(markers).await {
+        sent.map_err(err("cannot publish a marker"))?;
+    }
+    wait_ready_empty(&monitor_ch, &q_main, timeout).await?;
+    let done = Instant::now();
+    let w = worker_ref(res, w1)?;
+    let worker_cpu_s = match (cpu_before, w.cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let worker_peak_rss_mb = w.peak_rss_mb();
+    if args.results != Results::None {
+        let backend = ResultBackend::connect(&backend_url)
+            .await
+            .map_err(err("cannot open the result backend"))?;
+        let stored = Entity::find()
+            .filter(Column::Queue.eq(q_main.as_str()))
+            .filter(Column::State.eq("SUCCESS"))
+            .count(backend.connection())
+            .await
+            .map_err(err("cannot count stored outcomes"))?;
+        let _ = backend.connection().clone().close().await;
+        let want = args.tasks + args.warmup;
+        if stored != want {
+            return Err(BenchError::new(format!(
+                "the queue drained but {stored} outcomes are stored, not {want}: completion detection is unsound with this worker"
+            )));
+        }
+    }
+    res.stop_worker(w1).await;
+    let _ = monitor.close(200, "bench done".into()).await;
+
+    // 3. Latency at a fixed rate.
+    let latency = if args.latency_tasks > 0 {
+        let lat_kind = match args.results {
+            Results::Sqlite | Results::Postgres => args.results,
+            // MySQL's DATETIME/TIMESTAMP columns as created keep whole
+            // seconds; no results means no started_at: use a temp SQLite file.
+            Results::None | Results::Mysql => Results::Sqlite,
+        };
+        let lat_url = if lat_kind == args.results {
+            backend_url.clone()
+        } else {
+            let db = ThrowAway::create(Results::Sqlite, "", &format!("{run_id}_lat")).await?;
+            let url = db.url.clone();
+            res.databases.push(db);
+            url
+        };
+        let spec = WorkerSpec {
+            result_backend: &lat_url,
+            queue: &q_lat,
+            hostname: hostname("bench-latency"),
+            ..spec
+        };
+        res.workers
+            .push(Some(WorkerProc::spawn(&spec, timeout).await?));
+        let w2 = res.workers.len() - 1;
+        let backend = ResultBackend::connect(&lat_url)
+            .await
+            .map_err(err("cannot open the result backend"))?;
+        res.backend = Some(backend.clone());
+        let lat = measure_latency(
+            &client,
+            &backend,
+            &q_lat,
+            args.latency_tasks,
+            args.rate,
+            &task_args,
+            timeout,
+        )
+        .await?;
+        res.stop_worker(w2).await;
+        Some(Latency {
+            backend: lat_kind,
+            ..lat
+        })
+    } else {
+        None
+    };
+
+    Ok(Report {
+        tasks: args.tasks,
+        producers: args.producers,
+        concurrency: args.concurrency,
+        prefetch,
+        results: args.results,
+        payload: args.payload,
+        message_bytes,
+        publish_per_s: args.tasks as f64 / (published - start).as_secs_f64(),
+        e2e_per_s: args.tasks as f64 / (done - start).as_secs_f64(),
+        e2e_s: (done - start).as_secs_f64(),
+        reference_per_s: reference.per_s,
+        reference_publish_per_s: reference.publish_per_s,
+        worker_idle_rss_mb,
+        worker_peak_rss_mb,
+        worker_cpu_s,
+        latency,
+    })
+}
+
+fn worker_ref(res: &Resources, index: usize) -> Result<&WorkerProc, BenchError> {
+    res.workers
+        .get(index)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| BenchError::new("the bench worker is gone"))
+}
+
+/// Publishes `n` no-op tasks to `queue` from `producers` concurrent callers
+/// sharing `client`.
+async fn publish_tasks(
+    client: &Client,
+    queue: &str,
+    n: u64,
+    producers: u64,
+    task_args: &[Value],
+) -> Result<(), BenchError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..producers.min(n) {
+        let client = client.clone();
+        let next = next.clone();
+        let queue = queue.to_owned();
+        let task_args = task_args.to_vec();
+        handles.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                client
+                    .send_task(
+                        "celeriac.noop",
+                        task_args.clone(),
+                        Map::new(),
+                        ApplyOptions::new().queue(queue.clone()),
+                    )
+                    .await
+                    .map_err(err("publish failed"))?;
+            }
+            Ok::<(), BenchError>(())
+        }));
+    }
+    for h in handles {
+        h.await
+            .map_err(|e| BenchError::new(format!("producer: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Waits until `queue` has no ready message (passive `queue.declare`).
+async fn wait_ready_empty(
+    channel: &lapin::Channel,
+    queue: &str,
+    timeout: Duration,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err("queue.declare (passive)"))?;
+        if q.message_count() == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::new(format!(
+                "{} messages still waiting in {queue} after {timeout:?}; is the worker consuming?",
+                q.message_count()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn measure_latency(
+    client: &Client,
+    backend: &ResultBackend,
+    queue: &str,
+    n: u64,
+    rate: f64,
+    task_args: &[Value],
+    timeout: Duration,
+) -> Result<Latency, BenchError> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut sent: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(n as usize);
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = Utc::now();
+        client
+            .send_task(
+                "celeriac.noop",
+                task_args.to_vec(),
+                Map::new(),
+                ApplyOptions::new().queue(queue.to_owned()).task_id(&id),
+            )
+            .await
+            .map_err(err("publish failed"))?;
+        sent.push((id, at));
+    }
+    let db = backend.connection();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done = Entity::find()
+            .filter(Column::Queue.eq(queue))
+            .filter(Column::State.eq("SUCCESS"))
+            .count(db)
+            .await
+            .map_err(err("cannot count stored outcomes"))?;
+        if done >= n {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::new(format!(
+                "latency run: {done} of {n} tasks done after {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = Entity::find()
+        .filter(Column::Queue.eq(queue))
+        .all(db)
+        .await
+        .map_err(err("cannot read stored outcomes"))?;
+    let started: std::collections::HashMap<String, DateTime<Utc>> = rows
+        .into_iter()
+        .filter_map(|m| m.started_at.map(|s| (m.task_id, s)))
+        .collect();
+    let mut ms: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| started.get(id).map(|s| *s - *at))
+        .map(|d| d.num_nanoseconds().map_or(f64::MAX, |n| n as f64 / 1e6))
+        .collect();
+    if ms.len() as u64 != n {
+        return Err(BenchError::new(format!(
+            "latency run: started_at known for {} of {n} tasks",
+            ms.len()
+        )));
+    }
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    Ok(Latency {
+        tasks: ms.len(),
+        rate,
+        backend: Results::None,
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        max_ms: pick(1.0),
+        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+    })
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+impl Report {
+    fn ratio(&self) -> f64 {
+        self.e2e_per_s / self.reference_per_s
+    }
+
+    fn cpu_per_1k(&self) -> Option<f64> {
+        self.worker_cpu_s.map(|c| c / self.tasks as f64 * 1000.0)
+    }
+
+    fn print(&self, as_json: bool) {
+        if as_json {
+            println!("{}", self.to_json());
+        } else {
+            self.print_table();
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let opt = |v: Option<f64>, d| v.map(|v| round(v, d));
+        let lat = self.latency.as_ref();
+        json!({
+            "tasks": self.tasks,
+            "producers": self.producers,
+            "concurrency": self.concurrency,
+            "prefetch": self.prefetch,
+            "results": self.results.name(),
+            "payload_bytes": self.payload,
+            "message_body_bytes": self.message_bytes,
+            "publish_per_s": round(self.publish_per_s, 0),
+            "e2e_per_s": round(self.e2e_per_s, 0),
+            "e2e_s": round(self.e2e_s, 3),
+            "latency_p50_ms": lat.map(|l| round(l.p50_ms, 3)),
+            "latency_p99_ms": lat.map(|l| round(l.p99_ms, 3)),
+            "latency_max_ms": lat.map(|l| round(l.max_ms, 3)),
+            "latency_mean_ms": lat.map(|l| round(l.mean_ms, 3)),
+            "latency_tasks": lat.map(|l| l.tasks),
+            "latency_rate_per_s": lat.map(|l| l.rate),
+            "latency_results": lat.map(|l| l.backend.name()),
+            "worker_idle_rss_mb": opt(self.worker_idle_rss_mb, 1),
+            "worker_peak_rss_mb": opt(self.worker_peak_rss_mb, 1),
+            "worker_cpu_s": opt(self.worker_cpu_s, 2),
+            "worker_cpu_s_per_1k": opt(self.cpu_per_1k(), 4),
+            "reference_per_s": round(self.reference_per_s, 0),
+            "reference_publish_per_s": round(self.reference_publish_per_s, 0),
+            "ratio_to_reference": round(self.ratio(), 3),
+        })
+    }
+
+    fn print_table(&self) {
+        let mb = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1}"));
+        println!(
+            "celeriac bench: {} no-op tasks, {} producers, concurrency {} (prefetch {}), results {}, payload {} B (body {} B)",
+            self.tasks,
+            self.producers,
+            self.concurrency,
+            self.prefetch,
+            self.results.name(),
+            self.payload,
+            self.message_bytes
+        );
+        let rows: Vec<(String, String)> = vec![
+            (
+                "publish (confirmed)".into(),
+                format!("{:>9.0} tasks/s", self.publish_per_s),
+            ),
+            (
+                "end to end".into(),
+                format!("{:>9.0} tasks/s  ({:.2} s)", self.e2e_per_s, self.e2e_s),
+            ),
+            (
+                "plain lapin reference".into(),
+                format!("{:>9.0} msgs/s", self.reference_per_s),
+            ),
+            (
+                "celeriac / reference".into(),
+                format!("{:>9.2}", self.ratio()),
+            ),
+            match &self.latency {
+                Some(l) => (
+                    format!(
+                        "latency p50 / p99 / max ({} at {}/s, {})",
+                        l.tasks,
+                        l.rate,
+                        l.backend.name()
+                    ),
+                    format!("{:.3} / {:.3} / {:.3} ms", l.p50_ms, l.p99_ms, l.max_ms),
+                ),
+                None => ("latency".into(), "skipped".into()),
+            },
+            (
+                "worker RSS idle / peak".into(),
+                format!(
+                    "{} / {} MB",
+                    mb(self.worker_idle_rss_mb),
+                    mb(self.worker_peak_rss_mb)
+                ),
+            ),
+            (
+                "worker CPU per 1,000 tasks".into(),
+                self.cpu_per_1k()
+                    .map_or("?".into(), |c| format!("{:.3} s", c)),
+            ),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in rows {
+            println!("  {k:<width$}  {v}");
+        }
+    }
+}

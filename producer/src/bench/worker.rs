@@ -1,0 +1,220 @@
+//! An external `celeriac-worker` process driven by the bench: spawned with
+//! environment variables, watched for its "worker ready" log line, measured
+//! through `/proc` (RSS, CPU time), stopped with SIGTERM.
+
+use super::BenchError;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How a bench worker is started.
+pub(crate) struct WorkerSpec<'a> {
+    pub(crate) bin: &'a Path,
+    pub(crate) broker_url: &'a str,
+    pub(crate) result_backend: &'a str,
+    pub(crate) queue: &'a str,
+    pub(crate) dead_letter_queue: &'a str,
+    pub(crate) concurrency: usize,
+    pub(crate) prefetch_multiplier: usize,
+    pub(crate) hostname: String,
+}
+
+/// A running worker process.
+pub(crate) struct WorkerProc {
+    child: Child,
+    pid: u32,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+const LOG_KEEP: usize = 30;
+
+/// `celeriac-worker` next to the running `celeriac` executable.
+pub(crate) fn locate(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::new(format!("cannot find the celeriac executable: {e}")))?;
+    let bin = exe
+        .parent()
+        .map(|d| d.join("celeriac-worker"))
+        .unwrap_or_else(|| PathBuf::from("celeriac-worker"));
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(BenchError::new(format!(
+            "no celeriac-worker binary at {} (build it: cargo build --release -p celeriac-worker, or pass --worker-bin)",
+            bin.display()
+        )))
+    }
+}
+
+impl WorkerProc {
+    /// Starts the worker and waits for its "worker ready" line.
+    pub(crate) async fn spawn(
+        spec: &WorkerSpec<'_>,
+        timeout: Duration,
+    ) -> Result<WorkerProc, BenchError> {
+        let mut cmd = Command::new(spec.bin);
+        cmd.env("CELERIAC_BROKER_URL", spec.broker_url)
+            .env("CELERIAC_RESULT_BACKEND", spec.result_backend)
+            .env("CELERIAC_QUEUES", spec.queue)
+            .env("CELERIAC_CONCURRENCY", spec.concurrency.to_string())
+            .env(
+                "CELERIAC_PREFETCH_MULTIPLIER",
+                spec.prefetch_multiplier.to_string(),
+            )
+            .env("CELERIAC_HOSTNAME", &spec.hostname)
+            // started_at is stored with every final outcome; no extra STARTED write.
+            .env("CELERIAC_TRACK_STARTED", "false")
+            .env("CELERIAC_DEAD_LETTER_QUEUE", spec.dead_letter_queue)
+            .env("CELERIAC_MIGRATE_ON_START", "true")
+            .env("CELERIAC_LOG_FORMAT", "human")
+            .env("CELERIAC_SHUTDOWN_GRACE_SECS", "5")
+            // No per-task log lines (Celery is benchmarked at -l warning too);
+            // keep the lifecycle lines, "worker ready" among them.
+            .env("RUST_LOG", "warn,celeriac_worker::worker=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| BenchError::new(format!("cannot start {}: {e}", spec.bin.display())))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| BenchError::new("the worker exited at once"))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            let name = spec.hostname.clone();
+            tokio::spawn(async move {
+                let mut ready_tx = Some(ready_tx);
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("worker ready") {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    } else if line.contains(" WARN ") || line.contains(" ERROR ") {
+                        eprintln!("{name}: {line}");
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        if l.len() == LOG_KEEP {
+                            l.pop_front();
+                        }
+                        l.push_back(line);
+                    }
+                }
+            });
+        }
+        let mut proc = WorkerProc { child, pid, log };
+        let outcome = tokio::select! {
+            r = ready_rx => r.map_err(|_| "its log ended before \"worker ready\"".to_owned()),
+            s = proc.child.wait() => Err(match s {
+                Ok(s) => format!("it exited ({s})"),
+                Err(e) => format!("cannot wait for it: {e}"),
+            }),
+            _ = tokio::time::sleep(timeout) => Err(format!("not ready within {timeout:?}")),
+        };
+        match outcome {
+            Ok(()) => Ok(proc),
+            Err(why) => {
+                // Give the reader a moment to collect the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let tail = proc.log_tail();
+                proc.stop().await;
+                Err(BenchError::new(format!(
+                    "worker {} did not start: {why}; its last log lines:\n{tail}",
+                    spec.bin.display()
+                )))
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        self.log
+            .lock()
+            .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// User + system CPU seconds used so far.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid)
+    }
+
+    /// Resident set size now, in MB.
+    pub(crate) fn rss_mb(&self) -> Option<f64> {
+        status_kb(self.pid, "VmRSS:").map(kb_to_mb)
+    }
+
+    /// Peak resident set size so far, in MB.
+    pub(crate) fn peak_rss_mb(&self) -> Option<f64> {
+        status_kb(self.pid, "VmHWM:").map(kb_to_mb)
+    }
+
+    /// SIGTERM (warm shutdown), then SIGKILL if it is still there after 15 s.
+    pub(crate) async fn stop(mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn kb_to_mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, read once through `getconf` (100 on Linux).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}

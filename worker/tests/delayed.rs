@@ -1,0 +1,240 @@
+//! Durable delayed delivery: tasks run at their eta through the broker's
+//! delay queues, survive a killed worker, honour expiry and revocation, and
+//! Celery-format eta messages are handled the same way.
+
+mod support;
+
+use celeriac::{ApplyOptions, Client, TaskState};
+use celeriac_common::backend::ResultBackend;
+use celeriac_common::diagnostics::Noop;
+use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
+use celeriac_common::{TaskDef, broker, delay};
+use chrono::{Duration as Span, Utc};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use std::time::Duration;
+use support::WorkerProcess;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// How late a task may start after its eta in these tests (the design aims
+/// at ~100 ms; the bound leaves room for a loaded CI machine).
+const LATE: Span = Span::milliseconds(2500);
+
+async fn queue_depth(queue: &str) -> u32 {
+    let conn = broker::connect(&testing::broker_url(), "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), passive, Default::default())
+        .await
+        .expect("declare");
+    let _ = conn.close(200, "done".into()).await;
+    q.message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_at_their_eta_and_far_ones_wait_in_the_broker() {
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let config = testing::config(&db.url, &unique("delay"));
+    let worker = WorkerProcess::spawn(&config, "delay@test", &["--track-started", "true"]);
+    let client = Client::connect(config.clone()).await.expect("client");
+    let now = Utc::now();
+    let mut pending = Vec::new();
+    for ms in [300, 1_200, 2_500, 4_100, 9_000, 17_000] {
+        let eta = now + Span::milliseconds(ms);
+        pending.push((
+            eta,
+            client.apply_at::<Noop>(eta, ()).await.expect("schedule"),
+        ));
+    }
+    let far = client
+        .apply_at::<Noop>(now + Span::days(1), ())
+        .await
+        .expect("far future");
+    for (eta, r) in &pending {
+        let rec = r.wait(WAIT).await.expect("ran");
+        assert_eq!(rec.state, TaskState::Success);
+        let started = rec.started_at.expect("started_at");
+        assert!(
+            started >= *eta,
+            "{} started {} before its eta",
+            r.id(),
+            *eta - started
+        );
+        assert!(
+            started - *eta < LATE,
+            "{} started {} late",
+            r.id(),
+            started - *eta
+        );
+    }
+    // The day-ahead task waits in the level-16 delay queue (86400 s has bit 16
+    // set), not in the worker and not in the task queue.
+    assert_eq!(far.state().await.expect("state"), TaskState::Pending);
+    assert_eq!(queue_depth(&delay::level_name(&config, 16)).await, 1);
+    assert_eq!(queue_depth(&config.default_queue).await, 0);
+    assert_eq!(worker.terminate(), Some(0));
+    testing::cleanup(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_during_the_wait_loses_nothing() {
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let config = testing::config(&db.url, &unique("delaykill"));
+    ResultBackend::connect(&db.url)
+        .await
+        .expect("backend")
+        .migrate()
+        .await
+        .expect("migrate");
+    let doomed = WorkerProcess::spawn(&config, "doomed@test", &[]);
+    let client = Client::connect(config.clone()).await.expect("client");
+    let eta = Utc::now() + Span::seconds(3);
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        sent.push(client.apply_at::<Noop>(eta, ()).await.expect("schedule"));
+    }
+    doomed.kill();
+    let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &["--track-started", "true"]);
+    for r in &sent {
+        let rec = r.wait(WAIT).await.expect("ran");
+        assert_eq!(rec.state, TaskState::Success);
+        assert!(rec.started_at.expect("started") >= eta);
+        assert_eq!(rec.worker.as_deref(), Some("rescuer@test"));
+    }
+    assert_eq!(rescuer.terminate(), Some(0));
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_eta_messages_expiry_and_revocation() {
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let config = testing::config(&db.url, &unique("delayx"));
+    let worker = WorkerProcess::spawn(&config, "x@test", &["--track-started", "true"]);
+    let client = Client::connect(config.clone()).await.expect("client");
+
+    // As Python Celery sends it: straight to the task queue with an eta header.
+    let eta = Utc::now() + Span::seconds(3);
+    let mut msg = celeriac_common::TaskMessage::new(Noop::NAME, vec![], Default::default());
+    msg.lang = "py".into();
+    msg.eta = Some(eta.fixed_offset());
+    client
+        .publish_to_queue(&msg, &config.default_queue)
+        .await
+        .expect("publish");
+    // The worker does not hold it: it goes back to the delay queues.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let parked: u32 = futures_util::future::join_all((0..3).map(|l| {
+        let name = delay::level_name(&config, l);
+        async move { queue_depth(&name).await }
+    }))
+    .await
+    .into_iter()
+    .sum();
+    assert_eq!(parked, 1, "the eta message waits in a delay queue");
+    let rec = client
+        .async_result::<serde_json::Value>(msg.id.clone())
+        .wait(WAIT)
+        .await
+        .expect("ran");
+    assert_eq!(rec.state, TaskState::Success);
+    assert!(rec.started_at.expect("started") >= eta);
+
+    // Expires before its eta: REVOKED when it comes due, never run.
+    let opts = ApplyOptions::new()
+        .countdown(Duration::from_secs(2))
+        .expires_in(Duration::from_secs(1));
+    let expired = client
+        .apply_async::<Noop>((), opts)
+        .await
+        .expect("schedule");
+    let rec = expired.wait(WAIT).await.expect("final");
+    assert_eq!(
+        (rec.state, rec.error.expect("error").kind.as_str()),
+        (TaskState::Revoked, "TaskExpired")
+    );
+    assert!(rec.started_at.is_none());
+
+    // Revoked while it waits: never started.
+    let revoked = client
+        .apply_async::<Noop>((), ApplyOptions::new().countdown(Duration::from_secs(2)))
+        .await
+        .expect("schedule");
+    assert!(client.revoke(revoked.id()).await.expect("revoke"));
+    let canary = client
+        .apply_async::<Noop>((), ApplyOptions::new().countdown(Duration::from_secs(3)))
+        .await
+        .expect("schedule");
+    canary.wait(WAIT).await.expect("canary ran");
+    let rec = revoked.record().await.expect("record").expect("row");
+    assert_eq!(rec.state, TaskState::Revoked);
+    assert!(
+        rec.started_at.is_none() && rec.worker.is_none(),
+        "revoked task never started"
+    );
+    assert!(
+        !client.revoke(canary.id()).await.expect("revoke finished"),
+        "a finished task keeps its outcome"
+    );
+
+    // Further than the mechanism supports: a clear error, nothing sent.
+    let too_far = client
+        .apply_at::<Noop>(Utc::now() + Span::days(365 * 9), ())
+        .await;
+    assert!(
+        matches!(too_far, Err(celeriac::ClientError::TooFar(_))),
+        "{too_far:?}"
+    );
+    assert_eq!(worker.terminate(), Some(0));
+    testing::cleanup(&config).await;
+}
+
+#[tokio::test]
+async fn publishing_raw_to_the_entry_exchange_reaches_the_queue() {
+    // The topology on its own, without a worker: a 1 s delay lands in the task queue.
+    let config = testing::config("none", &unique("delayraw"));
+    let conn = broker::connect(&config.broker_url, "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    broker::declare_task_queue(&ch, &config.default_queue, &config)
+        .await
+        .expect("queue");
+    delay::declare_topology(&ch, &config)
+        .await
+        .expect("topology");
+    delay::bind_queue(&ch, &config, &config.default_queue)
+        .await
+        .expect("bind");
+    let key = delay::routing_key(1, &config.default_queue).expect("key");
+    ch.basic_publish(
+        delay::entry_exchange(&config).as_str().into(),
+        key.as_str().into(),
+        BasicPublishOptions::default(),
+        b"x",
+        Default::default(),
+    )
+    .await
+    .expect("publish");
+    assert_eq!(
+        queue_depth(&config.default_queue).await,
+        0,
+        "not before its time"
+    );
+    let mut arrived = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if queue_depth(&config.default_queue).await == 1 {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(arrived, "delivered after about a second");
+    let _ = conn.close(200, "done".into()).await;
+    testing::cleanup(&config).await;
+}
