@@ -1,0 +1,222 @@
+//! Delayed-delivery benchmark: schedules many tasks spread over a few
+//! minutes through the broker's delay queues, then reports how precisely they
+//! started, the worker's memory while they waited, and `apply_at`'s publish
+//! rate next to `delay`'s, measured in the same run.
+//!
+//! Run (release build; RabbitMQ on localhost):
+//! `cargo run --release -p celeriac-examples --example delay_bench -- --tasks 100000 --spread 120`
+//! It prints a table and, last, one JSON line with the figures. It spawns
+//! `celeriac-worker` from the same target directory (build it first with
+//! `cargo build --release -p celeriac-worker`).
+
+use celeriac::{ApplyOptions, Client, Config};
+use celeriac_common::backend::ResultBackend;
+use celeriac_common::backend::entity::{Column, Entity};
+use celeriac_common::diagnostics::Noop;
+use chrono::{Duration as Span, Utc};
+use clap::Parser;
+use futures_util::{StreamExt, TryStreamExt};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Tasks to schedule.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Seconds over which their etas are spread.
+    #[arg(long, default_value_t = 120)]
+    spread: u64,
+    /// Seconds from start to the first eta (publishing happens meanwhile).
+    #[arg(long, default_value_t = 30)]
+    lead: u64,
+    /// Tasks published in each rate phase (`delay` vs `apply_at`).
+    #[arg(long, default_value_t = 20_000)]
+    rate_tasks: usize,
+    /// Concurrent publishes.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// The worker binary [default: celeriac-worker beside this program's target dir].
+    #[arg(long)]
+    worker: Option<PathBuf>,
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn publish_rate(
+    client: &Client,
+    n: usize,
+    in_flight: usize,
+    opts: impl Fn() -> ApplyOptions,
+) -> Result<f64, celeriac::ClientError> {
+    let start = Instant::now();
+    futures_util::stream::iter(0..n)
+        .map(|_| client.apply_async::<Noop>((), opts()))
+        .buffer_unordered(in_flight)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let run = format!("delaybench-{}", uuid::Uuid::new_v4().simple());
+    let mut config = Config::load(None)?;
+    config.result_backend = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("results.db").display()
+    );
+    config.default_queue = run.clone();
+    config.queues = vec![run.clone()];
+    config.dead_letter_queue = format!("{run}.dlq");
+    config.delay_prefix = format!("{run}.delay");
+    let backend = ResultBackend::connect(&config.result_backend).await?;
+    backend.migrate().await?;
+    let client = Client::connect(config.clone()).await?;
+
+    // 1. Publish rates: `delay` to a queue nobody consumes, then `apply_at` an hour ahead.
+    let idle = format!("{run}.idle");
+    let delay_rate = publish_rate(&client, args.rate_tasks, args.in_flight, || {
+        ApplyOptions::new().queue(idle.clone())
+    })
+    .await?;
+    let at = Utc::now() + Span::hours(1);
+    let apply_at_rate = publish_rate(&client, args.rate_tasks, args.in_flight, || {
+        ApplyOptions::new().queue(idle.clone()).eta(at)
+    })
+    .await?;
+
+    // 2. The worker, and N tasks spread over the window.
+    let worker_bin = args.worker.clone().unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        exe.parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("celeriac-worker"))
+            .unwrap_or_default()
+    });
+    let mut worker: Child = Command::new(&worker_bin)
+        .env("CELERIAC_BROKER_URL", &config.broker_url)
+        .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
+        .env("CELERIAC_QUEUES", &run)
+        .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
+        .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
+        .env("CELERIAC_TRACK_STARTED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", worker_bin.display()))?;
+    let pid = worker.id();
+    let start = Utc::now() + Span::seconds(i64::try_from(args.lead)?);
+    let spread_ms = i64::try_from(args.spread * 1000)?;
+    let n = args.tasks;
+    let published = Instant::now();
+    let etas: std::collections::HashMap<String, chrono::DateTime<Utc>> =
+        futures_util::stream::iter(0..n)
+            .map(|i| {
+                let offset = spread_ms * i64::try_from(i).unwrap_or(0)
+                    / i64::try_from(n.max(1)).unwrap_or(1);
+                let eta = start + Span::milliseconds(offset);
+                let client = client.clone();
+                async move {
+                    client
+                        .apply_at::<Noop>(eta, ())
+                        .await
+                        .map(|r| (r.id().to_owned(), eta))
+                }
+            })
+            .buffer_unordered(args.in_flight)
+            .try_collect()
+            .await?;
+    let publish_secs = published.elapsed().as_secs_f64();
+    println!(
+        "scheduled {n} tasks in {publish_secs:.1} s; first due at {start}, last {} s later",
+        args.spread
+    );
+
+    let mut waiting_peak_kb = 0;
+    let deadline = Instant::now() + Duration::from_secs(args.lead + args.spread + 120);
+    loop {
+        let rss = rss_kb(pid, "VmRSS:");
+        if Utc::now() < start {
+            waiting_peak_kb = waiting_peak_kb.max(rss);
+        }
+        let done = Entity::find()
+            .filter(Column::State.eq("SUCCESS"))
+            .count(backend.connection())
+            .await?;
+        if done as usize >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let peak_kb = rss_kb(pid, "VmHWM:");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = worker.wait();
+
+    // 3. Precision: started_at − eta, per task.
+    let rows = Entity::find().all(backend.connection()).await?;
+    let mut late_ms: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| {
+            let eta = etas.get(&r.task_id)?;
+            let started = r.started_at?;
+            Some((started - *eta).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0)
+        })
+        .collect();
+    let missing = n - late_ms.len();
+    late_ms.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (
+        percentile(&late_ms, 0.5),
+        percentile(&late_ms, 0.99),
+        late_ms.last().copied().unwrap_or(f64::NAN),
+    );
+    println!("| figure | value |\n| --- | --- |");
+    println!("| delay() publish rate | {delay_rate:.0} tasks/s |");
+    println!(
+        "| apply_at() publish rate | {apply_at_rate:.0} tasks/s ({:.2} of delay) |",
+        apply_at_rate / delay_rate
+    );
+    println!("| tasks run | {} of {n} |", n - missing);
+    println!(
+        "| worker RSS while {n} tasks waited | {:.1} MB |",
+        waiting_peak_kb as f64 / 1024.0
+    );
+    println!(
+        "| worker peak RSS (whole run) | {:.1} MB |",
+        peak_kb as f64 / 1024.0
+    );
+    println!("| start − due p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms |");
+    println!(
+        "{}",
+        serde_json::json!({
+            "tasks": n, "ran": n - missing, "delay_publish_per_s": delay_rate, "apply_at_publish_per_s": apply_at_rate,
+            "worker_waiting_rss_mb": waiting_peak_kb as f64 / 1024.0, "worker_peak_rss_mb": peak_kb as f64 / 1024.0,
+            "late_p50_ms": p50, "late_p99_ms": p99, "late_max_ms": max,
+        })
+    );
+    client.purge(&idle).await.ok();
+    celeriac_common::testing::cleanup(&config).await;
+    celeriac_common::testing::delete_queues(&[&idle]).await;
+    Ok(())
+}
