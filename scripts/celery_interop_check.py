@@ -44,6 +44,8 @@ Registered tasks (worker mode executes them):
   tasks.tsum(values) -> sum(values)   tasks.noargs() -> "ok"
   tasks.quiet(x) -> x (ignore_result=True)   tasks.on_error(*a, **kw) -> None
   celeriac.echo(*args, **kwargs) -> [args, kwargs]
+  tasks.typeof(*args, **kwargs) -> {"args": [type names], "kwargs": {name: type name}}
+      (shows that kombu's markers reached the task as datetime, UUID, Decimal...)
   celeriac.fail(*args, **kwargs) raises RuntimeError (outcome "failure")
 
 Broker: env CELERIAC_BROKER_URL (kombu form), default amqp://guest:guest@127.0.0.1:5672//.
@@ -160,6 +162,11 @@ def make_app(queue: str, opts):
     @app.task(name="celeriac.echo")
     def echo(*args, **kwargs):
         return [list(args), kwargs]
+
+    @app.task(name="tasks.typeof")
+    def typeof(*args, **kwargs):
+        return {"args": [type(a).__name__ for a in args],
+                "kwargs": {k: type(v).__name__ for k, v in kwargs.items()}}
 
     @app.task(name="celeriac.fail")
     def fail(*args, **kwargs):
