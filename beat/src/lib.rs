@@ -1,1 +1,3 @@
-//! celeriac-beat: the scheduler (in progress).
+//! celeriac-beat: the scheduler. Triggers (crontab strings, APScheduler-style
+//! fields, intervals, one-shot dates) evaluated in IANA time zones.
+pub mod trigger;

@@ -310,6 +310,23 @@ impl Client {
                 }
                 res
             };
+            // A confirm from a connection that died may never come: bound each attempt.
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            let attempt = async {
+                match tokio::time::timeout(left, attempt).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        self.reset_link().await;
+                        Err(ClientError::Unavailable {
+                            waited: started.elapsed(),
+                            task_id: msg.id.clone(),
+                            last: "no publisher confirm".to_owned(),
+                        })
+                    }
+                }
+            };
             let err = match attempt.await {
                 Ok(()) => return Ok(()),
                 Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => {

@@ -391,24 +391,17 @@ async fn redelay(
         Ok(k) => k,
         Err(e) => return dead_letter(shared, publisher, queue, delivery, &e.to_string()).await,
     };
-    let confirmed = async {
-        publisher
-            .basic_publish(
-                delay::entry_exchange(&shared.config).as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &delivery.data,
-                delivery.properties.clone(),
-            )
-            .await?
-            .await
-    }
+    let exchange = delay::entry_exchange(&shared.config);
+    let confirmed = publish_confirmed(
+        publisher,
+        &exchange,
+        &key,
+        &delivery.data,
+        delivery.properties.clone(),
+    )
     .await;
     match confirmed {
-        Ok(lapin::Confirmation::Ack(None)) => {
+        Ok(()) => {
             tracing::debug!(delay_secs = secs, "not due yet; moved to the delay queues");
             let done = Finished {
                 outcome: None,
@@ -424,13 +417,55 @@ async fn redelay(
     }
 }
 
+/// How long a worker waits for the broker to confirm a publish or take a nack.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes (mandatory, so an unroutable message counts as a failure) and
+/// waits for the broker's confirm, bounded by `BROKER_TIMEOUT`.
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: lapin::BasicProperties,
+) -> Result<(), String> {
+    let publish = async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await?
+            .await
+    };
+    match tokio::time::timeout(BROKER_TIMEOUT, publish).await {
+        Ok(Ok(lapin::Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("broker did not take it: {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no confirm within {BROKER_TIMEOUT:?}")),
+    }
+}
+
 async fn requeue(delivery: Delivery) {
+    if !delivery.acker.usable() {
+        return; // the channel is gone: the broker requeues it by itself
+    }
     let opts = BasicNackOptions {
         requeue: true,
         multiple: false,
     };
-    if let Err(e) = delivery.acker.nack(opts).await {
-        tracing::debug!(error = %e, "requeue failed; the broker will redeliver on disconnect");
+    match tokio::time::timeout(BROKER_TIMEOUT, delivery.acker.nack(opts)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "requeue failed; the broker will redeliver on disconnect")
+        }
+        Err(_) => tracing::warn!("requeue timed out; the broker will redeliver on disconnect"),
     }
 }
 
@@ -460,21 +495,10 @@ async fn dead_letter(
         text(&Utc::now().to_rfc3339()),
     );
     let props = delivery.properties.clone().with_headers(headers);
-    let confirmed = async {
-        channel
-            .basic_publish(
-                "".into(),
-                shared.config.dead_letter_queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &delivery.data,
-                props,
-            )
-            .await?
-            .await
-    }
-    .await;
+    let queue_name = shared.config.dead_letter_queue.as_str();
+    let confirmed = publish_confirmed(channel, "", queue_name, &delivery.data, props).await;
     match confirmed {
-        Ok(c) if c.is_ack() => {
+        Ok(()) => {
             let done = Finished {
                 outcome: None,
                 acker: delivery.acker,

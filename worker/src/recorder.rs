@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 
 /// Most outcomes written in one statement.
 const BATCH_MAX: usize = 256;
+/// An ack the broker does not take within this is given up (redelivered later).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_START: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -34,9 +36,20 @@ pub(crate) async fn run(backend: Option<ResultBackend>, mut rx: mpsc::Receiver<F
             store_until_done(backend, outcomes).await;
         }
         for done in batch.drain(..) {
-            if let Err(e) = done.acker.ack(BasicAckOptions::default()).await {
-                // The channel is gone; the broker will redeliver the message.
-                tracing::debug!(task.id = %done.task_id, error = %e, "ack failed; the message will be redelivered");
+            // After a lost connection the channel is gone (and the broker will
+            // redeliver); never let one dead ack hold up the others.
+            if !done.acker.usable() {
+                continue;
+            }
+            let ack = tokio::time::timeout(ACK_TIMEOUT, done.acker.ack(BasicAckOptions::default()));
+            match ack.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(task.id = %done.task_id, error = %e, "ack failed; the message will be redelivered")
+                }
+                Err(_) => {
+                    tracing::warn!(task.id = %done.task_id, "ack timed out; the message will be redelivered")
+                }
             }
         }
     }

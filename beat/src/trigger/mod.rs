@@ -1,0 +1,243 @@
+//! Schedule triggers: when does an entry fire next?
+//!
+//! A [`TriggerSpec`] (what TOML files and the database hold) compiles into a
+//! [`Trigger`], whose [`Schedule::next_after`] gives the first fire time
+//! strictly after an instant. Everything here is pure computation: no clock,
+//! no I/O, no randomness (jitter is applied by the caller, see
+//! [`Trigger::jitter`]).
+//!
+//! # Trigger types
+//!
+//! * `cron` — crontab strings, checked against croniter 7.0.0.
+//! * `fields` — APScheduler 3.x `CronTrigger` fields, checked against
+//!   APScheduler 3.11.3.
+//! * `interval` — every fixed period of elapsed time from an anchor
+//!   ([`parse_duration`] for `every = "1h30m"`).
+//! * `date` — once, at `run_at`.
+//!
+//! # Crontab strings
+//!
+//! * 5 fields `minute hour day-of-month month day-of-week`; 6 fields put
+//!   `second` first; 7 fields also end with `year` (1970-2099).
+//! * `*`, numbers, lists `a,b`, ranges `a-b`, steps `*/n`, `a/n` (from `a` to
+//!   the maximum), `a-b/n`; month names `jan`..`dec` and weekday names
+//!   `sun`..`sat` in any case. A range whose start is above its end wraps
+//!   (`fri-mon`, `22-2`) and a step wider than the field is allowed (`*/90`
+//!   minutes = minute 0), both as in croniter.
+//! * Day of week: 0 and 7 are Sunday; `5L`/`FRIL` = last Friday of the month;
+//!   `5#3`/`FRI#3` = third Friday. Day of month: `L` = last day, `L-3` = three
+//!   days before it. `?` means `*` in both day fields. `W` is not supported.
+//! * When day-of-month and day-of-week are both restricted (neither is `*` or
+//!   `?`), a day matches if *either* matches (Vixie cron); otherwise both must.
+//!   This includes `L`/`#` forms: `0 0 15 * 5#3` is the 15th and the third
+//!   Friday (croniter 7 intersects these instead).
+//! * `@yearly`/`@annually`, `@monthly`, `@weekly`, `@daily`/`@midnight`, `@hourly`.
+//!
+//! # APScheduler fields
+//!
+//! `year` (1970-9999), `month` (1-12, `jan`..), `day` (1-31), `week` (ISO week
+//! 1-53), `day_of_week` (0-6 = **Monday**-Sunday, `mon`..`sun`), `hour`,
+//! `minute`, `second`; values may be numbers or strings.
+//!
+//! * A field left out is `*` if it is more significant than the least
+//!   significant field given, else its minimum (`month`/`day` 1, time fields 0),
+//!   except `week` and `day_of_week`, always `*`: `{hour = 2}` is daily at
+//!   02:00:00, `{day_of_week = "mon"}` Mondays at 00:00:00, `{}` every second.
+//! * `*`, `*/a` (from the field's minimum: `year = "*/2"` is 1970, 1972, ...),
+//!   `a`, `a-b`, `a/b`, `a-b/c`, names and name ranges, comma lists; in `day`
+//!   also `1st fri`..`5th fri`, `last fri` and `last`.
+//! * `day`, `week` and `day_of_week` must all match (AND).
+//! * As in APScheduler, a step may not exceed the span it steps over and ranges
+//!   may not go backwards; unlike APScheduler, text after a name (`"mon-fri/2"`)
+//!   is an error instead of being ignored.
+//!
+//! # Time zones and daylight saving time
+//!
+//! `cron` and `fields` triggers are evaluated on the wall clock of their IANA
+//! `timezone` (default UTC); `interval` triggers count elapsed time. Around a
+//! DST change (examples in Europe/Berlin, where clocks jump 02:00→03:00 on
+//! 2024-03-31 and 03:00→02:00 on 2024-10-27):
+//!
+//! * **Nonexistent wall time (spring forward).** It fires at the instant the
+//!   wall time would have had under the offset in force *before* the change,
+//!   i.e. shifted forward by the length of the gap: `30 2 * * *` fires at
+//!   03:30+02:00 on 2024-03-31, `0 2 * * *` at 03:00+02:00. Two wall times that
+//!   land on the same instant fire once: `30 1-3 * * *` fires at 01:30+01:00 and
+//!   03:30+02:00 that night. This is what APScheduler 3.11 does when it
+//!   reaches the time directly (`hour=2, minute=30`); when it reaches one by
+//!   carrying from an earlier fire it skips it, which we treat as a bug.
+//!   croniter 7 fires nonexistent times at the moment of the change (03:00),
+//!   collapsing `*/15 2 * * *` to a single run; we keep the number of runs.
+//!   The same rule resolves naive `start_date`/`end_date` values.
+//! * **Repeated wall time (fall back).** Every instant whose wall time matches
+//!   fires, in *both* passes, whatever the schedule: `30 2 * * *` fires at
+//!   02:30+02:00 and again at 02:30+01:00 on 2024-10-27, and `*/15 * * * *`
+//!   keeps firing every 15 real minutes through both passes of 02:00-03:00.
+//!   APScheduler 3.11 and croniter 7 agree on this. (Vixie cron would skip the
+//!   second pass for fixed-time jobs; if a job must not run twice, schedule it
+//!   outside 01:00-03:00 local time or use UTC.)
+//! * Half-hour shifts (Australia/Lord_Howe) and southern-hemisphere zones
+//!   follow the same rules. chrono-tz ships DST rules up to 2099; later years
+//!   use the last offset.
+//!
+//! ```
+//! use chrono::{DateTime, Utc};
+//! use celeriac_beat::trigger::{Schedule, TriggerSpec};
+//! let spec = TriggerSpec::from_json(&serde_json::json!({
+//!     "type": "cron", "expr": "30 2 * * *", "timezone": "Europe/Berlin"
+//! })).unwrap();
+//! let trigger = spec.compile().unwrap();
+//! let after: DateTime<Utc> = "2024-10-26T12:00:00Z".parse().unwrap();
+//! let first = trigger.next_after(after).unwrap();
+//! let second = trigger.next_after(first).unwrap();
+//! assert_eq!(trigger.to_local(first).to_rfc3339(), "2024-10-27T02:30:00+02:00");
+//! assert_eq!(trigger.to_local(second).to_rfc3339(), "2024-10-27T02:30:00+01:00");
+//! ```
+//!
+//! # Bounds, anchors, precision
+//!
+//! * `start_date` and `end_date` are inclusive on every recurring trigger (see
+//!   [`TriggerSpec`] for accepted formats).
+//! * Interval anchor: `start_date`, else the anchor given to
+//!   [`TriggerSpec::compile_with_anchor`], else the Unix epoch.
+//! * Calendar triggers fire on whole seconds; `next_after` is strictly after
+//!   its argument (sub-second parts round up). A search gives up after 400
+//!   candidate years (the Gregorian cycle), so an impossible expression such
+//!   as `0 0 30 2 *` returns `None` at once (it is detected when compiled).
+
+mod calendar;
+mod cron;
+mod date;
+mod error;
+mod fields;
+mod interval;
+mod preview;
+mod spec;
+mod tz;
+mod values;
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use chrono_tz::Tz;
+
+pub use error::TriggerError;
+pub use interval::parse_duration;
+pub use preview::{FireTimes, preview};
+pub use spec::TriggerSpec;
+
+use calendar::Calendar;
+use interval::Interval;
+
+/// A schedule: given an instant, the next fire time strictly after it.
+pub trait Schedule {
+    /// The first fire time strictly after `after`, or `None` if there is none.
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>>;
+}
+
+/// A compiled trigger: compact (no heap allocation except for year lists)
+/// and quick to evaluate. Build it with [`TriggerSpec::compile`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trigger {
+    kind: Kind,
+    tz: Tz,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Kind {
+    Calendar(Calendar),
+    Interval(Interval, Option<Duration>),
+    Date(DateTime<FixedOffset>),
+}
+
+impl Trigger {
+    /// The trigger's time zone (UTC for date triggers, which keep their own offset).
+    pub fn timezone(&self) -> Tz {
+        self.tz
+    }
+
+    /// Inclusive lower bound of fire times, if any.
+    pub fn start_date(&self) -> Option<DateTime<Utc>> {
+        self.start
+    }
+
+    /// Inclusive upper bound of fire times, if any.
+    pub fn end_date(&self) -> Option<DateTime<Utc>> {
+        self.end
+    }
+
+    /// The maximum random delay the caller should add to each fire time
+    /// (`jitter_seconds` of an interval trigger). [`Schedule::next_after`]
+    /// never applies it, so schedules stay deterministic; compute the next
+    /// fire from the un-jittered time, then delay the run by
+    /// [`Trigger::apply_jitter`] or any uniform value in `0..=jitter`.
+    pub fn jitter(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::Interval(_, jitter) => *jitter,
+            _ => None,
+        }
+    }
+
+    /// `fire` delayed by a uniformly random amount in `0..=jitter()` (or
+    /// unchanged without jitter).
+    pub fn apply_jitter<R: rand::Rng + ?Sized>(
+        &self,
+        fire: DateTime<Utc>,
+        rng: &mut R,
+    ) -> DateTime<Utc> {
+        let Some(max) = self.jitter() else {
+            return fire;
+        };
+        let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        let delay = rng.random_range(0..=max);
+        let delay = TimeDelta::nanoseconds(i64::try_from(delay).unwrap_or(i64::MAX));
+        fire.checked_add_signed(delay).unwrap_or(fire)
+    }
+
+    /// An instant shown in the trigger's time zone with the offset in force
+    /// then (a date trigger uses the offset of its `run_at`).
+    pub fn to_local(&self, t: DateTime<Utc>) -> DateTime<FixedOffset> {
+        match &self.kind {
+            Kind::Date(run_at) => t.with_timezone(run_at.offset()),
+            _ => t.with_timezone(&self.tz).fixed_offset(),
+        }
+    }
+
+    /// Successive fire times strictly after `from`.
+    pub fn fire_times(&self, from: DateTime<Utc>) -> FireTimes<'_> {
+        FireTimes {
+            trigger: self,
+            cursor: Some(from),
+        }
+    }
+}
+
+impl Schedule for Trigger {
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = match self.start {
+            Some(start) if after < start => just_before(start),
+            _ => after,
+        };
+        let next = match &self.kind {
+            Kind::Calendar(calendar) => {
+                // First whole second strictly after `after`.
+                let s = after.timestamp().checked_add(1)?;
+                let t = tz::next_instant(self.tz, s, |wall| calendar.next_local(wall))?;
+                DateTime::from_timestamp(t, 0)?
+            }
+            Kind::Interval(interval, _) => interval.next_after(after)?,
+            Kind::Date(run_at) => date::next_after(run_at, after)?,
+        };
+        match self.end {
+            Some(end) if next > end => None,
+            _ => Some(next),
+        }
+    }
+}
+
+/// One nanosecond before `t` (to turn an inclusive bound into a strict one).
+fn just_before(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.checked_sub_signed(TimeDelta::nanoseconds(1)).unwrap_or(t)
+}

@@ -1,0 +1,326 @@
+//! The serializable trigger description and its compilation.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::error::{TriggerError, suggest};
+use super::interval::{self, Interval};
+use super::{Kind, Trigger, cron, fields, tz};
+
+/// A trigger as written in TOML schedule files and stored in the database.
+///
+/// Serialized with a `"type"` tag: `"cron"`, `"fields"`, `"interval"` or
+/// `"date"`; unknown keys are rejected ([`TriggerSpec::from_json`] adds a "did
+/// you mean" hint). `start_date` and `end_date` bound every recurring trigger,
+/// both inclusive: an RFC 3339 instant (`2024-05-01T09:00:00+02:00`, `...Z`)
+/// or a naive date-time / date (`2024-05-01 09:00:00`, `2024-05-01T09:00`,
+/// `2024-05-01`) read as wall-clock time in the trigger's `timezone` (a
+/// nonexistent or ambiguous wall time resolves like a schedule: the earlier
+/// instant, or shifted forward across a gap). `timezone` is an IANA name
+/// (`Europe/Berlin`), default UTC.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TriggerSpec {
+    /// A crontab string; see [`crate::trigger`] for the syntax.
+    Cron {
+        /// `"*/15 9-17 * * mon-fri"`, 5, 6 (seconds first) or 7 (plus year) fields, or `@daily` etc.
+        expr: String,
+        /// IANA time zone the expression is evaluated in; default UTC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+        /// No fire before this (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_date: Option<String>,
+        /// No fire after this (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end_date: Option<String>,
+    },
+    /// APScheduler-style fields (numbers or strings); see [`crate::trigger`] for the rules.
+    Fields {
+        /// 4-digit year expression.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        year: Option<String>,
+        /// Month 1-12 or `jan`..`dec`.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        month: Option<String>,
+        /// Day of month 1-31, `last`, `3rd fri`, `last fri`.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        day: Option<String>,
+        /// ISO week 1-53.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        week: Option<String>,
+        /// 0-6 = Monday-Sunday, or `mon`..`sun`.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        day_of_week: Option<String>,
+        /// Hour 0-23.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        hour: Option<String>,
+        /// Minute 0-59.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        minute: Option<String>,
+        /// Second 0-59.
+        #[serde(
+            default,
+            deserialize_with = "string_or_number",
+            skip_serializing_if = "Option::is_none"
+        )]
+        second: Option<String>,
+        /// IANA time zone the fields are evaluated in; default UTC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+        /// No fire before this (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_date: Option<String>,
+        /// No fire after this (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end_date: Option<String>,
+    },
+    /// A fixed period of elapsed time; see [`crate::trigger::parse_duration`] and the anchor rules
+    /// on [`TriggerSpec::compile_with_anchor`].
+    Interval {
+        /// Weeks in the period.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weeks: Option<u64>,
+        /// Days in the period.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        days: Option<u64>,
+        /// Hours in the period.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hours: Option<u64>,
+        /// Minutes in the period.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u64>,
+        /// Seconds in the period.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+        /// The whole period as a string, e.g. `"1h30m"`; excludes the unit fields.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        every: Option<String>,
+        /// First fire and anchor of the period (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_date: Option<String>,
+        /// No fire after this (inclusive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end_date: Option<String>,
+        /// Maximum random delay in seconds, applied by the caller ([`Trigger::apply_jitter`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jitter_seconds: Option<f64>,
+        /// Zone for naive dates and for displaying fire times; default UTC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+    },
+    /// Fires once.
+    Date {
+        /// The instant to fire at (RFC 3339 with offset); preview shows it in this offset.
+        run_at: DateTime<FixedOffset>,
+    },
+}
+
+/// Accepts `hour = 2` as well as `hour = "2"`.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        S(String),
+        N(u64),
+    }
+    Ok(Option::<Value>::deserialize(d)?.map(|v| match v {
+        Value::S(s) => s,
+        Value::N(n) => n.to_string(),
+    }))
+}
+
+const TYPES: [&str; 4] = ["cron", "fields", "interval", "date"];
+const BOUNDS: [&str; 3] = ["timezone", "start_date", "end_date"];
+
+fn known_keys(kind: &str) -> Vec<&'static str> {
+    let mut keys = vec!["type"];
+    match kind {
+        "cron" => keys.push("expr"),
+        "fields" => keys.extend(fields::FIELD_NAMES),
+        "interval" => keys.extend([
+            "weeks",
+            "days",
+            "hours",
+            "minutes",
+            "seconds",
+            "every",
+            "jitter_seconds",
+        ]),
+        _ => return vec!["type", "run_at"],
+    }
+    keys.extend(BOUNDS);
+    keys
+}
+
+impl TriggerSpec {
+    /// Deserializes from JSON (e.g. a TOML table converted to JSON), with
+    /// precise errors: an unknown `type` or key gets a "did you mean" hint.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, TriggerError> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| TriggerError::Malformed("expected an object".into()))?;
+        let kind = object
+            .get("type")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| TriggerError::Malformed("missing string key \"type\"".into()))?;
+        if !TYPES.contains(&kind) {
+            return Err(TriggerError::invalid(
+                "type",
+                match suggest(kind, TYPES) {
+                    Some(s) => format!("unknown trigger type \"{kind}\", did you mean \"{s}\"?"),
+                    None => format!(
+                        "unknown trigger type \"{kind}\", expected cron, fields, interval or date"
+                    ),
+                },
+            ));
+        }
+        let known = known_keys(kind);
+        if let Some(key) = object.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(TriggerError::UnknownKey {
+                kind: kind.to_string(),
+                key: key.clone(),
+                suggestion: suggest(key, known.iter().copied()),
+            });
+        }
+        serde_json::from_value(value.clone()).map_err(|e| TriggerError::Malformed(e.to_string()))
+    }
+
+    /// Checks the description without keeping the compiled form.
+    pub fn validate(&self) -> Result<(), TriggerError> {
+        self.compile().map(|_| ())
+    }
+
+    /// Compiles into the fast, compact [`Trigger`]. Interval triggers without
+    /// `start_date` are anchored at the Unix epoch; see [`Self::compile_with_anchor`].
+    pub fn compile(&self) -> Result<Trigger, TriggerError> {
+        self.compile_with(None)
+    }
+
+    /// Compiles, anchoring an interval trigger that has no `start_date` at
+    /// `anchor` (typically the schedule entry's creation time): it then fires at
+    /// `anchor`, `anchor + period`, .... A `start_date` in the spec wins over
+    /// `anchor`. Other trigger types ignore `anchor`.
+    pub fn compile_with_anchor(&self, anchor: DateTime<Utc>) -> Result<Trigger, TriggerError> {
+        self.compile_with(Some(anchor))
+    }
+
+    fn compile_with(&self, anchor: Option<DateTime<Utc>>) -> Result<Trigger, TriggerError> {
+        match self {
+            Self::Cron {
+                expr,
+                timezone,
+                start_date,
+                end_date,
+            } => {
+                let calendar = cron::parse(expr)?;
+                bounded(Kind::Calendar(calendar), timezone, start_date, end_date)
+            }
+            Self::Fields {
+                year,
+                month,
+                day,
+                week,
+                day_of_week,
+                hour,
+                minute,
+                second,
+                timezone,
+                start_date,
+                end_date,
+            } => {
+                let given = [year, month, day, week, day_of_week, hour, minute, second]
+                    .map(Option::as_deref);
+                let calendar = fields::parse(given)?;
+                bounded(Kind::Calendar(calendar), timezone, start_date, end_date)
+            }
+            Self::Interval {
+                weeks,
+                days,
+                hours,
+                minutes,
+                seconds,
+                every,
+                start_date,
+                end_date,
+                jitter_seconds,
+                timezone,
+            } => {
+                let units = [*weeks, *days, *hours, *minutes, *seconds];
+                let period = interval::period(units, every.as_deref())?;
+                let jitter = interval::jitter(*jitter_seconds)?;
+                let placeholder = Kind::Interval(
+                    Interval {
+                        anchor: DateTime::UNIX_EPOCH,
+                        period,
+                    },
+                    None,
+                );
+                let mut trigger = bounded(placeholder, timezone, start_date, end_date)?;
+                let anchor = trigger.start.or(anchor).unwrap_or(DateTime::UNIX_EPOCH);
+                trigger.kind = Kind::Interval(Interval { anchor, period }, jitter);
+                Ok(trigger)
+            }
+            Self::Date { run_at } => bounded(Kind::Date(*run_at), &None, &None, &None),
+        }
+    }
+}
+
+fn bounded(
+    kind: Kind,
+    timezone: &Option<String>,
+    start_date: &Option<String>,
+    end_date: &Option<String>,
+) -> Result<Trigger, TriggerError> {
+    let zone = tz::parse_tz(timezone.as_deref())?;
+    let start = start_date
+        .as_deref()
+        .map(|s| tz::parse_instant("start_date", s, zone))
+        .transpose()?;
+    let end = end_date
+        .as_deref()
+        .map(|s| tz::parse_instant("end_date", s, zone))
+        .transpose()?;
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end
+    {
+        return Err(TriggerError::StartAfterEnd {
+            start: start.to_rfc3339(),
+            end: end.to_rfc3339(),
+        });
+    }
+    Ok(Trigger {
+        kind,
+        tz: zone,
+        start,
+        end,
+    })
+}
