@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generate reference fixtures for celeriac-beat's schedule triggers.
 
-Writes tests/fixtures/cron_reference.json (crontab strings, via croniter 7.0.0)
-and tests/fixtures/fields_reference.json (APScheduler-style fields, via
+Writes beat/tests/fixtures/cron_reference.json (crontab strings, via croniter 7.0.0)
+and beat/tests/fixtures/fields_reference.json (APScheduler-style fields, via
 APScheduler 3.11.3's CronTrigger.get_next_fire_time), next to this script's
 crate. tests/trigger_reference.rs asserts that celeriac computes identical fire
 times (same instants, same UTC offsets).
@@ -10,9 +10,8 @@ times (same instants, same UTC offsets).
 Regenerate (from the repository root, which has scripts/python-env.sh):
 
     python="$(scripts/python-env.sh)"
-    "$python" beat/scripts/gen_trigger_fixtures.py
+    "$python" scripts/gen_trigger_fixtures.py
 
-(in the scratch crate: "$(/work/main/scripts/python-env.sh)" scripts/gen_trigger_fixtures.py)
 
 Each case lists up to ten fire times strictly after "start", as RFC 3339 strings
 in the trigger's zone with the offset in force at that instant (the reference
@@ -53,7 +52,7 @@ from croniter import croniter
 UTC = timezone.utc
 FIRES = 10
 CUTOFF = datetime(2090, 1, 1, tzinfo=UTC)
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+OUT = Path(__file__).resolve().parent.parent / "beat" / "tests" / "fixtures"
 
 GENERIC_STARTS = [
     "2024-01-01T00:00:00Z",
