@@ -238,42 +238,56 @@ impl Client {
         msg.timelimit = (options.time_limit, options.soft_time_limit);
         msg.ignore_result = options.ignore_result;
         msg.origin = Some(self.inner.origin.clone());
+        if !options.link.is_empty() {
+            msg.embed.callbacks = Some(options.link);
+        }
+        if !options.link_error.is_empty() {
+            msg.embed.errbacks = Some(options.link_error);
+        }
         let config = &self.inner.config;
         let queue = options
             .queue
             .unwrap_or_else(|| config.default_queue.clone());
-        let delay_secs = msg.eta.map_or(0, |eta| {
-            (eta.with_timezone(&Utc) - now).num_seconds().max(0)
-        });
-        let plain = options.exchange.is_none() && options.routing_key.is_none();
-        let route = if delay_secs >= 1 && plain {
-            // Durable delayed delivery: the broker holds the message until it is due.
-            let key = delay::routing_key(u64::try_from(delay_secs).unwrap_or(u64::MAX), &queue)?;
-            Route {
-                exchange: delay::entry_exchange(config),
-                routing_key: key,
-                declare: Some(queue),
-            }
-        } else if plain {
-            Route {
-                exchange: String::new(),
-                routing_key: queue.clone(),
-                declare: Some(queue),
-            }
+        let id = msg.id.clone();
+        if options.exchange.is_none() && options.routing_key.is_none() {
+            self.send_message(&msg, &queue).await?;
         } else {
-            Route {
+            let route = Route {
                 exchange: options.exchange.unwrap_or_else(|| queue.clone()),
                 routing_key: options.routing_key.unwrap_or_else(|| queue.clone()),
                 declare: Some(queue),
-            }
-        };
-        let id = msg.id.clone();
-        self.publish(&msg, &route).await?;
+            };
+            self.publish(&msg, &route).await?;
+        }
         Ok(id)
     }
 
-    /// Publishes a ready message to `queue` (declaring it as Celery does).
-    /// Used by workers (retries, callbacks) and beat.
+    /// Sends a ready message to `queue`: straight in if it is due (or due
+    /// within a second), else through the durable delay queues until its eta.
+    /// Used by workers (retries, callbacks, chains) and beat.
+    pub async fn send_message(&self, msg: &TaskMessage, queue: &str) -> Result<(), ClientError> {
+        let delay_secs = msg.eta.map_or(0, |eta| {
+            (eta.with_timezone(&Utc) - Utc::now()).num_seconds().max(0)
+        });
+        let route = if delay_secs >= 1 {
+            let key = delay::routing_key(u64::try_from(delay_secs).unwrap_or(u64::MAX), queue)?;
+            Route {
+                exchange: delay::entry_exchange(&self.inner.config),
+                routing_key: key,
+                declare: Some(queue.to_owned()),
+            }
+        } else {
+            Route {
+                exchange: String::new(),
+                routing_key: queue.to_owned(),
+                declare: Some(queue.to_owned()),
+            }
+        };
+        self.publish(msg, &route).await
+    }
+
+    /// Publishes a ready message straight to `queue` (declaring it as Celery
+    /// does), whatever its eta: as a Celery client would.
     pub async fn publish_to_queue(
         &self,
         msg: &TaskMessage,

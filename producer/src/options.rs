@@ -22,6 +22,8 @@ pub struct ApplyOptions {
     pub(crate) time_limit: Option<f64>,
     pub(crate) soft_time_limit: Option<f64>,
     pub(crate) ignore_result: bool,
+    pub(crate) link: Vec<celeriac_common::Signature>,
+    pub(crate) link_error: Vec<celeriac_common::Signature>,
 }
 
 /// Options that contradict each other.
@@ -109,6 +111,18 @@ impl ApplyOptions {
     /// Ask workers not to store the result.
     pub fn ignore_result(mut self, ignore: bool) -> Self {
         self.ignore_result = ignore;
+        self
+    }
+
+    /// Calls `callback` with this task's result (prepended to its args) when it succeeds.
+    pub fn link(mut self, callback: celeriac_common::Signature) -> Self {
+        self.link.push(callback);
+        self
+    }
+
+    /// Calls `errback` with this task's id when it fails for good.
+    pub fn link_error(mut self, errback: celeriac_common::Signature) -> Self {
+        self.link_error.push(errback);
         self
     }
 

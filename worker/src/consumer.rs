@@ -1,9 +1,10 @@
 //! One broker session (connection, channel, consumers) and the handling of
 //! each delivery, from decoding to its single ack, dead-letter or requeue.
 
-use crate::context::{TaskContext, TaskFailure};
+use crate::context::TaskFailure;
 use crate::recorder::{Finished, RecorderTx};
-use crate::registry::{Handler, Registry};
+use crate::registry::Registry;
+use crate::{execute, followup};
 use celeriac_common::backend::{ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::broker::{self, BrokerError};
 use celeriac_common::delay;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 
 /// State shared by every delivery of a worker.
 pub(crate) struct Shared {
+    pub(crate) client: celeriac::Client,
     pub(crate) config: Arc<Config>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) backend: Option<ResultBackend>,
@@ -216,105 +218,53 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
             tracing::info!("already finished or revoked; not running it");
             return finish(&shared, &msg, delivery, None).await;
         }
+        if let Some(limiter) = shared.registry.limiter(&msg.task) {
+            tokio::select! {
+                _ = limiter.wait() => {}
+                _ = shared.stopped() => return requeue(delivery).await,
+            }
+        }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
             _ = shared.stopped() => return requeue(delivery).await,
         };
         shared.running.fetch_add(1, Ordering::SeqCst);
-        let started = Utc::now();
-        outcome.started_at = Some(started);
+        outcome.started_at = Some(Utc::now());
         if shared.config.track_started {
             mark_started(&shared, &outcome).await;
         }
+        let options = shared.registry.options(&msg.task);
+        let (hard, soft) = execute::limits(&msg, options);
+        let ctx = execute::task_context(&shared, &msg, &queue, delivery.redelivered, soft);
         let clock = Instant::now();
-        let result = run(handler, task_context(&shared, &msg, &queue, delivery.redelivered), &msg).await;
+        let result = execute::run(handler, ctx, &msg, hard).await;
         drop(permit);
         outcome.done_at = Some(Utc::now());
-        match result {
+        let ms = clock.elapsed().as_secs_f64() * 1e3;
+        let recorded = match result {
             Ok(value) => {
-                tracing::info!(duration_ms = clock.elapsed().as_secs_f64() * 1e3, "succeeded");
+                tracing::info!(duration_ms = ms, "succeeded");
+                followup::on_success(&shared.client, &msg, &value, &queue).await;
                 outcome.state = TaskState::Success;
                 outcome.result = Some(value);
+                true
             }
             Err(failure) => {
-                tracing::warn!(duration_ms = clock.elapsed().as_secs_f64() * 1e3, kind = %failure.kind, "failed: {}", failure.message);
-                outcome.state = TaskState::Failure;
-                outcome.error = Some(task_error(failure));
+                tracing::warn!(duration_ms = ms, kind = %failure.kind, "failed: {}", failure.message);
+                execute::conclude_failure(&shared, &msg, &queue, options, failure, &mut outcome).await
             }
+        };
+        if recorded {
+            finish(&shared, &msg, delivery, Some(outcome)).await;
+        } else {
+            requeue(delivery).await;
         }
-        finish(&shared, &msg, delivery, Some(outcome)).await;
         if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             shared.idle.notify_waiters();
         }
     }
     .instrument(span)
     .await
-}
-
-async fn run(
-    handler: &Handler,
-    ctx: TaskContext,
-    msg: &TaskMessage,
-) -> Result<serde_json::Value, TaskFailure> {
-    let args_error =
-        |e: celeriac_common::ArgsError| TaskFailure::new("ArgumentError", e.to_string());
-    let hard_limit = msg
-        .timelimit
-        .0
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(Duration::from_secs_f64);
-    let joined = match handler {
-        Handler::Async(h) => {
-            let fut = h(ctx, &msg.args, &msg.kwargs).map_err(args_error)?;
-            let task = tokio::spawn(fut);
-            let abort = task.abort_handle();
-            match hard_limit {
-                Some(limit) => match tokio::time::timeout(limit, task).await {
-                    Ok(joined) => joined,
-                    Err(_) => {
-                        abort.abort();
-                        return Err(TaskFailure::new(
-                            "TimeLimitExceeded",
-                            format!("hard time limit ({}s) exceeded", limit.as_secs_f64()),
-                        ));
-                    }
-                },
-                None => task.await,
-            }
-        }
-        Handler::Blocking(h) => {
-            let call = h(ctx, &msg.args, &msg.kwargs).map_err(args_error)?;
-            tokio::task::spawn_blocking(call).await
-        }
-    };
-    match joined {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => {
-            let payload = e.into_panic();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-            Err(TaskFailure::new("Panic", message))
-        }
-        Err(_) => Err(TaskFailure::new("Cancelled", "task was cancelled")),
-    }
-}
-
-fn task_context(shared: &Shared, msg: &TaskMessage, queue: &str, redelivered: bool) -> TaskContext {
-    TaskContext {
-        id: msg.id.clone(),
-        name: msg.task.clone(),
-        retries: msg.retries,
-        redelivered,
-        hostname: shared.config.hostname.clone(),
-        queue: queue.to_owned(),
-        eta: msg.eta,
-        parent_id: msg.parent_id.clone(),
-        root_id: msg.root_id.clone(),
-        headers: msg.extra_headers.clone(),
-    }
 }
 
 fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
@@ -332,7 +282,7 @@ fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
     o
 }
 
-fn task_error(f: TaskFailure) -> TaskError {
+pub(crate) fn task_error(f: TaskFailure) -> TaskError {
     let traceback = f.traceback();
     TaskError {
         kind: f.kind,

@@ -28,6 +28,38 @@ pub struct TaskContext {
     pub root_id: Option<String>,
     /// Headers the caller added.
     pub headers: BTreeMap<String, Value>,
+    /// When the soft time limit runs out, if the task has one.
+    pub soft_deadline: Option<tokio::time::Instant>,
+}
+
+impl TaskContext {
+    /// Resolves when the soft time limit is reached (never, without one).
+    /// A task that can clean up selects on it:
+    /// `tokio::select! { r = work() => r, _ = ctx.soft_time_limit() => Err(...) }`.
+    /// The hard limit, if any, stops the task regardless.
+    pub async fn soft_time_limit(&self) {
+        match self.soft_deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the soft time limit has passed.
+    pub fn soft_time_limit_exceeded(&self) -> bool {
+        self.soft_deadline
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+    }
+}
+
+/// When a task asked to be retried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryAt {
+    /// After the task's retry policy's delay (`retry_delay`, or backoff).
+    Policy,
+    /// After this long.
+    In(std::time::Duration),
+    /// At this instant.
+    At(chrono::DateTime<chrono::Utc>),
 }
 
 /// A task's failure, as recorded: a kind (the error's type name), a message,
@@ -41,6 +73,8 @@ pub struct TaskFailure {
     pub message: String,
     /// The causes, outermost first.
     pub causes: Vec<String>,
+    /// Set when the task asks to run again (Celery's `self.retry()`).
+    pub retry: Option<RetryAt>,
 }
 
 impl TaskFailure {
@@ -50,7 +84,27 @@ impl TaskFailure {
             kind: kind.into(),
             message: message.into(),
             causes: Vec::new(),
+            retry: None,
         }
+    }
+
+    /// Asks for a retry after the task's policy delay; once `max_retries`
+    /// is used up the task fails with this error.
+    pub fn retry(mut self) -> Self {
+        self.retry = Some(RetryAt::Policy);
+        self
+    }
+
+    /// Asks for a retry after `countdown`.
+    pub fn retry_in(mut self, countdown: std::time::Duration) -> Self {
+        self.retry = Some(RetryAt::In(countdown));
+        self
+    }
+
+    /// Asks for a retry at `eta`.
+    pub fn retry_at(mut self, eta: chrono::DateTime<chrono::Utc>) -> Self {
+        self.retry = Some(RetryAt::At(eta));
+        self
     }
 
     /// The causes as traceback text: one `caused by: ...` line each.
@@ -77,6 +131,7 @@ impl<E: std::error::Error + 'static> From<E> for TaskFailure {
             kind: short_type_name::<E>().to_owned(),
             message: err.to_string(),
             causes,
+            retry: None,
         }
     }
 }

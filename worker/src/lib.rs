@@ -30,9 +30,13 @@
 mod consumer;
 mod context;
 mod diagnostics;
+mod execute;
+mod followup;
+mod options;
 mod recorder;
 mod registry;
 mod worker;
 
-pub use context::{TaskContext, TaskFailure};
+pub use context::{RetryAt, TaskContext, TaskFailure};
+pub use options::{RateLimit, RateLimitError, TaskOptions};
 pub use worker::{Worker, WorkerBuilder, WorkerError};

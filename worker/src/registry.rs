@@ -2,6 +2,7 @@
 //! can make a worker run code that was not registered here.
 
 use crate::context::{TaskContext, TaskFailure};
+use crate::options::TaskOptions;
 use celeriac_common::TaskDef;
 use celeriac_common::task::{ArgsError, join_args};
 use serde_json::{Map, Value};
@@ -9,6 +10,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A running task's future, type-erased.
 pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, TaskFailure>> + Send>>;
@@ -28,11 +31,40 @@ pub(crate) enum Handler {
 /// A blocking call, ready to run on a blocking thread.
 pub(crate) type BlockingCall = Box<dyn FnOnce() -> Result<Value, TaskFailure> + Send>;
 
-/// Task names → handlers.
+/// Task names → handlers, their options and rate limiters.
 #[derive(Default)]
 pub(crate) struct Registry {
     handlers: HashMap<String, Handler>,
+    options: HashMap<String, TaskOptions>,
+    limiters: HashMap<String, Limiter>,
 }
+
+/// Spaces task starts at least `interval` apart (per worker, per task name).
+pub(crate) struct Limiter {
+    interval: Duration,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Limiter {
+    /// Waits for this start's slot.
+    pub(crate) async fn wait(&self) {
+        let wait = match self.next.lock() {
+            Ok(mut next) => {
+                let now = Instant::now();
+                let start = (*next).max(now);
+                *next = start + self.interval;
+                start - now
+            }
+            Err(_) => Duration::ZERO,
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+static DEFAULT_OPTIONS: std::sync::LazyLock<TaskOptions> =
+    std::sync::LazyLock::new(TaskOptions::default);
 
 fn to_value<O: serde::Serialize>(out: O) -> Result<Value, TaskFailure> {
     serde_json::to_value(out).map_err(|e| TaskFailure::new("ResultNotSerializable", e.to_string()))
@@ -41,6 +73,30 @@ fn to_value<O: serde::Serialize>(out: O) -> Result<Value, TaskFailure> {
 impl Registry {
     pub(crate) fn get(&self, name: &str) -> Option<&Handler> {
         self.handlers.get(name)
+    }
+
+    pub(crate) fn options(&self, name: &str) -> &TaskOptions {
+        self.options.get(name).unwrap_or(&DEFAULT_OPTIONS)
+    }
+
+    pub(crate) fn limiter(&self, name: &str) -> Option<&Limiter> {
+        self.limiters.get(name)
+    }
+
+    pub(crate) fn set_options(&mut self, name: &str, options: TaskOptions) {
+        match options.rate_limit {
+            Some(rate) => {
+                let limiter = Limiter {
+                    interval: rate.interval,
+                    next: std::sync::Mutex::new(Instant::now()),
+                };
+                self.limiters.insert(name.to_owned(), limiter);
+            }
+            None => {
+                self.limiters.remove(name);
+            }
+        }
+        self.options.insert(name.to_owned(), options);
     }
 
     pub(crate) fn names(&self) -> Vec<String> {

@@ -2,10 +2,11 @@
 
 use crate::consumer::{Session, Shared};
 use crate::context::{TaskContext, TaskFailure};
+use crate::options::TaskOptions;
 use crate::recorder;
 use crate::registry::Registry;
 use celeriac_common::backend::{BackendError, ResultBackend};
-use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::broker::BrokerError;
 use celeriac_common::{Config, TaskDef, mask_url};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -74,6 +75,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Sets the retry policy, time limits and rate limit of the task called
+    /// `name` (defaults: `TaskOptions::default()`).
+    pub fn options(mut self, name: &str, options: TaskOptions) -> Self {
+        self.registry.set_options(name, options);
+        self
+    }
+
     /// Checks the configuration, opens (and migrates) the result backend and
     /// checks that the broker is reachable.
     pub async fn build(self) -> Result<Worker, WorkerError> {
@@ -95,9 +103,16 @@ impl WorkerBuilder {
         } else {
             None
         };
-        let probe = broker::connect(&config.broker_url, &config.hostname).await?;
-        let _ = probe.close(200, "probe".into()).await;
+        // The worker's producer: retries, callbacks and chain steps. Connecting
+        // it also checks that the broker is reachable.
+        let client = celeriac::Client::connect(config.clone())
+            .await
+            .map_err(|e| match e {
+                celeriac::ClientError::Broker(b) => WorkerError::Broker(b),
+                other => WorkerError::Config(other.to_string()),
+            })?;
         Ok(Worker {
+            client,
             config,
             registry: Arc::new(self.registry),
             backend,
@@ -107,6 +122,7 @@ impl WorkerBuilder {
 
 /// A configured worker, ready to run.
 pub struct Worker {
+    client: celeriac::Client,
     config: Config,
     registry: Arc<Registry>,
     backend: Option<ResultBackend>,
@@ -148,6 +164,7 @@ impl Worker {
         let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            client: self.client,
             registry: self.registry,
             backend: self.backend,
             permits: Semaphore::new(config.concurrency),

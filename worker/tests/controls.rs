@@ -1,0 +1,323 @@
+//! Task-level controls: retries (asked for, automatic, exhausted), hard and
+//! soft time limits, rate limits, and follow-ups (link, link_error, chain).
+
+use celeriac::{ApplyOptions, Client, ResultError, Signature, TaskState};
+use celeriac_common::TaskDef;
+use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
+use celeriac_worker::{TaskContext, TaskFailure, TaskOptions, Worker};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+macro_rules! task {
+    ($ty:ident, $name:literal, $args:ty, $out:ty) => {
+        struct $ty;
+        impl TaskDef for $ty {
+            const NAME: &'static str = $name;
+            type Args = $args;
+            type Output = $out;
+        }
+    };
+}
+
+task!(Flaky, "ctl.flaky", (u32,), u32);
+task!(Hopeless, "ctl.hopeless", (), ());
+task!(Io, "ctl.io", (), ());
+task!(Slow, "ctl.slow", (), ());
+task!(SlowBlocking, "ctl.slow_blocking", (), ());
+task!(Polite, "ctl.polite", (), String);
+task!(Limited, "ctl.limited", (), ());
+task!(Add, "ctl.add", (i64, i64), i64);
+
+struct Harness {
+    client: Client,
+    config: celeriac::Config,
+    stop: oneshot::Sender<()>,
+    worker: tokio::task::JoinHandle<Result<(), celeriac_worker::WorkerError>>,
+    runs: Arc<AtomicU32>,
+    db: TestDatabase,
+}
+
+async fn start() -> Harness {
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let mut config = testing::config(&db.url, &unique("ctl"));
+    config.store_args = true;
+    let runs = Arc::new(AtomicU32::new(0));
+    let (r1, r2) = (runs.clone(), runs.clone());
+    let r3 = Arc::new(AtomicU32::new(0)); // Io's own count
+    let fast_retry = TaskOptions {
+        retry_delay: Duration::from_millis(100),
+        ..TaskOptions::default()
+    };
+    let worker = Worker::builder(config.clone())
+        .with_diagnostics()
+        .register::<Flaky, _, _, _>(move |ctx: TaskContext, (fail_times,)| {
+            let runs = r1.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                if ctx.retries < fail_times {
+                    return Err(TaskFailure::new("Flaky", "not yet").retry_in(Duration::from_millis(200)));
+                }
+                Ok(ctx.retries)
+            }
+        })
+        .register::<Hopeless, _, _, _>(move |_, ()| {
+            let runs = r2.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(TaskFailure::new("Hopeless", "never works").retry())
+            }
+        })
+        .options(Hopeless::NAME, TaskOptions { max_retries: Some(2), ..fast_retry.clone() })
+        .register::<Io, _, _, _>(move |_, ()| {
+            let runs = r3.clone();
+            async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst);
+                if n < 2 { Err(std::io::Error::other("disk hiccup")) } else { Ok(()) }
+            }
+        })
+        .options(Io::NAME, TaskOptions { autoretry_for: vec!["Error".into()], retry_backoff: true, ..fast_retry })
+        .register::<Slow, _, _, _>(|_, ()| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, TaskFailure>(())
+        })
+        .options(Slow::NAME, TaskOptions { time_limit: Some(Duration::from_millis(300)), ..TaskOptions::default() })
+        .register_blocking::<SlowBlocking, _, _>(|_, ()| {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok::<_, TaskFailure>(())
+        })
+        .options(SlowBlocking::NAME, TaskOptions { time_limit: Some(Duration::from_millis(300)), ..TaskOptions::default() })
+        .register::<Polite, _, _, _>(|ctx: TaskContext, ()| async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => Ok::<_, TaskFailure>("finished".to_owned()),
+                _ = ctx.soft_time_limit() => Ok(format!("cleaned up (exceeded: {})", ctx.soft_time_limit_exceeded())),
+            }
+        })
+        .options(Polite::NAME, TaskOptions { soft_time_limit: Some(Duration::from_millis(200)), ..TaskOptions::default() })
+        .register::<Limited, _, _, _>(|_, ()| async { Ok::<_, TaskFailure>(()) })
+        .options(Limited::NAME, TaskOptions { rate_limit: Some("5/s".parse().expect("rate")), ..TaskOptions::default() })
+        .register::<Add, _, _, _>(|_, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
+        .build()
+        .await
+        .expect("worker");
+    let (stop, rx) = oneshot::channel();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = Client::connect(config.clone()).await.expect("client");
+    Harness {
+        client,
+        config,
+        stop,
+        worker,
+        runs,
+        db,
+    }
+}
+
+impl Harness {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.worker.await.expect("join").expect("worker");
+        testing::cleanup(&self.config).await;
+        self.db.drop_database().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_until_success() {
+    let h = start().await;
+    let r = h.client.delay::<Flaky>((2,)).await.expect("send");
+    assert_eq!(
+        r.get(WAIT).await.expect("eventually succeeds"),
+        2,
+        "ran with retries = 2"
+    );
+    let rec = r.record().await.expect("record").expect("row");
+    assert_eq!((rec.state, rec.retries), (TaskState::Success, 2));
+    assert_eq!(h.runs.load(Ordering::SeqCst), 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_run_out_and_autoretry_backs_off() {
+    let h = start().await;
+    let r = h.client.delay::<Hopeless>(()).await.expect("send");
+    let err = r.get(WAIT).await.expect_err("gives up");
+    let ResultError::Failed { error, .. } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(error.kind, "Hopeless");
+    assert!(
+        error
+            .traceback
+            .unwrap_or_default()
+            .contains("gave up after 2 retries")
+    );
+    assert_eq!(h.runs.load(Ordering::SeqCst), 3, "first run + 2 retries");
+
+    let io = h.client.delay::<Io>(()).await.expect("send");
+    io.get(WAIT).await.expect("autoretried into success");
+    assert_eq!(io.record().await.expect("record").expect("row").retries, 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_limits() {
+    let h = start().await;
+    for name in [Slow::NAME, SlowBlocking::NAME] {
+        let r = h
+            .client
+            .send_task(name, vec![], Default::default(), ApplyOptions::new())
+            .await
+            .expect("send");
+        let rec = r.wait(WAIT).await.expect("final");
+        assert_eq!(rec.state, TaskState::Failure, "{name}");
+        assert_eq!(
+            rec.error.expect("error").kind,
+            "TimeLimitExceeded",
+            "{name}"
+        );
+    }
+    let polite = h.client.delay::<Polite>(()).await.expect("send");
+    assert_eq!(
+        polite.get(WAIT).await.expect("soft limit"),
+        "cleaned up (exceeded: true)"
+    );
+    // A message's own timelimit header ([hard, soft]) wins over the task's options.
+    let r = h
+        .client
+        .send_task(
+            Polite::NAME,
+            vec![],
+            Default::default(),
+            ApplyOptions::new().time_limit(0.1).soft_time_limit(5.0),
+        )
+        .await
+        .expect("send");
+    assert_eq!(
+        r.wait(WAIT)
+            .await
+            .expect("final")
+            .error
+            .expect("error")
+            .kind,
+        "TimeLimitExceeded"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_spaces_starts() {
+    let h = start().await;
+    let mut sent = Vec::new();
+    for _ in 0..8 {
+        sent.push(h.client.delay::<Limited>(()).await.expect("send"));
+    }
+    let mut starts = Vec::new();
+    for r in &sent {
+        starts.push(
+            r.wait(WAIT)
+                .await
+                .expect("ran")
+                .started_at
+                .expect("started"),
+        );
+    }
+    starts.sort();
+    let span = *starts.last().expect("last") - starts[0];
+    // 5/s: 8 starts are at least 7 × 200 ms apart in all.
+    assert!(
+        span >= chrono::Duration::milliseconds(1_350),
+        "starts spanned only {span}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_link_error_and_chain() {
+    let h = start().await;
+    let then = Signature::new(Add::NAME, vec![json!(10)]);
+    let mut then_id = then.clone();
+    then_id
+        .options
+        .insert("task_id".into(), json!(unique("cb")));
+    let cb_id = then_id.options["task_id"].as_str().expect("id").to_owned();
+    let r = h
+        .client
+        .apply_async::<Add>((1, 2), ApplyOptions::new().link(then_id))
+        .await
+        .expect("send");
+    assert_eq!(r.get(WAIT).await.expect("add"), 3);
+    let cb = h.client.async_result::<i64>(cb_id);
+    assert_eq!(
+        cb.get(WAIT).await.expect("callback"),
+        13,
+        "callback got the result prepended"
+    );
+    assert_eq!(
+        cb.record()
+            .await
+            .expect("rec")
+            .expect("row")
+            .parent_id
+            .as_deref(),
+        Some(r.id())
+    );
+
+    let mut errback = Signature::new("celeriac.echo", vec![]);
+    errback
+        .options
+        .insert("task_id".into(), json!(unique("eb")));
+    let eb_id = errback.options["task_id"].as_str().expect("id").to_owned();
+    let failing = h
+        .client
+        .send_task(
+            "celeriac.fail",
+            vec![json!("boom")],
+            Default::default(),
+            ApplyOptions::new().link_error(errback),
+        )
+        .await
+        .expect("send");
+    assert_eq!(
+        failing.wait(WAIT).await.expect("final").state,
+        TaskState::Failure
+    );
+    let eb: Value = h
+        .client
+        .async_result::<Value>(eb_id)
+        .get(WAIT)
+        .await
+        .expect("errback ran");
+    assert_eq!(
+        eb["args"],
+        json!([failing.id()]),
+        "errback called with the failed task's id"
+    );
+
+    // A chain add(1,1) | add(_, 2) | add(_, 3), stored reversed as Celery does.
+    let mut last = Signature::new(Add::NAME, vec![json!(3)]);
+    last.options.insert("task_id".into(), json!(unique("last")));
+    let last_id = last.options["task_id"].as_str().expect("id").to_owned();
+    let mut msg =
+        celeriac_common::TaskMessage::new(Add::NAME, vec![json!(1), json!(1)], Default::default());
+    msg.embed.chain = Some(vec![last, Signature::new(Add::NAME, vec![json!(2)])]);
+    h.client
+        .send_message(&msg, &h.config.default_queue)
+        .await
+        .expect("send chain");
+    assert_eq!(
+        h.client
+            .async_result::<i64>(last_id)
+            .get(WAIT)
+            .await
+            .expect("chain end"),
+        7
+    );
+    h.stop().await;
+}
