@@ -491,6 +491,18 @@ impl Client {
         }))
     }
 
+    /// A new channel on the current connection, for work that needs its own
+    /// (listing a queue, replaying messages).
+    pub(crate) async fn open_channel(&self) -> Result<Channel, ClientError> {
+        let link = self.link().await?;
+        link.connection.create_channel().await.map_err(|source| {
+            ClientError::Broker(BrokerError::Channel {
+                op: "channel.open",
+                source,
+            })
+        })
+    }
+
     /// Deletes every ready message in `queue`; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u32, ClientError> {
         let link = self.link().await?;

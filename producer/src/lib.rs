@@ -20,11 +20,13 @@
 //! ```
 
 mod client;
+mod dlq;
 mod options;
 mod result;
 
 pub use celeriac_common::{Config, Signature, TaskDef, TaskMessage, TaskState};
 pub use celeriac_common::{backend, broker, config, protocol, state, task, telemetry};
 pub use client::{Client, ClientError};
+pub use dlq::DeadLetter;
 pub use options::{ApplyOptions, OptionsError};
 pub use result::{AsyncResult, ResultError};

@@ -68,10 +68,35 @@ enum Command {
         #[arg(long)]
         queue: Option<String>,
     },
+    /// Inspect, replay or drop dead-lettered messages.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Create or upgrade every table celeriac uses (results and beat).
     Migrate,
     /// Measure throughput, latency and worker footprint (see README, "Performance").
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead-lettered messages (id, task, reason, origin queue) as JSON lines.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send dead-lettered messages back to their queue: the given ids, or --all.
+    Replay {
+        /// Task ids to replay.
+        ids: Vec<String>,
+        /// Replay every message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete every dead-lettered message.
+    Purge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +221,29 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             let client = Client::connect(config).await?;
             let n = client.purge(&queue).await?;
             println!("purged {n} messages from {queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { action } => {
+            let client = Client::connect(config).await?;
+            match action {
+                DlqAction::List { limit } => {
+                    for letter in client.dead_letters(limit).await? {
+                        println!("{}", json!(letter));
+                    }
+                }
+                DlqAction::Replay { ids, all } => {
+                    if ids.is_empty() && !all {
+                        return Err(CliError::Usage("give task ids to replay, or --all".into()));
+                    }
+                    println!(
+                        "replayed {} messages",
+                        client.replay_dead_letters(&ids).await?
+                    );
+                }
+                DlqAction::Purge => {
+                    println!("purged {} messages", client.purge_dead_letters().await?)
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => Ok(bench::run(args, config).await),

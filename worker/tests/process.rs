@@ -126,6 +126,8 @@ async fn sigkill_loses_nothing() {
 fn celeriac(config: &celeriac::Config, args: &[&str]) -> std::process::Output {
     Command::new(bin("celeriac"))
         .env_remove("CELERIAC_CONFIG")
+        .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
+        .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
         .env("CELERIAC_BROKER_URL", &config.broker_url)
         .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
         .args(args)
@@ -269,4 +271,81 @@ fn bad_setup_gives_one_clear_line() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_replay_and_purge() {
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let config = testing::config(&db.url, &unique("dlq"));
+    let worker = WorkerProcess::spawn(&config, "dlq@test", &[]);
+    let conn = broker::connect(&config.broker_url, "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    for id in ["bad-1", "bad-2", "bad-3"] {
+        let props = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_correlation_id(id.into());
+        ch.basic_publish(
+            "".into(),
+            config.default_queue.as_str().into(),
+            Default::default(),
+            b"{oops",
+            props,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    }
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        let out = celeriac(&config, &["dlq", "list"]);
+        assert!(out.status.success(), "{out:?}");
+        listed = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if listed.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let first: serde_json::Value = serde_json::from_str(&listed[0]).expect("json line");
+    assert!(
+        first["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("missing header"),
+        "{first}"
+    );
+    assert_eq!(first["queue"].as_str(), Some(config.default_queue.as_str()));
+    // Listing does not consume.
+    assert_eq!(ready_messages(&config.dead_letter_queue).await, 3);
+
+    assert_eq!(worker.terminate(), Some(0));
+    let out = celeriac(&config, &["dlq", "replay", "bad-2"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replayed 1"),
+        "{out:?}"
+    );
+    assert_eq!(
+        ready_messages(&config.default_queue).await,
+        1,
+        "back in its queue"
+    );
+    assert_eq!(ready_messages(&config.dead_letter_queue).await, 2);
+    assert_eq!(
+        celeriac(&config, &["dlq", "replay"]).status.code(),
+        Some(2),
+        "ids or --all"
+    );
+    let out = celeriac(&config, &["dlq", "purge"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("purged 2"),
+        "{out:?}"
+    );
+    let _ = conn.close(200, "done".into()).await;
+    testing::cleanup(&config).await;
 }

@@ -1,0 +1,162 @@
+//! The dead-letter queue, for operators: see what was dead-lettered and why,
+//! send messages back to their queue, or drop them.
+
+use crate::client::{Client, ClientError};
+use celeriac_common::broker::BrokerError;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Channel};
+use serde::Serialize;
+
+/// One dead-lettered message, as listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    /// Its task id (`correlation_id`), if it has one.
+    pub id: Option<String>,
+    /// Its task name (`task` header), if it has one.
+    pub task: Option<String>,
+    /// Why it was dead-lettered.
+    pub reason: Option<String>,
+    /// The queue it came from.
+    pub queue: Option<String>,
+    /// When it was dead-lettered.
+    pub failed_at: Option<String>,
+    /// Body size in bytes.
+    pub bytes: usize,
+}
+
+fn header(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn describe(props: &BasicProperties, body: &[u8]) -> DeadLetter {
+    DeadLetter {
+        id: props.correlation_id().as_ref().map(|c| c.to_string()),
+        task: header(props, "task"),
+        reason: header(props, "x-celeriac-error"),
+        queue: header(props, "x-celeriac-queue"),
+        failed_at: header(props, "x-celeriac-failed-at"),
+        bytes: body.len(),
+    }
+}
+
+fn channel_err(op: &'static str) -> impl Fn(lapin::Error) -> ClientError {
+    move |source| ClientError::Broker(BrokerError::Channel { op, source })
+}
+
+impl Client {
+    async fn dlq_channel(&self) -> Result<(Channel, u32), ClientError> {
+        let channel = self.open_channel().await?;
+        let q = channel
+            .queue_declare(
+                self.config().dead_letter_queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .map_err(channel_err("queue.declare"))?;
+        Ok((channel, q.message_count()))
+    }
+
+    /// Lists up to `limit` dead-lettered messages without removing them.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ClientError> {
+        let (channel, count) = self.dlq_channel().await?;
+        let mut out = Vec::new();
+        let queue = self.config().dead_letter_queue.clone();
+        for _ in 0..(count as usize).min(limit) {
+            match channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(channel_err("basic.get"))?
+            {
+                Some(m) => out.push(describe(&m.delivery.properties, &m.delivery.data)),
+                None => break,
+            }
+        }
+        // Closing the channel returns every message we looked at, unchanged.
+        let _ = channel.close(200, "listed".into()).await;
+        Ok(out)
+    }
+
+    /// Sends dead-lettered messages back to the queue they came from (the
+    /// ones whose id is in `ids`, or all when `ids` is empty); returns how
+    /// many. Each is acked from the dead-letter queue only after the broker
+    /// confirmed the re-publish. Messages with no known origin go to the
+    /// default queue.
+    pub async fn replay_dead_letters(&self, ids: &[String]) -> Result<usize, ClientError> {
+        let (channel, count) = self.dlq_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(channel_err("confirm.select"))?;
+        let dlq = self.config().dead_letter_queue.clone();
+        let mut replayed = 0;
+        for _ in 0..count {
+            let Some(m) = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(channel_err("basic.get"))?
+            else {
+                break;
+            };
+            let d = m.delivery;
+            let info = describe(&d.properties, &d.data);
+            if !ids.is_empty() && !info.id.as_ref().is_some_and(|id| ids.contains(id)) {
+                continue; // left unacked: returned when the channel closes
+            }
+            let mut props = d.properties.clone();
+            if let Some(h) = props.headers().clone() {
+                let mut kept = lapin::types::FieldTable::default();
+                for (k, v) in h.inner() {
+                    if !k.as_str().starts_with("x-celeriac-") {
+                        kept.insert(k.clone(), v.clone());
+                    }
+                }
+                props = props.with_headers(kept);
+            }
+            let target = info
+                .queue
+                .unwrap_or_else(|| self.config().default_queue.clone());
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    target.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &d.data,
+                    props,
+                )
+                .await
+                .map_err(channel_err("basic.publish"))?
+                .await
+                .map_err(channel_err("basic.publish"))?;
+            if matches!(confirm, lapin::Confirmation::Ack(None)) {
+                d.acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(channel_err("basic.ack"))?;
+                replayed += 1;
+            }
+        }
+        let _ = channel.close(200, "replayed".into()).await;
+        Ok(replayed)
+    }
+
+    /// Deletes every dead-lettered message; returns how many.
+    pub async fn purge_dead_letters(&self) -> Result<u32, ClientError> {
+        let queue = self.config().dead_letter_queue.clone();
+        self.purge(&queue).await
+    }
+}
