@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod delay;
 pub mod diagnostics;
+pub mod pidbox;
 pub mod protocol;
 pub mod state;
 pub mod task;

@@ -6,6 +6,7 @@ use crate::result::AsyncResult;
 use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::broker::{self, BrokerError};
 use celeriac_common::delay::{self, DelayTooLong};
+use celeriac_common::pidbox;
 use celeriac_common::protocol::{ProtocolError, TaskMessage};
 use celeriac_common::task::{ArgsError, split_args};
 use celeriac_common::{Config, TaskDef};
@@ -542,30 +543,73 @@ impl Client {
             .await
     }
 
-    /// Revokes a task by id: records REVOKED in the result backend, so a
-    /// worker that receives the task after this (a scheduled task whose eta
-    /// has not come, or a redelivered message) acks it without running it.
-    /// A task that already finished keeps its outcome; returns whether the
-    /// revocation was recorded.
+    /// Revokes a task by id: no worker will start it. The revoke is
+    /// broadcast to every running worker (Celery's `celery.pidbox`, so Python
+    /// workers honour it too) and recorded as REVOKED in the result backend,
+    /// from which workers that start later load it; it also covers messages
+    /// waiting in the delay queues. A task that already finished keeps its
+    /// outcome: returns false then.
     pub async fn revoke(&self, task_id: &str) -> Result<bool, ClientError> {
-        let backend = self.backend().await?;
-        if backend
-            .get(task_id)
-            .await?
-            .is_some_and(|r| r.state.is_ready())
-        {
-            return Ok(false);
+        self.revoke_with(task_id, false).await
+    }
+
+    /// Like [`Client::revoke`]; with `terminate`, a worker running the task
+    /// (an async one: blocking tasks cannot be stopped) also stops it.
+    pub async fn revoke_with(&self, task_id: &str, terminate: bool) -> Result<bool, ClientError> {
+        if self.config().results_enabled() {
+            let backend = self.backend().await?;
+            if backend
+                .get(task_id)
+                .await?
+                .is_some_and(|r| r.state.is_ready())
+            {
+                return Ok(false);
+            }
+            let mut outcome =
+                TaskOutcome::new(task_id, String::new(), celeriac_common::TaskState::Revoked);
+            outcome.error = Some(TaskError {
+                kind: "TaskRevoked".to_owned(),
+                message: "revoked before it ran".to_owned(),
+                traceback: None,
+            });
+            outcome.done_at = Some(Utc::now());
+            backend.store(vec![outcome]).await?;
         }
-        let mut outcome =
-            TaskOutcome::new(task_id, String::new(), celeriac_common::TaskState::Revoked);
-        outcome.error = Some(TaskError {
-            kind: "TaskRevoked".to_owned(),
-            message: "revoked before it ran".to_owned(),
-            traceback: None,
-        });
-        outcome.done_at = Some(Utc::now());
-        backend.store(vec![outcome]).await?;
+        self.broadcast_revoke(&[task_id.to_owned()], terminate)
+            .await?;
         Ok(true)
+    }
+
+    async fn broadcast_revoke(&self, ids: &[String], terminate: bool) -> Result<(), ClientError> {
+        let link = self.link().await?;
+        if !link.knows(pidbox::EXCHANGE) {
+            pidbox::declare_exchange(&link.channel).await?;
+            link.remember(pidbox::EXCHANGE);
+        }
+        let (body, headers) = pidbox::revoke_message(ids, terminate);
+        let props = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_headers(headers);
+        let channel_err = |source| {
+            ClientError::Broker(BrokerError::Channel {
+                op: "basic.publish",
+                source,
+            })
+        };
+        link.channel
+            .basic_publish(
+                pidbox::EXCHANGE.into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await
+            .map_err(channel_err)?
+            .await
+            .map_err(channel_err)?;
+        Ok(())
     }
 
     /// Closes the broker connection.

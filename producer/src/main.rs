@@ -61,6 +61,9 @@ enum Command {
     Revoke {
         /// Task id.
         id: String,
+        /// Also stop it if a worker is running it (async tasks only).
+        #[arg(long)]
+        terminate: bool,
     },
     /// Delete every waiting message in a queue.
     Purge {
@@ -207,9 +210,9 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             };
             Ok(print_record(&id, record.as_ref()))
         }
-        Command::Revoke { id } => {
+        Command::Revoke { id, terminate } => {
             let client = Client::connect(config).await?;
-            if client.revoke(&id).await? {
+            if client.revoke_with(&id, terminate).await? {
                 println!("revoked {id}");
             } else {
                 println!("{id} already finished; nothing to revoke");

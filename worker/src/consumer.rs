@@ -7,9 +7,9 @@ use crate::registry::Registry;
 use crate::{execute, followup};
 use celeriac_common::backend::{ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::broker::{self, BrokerError};
-use celeriac_common::delay;
 use celeriac_common::protocol::TaskMessage;
 use celeriac_common::{Config, TaskState};
+use celeriac_common::{delay, pidbox};
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 /// State shared by every delivery of a worker.
 pub(crate) struct Shared {
+    pub(crate) revocations: crate::revoke::Revocations,
     pub(crate) client: celeriac::Client,
     pub(crate) config: Arc<Config>,
     pub(crate) registry: Arc<Registry>,
@@ -62,6 +63,7 @@ pub(crate) struct Session {
     channel: Channel,
     publisher: Channel,
     consumers: Vec<(String, lapin::Consumer)>,
+    control: lapin::Consumer,
 }
 
 impl Session {
@@ -109,21 +111,45 @@ impl Session {
                 .map_err(op("basic.consume"))?;
             consumers.push((queue.clone(), consumer));
         }
+        // Remote control (revoke): a queue of our own on the pidbox fanout.
+        let control_queue = pidbox::declare_worker_queue(
+            &publisher,
+            &format!("{}.{}", config.hostname, uuid::Uuid::new_v4().simple()),
+        )
+        .await?;
+        let control = publisher
+            .basic_consume(
+                control_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(op("basic.consume"))?;
         Ok(Session {
             connection,
             channel,
             publisher,
             consumers,
+            control,
         })
     }
 
     /// Handles deliveries until the connection is lost; returns why.
     pub(crate) async fn consume(&self, shared: Arc<Shared>) -> String {
-        let streams = self.consumers.iter().map(|(queue, consumer)| {
+        let tasks = self.consumers.iter().map(|(queue, consumer)| {
             let queue = queue.clone();
-            consumer.clone().map(move |d| (queue.clone(), d))
+            consumer
+                .clone()
+                .map(move |d| (Some(queue.clone()), d))
+                .boxed()
         });
-        let mut all = futures_util::stream::select_all(streams);
+        let control_stream = self.control.clone().map(|d| (None, d)).boxed();
+        let mut all =
+            futures_util::stream::select_all(tasks.chain(std::iter::once(control_stream)));
         // Belt and braces: also notice a dead connection whose consumer
         // streams stay silent.
         let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -138,7 +164,8 @@ impl Session {
                 }
             };
             match next {
-                Some((queue, Ok(delivery))) => {
+                Some((None, Ok(delivery))) => control(&shared, &delivery.data),
+                Some((Some(queue), Ok(delivery))) => {
                     let shared = shared.clone();
                     let publisher = self.publisher.clone();
                     tokio::spawn(handle(shared, publisher, queue, delivery));
@@ -168,6 +195,19 @@ impl Session {
     }
 }
 
+/// Acts on a remote-control message (only `revoke`; others are ignored).
+fn control(shared: &Shared, body: &[u8]) {
+    if let Some(pidbox::Control::Revoke { ids, terminate }) =
+        pidbox::parse(body, &shared.config.hostname)
+    {
+        for id in ids {
+            shared.revocations.revoke(&id);
+            let stopped = terminate && shared.revocations.terminate(&id);
+            tracing::info!(task.id = %id, terminated = stopped, "revoked");
+        }
+    }
+}
+
 async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery: Delivery) {
     let received = Utc::now();
     let msg = match TaskMessage::decode(
@@ -183,6 +223,12 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
     let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
     async move {
         let mut outcome = outcome_for(&shared, &msg, &queue);
+        if shared.revocations.is_revoked(&msg.id) {
+            tracing::info!("revoked: not running it");
+            outcome.state = TaskState::Revoked;
+            outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "revoked before it ran")));
+            return finish(&shared, &msg, delivery, Some(outcome)).await;
+        }
         if msg.is_expired(received) {
             tracing::info!("expired before it ran: REVOKED");
             outcome.state = TaskState::Revoked;
@@ -228,6 +274,13 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
             p = shared.permits.acquire() => p,
             _ = shared.stopped() => return requeue(delivery).await,
         };
+        if shared.revocations.is_revoked(&msg.id) {
+            drop(permit);
+            tracing::info!("revoked while waiting: not running it");
+            outcome.state = TaskState::Revoked;
+            outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "revoked before it ran")));
+            return finish(&shared, &msg, delivery, Some(outcome)).await;
+        }
         shared.running.fetch_add(1, Ordering::SeqCst);
         outcome.started_at = Some(Utc::now());
         if shared.config.track_started {
@@ -237,7 +290,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         let (hard, soft) = execute::limits(&msg, options);
         let ctx = execute::task_context(&shared, &msg, &queue, delivery.redelivered, soft);
         let clock = Instant::now();
-        let result = execute::run(handler, ctx, &msg, hard).await;
+        let result = execute::run(&shared, handler, ctx, &msg, hard).await;
         drop(permit);
         outcome.done_at = Some(Utc::now());
         let ms = clock.elapsed().as_secs_f64() * 1e3;
@@ -247,6 +300,12 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
                 followup::on_success(&shared.client, &msg, &value, &queue).await;
                 outcome.state = TaskState::Success;
                 outcome.result = Some(value);
+                true
+            }
+            Err(failure) if failure.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
+                tracing::info!(duration_ms = ms, "terminated by revoke");
+                outcome.state = TaskState::Revoked;
+                outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "terminated while running")));
                 true
             }
             Err(failure) => {

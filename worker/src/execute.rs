@@ -61,6 +61,19 @@ fn time_limit_exceeded(limit: Duration) -> TaskFailure {
 /// outside: at its hard limit it is recorded as FAILURE and its thread is
 /// left to finish in the background, its result discarded.
 pub(crate) async fn run(
+    shared: &Shared,
+    handler: &Handler,
+    ctx: TaskContext,
+    msg: &TaskMessage,
+    hard: Option<Duration>,
+) -> Result<serde_json::Value, TaskFailure> {
+    let result = run_inner(shared, handler, ctx, msg, hard).await;
+    shared.revocations.finished(&msg.id);
+    result
+}
+
+async fn run_inner(
+    shared: &Shared,
     handler: &Handler,
     ctx: TaskContext,
     msg: &TaskMessage,
@@ -75,6 +88,9 @@ pub(crate) async fn run(
         }
     };
     let abort = task.abort_handle();
+    if matches!(handler, Handler::Async(_)) {
+        shared.revocations.started(&msg.id, abort.clone());
+    }
     let joined = match hard {
         Some(limit) => match tokio::time::timeout(limit, task).await {
             Ok(joined) => joined,

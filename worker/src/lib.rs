@@ -35,6 +35,7 @@ mod followup;
 mod options;
 mod recorder;
 mod registry;
+mod revoke;
 mod worker;
 
 pub use context::{RetryAt, TaskContext, TaskFailure};

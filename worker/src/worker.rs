@@ -163,7 +163,19 @@ impl Worker {
         let (rec_tx, rec_rx) = mpsc::channel(usize::from(config.prefetch()) * 2 + 16);
         let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let revocations = crate::revoke::Revocations::default();
+        if let Some(backend) = &self.backend {
+            let since = chrono::Utc::now()
+                - chrono::Duration::seconds(
+                    i64::try_from(config.result_expires_secs).unwrap_or(i64::MAX / 2_000),
+                );
+            match backend.revoked_since(since).await {
+                Ok(ids) => ids.iter().for_each(|id| revocations.revoke(id)),
+                Err(e) => tracing::warn!(error = %e, "cannot load revoked task ids"),
+            }
+        }
         let shared = Arc::new(Shared {
+            revocations,
             client: self.client,
             registry: self.registry,
             backend: self.backend,

@@ -321,3 +321,94 @@ async fn link_link_error_and_chain() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revokes_reach_running_workers_and_later_ones() {
+    let h = start().await;
+    // A prefetched task waiting for a free slot is revoked by broadcast.
+    let blockers: Vec<_> = futures_util::future::join_all((0..16).map(|_| {
+        h.client
+            .delay::<celeriac_common::diagnostics::Sleep>((1.0,))
+    }))
+    .await;
+    let queued = h.client.delay::<Add>((1, 1)).await.expect("send");
+    assert!(h.client.revoke(queued.id()).await.expect("revoke"));
+    let rec = queued.wait(WAIT).await.expect("final");
+    assert_eq!((rec.state, rec.started_at), (TaskState::Revoked, None));
+    for b in blockers {
+        b.expect("send").wait(WAIT).await.expect("blocker");
+    }
+
+    // A running async task is stopped with terminate.
+    let slow = h.client.delay::<Polite>(()).await.expect("send");
+    let _ = slow.state().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slow2 = h
+        .client
+        .send_task(
+            Slow::NAME,
+            vec![],
+            Default::default(),
+            ApplyOptions::new().time_limit(20.0),
+        )
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        h.client
+            .revoke_with(slow2.id(), true)
+            .await
+            .expect("revoke")
+    );
+    // The client records REVOKED at once; the worker then records how it stopped it.
+    let mut rec = slow2.wait(WAIT).await.expect("final");
+    for _ in 0..200 {
+        if rec.worker.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        rec = slow2.record().await.expect("record").expect("row");
+    }
+    assert_eq!(rec.state, TaskState::Revoked);
+    assert_eq!(
+        rec.error.expect("error").message,
+        "terminated while running"
+    );
+    slow.wait(WAIT).await.expect("polite");
+
+    // A task revoked while no worker runs its queue is skipped by a worker started later.
+    let other = unique("later");
+    let pending = h
+        .client
+        .apply_async::<Add>((2, 2), ApplyOptions::new().queue(other.clone()))
+        .await
+        .expect("send");
+    assert!(h.client.revoke(pending.id()).await.expect("revoke"));
+    let mut cfg = h.config.clone();
+    cfg.queues = vec![other.clone()];
+    let late = Worker::builder(cfg)
+        .register::<Add, _, _, _>(|_, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
+        .build()
+        .await
+        .expect("worker");
+    let (tx, rx) = oneshot::channel::<()>();
+    let late = tokio::spawn(late.run_until(async move {
+        let _ = rx.await;
+    }));
+    let canary = h
+        .client
+        .apply_async::<Add>((3, 3), ApplyOptions::new().queue(other.clone()))
+        .await
+        .expect("send");
+    assert_eq!(canary.get(WAIT).await.expect("canary"), 6);
+    let rec = pending.record().await.expect("record").expect("row");
+    assert_eq!((rec.state, rec.started_at), (TaskState::Revoked, None));
+    assert!(
+        !h.client.revoke(canary.id()).await.expect("revoke"),
+        "finished tasks keep their outcome"
+    );
+    let _ = tx.send(());
+    late.await.expect("join").expect("late worker");
+    testing::delete_queues(&[&other]).await;
+    h.stop().await;
+}

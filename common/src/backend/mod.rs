@@ -1,6 +1,7 @@
 //! The SQL result backend (sea-orm): SQLite by default, PostgreSQL and
 //! MySQL/MariaDB by URL. One row per task id; every write is idempotent.
 
+pub mod beat;
 pub mod entity;
 pub mod migration;
 
@@ -374,6 +375,21 @@ impl ResultBackend {
             .await?
             .map(TaskRecord::try_from)
             .transpose()
+    }
+
+    /// Ids revoked (REVOKED and never started) since `since`.
+    pub async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, BackendError> {
+        use sea_orm::QuerySelect;
+        let ids = Entity::find()
+            .select_only()
+            .column(Column::TaskId)
+            .filter(Column::State.eq(TaskState::Revoked.as_str()))
+            .filter(Column::StartedAt.is_null())
+            .filter(Column::DoneAt.gte(since))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        Ok(ids)
     }
 
     /// Deletes the record for `task_id`; returns whether there was one.

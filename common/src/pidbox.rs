@@ -1,0 +1,174 @@
+//! Celery's remote-control "pidbox": a fanout exchange `celery.pidbox`
+//! (not durable) to which every worker binds its own exclusive queue
+//! `<hostname>.celery.pidbox`. celeriac uses it for `revoke`, so revokes sent
+//! by Python's `app.control.revoke(id)` reach Rust workers too, and the other
+//! way round.
+
+use crate::broker::BrokerError;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The broadcast exchange.
+pub const EXCHANGE: &str = "celery.pidbox";
+/// Celery's defaults for a worker's control queue: messages live 300 s, an
+/// unused queue is deleted after 10 s.
+const QUEUE_MESSAGE_TTL_MS: i64 = 300_000;
+const QUEUE_EXPIRES_MS: i64 = 10_000;
+
+/// Declares the exchange as kombu does (fanout, not durable, not auto-deleted).
+pub async fn declare_exchange(channel: &Channel) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BrokerError::Declare {
+            what: "exchange",
+            name: EXCHANGE.to_owned(),
+            source,
+        })
+}
+
+/// Declares and binds this worker's control queue; returns its name.
+pub async fn declare_worker_queue(
+    channel: &Channel,
+    hostname: &str,
+) -> Result<String, BrokerError> {
+    declare_exchange(channel).await?;
+    let name = format!("{hostname}.celery.pidbox");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(QUEUE_MESSAGE_TTL_MS),
+    );
+    args.insert("x-expires".into(), AMQPValue::LongLongInt(QUEUE_EXPIRES_MS));
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let err = |source| BrokerError::Declare {
+        what: "queue",
+        name: name.clone(),
+        source,
+    };
+    channel
+        .queue_declare(name.as_str().into(), opts, args)
+        .await
+        .map_err(err)?;
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+    Ok(name)
+}
+
+/// A control command a worker acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Never start these tasks; with `terminate`, also stop them if running.
+    Revoke {
+        /// Task ids.
+        ids: Vec<String>,
+        /// Stop running ones too.
+        terminate: bool,
+    },
+    /// Anything else (ping, stats, ...), ignored.
+    Other(String),
+}
+
+#[derive(Deserialize)]
+struct Request {
+    method: String,
+    #[serde(default)]
+    arguments: Value,
+    #[serde(default)]
+    destination: Option<Vec<String>>,
+}
+
+/// Reads a control message. `None` if it is not for `hostname` or not JSON.
+pub fn parse(body: &[u8], hostname: &str) -> Option<Control> {
+    let req: Request = serde_json::from_slice(body).ok()?;
+    if req
+        .destination
+        .as_ref()
+        .is_some_and(|d| !d.iter().any(|h| h == hostname))
+    {
+        return None;
+    }
+    Some(match req.method.as_str() {
+        "revoke" => {
+            let ids = match req.arguments.get("task_id") {
+                Some(Value::String(id)) => vec![id.clone()],
+                Some(Value::Array(ids)) => ids
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let terminate = req
+                .arguments
+                .get("terminate")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            Control::Revoke { ids, terminate }
+        }
+        other => Control::Other(other.to_owned()),
+    })
+}
+
+/// The body and headers of a `revoke` broadcast, as Celery's client sends it.
+pub fn revoke_message(ids: &[String], terminate: bool) -> (Vec<u8>, FieldTable) {
+    let body = json!({
+        "method": "revoke",
+        "arguments": {"task_id": ids, "terminate": terminate, "signal": "SIGTERM"},
+        "destination": null, "pattern": null, "matcher": null,
+    });
+    let mut headers = FieldTable::default();
+    headers.insert("clock".into(), AMQPValue::LongLongInt(0));
+    headers.insert("expires".into(), AMQPValue::LongLongInt(0));
+    (body.to_string().into_bytes(), headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_round_trips_and_respects_destination() {
+        let (body, _) = revoke_message(&["a".into(), "b".into()], true);
+        assert_eq!(
+            parse(&body, "w1"),
+            Some(Control::Revoke {
+                ids: vec!["a".into(), "b".into()],
+                terminate: true
+            })
+        );
+        let single = br#"{"method":"revoke","arguments":{"task_id":"x"},"destination":["w2"]}"#;
+        assert_eq!(parse(single, "w1"), None);
+        assert_eq!(
+            parse(single, "w2"),
+            Some(Control::Revoke {
+                ids: vec!["x".into()],
+                terminate: false
+            })
+        );
+        assert_eq!(
+            parse(br#"{"method":"ping"}"#, "w1"),
+            Some(Control::Other("ping".into()))
+        );
+        assert_eq!(parse(b"nope", "w1"), None);
+    }
+}
