@@ -195,6 +195,21 @@ impl Session {
     }
 }
 
+/// Header counting deliveries that did not finish.
+const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
+
+fn delivery_count(props: &lapin::BasicProperties) -> u32 {
+    let header = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(DELIVERIES_HEADER).cloned());
+    match header {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Acts on a remote-control message (only `revoke`; others are ignored).
 fn control(shared: &Shared, body: &[u8]) {
     if let Some(pidbox::Control::Revoke { ids, terminate }) =
@@ -217,7 +232,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
     ) {
         Ok(m) => m,
         Err(e) => {
-            return dead_letter(&shared, &publisher, &queue, delivery, &e.to_string()).await;
+            return dead_letter(&shared, &publisher, &queue, delivery, &e.to_string(), None).await;
         }
     };
     let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
@@ -263,6 +278,29 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         if (delivery.redelivered || msg.eta.is_some()) && already_done(&shared, &msg.id).await {
             tracing::info!("already finished or revoked; not running it");
             return finish(&shared, &msg, delivery, None).await;
+        }
+        if delivery.redelivered {
+            // A worker died (or lost its connection) while holding this
+            // message. Count it, so a message that kills every worker that
+            // runs it is dead-lettered instead of looping forever.
+            let attempts = delivery_count(&delivery.properties) + 1;
+            if attempts >= shared.config.max_deliveries {
+                let reason = format!("delivered {attempts} times without finishing (poison message)");
+                outcome.state = TaskState::Failure;
+                outcome.error = Some(task_error(TaskFailure::new("PoisonMessage", reason.clone())));
+                outcome.done_at = Some(Utc::now());
+                return dead_letter(&shared, &publisher, &queue, delivery, &reason, Some(outcome)).await;
+            }
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(attempts)));
+            let props = delivery.properties.clone().with_headers(headers);
+            return match publish_confirmed(&publisher, "", &queue, &delivery.data, props).await {
+                Ok(()) => finish(&shared, &msg, delivery, None).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count the redelivery; returning the message to its queue");
+                    requeue(delivery).await
+                }
+            };
         }
         if let Some(limiter) = shared.registry.limiter(&msg.task) {
             tokio::select! {
@@ -398,7 +436,9 @@ async fn redelay(
 ) {
     let key = match delay::routing_key(secs, queue) {
         Ok(k) => k,
-        Err(e) => return dead_letter(shared, publisher, queue, delivery, &e.to_string()).await,
+        Err(e) => {
+            return dead_letter(shared, publisher, queue, delivery, &e.to_string(), None).await;
+        }
     };
     let exchange = delay::entry_exchange(&shared.config);
     let confirmed = publish_confirmed(
@@ -487,6 +527,7 @@ async fn dead_letter(
     queue: &str,
     delivery: Delivery,
     reason: &str,
+    outcome: Option<TaskOutcome>,
 ) {
     let id = delivery
         .properties
@@ -494,7 +535,7 @@ async fn dead_letter(
         .as_ref()
         .map(|c| c.to_string())
         .unwrap_or_else(|| "<none>".to_owned());
-    tracing::error!(task.id = %id, queue, reason, "undecodable message moved to the dead-letter queue {}", shared.config.dead_letter_queue);
+    tracing::error!(task.id = %id, queue, reason, "message moved to the dead-letter queue {}", shared.config.dead_letter_queue);
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
     headers.insert("x-celeriac-error".into(), text(reason));
@@ -509,7 +550,7 @@ async fn dead_letter(
     match confirmed {
         Ok(()) => {
             let done = Finished {
-                outcome: None,
+                outcome: outcome.filter(|_| shared.backend.is_some()),
                 acker: delivery.acker,
                 task_id: id,
             };

@@ -412,3 +412,64 @@ async fn revokes_reach_running_workers_and_later_ones() {
     testing::delete_queues(&[&other]).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_after_max_deliveries() {
+    let h = start().await;
+    let other = unique("poison");
+    // Two messages held unacknowledged by a consumer that then goes away, so
+    // RabbitMQ redelivers them (as after a worker crash): one that has
+    // already been through 4 unfinished deliveries, one for the first time.
+    let opts = || ApplyOptions::new().queue(other.clone());
+    let poison = h
+        .client
+        .apply_async::<Add>((1, 1), opts().header("x-celeriac-deliveries", json!(4)))
+        .await
+        .expect("send");
+    let fine = h
+        .client
+        .apply_async::<Add>((2, 2), opts())
+        .await
+        .expect("send");
+    let conn = celeriac_common::broker::connect(&h.config.broker_url, "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    for _ in 0..2 {
+        let got = ch
+            .basic_get(
+                other.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .expect("get");
+        assert!(got.is_some());
+    }
+    let _ = conn.close(200, "crash".into()).await; // both return to the queue, redelivered
+    let mut cfg = h.config.clone();
+    cfg.queues = vec![other.clone()];
+    let late = Worker::builder(cfg)
+        .register::<Add, _, _, _>(|_, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
+        .build()
+        .await
+        .expect("worker");
+    let (tx, rx) = oneshot::channel::<()>();
+    let late = tokio::spawn(late.run_until(async move {
+        let _ = rx.await;
+    }));
+    assert_eq!(fine.get(WAIT).await.expect("a first redelivery runs"), 4);
+    let rec = poison.wait(WAIT).await.expect("final");
+    assert_eq!(rec.state, TaskState::Failure);
+    let err = rec.error.expect("error");
+    assert_eq!(err.kind, "PoisonMessage");
+    assert!(err.message.contains("delivered 5 times"), "{}", err.message);
+    let letters = h.client.dead_letters(10).await.expect("list");
+    assert!(
+        letters.iter().any(|l| l.id.as_deref() == Some(poison.id())),
+        "{letters:?}"
+    );
+    let _ = tx.send(());
+    late.await.expect("join").expect("late worker");
+    testing::delete_queues(&[&other]).await;
+    h.stop().await;
+}

@@ -364,7 +364,11 @@ const KNOWN_HEADERS: &[&str] = &[
 /// Headers RabbitMQ adds when it dead-letters a message (delayed delivery
 /// passes messages through several queues); they are not the caller's.
 fn is_broker_header(name: &str) -> bool {
-    name == "x-death" || name.starts_with("x-first-death-") || name.starts_with("x-last-death-")
+    name == "x-death"
+        || name.starts_with("x-first-death-")
+        || name.starts_with("x-last-death-")
+        || name.starts_with("x-celeriac-")
+        || name == "x-delivery-count"
 }
 
 /// Whether `name` is one of the protocol's own headers.
