@@ -23,6 +23,12 @@
 //! | `dead_letter_queue` | `CELERIAC_DEAD_LETTER_QUEUE` | `celeriac.dlq` |
 //! | `delay_prefix` | `CELERIAC_DELAY_PREFIX` | `celeriac.delay` (names of the delay exchanges and queues) |
 //! | `migrate_on_start` | `CELERIAC_MIGRATE_ON_START` | `true` |
+//! | `max_deliveries` | `CELERIAC_MAX_DELIVERIES` | `5` (a message delivered this often without finishing is dead-lettered) |
+//! | `beat_schedule` | `CELERIAC_BEAT_SCHEDULE` | unset (beat's TOML schedule file) |
+//! | `beat_misfire_grace_secs` | `CELERIAC_BEAT_MISFIRE_GRACE_SECS` | `60` (a run later than this is skipped as missed) |
+//! | `beat_coalesce` | `CELERIAC_BEAT_COALESCE` | `true` (a backlog of missed runs becomes one run) |
+//! | `beat_max_instances` | `CELERIAC_BEAT_MAX_INSTANCES` | `0` (unlimited unfinished runs per entry) |
+//! | `beat_lease_secs` | `CELERIAC_BEAT_LEASE_SECS` | `10` (leader lease; a standby takes over this long after the leader dies) |
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
@@ -83,6 +89,12 @@ pub struct Config {
     pub dead_letter_queue: String,
     pub delay_prefix: String,
     pub migrate_on_start: bool,
+    pub max_deliveries: u32,
+    pub beat_schedule: Option<String>,
+    pub beat_misfire_grace_secs: u64,
+    pub beat_coalesce: bool,
+    pub beat_max_instances: u32,
+    pub beat_lease_secs: u64,
 }
 
 impl Default for Config {
@@ -107,6 +119,12 @@ impl Default for Config {
             dead_letter_queue: "celeriac.dlq".to_owned(),
             delay_prefix: "celeriac.delay".to_owned(),
             migrate_on_start: true,
+            max_deliveries: 5,
+            beat_schedule: None,
+            beat_misfire_grace_secs: 60,
+            beat_coalesce: true,
+            beat_max_instances: 0,
+            beat_lease_secs: 10,
         }
     }
 }
@@ -169,13 +187,10 @@ impl Config {
             })
     }
 
+    /// Every key a config file may set (JSON keeps the unset options as null).
     fn keys() -> Vec<String> {
-        match toml::Value::try_from(Config::default()) {
-            Ok(toml::Value::Table(t)) => {
-                let mut keys: Vec<String> = t.keys().cloned().collect();
-                keys.push("queue_max_priority".to_owned());
-                keys
-            }
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
             _ => Vec::new(),
         }
     }
