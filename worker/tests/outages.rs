@@ -84,3 +84,207 @@ async fn broker_restart_loses_no_confirmed_task() {
     );
     testing::cleanup(&config).await;
 }
+
+fn pg_ctl(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .expect("a PostgreSQL cluster in /etc/postgresql");
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster {action} failed");
+}
+
+/// Starts PostgreSQL again when dropped.
+struct PostgresGuard;
+impl Drop for PostgresGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .args([
+                "-c",
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            ])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the shared PostgreSQL; run serially by scripts/test.sh"]
+async fn result_database_outage_loses_nothing() {
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let config = testing::config(&db.url, &unique("dbdown"));
+    celeriac_common::backend::ResultBackend::connect(&db.url)
+        .await
+        .expect("backend")
+        .migrate()
+        .await
+        .expect("migrate");
+    let worker = WorkerProcess::spawn(&config, "dbdown@test", &[]);
+    let client = Client::connect(config.clone()).await.expect("client");
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(
+            client
+                .send_task(ECHO, vec![json!(i)], Map::new(), ApplyOptions::new())
+                .await
+                .expect("send")
+                .id()
+                .to_owned(),
+        );
+    }
+    let guard = PostgresGuard;
+    pg_ctl("stop");
+    for i in 100..200 {
+        ids.push(
+            client
+                .send_task(ECHO, vec![json!(i)], Map::new(), ApplyOptions::new())
+                .await
+                .expect("send while the database is down")
+                .id()
+                .to_owned(),
+        );
+    }
+    // Longer than the pool's 10 s acquire timeout, so writes fail and are retried.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    drop(guard); // start PostgreSQL again
+    for id in &ids {
+        let rec = match client
+            .async_result::<serde_json::Value>(id.clone())
+            .wait(Duration::from_secs(90))
+            .await
+        {
+            Ok(rec) => rec,
+            Err(e) => panic!("task {id} lost: {e}\nworker log:\n{}", worker.log_text()),
+        };
+        assert_eq!(rec.state, TaskState::Success);
+    }
+    let log = worker.log_text();
+    assert!(
+        log.contains("cannot store outcomes"),
+        "the worker saw the outage:\n{log}"
+    );
+    assert_eq!(worker.terminate(), Some(0));
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
+
+/// The chaos test: a few thousand tasks (some delayed) through 3 workers
+/// while workers are SIGKILLed and restarted and RabbitMQ is restarted.
+/// Every task must end with exactly one recorded outcome; executions of the
+/// same task more than once (at-least-once) are counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "kills workers and restarts the shared RabbitMQ; run serially by scripts/test.sh"]
+async fn chaos_every_task_ends_exactly_once() {
+    use celeriac_common::backend::entity::Entity;
+    use sea_orm::EntityTrait;
+    const TASKS: usize = 2_000;
+    const DELAYED: usize = 200;
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let mut config = testing::config(&db.url, &unique("chaos"));
+    config.publish_timeout_secs = 90;
+    let backend = celeriac_common::backend::ResultBackend::connect(&db.url)
+        .await
+        .expect("backend");
+    backend.migrate().await.expect("migrate");
+    let args = ["--concurrency", "8"];
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|i| WorkerProcess::spawn(&config, &format!("chaos{i}@test"), &args))
+        .collect();
+    let mut killed_logs = Vec::new();
+    let client = Client::connect(config.clone()).await.expect("client");
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..TASKS + DELAYED {
+                let opts = if i % 11 == 0 {
+                    ApplyOptions::new()
+                        .countdown(Duration::from_millis(1000 + (i as u64 % 4) * 700))
+                } else {
+                    ApplyOptions::new()
+                };
+                let r = client
+                    .send_task("celeriac.sleep", vec![json!(0.05)], Map::new(), opts)
+                    .await;
+                ids.push(r.expect("publish survives the chaos").id().to_owned());
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            ids
+        })
+    };
+    let guard = RestartGuard;
+    let start = std::time::Instant::now();
+    let mut round = 0;
+    while !publisher.is_finished() || round < 6 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        round += 1;
+        if round == 4 {
+            rabbitmqctl(&["stop_app"]);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rabbitmqctl(&["start_app"]);
+            rabbitmqctl(&["await_startup"]);
+            continue;
+        }
+        let victim = round % workers.len();
+        let dead = workers.remove(victim);
+        killed_logs.push(dead.log_text());
+        dead.kill();
+        workers.insert(
+            victim,
+            WorkerProcess::spawn(&config, &format!("chaos{victim}r{round}@test"), &args),
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "chaos ran too long"
+        );
+    }
+    drop(guard);
+    let ids = publisher.await.expect("publisher");
+    assert_eq!(ids.len(), TASKS + DELAYED);
+    for id in &ids {
+        let rec = client
+            .async_result::<serde_json::Value>(id.clone())
+            .wait(Duration::from_secs(120))
+            .await;
+        assert_eq!(
+            rec.unwrap_or_else(|e| panic!("task {id}: {e}")).state,
+            TaskState::Success
+        );
+    }
+    let rows = Entity::find()
+        .all(backend.connection())
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), ids.len(), "exactly one outcome row per task");
+    let mut texts: Vec<String> = workers.iter().map(WorkerProcess::log_text).collect();
+    texts.extend(killed_logs);
+    let mut runs: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v["message"] == "succeeded" {
+                if let Some(id) = v["span"]["task.id"].as_str() {
+                    *runs.entry(id.to_owned()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let duplicates = runs.values().filter(|n| **n > 1).count();
+    println!(
+        "chaos: {} tasks, {} outcomes, {} executed more than once (at-least-once), {} worker kills, 1 broker restart",
+        ids.len(),
+        rows.len(),
+        duplicates,
+        round - 1
+    );
+    for w in workers {
+        assert_eq!(w.terminate(), Some(0));
+    }
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
