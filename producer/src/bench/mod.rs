@@ -15,15 +15,17 @@
 //!    publish → last confirm)). End-to-end = N / (first publish → last task
 //!    acknowledged, hence its outcome recorded, since the worker acks only
 //!    after storing). Completion is detected without the management API:
-//!    after the N tasks, `prefetch` *marker* tasks with an ETA a day away are
-//!    published. The worker holds an ETA task unacknowledged in its prefetch
-//!    window until it is due, and the broker delivers in order and never more
-//!    than `prefetch` unacknowledged messages to the consumer; so the queue's
-//!    ready count (passive `queue.declare`) reaches 0 only once all markers
-//!    are delivered, which is possible only when no task before them is still
+//!    after the N tasks, `prefetch` *marker* tasks (`celeriac.sleep` for
+//!    longer than the phase may last) are published. A marker stays
+//!    unacknowledged in the worker (running, or waiting for a slot), and the
+//!    broker delivers in order and never more than `prefetch` unacknowledged
+//!    messages to the consumer; so the queue's ready count (passive
+//!    `queue.declare`, polled every 2 ms) reaches 0 only once all markers are
+//!    delivered, which is possible only when no task before them is still
 //!    unacknowledged. With results on, the stored SUCCESS rows are counted
 //!    as a check. The worker's CPU time (utime + stime) is read around the
-//!    run, its peak RSS (VmHWM) at the end.
+//!    run, its peak RSS (VmHWM) at the end; then it is killed (its markers
+//!    go back to the queue, which is deleted).
 //! 3. **Latency**: a second worker with a result backend (the `--results` one
 //!    if it keeps sub-millisecond times, else a temporary SQLite file) gets
 //!    tasks at a fixed `--rate`; latency = the task's stored `started_at`
@@ -138,6 +140,7 @@ fn err<E: std::error::Error + 'static>(what: &str) -> impl Fn(E) -> BenchError +
 struct Resources {
     workers: Vec<Option<WorkerProc>>,
     queues: Vec<String>,
+    exchanges: Vec<String>,
     databases: Vec<ThrowAway>,
     client: Option<Client>,
     backend: Option<ResultBackend>,
@@ -147,6 +150,12 @@ impl Resources {
     async fn stop_worker(&mut self, index: usize) {
         if let Some(w) = self.workers.get_mut(index).and_then(Option::take) {
             w.stop().await;
+        }
+    }
+
+    async fn kill_worker(&mut self, index: usize) {
+        if let Some(w) = self.workers.get_mut(index).and_then(Option::take) {
+            w.kill().await;
         }
     }
 
@@ -161,7 +170,7 @@ impl Resources {
             let _ = b.connection().clone().close().await;
         }
         if !self.queues.is_empty() {
-            delete_queues(config, &self.queues).await;
+            delete_queues(config, &self.queues, &self.exchanges).await;
         }
         for db in self.databases.drain(..) {
             db.drop_database().await;
@@ -169,34 +178,37 @@ impl Resources {
     }
 }
 
-/// Deletes queues and their same-named exchanges; a fresh channel after any
-/// failure (a failed operation closes the channel).
-async fn delete_queues(config: &Config, names: &[String]) {
+/// Deletes queues and exchanges; a fresh channel after any failure (a failed
+/// operation closes the channel).
+async fn delete_queues(config: &Config, queues: &[String], exchanges: &[String]) {
     let conn = match broker::connect(&config.broker_url, "celeriac-bench-cleanup").await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "celeriac bench: cannot delete queues {names:?}: {}",
+                "celeriac bench: cannot delete queues {queues:?}: {}",
                 one_line(&e)
             );
             return;
         }
     };
     let mut channel = conn.create_channel().await.ok();
-    for name in names {
-        for exchange in [false, true] {
-            let Some(ch) = &channel else { break };
-            let res = if exchange {
-                ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                    .await
-            } else {
-                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await
-                    .map(|_| ())
-            };
-            if res.is_err() {
-                channel = conn.create_channel().await.ok();
-            }
+    let all = queues
+        .iter()
+        .map(|q| (q, false))
+        .chain(exchanges.iter().map(|e| (e, true)));
+    for (name, exchange) in all {
+        let Some(ch) = &channel else { break };
+        let res = if exchange {
+            ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+        } else {
+            ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = res {
+            eprintln!("celeriac bench: cannot delete {name}: {}", one_line(&e));
+            channel = conn.create_channel().await.ok();
         }
     }
     let _ = conn.close(200, "bench cleanup".into()).await;
@@ -204,6 +216,7 @@ async fn delete_queues(config: &Config, names: &[String]) {
 
 /// The figures of one run.
 struct Report {
+    queue: String,
     tasks: u64,
     producers: u64,
     concurrency: usize,
@@ -219,6 +232,10 @@ struct Report {
     worker_idle_rss_mb: Option<f64>,
     worker_peak_rss_mb: Option<f64>,
     worker_cpu_s: Option<f64>,
+    /// The local RabbitMQ's CPU time during the run, when it runs here.
+    broker_cpu_s: Option<f64>,
+    /// This process's (the producers') CPU time during the run.
+    bench_cpu_s: Option<f64>,
     latency: Option<Latency>,
 }
 
@@ -285,6 +302,9 @@ async fn measure(
     let dlq = format!("{base}.dlq");
     res.queues
         .extend([q_ref.clone(), q_main.clone(), q_lat.clone(), dlq.clone()]);
+    // Task queues come with a same-named exchange, as Celery declares them.
+    res.exchanges
+        .extend([q_ref.clone(), q_main.clone(), q_lat.clone()]);
     let mut config = config.clone();
     config.default_queue = q_main.clone();
     config.queues = vec![q_main.clone()];
@@ -374,18 +394,26 @@ async fn measure(
     }
 
     let cpu_before = worker_ref(res, w1)?.cpu_seconds();
+    let broker_pid = if is_local(&config.broker_url) {
+        worker::local_broker_pid()
+    } else {
+        None
+    };
+    let broker_cpu_before = broker_pid.and_then(worker::cpu_seconds);
+    let bench_cpu_before = worker::cpu_seconds(std::process::id());
     let start = Instant::now();
     publish_tasks(&client, &q_main, args.tasks, args.producers, &task_args).await?;
     let published = Instant::now();
-    // The markers: ETA tasks that fill the worker's prefetch window once
-    // every task before them is acknowledged (see the module docs).
-    let eta = Utc::now() + chrono::Duration::days(1);
+    // The markers: tasks that stay unacknowledged and fill the worker's
+    // prefetch window once every task before them is acknowledged (see the
+    // module docs).
+    let marker_secs = timeout.as_secs_f64() + 60.0;
     let markers = (0..prefetch).map(|_| {
         client.send_task(
-            "celeriac.noop",
-            Vec::new(),
+            "celeriac.sleep",
+            vec![json!(marker_secs)],
             Map::new(),
-            ApplyOptions::new().queue(q_main.clone()).eta(eta),
+            ApplyOptions::new().queue(q_main.clone()),
         )
     });
     for sent in futures_util::future::join_all(markers).await {
@@ -399,6 +427,9 @@ async fn measure(
         _ => None,
     };
     let worker_peak_rss_mb = w.peak_rss_mb();
+    let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    let broker_cpu_s = delta(broker_cpu_before, broker_pid.and_then(worker::cpu_seconds));
+    let bench_cpu_s = delta(bench_cpu_before, worker::cpu_seconds(std::process::id()));
     if args.results != Results::None {
         let backend = ResultBackend::connect(&backend_url)
             .await
@@ -417,7 +448,8 @@ async fn measure(
             )));
         }
     }
-    res.stop_worker(w1).await;
+    // Its markers sleep: no warm shutdown.
+    res.kill_worker(w1).await;
     let _ = monitor.close(200, "bench done".into()).await;
 
     // 3. Latency at a fixed rate.
@@ -469,6 +501,7 @@ async fn measure(
     };
 
     Ok(Report {
+        queue: q_main,
         tasks: args.tasks,
         producers: args.producers,
         concurrency: args.concurrency,
@@ -484,6 +517,8 @@ async fn measure(
         worker_idle_rss_mb,
         worker_peak_rss_mb,
         worker_cpu_s,
+        broker_cpu_s,
+        bench_cpu_s,
         latency,
     })
 }
@@ -654,8 +689,12 @@ impl Report {
         self.e2e_per_s / self.reference_per_s
     }
 
+    fn per_1k(&self, cpu_s: Option<f64>) -> Option<f64> {
+        cpu_s.map(|c| c / self.tasks as f64 * 1000.0)
+    }
+
     fn cpu_per_1k(&self) -> Option<f64> {
-        self.worker_cpu_s.map(|c| c / self.tasks as f64 * 1000.0)
+        self.per_1k(self.worker_cpu_s)
     }
 
     fn print(&self, as_json: bool) {
@@ -670,6 +709,7 @@ impl Report {
         let opt = |v: Option<f64>, d| v.map(|v| round(v, d));
         let lat = self.latency.as_ref();
         json!({
+            "queue": self.queue,
             "tasks": self.tasks,
             "producers": self.producers,
             "concurrency": self.concurrency,
@@ -691,6 +731,8 @@ impl Report {
             "worker_peak_rss_mb": opt(self.worker_peak_rss_mb, 1),
             "worker_cpu_s": opt(self.worker_cpu_s, 2),
             "worker_cpu_s_per_1k": opt(self.cpu_per_1k(), 4),
+            "producer_cpu_s_per_1k": opt(self.per_1k(self.bench_cpu_s), 4),
+            "broker_cpu_s_per_1k": opt(self.per_1k(self.broker_cpu_s), 4),
             "reference_per_s": round(self.reference_per_s, 0),
             "reference_publish_per_s": round(self.reference_publish_per_s, 0),
             "ratio_to_reference": round(self.ratio(), 3),
@@ -746,10 +788,14 @@ impl Report {
                     mb(self.worker_peak_rss_mb)
                 ),
             ),
+            ("worker CPU per 1,000 tasks".into(), secs(self.cpu_per_1k())),
             (
-                "worker CPU per 1,000 tasks".into(),
-                self.cpu_per_1k()
-                    .map_or("?".into(), |c| format!("{:.3} s", c)),
+                "producers / local broker CPU per 1,000".into(),
+                format!(
+                    "{} / {}",
+                    secs(self.per_1k(self.bench_cpu_s)),
+                    secs(self.per_1k(self.broker_cpu_s))
+                ),
             ),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -757,4 +803,26 @@ impl Report {
             println!("  {k:<width$}  {v}");
         }
     }
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("?".into(), |c| format!("{c:.3} s"))
+}
+
+/// Whether the broker URL points at this machine.
+fn is_local(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "::1" | "")
+        || host == celeriac_common::config::host_name()
 }

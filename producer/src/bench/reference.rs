@@ -149,6 +149,8 @@ pub(crate) async fn run(
         let (published, consumed) = tokio::time::timeout(timeout, all).await.map_err(|_| {
             BenchError::new(format!("reference loop: not done within {timeout:?}"))
         })??;
+        let _ = sub_ch.close(200, "bench done".into()).await;
+        let _ = pub_ch.close(200, "bench done".into()).await;
         Ok(Reference {
             publish_per_s: n as f64 / (published - start).as_secs_f64(),
             per_s: n as f64 / (consumed.max(published) - start).as_secs_f64(),

@@ -159,6 +159,11 @@ impl WorkerProc {
         status_kb(self.pid, "VmHWM:").map(kb_to_mb)
     }
 
+    /// SIGKILL: unacknowledged messages go back to their queue.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// SIGTERM (warm shutdown), then SIGKILL if it is still there after 15 s.
     pub(crate) async fn stop(mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
@@ -217,4 +222,17 @@ fn clock_ticks() -> f64 {
             .filter(|t| *t > 0.0)
             .unwrap_or(100.0)
     })
+}
+
+/// The local RabbitMQ's pid (a process named `beam.smp`), to report the
+/// broker's CPU time when it runs on this machine.
+pub(crate) fn local_broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "beam.smp")
+        })
 }
