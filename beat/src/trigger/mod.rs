@@ -122,6 +122,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use chrono_tz::Tz;
 
 pub use error::TriggerError;
+pub(crate) use error::suggest;
 pub use interval::parse_duration;
 pub use preview::{FireTimes, preview};
 pub use spec::TriggerSpec;

@@ -8,7 +8,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTaskMeta)]
+        vec![Box::new(CreateTaskMeta), Box::new(CreateBeatTables)]
     }
 
     fn migration_table_name() -> sea_orm::DynIden {
@@ -40,6 +40,65 @@ impl MigrationTrait for CreateTaskMeta {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(super::entity::Entity).to_owned())
+            .await
+    }
+}
+
+struct CreateBeatTables;
+
+impl MigrationName for CreateBeatTables {
+    fn name(&self) -> &str {
+        "m0002_create_beat_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateBeatTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::beat::{entry, lease, meta, state};
+        let db = manager.get_connection();
+        let schema = Schema::new(db.get_database_backend());
+        let tables = [
+            schema.create_table_from_entity(entry::Entity),
+            schema.create_table_from_entity(state::Entity),
+            schema.create_table_from_entity(lease::Entity),
+            schema.create_table_from_entity(meta::Entity),
+        ];
+        for mut table in tables {
+            db.execute(&*table.if_not_exists()).await?;
+        }
+        let indexes = [
+            schema.create_index_from_entity(entry::Entity),
+            schema.create_index_from_entity(state::Entity),
+        ];
+        for mut index in indexes.into_iter().flatten() {
+            db.execute(&*index.if_not_exists()).await?;
+        }
+        // The schedule version row, which every schedule change bumps.
+        let mut version = Query::insert();
+        version
+            .into_table(meta::Entity)
+            .columns([meta::Column::Id, meta::Column::Version])
+            .values([1.into(), 0i64.into()])
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+            .on_conflict(OnConflict::column(meta::Column::Id).do_nothing().to_owned());
+        db.execute(&version).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::beat::{entry, lease, meta, state};
+        manager
+            .drop_table(Table::drop().table(meta::Entity).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(lease::Entity).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(state::Entity).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(entry::Entity).to_owned())
             .await
     }
 }

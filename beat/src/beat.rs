@@ -1,0 +1,447 @@
+//! One leader's work: load the schedule, and at each due instant decide,
+//! persist, send and record ([`Beat::tick`]). Tests drive `tick` with exact
+//! instants; [`crate::runner`] drives it from the wall clock.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::dispatch::{Publisher, RunMessage};
+use crate::entry::{Entry, Firing, Source};
+use crate::error::BeatError;
+use crate::events::{BeatEvent, EventKind, Events};
+use crate::instances;
+use crate::lease::Fence;
+use crate::run_state::{self, RunState};
+use crate::scheduler::{Planned, Scheduler};
+use crate::store::{EntryChange, Store};
+
+/// Runs published at once (pipelined on one confirm channel).
+const PUBLISH_CONCURRENCY: usize = 512;
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Runs sent (scheduled, re-sent and run-now).
+    pub sent: usize,
+    /// Runs that could not be sent (retried later).
+    pub failed: usize,
+    /// Runs held by `max_instances`.
+    pub held: usize,
+    /// Runs skipped as missed.
+    pub missed: u64,
+    /// Runs folded into others by coalescing.
+    pub coalesced: u64,
+}
+
+/// The leader's scheduler with its database, publisher and events.
+pub struct Beat<P: Publisher> {
+    store: Store,
+    publisher: Arc<P>,
+    events: Events,
+    clock: Arc<dyn Clock>,
+    fence: Fence,
+    scheduler: Scheduler,
+    revision: i64,
+}
+
+impl<P: Publisher> std::fmt::Debug for Beat<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Beat")
+            .field("fence", &self.fence)
+            .field("scheduler", &self.scheduler)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Beat::load`] needs.
+pub struct BeatParts<P: Publisher> {
+    /// The database schedule.
+    pub store: Store,
+    /// Where runs go.
+    pub publisher: Arc<P>,
+    /// Decisions go here.
+    pub events: Events,
+    /// The clock (for send times and lateness).
+    pub clock: Arc<dyn Clock>,
+    /// Proof of leadership.
+    pub fence: Fence,
+    /// Job defaults.
+    pub defaults: Firing,
+}
+
+impl<P: Publisher> Beat<P> {
+    /// Loads the database schedule, `file_entries` and every run state, and
+    /// persists the state of entries seen for the first time.
+    pub async fn load(
+        parts: BeatParts<P>,
+        file_entries: Vec<Entry>,
+        now: DateTime<Utc>,
+    ) -> Result<Beat<P>, BeatError> {
+        let (revision, db_entries) = parts.store.load().await?;
+        let mut states = run_state::load_all(parts.store.db()).await?;
+        let mut beat = Beat {
+            store: parts.store,
+            publisher: parts.publisher,
+            events: parts.events,
+            clock: parts.clock,
+            fence: parts.fence,
+            scheduler: Scheduler::new(parts.defaults),
+            revision,
+        };
+        let file_names: HashSet<String> = file_entries.iter().map(|e| e.name.clone()).collect();
+        for entry in file_entries {
+            let state = states.remove(&entry.name);
+            beat.upsert(entry, state, now);
+        }
+        for entry in db_entries {
+            if file_names.contains(&entry.name) {
+                tracing::warn!(entry = %entry.name, "a file entry has the same name: the database entry is ignored");
+                continue;
+            }
+            let state = states.remove(&entry.name);
+            beat.upsert(entry, state, now);
+        }
+        beat.flush(now).await?;
+        tracing::info!(entries = beat.scheduler.len(), revision, "schedule loaded");
+        Ok(beat)
+    }
+
+    fn upsert(&mut self, entry: Entry, state: Option<RunState>, now: DateTime<Utc>) {
+        let name = entry.name.clone();
+        if let Err(e) = self.scheduler.upsert(entry, state, now) {
+            tracing::error!(entry = %name, "invalid trigger, entry ignored: {e}");
+        }
+    }
+
+    /// The scheduler (entries and run state).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The schedule version this beat has applied.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The earliest instant something is due.
+    pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
+        self.scheduler.next_wake()
+    }
+
+    /// Reads and applies database changes if the schedule version moved
+    /// (one cheap query when nothing changed). Returns whether it did.
+    pub async fn poll_changes(&mut self, now: DateTime<Utc>) -> Result<bool, BeatError> {
+        let version = self.store.version().await?;
+        if version == self.revision {
+            return Ok(false);
+        }
+        let changes = self.store.changes_since(self.revision).await?;
+        let file_names: HashSet<Arc<str>> =
+            self.scheduler.names(Source::File).into_iter().collect();
+        let new_names: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                EntryChange::Upsert(e) if self.scheduler.entry(&e.name).is_none() => {
+                    Some(e.name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut states = run_state::load_some(self.store.db(), &new_names).await?;
+        for change in changes {
+            match change {
+                EntryChange::Upsert(entry) => {
+                    if file_names.contains(entry.name.as_str()) {
+                        tracing::warn!(entry = %entry.name, "a file entry has the same name: the database entry is ignored");
+                        continue;
+                    }
+                    tracing::info!(entry = %entry.name, enabled = entry.enabled, "schedule change picked up");
+                    let state = states.remove(&entry.name);
+                    self.upsert(*entry, state, now);
+                }
+                EntryChange::Removed(name) => {
+                    if !file_names.contains(name.as_str()) && self.scheduler.remove(&name) {
+                        tracing::info!(entry = %name, "entry removed");
+                    }
+                }
+            }
+        }
+        for (name, at) in run_state::run_now_requests(self.store.db()).await? {
+            if !self.scheduler.request_run_now(&name, at) {
+                tracing::warn!(entry = %name, "run-now requested for an unknown entry");
+            }
+        }
+        self.revision = version;
+        self.flush(now).await?;
+        Ok(true)
+    }
+
+    /// Replaces the file entries with `entries` (a reloaded schedule file).
+    pub async fn apply_file(
+        &mut self,
+        entries: Vec<Entry>,
+        now: DateTime<Utc>,
+    ) -> Result<(), BeatError> {
+        let keep: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        for name in self.scheduler.names(Source::File) {
+            if !keep.contains(&*name) {
+                self.scheduler.remove(&name);
+                tracing::info!(entry = %name, "entry removed from the schedule file");
+            }
+        }
+        for entry in entries {
+            if self.scheduler.entry(&entry.name) == Some(&entry) {
+                continue;
+            }
+            tracing::info!(entry = %entry.name, "schedule file entry loaded");
+            let stored = run_state::load_one(self.store.db(), &entry.name).await?;
+            self.upsert(entry, stored, now);
+        }
+        self.flush(now).await
+    }
+
+    /// Persists run states changed outside a tick (new entries).
+    pub async fn flush(&mut self, now: DateTime<Utc>) -> Result<(), BeatError> {
+        self.save(&[], now).await
+    }
+
+    async fn save(
+        &mut self,
+        served: &[(&str, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), BeatError> {
+        let dirty = self.scheduler.take_dirty();
+        if dirty.is_empty() && served.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&str, &RunState)> = dirty.iter().map(|(n, s)| (&**n, s)).collect();
+        match run_state::save(self.store.db(), &self.fence, &rows, served, now).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.scheduler.mark_dirty(dirty.into_iter().map(|(n, _)| n));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Does everything due at `now`: decides (misfire, coalesce,
+    /// max_instances), records the runs about to be sent, sends them, and
+    /// records them as sent.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, BeatError> {
+        let mut planned = self.scheduler.take_due(now);
+        let mut report = TickReport::default();
+        if planned.is_empty() {
+            return Ok(report);
+        }
+        self.report_skips(&planned, now, &mut report);
+        let held = self.check_instances(&mut planned, now).await;
+        report.held = held;
+        if let Err(e) = self.save(&[], now).await {
+            for p in &planned {
+                if p.fire.is_some() || p.run_now.is_some() {
+                    self.scheduler.send_failed(&p.name, now);
+                }
+                self.scheduler.reschedule(&p.name);
+            }
+            return Err(e);
+        }
+        let jobs = self.messages(&planned);
+        let publisher = self.publisher.clone();
+        let clock = self.clock.clone();
+        let results: Vec<(Job, Result<DateTime<Utc>, String>)> = futures_util::stream::iter(jobs)
+            .map(|job| {
+                let publisher = publisher.clone();
+                let clock = clock.clone();
+                async move {
+                    let res = publisher.publish(&job.message).await;
+                    let res = res
+                        .map(|()| clock.now())
+                        .map_err(|e| celeriac_common::cli::one_line(&e));
+                    (job, res)
+                }
+            })
+            .buffer_unordered(PUBLISH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut served = Vec::new();
+        for (job, res) in &results {
+            let m = &job.message;
+            match res {
+                Ok(sent_at) => {
+                    report.sent += 1;
+                    self.scheduler
+                        .sent(&m.entry, m.fire_at, m.task_id, job.run_now, *sent_at);
+                    if job.run_now {
+                        served.push((m.entry.as_str(), m.fire_at));
+                    }
+                    let kind = match (job.run_now, job.resend) {
+                        (true, _) => EventKind::RunNow,
+                        (false, true) => EventKind::Resent,
+                        (false, false) => EventKind::Fired,
+                    };
+                    let mut ev = BeatEvent::new(kind, *sent_at).entry(&m.entry, &m.task);
+                    ev.task_id = Some(m.task_id);
+                    ev.scheduled_at = Some(m.fire_at);
+                    ev.lateness_ms =
+                        Some((*sent_at - job.due).num_microseconds().unwrap_or(0) as f64 / 1e3);
+                    self.events.emit(ev);
+                }
+                Err(detail) => {
+                    report.failed += 1;
+                    self.scheduler.send_failed(&m.entry, now);
+                    let mut ev =
+                        BeatEvent::new(EventKind::SendFailed, now).entry(&m.entry, &m.task);
+                    ev.task_id = Some(m.task_id);
+                    ev.scheduled_at = Some(m.fire_at);
+                    ev.detail = Some(detail.clone());
+                    self.events.emit(ev);
+                }
+            }
+        }
+        for p in &planned {
+            if self.scheduler.reschedule(&p.name)
+                && let Some(entry) = self.scheduler.entry(&p.name)
+            {
+                self.events
+                    .emit(BeatEvent::new(EventKind::Done, now).entry(&entry.name, &entry.task));
+            }
+        }
+        self.save(&served, self.clock.now()).await?;
+        Ok(report)
+    }
+
+    fn report_skips(&self, planned: &[Planned], now: DateTime<Utc>, report: &mut TickReport) {
+        for p in planned {
+            let Some(entry) = self.scheduler.entry(&p.name) else {
+                continue;
+            };
+            if let Some((runs, last)) = p.missed {
+                report.missed += runs.count;
+                let grace = self
+                    .scheduler
+                    .firing(&p.name)
+                    .map(|f| f.misfire_grace.to_string())
+                    .unwrap_or_default();
+                let mut ev = BeatEvent::new(EventKind::Missed, now).entry(&entry.name, &entry.task);
+                ev.count = Some(runs.count);
+                ev.scheduled_at = Some(last);
+                ev.detail = Some(format!(
+                    "{runs} runs later than misfire_grace_time ({grace}), the last scheduled at {}",
+                    crate::clock::format_instant(last)
+                ));
+                self.events.emit(ev);
+            }
+            if let (Some(runs), Some(fire)) = (p.coalesced, p.fire) {
+                report.coalesced += runs.count;
+                let mut ev =
+                    BeatEvent::new(EventKind::Coalesced, now).entry(&entry.name, &entry.task);
+                ev.count = Some(runs.count);
+                ev.scheduled_at = Some(fire.at);
+                self.events.emit(ev);
+            }
+        }
+    }
+
+    /// Holds planned runs of entries that have `max_instances` unfinished
+    /// runs. A failed lookup holds nothing (the run is sent).
+    async fn check_instances(&mut self, planned: &mut [Planned], now: DateTime<Utc>) -> usize {
+        let mut ids: Vec<Uuid> = Vec::new();
+        for p in planned.iter() {
+            let limited = self
+                .scheduler
+                .firing(&p.name)
+                .is_some_and(|f| f.max_instances > 0);
+            if limited && p.fire.is_some_and(|f| !f.resend) {
+                ids.extend(
+                    self.scheduler
+                        .state(&p.name)
+                        .into_iter()
+                        .flat_map(|s| s.recent.iter().map(|r| r.id)),
+                );
+            }
+        }
+        if ids.is_empty() {
+            return 0;
+        }
+        let finished = match instances::finished(self.store.db(), &ids).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the result backend for max_instances; not holding runs");
+                return 0;
+            }
+        };
+        let mut held = 0;
+        for p in planned.iter_mut() {
+            let (Some(fire), Some(firing), Some(entry), Some(state)) = (
+                p.fire,
+                self.scheduler.firing(&p.name),
+                self.scheduler.entry(&p.name),
+                self.scheduler.state(&p.name),
+            ) else {
+                continue;
+            };
+            if firing.max_instances == 0 || fire.resend {
+                continue;
+            }
+            let running =
+                instances::running(&state.recent, &finished, entry.options.expires_secs, now);
+            let unfinished: HashSet<Uuid> = state
+                .recent
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| !finished.contains(id))
+                .collect();
+            let (name, task) = (entry.name.clone(), entry.task.clone());
+            self.scheduler.set_unfinished(&p.name, &unfinished);
+            if running >= firing.max_instances as usize {
+                self.scheduler.hold(&p.name);
+                p.fire = None;
+                held += 1;
+                let mut ev = BeatEvent::new(EventKind::Held, now).entry(&name, &task);
+                ev.scheduled_at = Some(fire.at);
+                ev.count = Some(running as u64);
+                self.events.emit(ev);
+            }
+        }
+        held
+    }
+
+    fn messages(&self, planned: &[Planned]) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for p in planned {
+            let Some(entry) = self.scheduler.entry(&p.name) else {
+                continue;
+            };
+            if let Some(fire) = p.fire {
+                jobs.push(Job {
+                    message: RunMessage::new(entry, fire.at, fire.task_id),
+                    due: fire.due,
+                    resend: fire.resend,
+                    run_now: false,
+                });
+            }
+            if let Some((at, id)) = p.run_now {
+                jobs.push(Job {
+                    message: RunMessage::new(entry, at, id),
+                    due: at,
+                    resend: false,
+                    run_now: true,
+                });
+            }
+        }
+        jobs
+    }
+}
+
+struct Job {
+    message: RunMessage,
+    due: DateTime<Utc>,
+    resend: bool,
+    run_now: bool,
+}

@@ -1,0 +1,345 @@
+//! `celeriac-beat schedule ...`: list and change the database schedule.
+
+use std::path::Path;
+
+use celeriac_common::{Config, ResultBackend};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde_json::{Map, Value, json};
+
+use crate::cli::{CliError, ScheduleCommand};
+use crate::clock::format_instant;
+use crate::dispatch::{run_now_task_id, task_id};
+use crate::entry::{Entry, EntryError, Firing, Grace, parse_secs, validate_name};
+use crate::file_source;
+use crate::run_state::{self, RunState};
+use crate::store::{Store, StoreError};
+use crate::trigger::Schedule;
+use crate::trigger_input::describe;
+
+/// Entry options shared by `schedule add` and `schedule modify`.
+#[derive(Debug, Clone, Args, Default)]
+pub(crate) struct EntryArgs {
+    /// Positional arguments as a JSON array.
+    #[arg(long)]
+    args: Option<String>,
+    /// Keyword arguments as a JSON object.
+    #[arg(long)]
+    kwargs: Option<String>,
+    /// Queue to send to [default: the configured default queue].
+    #[arg(long)]
+    queue: Option<String>,
+    /// Exchange to publish to [default: the queue's own].
+    #[arg(long)]
+    exchange: Option<String>,
+    /// Routing key [default: the queue's name].
+    #[arg(long)]
+    routing_key: Option<String>,
+    /// Message priority (0-255).
+    #[arg(long)]
+    priority: Option<u8>,
+    /// Revoke a run not started within this long after its scheduled time, e.g. 1h.
+    #[arg(long)]
+    expires: Option<String>,
+    /// Skip runs later than this, e.g. 30s, or "unlimited" [default: beat_misfire_grace_secs].
+    #[arg(long)]
+    misfire_grace: Option<String>,
+    /// Send a backlog of due runs as one run [default: beat_coalesce].
+    #[arg(long)]
+    coalesce: Option<bool>,
+    /// Hold a run while this many runs are unfinished; 0 = no limit [default: beat_max_instances].
+    #[arg(long)]
+    max_instances: Option<u32>,
+}
+
+impl EntryArgs {
+    fn apply(&self, entry: &mut Entry) -> Result<(), CliError> {
+        if let Some(a) = &self.args {
+            entry.args = match serde_json::from_str(a) {
+                Ok(Value::Array(v)) => v,
+                _ => {
+                    return Err(EntryError::invalid(
+                        "args",
+                        "expected a JSON array, e.g. '[1, \"a\"]'",
+                    )
+                    .into());
+                }
+            };
+        }
+        if let Some(k) = &self.kwargs {
+            entry.kwargs = match serde_json::from_str(k) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    return Err(EntryError::invalid(
+                        "kwargs",
+                        "expected a JSON object, e.g. '{\"x\": 1}'",
+                    )
+                    .into());
+                }
+            };
+        }
+        let o = &mut entry.options;
+        for (slot, value) in [
+            (&mut o.queue, &self.queue),
+            (&mut o.exchange, &self.exchange),
+            (&mut o.routing_key, &self.routing_key),
+        ] {
+            if let Some(v) = value {
+                *slot = (!v.is_empty()).then(|| v.clone());
+            }
+        }
+        if self.priority.is_some() {
+            o.priority = self.priority;
+        }
+        if let Some(e) = &self.expires {
+            o.expires_secs = if e == "none" {
+                None
+            } else {
+                Some(parse_secs("expires", e)?)
+            };
+        }
+        if let Some(g) = &self.misfire_grace {
+            entry.firing.misfire_grace = Some(Grace::parse(g)?);
+        }
+        if self.coalesce.is_some() {
+            entry.firing.coalesce = self.coalesce;
+        }
+        if self.max_instances.is_some() {
+            entry.firing.max_instances = self.max_instances;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(
+    command: ScheduleCommand,
+    config: &Config,
+    schedule: Option<&Path>,
+) -> Result<(), CliError> {
+    let file_entries = match schedule {
+        Some(path) => file_source::load(path).map_err(crate::error::BeatError::from)?,
+        None => Vec::new(),
+    };
+    let in_file = |name: &str| file_entries.iter().any(|e| e.name == name);
+    let file_owned = |name: &str| -> CliError {
+        CliError::Usage(format!(
+            "entry \"{name}\" is defined in the schedule file {}; edit the file to change it",
+            schedule
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ))
+    };
+    if !config.results_enabled() {
+        return Err(crate::error::BeatError::NoDatabase.into());
+    }
+    let backend = ResultBackend::connect(&config.result_backend).await?;
+    if config.migrate_on_start {
+        backend.migrate().await?;
+    }
+    let store = Store::new(backend.connection().clone());
+    let now = Utc::now();
+    match command {
+        ScheduleCommand::List { json } => list(&store, file_entries, config, json).await,
+        ScheduleCommand::Add {
+            name,
+            task,
+            trigger,
+            entry,
+            paused,
+        } => {
+            validate_name(&name)?;
+            if in_file(&name) {
+                return Err(CliError::Usage(format!(
+                    "entry \"{name}\" already exists in the schedule file"
+                )));
+            }
+            let mut new = Entry::new(name, task, trigger.input()?.build()?);
+            entry.apply(&mut new)?;
+            new.enabled = !paused;
+            new.anchor = now;
+            new.validate()?;
+            store.add(&new, now).await?;
+            println!("added {}", new.name);
+            Ok(())
+        }
+        ScheduleCommand::Modify {
+            name,
+            task,
+            trigger,
+            entry,
+        } => {
+            let Some(mut e) = store.get(&name).await? else {
+                return Err(if in_file(&name) {
+                    file_owned(&name)
+                } else {
+                    StoreError::Unknown(name).into()
+                });
+            };
+            if let Some(t) = task {
+                e.task = t;
+            }
+            let input = trigger.input()?;
+            if !input.is_empty() {
+                e.trigger = input.overlay(Some(&e.trigger))?;
+            }
+            entry.apply(&mut e)?;
+            e.validate()?;
+            store.modify(&e, now).await?;
+            println!("modified {name}");
+            Ok(())
+        }
+        ScheduleCommand::Remove { name } => {
+            if in_file(&name) && store.get(&name).await?.is_none() {
+                return Err(file_owned(&name));
+            }
+            store.remove(&name, now).await?;
+            println!("removed {name}");
+            Ok(())
+        }
+        ScheduleCommand::Pause { name } | ScheduleCommand::Resume { name }
+            if in_file(&name) && store.get(&name).await?.is_none() =>
+        {
+            Err(file_owned(&name))
+        }
+        ScheduleCommand::Pause { name } => {
+            store.set_enabled(&name, false, now).await?;
+            println!("paused {name}");
+            Ok(())
+        }
+        ScheduleCommand::Resume { name } => {
+            store.set_enabled(&name, true, now).await?;
+            println!("resumed {name}");
+            Ok(())
+        }
+        ScheduleCommand::RunNow { name } => {
+            if !in_file(&name) && store.get(&name).await?.is_none() {
+                let mut msg = format!("unknown entry \"{name}\"");
+                if schedule.is_none() {
+                    msg.push_str(" (for a schedule file entry, pass --schedule FILE)");
+                }
+                return Err(CliError::Usage(msg));
+            }
+            store.request_run_now(&name, now).await?;
+            println!("{}", run_now_task_id(&name, now));
+            Ok(())
+        }
+    }
+}
+
+async fn list(
+    store: &Store,
+    file_entries: Vec<Entry>,
+    config: &Config,
+    json: bool,
+) -> Result<(), CliError> {
+    let (_, db_entries) = store.load().await?;
+    let mut states = run_state::load_all(store.db()).await?;
+    let names: std::collections::HashSet<String> =
+        file_entries.iter().map(|e| e.name.clone()).collect();
+    let mut entries: Vec<Entry> = file_entries;
+    entries.extend(db_entries.into_iter().filter(|e| !names.contains(&e.name)));
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let defaults = Firing::from_config(config);
+    let now = Utc::now();
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            row(
+                e,
+                states.remove(&e.name).unwrap_or_default(),
+                &defaults,
+                now,
+            )
+        })
+        .collect();
+    if json {
+        println!("{}", Value::Array(rows));
+        return Ok(());
+    }
+    let text = |v: &Value, k: &str| match &v[k] {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let table: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                text(r, "name"),
+                text(r, "source"),
+                if r["enabled"] == json!(true) {
+                    "yes".into()
+                } else {
+                    "paused".into()
+                },
+                text(r, "trigger_text"),
+                text(r, "task"),
+                text(r, "next_run_at"),
+                text(r, "last_run_at"),
+                text(r, "total_runs"),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME", "SOURCE", "ENABLED", "TRIGGER", "TASK", "NEXT RUN", "LAST RUN", "RUNS",
+    ]
+    .map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for r in &table {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&table) {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+fn row(e: &Entry, s: RunState, defaults: &Firing, now: DateTime<Utc>) -> Value {
+    let firing = e.firing.resolve(defaults);
+    let next = match (e.enabled, s.sending_at, e.compile()) {
+        (false, _, _) | (_, _, Err(_)) => None,
+        (true, Some(t), _) => Some(t),
+        (true, None, Ok(trigger)) => {
+            let from = s.cursor_at.or(e.created_at).unwrap_or(now);
+            trigger.next_after(from)
+        }
+    };
+    let last_task_id = s
+        .last_task_id
+        .or_else(|| s.last_run_at.map(|t| task_id(&e.name, t)));
+    let at = |t: Option<DateTime<Utc>>| t.map(format_instant);
+    let mut options = Map::new();
+    if let Ok(Value::Object(o)) = serde_json::to_value(&e.options) {
+        options = o;
+    }
+    json!({
+        "name": e.name,
+        "source": e.source.as_str(),
+        "task": e.task,
+        "args": e.args,
+        "kwargs": e.kwargs,
+        "trigger": e.trigger,
+        "trigger_text": describe(&e.trigger),
+        "options": options,
+        "misfire_grace_time": match firing.misfire_grace { Grace::Unlimited => Value::Null, g => json!(g.as_secs_f64()) },
+        "coalesce": firing.coalesce,
+        "max_instances": firing.max_instances,
+        "enabled": e.enabled,
+        "next_run_at": at(next),
+        "last_run_at": at(s.last_run_at),
+        "last_sent_at": at(s.last_sent_at),
+        "last_task_id": last_task_id.map(|i| i.to_string()),
+        "total_runs": s.total_runs,
+        "sending_at": at(s.sending_at),
+        "run_now_at": at(s.run_now_at),
+        "created_at": at(e.created_at),
+        "done": e.enabled && next.is_none(),
+    })
+}

@@ -1,0 +1,353 @@
+//! A schedule entry: what to send, when, and what to do with late runs.
+
+use std::time::Duration;
+
+use celeriac_common::Config;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::trigger::{Trigger, TriggerError, TriggerSpec, parse_duration};
+
+/// Longest entry name (the primary key of beat's tables).
+pub const NAME_MAX_LEN: usize = 191;
+
+/// Where an entry is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The TOML schedule file (static; edit the file to change it).
+    File,
+    /// The database (dynamic; changed with `celeriac-beat schedule ...`).
+    Database,
+}
+
+impl Source {
+    /// `"file"` or `"database"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Database => "database",
+        }
+    }
+}
+
+/// How each run's message is sent. Everything is optional: the defaults
+/// send to the configured default queue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SendOptions {
+    /// Queue to send to (declared as Celery declares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Exchange to publish to (default: the queue's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    /// Routing key (default: the queue's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    /// Message priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Seconds after the scheduled fire time after which a worker revokes
+    /// the run instead of running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_secs: Option<f64>,
+}
+
+/// How late a run may be sent: runs later than this are skipped as missed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Grace {
+    /// At most this late.
+    Within(Duration),
+    /// However late (APScheduler's `misfire_grace_time = None`).
+    Unlimited,
+}
+
+impl Grace {
+    /// Parses `"30s"`, `"5m"` or `"unlimited"` (also `"none"`).
+    pub fn parse(text: &str) -> Result<Grace, EntryError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "unlimited" | "none" => Ok(Grace::Unlimited),
+            _ => parse_duration(text)
+                .map(Grace::Within)
+                .map_err(|e| EntryError::invalid("misfire_grace_time", e.to_string())),
+        }
+    }
+
+    /// Seconds, with any negative value meaning unlimited (as stored).
+    pub fn from_secs_f64(secs: f64) -> Grace {
+        if secs < 0.0 || !secs.is_finite() {
+            Grace::Unlimited
+        } else {
+            Grace::Within(Duration::from_secs_f64(secs))
+        }
+    }
+
+    /// Seconds, `-1` for unlimited (as stored).
+    pub fn as_secs_f64(self) -> f64 {
+        match self {
+            Grace::Within(d) => d.as_secs_f64(),
+            Grace::Unlimited => -1.0,
+        }
+    }
+}
+
+impl std::fmt::Display for Grace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Grace::Within(d) => write!(f, "{}s", d.as_secs_f64()),
+            Grace::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+/// The firing options in force for an entry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Firing {
+    /// Runs later than this are skipped (logged as missed).
+    pub misfire_grace: Grace,
+    /// A backlog of due runs is sent as one run (the latest).
+    pub coalesce: bool,
+    /// Hold a run while this many earlier runs are unfinished (0 = no limit).
+    pub max_instances: u32,
+}
+
+impl Firing {
+    /// The job defaults from configuration (`beat_misfire_grace_secs`,
+    /// `beat_coalesce`, `beat_max_instances`).
+    pub fn from_config(config: &Config) -> Firing {
+        Firing {
+            misfire_grace: Grace::Within(Duration::from_secs(config.beat_misfire_grace_secs)),
+            coalesce: config.beat_coalesce,
+            max_instances: config.beat_max_instances,
+        }
+    }
+}
+
+impl Default for Firing {
+    fn default() -> Self {
+        Firing::from_config(&Config::default())
+    }
+}
+
+/// An entry's own firing options; each unset one takes the configured default.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct FiringOverrides {
+    /// `misfire_grace_time`.
+    pub misfire_grace: Option<Grace>,
+    /// `coalesce`.
+    pub coalesce: Option<bool>,
+    /// `max_instances`.
+    pub max_instances: Option<u32>,
+}
+
+impl FiringOverrides {
+    /// These overrides over `defaults`.
+    pub fn resolve(&self, defaults: &Firing) -> Firing {
+        Firing {
+            misfire_grace: self.misfire_grace.unwrap_or(defaults.misfire_grace),
+            coalesce: self.coalesce.unwrap_or(defaults.coalesce),
+            max_instances: self.max_instances.unwrap_or(defaults.max_instances),
+        }
+    }
+}
+
+/// One schedule entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Unique name across the file and the database.
+    pub name: String,
+    /// Task name, e.g. `tasks.report`.
+    pub task: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// When it fires.
+    pub trigger: TriggerSpec,
+    /// How each run is sent.
+    pub options: SendOptions,
+    /// Late-run handling, over the configured defaults.
+    pub firing: FiringOverrides,
+    /// A paused entry does not fire; runs it would have had are not "missed".
+    pub enabled: bool,
+    /// File or database.
+    pub source: Source,
+    /// Anchor of an interval trigger without `start_date`: the Unix epoch for
+    /// file entries, the creation (or last trigger change) time for database ones.
+    pub anchor: DateTime<Utc>,
+    /// When a database entry was created; a new value means a new entry
+    /// with fresh run state.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    /// An enabled entry with no arguments and default options.
+    pub fn new(name: impl Into<String>, task: impl Into<String>, trigger: TriggerSpec) -> Entry {
+        Entry {
+            name: name.into(),
+            task: task.into(),
+            args: Vec::new(),
+            kwargs: Map::new(),
+            trigger,
+            options: SendOptions::default(),
+            firing: FiringOverrides::default(),
+            enabled: true,
+            source: Source::Database,
+            anchor: DateTime::UNIX_EPOCH,
+            created_at: None,
+        }
+    }
+
+    /// The compiled trigger (interval triggers anchored at [`Entry::anchor`]).
+    pub fn compile(&self) -> Result<Trigger, TriggerError> {
+        self.trigger.compile_with_anchor(self.anchor)
+    }
+
+    /// Checks every field; returns the compiled trigger.
+    pub fn validate(&self) -> Result<Trigger, EntryError> {
+        validate_name(&self.name)?;
+        if self.task.trim().is_empty() {
+            return Err(EntryError::invalid("task", "must not be empty"));
+        }
+        if self.task.len() > 255 {
+            return Err(EntryError::invalid("task", "longer than 255 bytes"));
+        }
+        if let Some(secs) = self.options.expires_secs
+            && !(secs.is_finite() && secs > 0.0)
+        {
+            return Err(EntryError::invalid(
+                "expires",
+                "must be a positive duration",
+            ));
+        }
+        for (field, value) in [
+            ("queue", &self.options.queue),
+            ("exchange", &self.options.exchange),
+            ("routing_key", &self.options.routing_key),
+        ] {
+            if value.as_deref().is_some_and(|v| v.len() > 255) {
+                return Err(EntryError::invalid(field, "longer than 255 bytes"));
+            }
+        }
+        Ok(self.compile()?)
+    }
+
+    /// Whether `other` fires at the same times (same trigger and anchor).
+    pub fn same_schedule(&self, other: &Entry) -> bool {
+        self.trigger == other.trigger && self.anchor == other.anchor
+    }
+}
+
+/// Checks an entry name: 1 to 191 bytes, no control characters.
+pub fn validate_name(name: &str) -> Result<(), EntryError> {
+    if name.trim().is_empty() {
+        return Err(EntryError::invalid("name", "must not be empty"));
+    }
+    if name.len() > NAME_MAX_LEN {
+        return Err(EntryError::invalid(
+            "name",
+            format!("longer than {NAME_MAX_LEN} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(EntryError::invalid("name", "contains a control character"));
+    }
+    Ok(())
+}
+
+/// Why an entry is invalid. The message starts with the field it is about.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntryError {
+    /// The trigger does not parse or compile.
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
+    /// Another field is wrong.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field, e.g. `args`.
+        field: &'static str,
+        /// What is wrong, in lowercase.
+        message: String,
+    },
+}
+
+impl EntryError {
+    /// Shorthand for [`EntryError::Invalid`].
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        EntryError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A duration option (`expires`) from text: `"90s"`, `"1h30m"`.
+pub fn parse_secs(field: &'static str, text: &str) -> Result<f64, EntryError> {
+    parse_duration(text)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| EntryError::invalid(field, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cron(expr: &str) -> TriggerSpec {
+        TriggerSpec::Cron {
+            expr: expr.into(),
+            timezone: None,
+            start_date: None,
+            end_date: None,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = Entry::new("a", "tasks.a", cron("* * * * *"));
+        assert!(ok.validate().is_ok());
+        let bad = Entry::new("", "tasks.a", cron("* * * * *"));
+        assert_eq!(
+            bad.validate()
+                .map(|_| ())
+                .expect_err("should fail")
+                .to_string(),
+            "name: must not be empty"
+        );
+        let bad = Entry::new("a", "tasks.a", cron("61 * * * *"));
+        assert_eq!(
+            bad.validate()
+                .map(|_| ())
+                .expect_err("should fail")
+                .to_string(),
+            "minute: value 61 out of range 0-59"
+        );
+        let mut bad = Entry::new("a", "tasks.a", cron("* * * * *"));
+        bad.options.expires_secs = Some(0.0);
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn grace_and_overrides() {
+        assert_eq!(
+            Grace::parse("1m").ok(),
+            Some(Grace::Within(Duration::from_secs(60)))
+        );
+        assert_eq!(Grace::parse("unlimited").ok(), Some(Grace::Unlimited));
+        assert!(Grace::parse("soon").is_err());
+        assert_eq!(Grace::from_secs_f64(-1.0), Grace::Unlimited);
+        let defaults = Firing::default();
+        assert_eq!(
+            defaults.misfire_grace,
+            Grace::Within(Duration::from_secs(60))
+        );
+        let own = FiringOverrides {
+            coalesce: Some(false),
+            ..Default::default()
+        };
+        let firing = own.resolve(&defaults);
+        assert!(!firing.coalesce);
+        assert_eq!(firing.max_instances, defaults.max_instances);
+    }
+}

@@ -1,0 +1,45 @@
+//! Errors of the beat service.
+
+use celeriac::ClientError;
+use celeriac_common::BackendError;
+use sea_orm::DbErr;
+
+use crate::file_source::FileError;
+use crate::run_state::SaveError;
+
+/// Why beat (or one step of it) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BeatError {
+    /// Another beat holds the lease now; this one must stand by.
+    #[error("lost the beat lease")]
+    LostLease,
+    /// A query on beat's tables failed.
+    #[error("beat database query failed")]
+    Db(#[from] DbErr),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The broker could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The schedule file is invalid.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// `result_backend = "none"`: beat keeps its schedule, run state and lease in the database.
+    #[error(
+        "celeriac-beat needs a database for schedules, run state and its lease; set --result-backend / CELERIAC_RESULT_BACKEND (result_backend = \"none\" is not enough)"
+    )]
+    NoDatabase,
+    /// The process could not set up (runtime, signals).
+    #[error("cannot start: {0}")]
+    Setup(#[from] std::io::Error),
+}
+
+impl From<SaveError> for BeatError {
+    fn from(e: SaveError) -> Self {
+        match e {
+            SaveError::LostLease => BeatError::LostLease,
+            SaveError::Db(e) => BeatError::Db(e),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The static schedule: a TOML file, reloaded when it changes (its
+//! modification time and size are checked every second) or on SIGHUP.
+//!
+//! ```toml
+//! [entries.nightly-report]
+//! task = "tasks.report"
+//! cron = "0 3 * * *"
+//! timezone = "Europe/Berlin"
+//! kwargs = { format = "pdf" }
+//! queue = "reports"
+//! expires = "1h"
+//!
+//! [entries.heartbeat]
+//! task = "celeriac.noop"
+//! every = "10s"
+//! misfire_grace_time = "5s"
+//! coalesce = true
+//! max_instances = 1
+//! ```
+//!
+//! Each `[entries.NAME]` table takes `task` (required), `args`, `kwargs`,
+//! exactly one trigger (`cron`, `fields`, `every`, `at`, or a full
+//! `trigger = { type = ..., ... }`), `timezone`, `start_date`, `end_date`,
+//! `jitter`, `queue`, `exchange`, `routing_key`, `priority`, `expires`,
+//! `misfire_grace_time`, `coalesce`, `max_instances` and `enabled`.
+//! Durations are strings (`"90s"`, `"1h30m"`) or numbers of seconds. An
+//! interval without `start_date` is anchored at the Unix epoch (`every =
+//! "10s"` fires at :00, :10, ...), the same in every beat.
+//!
+//! A file that does not parse stops `celeriac-beat run` at start with one
+//! line naming the entry and field; on reload it is logged and the previous
+//! entries stay in force.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::entry::{Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs};
+use crate::trigger::suggest;
+use crate::trigger_input::TriggerInput;
+
+/// Keys an entry table accepts.
+const KEYS: [&str; 22] = [
+    "task",
+    "args",
+    "kwargs",
+    "cron",
+    "fields",
+    "every",
+    "at",
+    "trigger",
+    "timezone",
+    "start_date",
+    "end_date",
+    "jitter",
+    "queue",
+    "exchange",
+    "routing_key",
+    "priority",
+    "expires",
+    "misfire_grace_time",
+    "coalesce",
+    "max_instances",
+    "enabled",
+    "description",
+];
+
+/// A schedule file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// It could not be read.
+    #[error("cannot read schedule file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not valid TOML or not shaped like a schedule.
+    #[error("schedule file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line number when known).
+        message: String,
+    },
+    /// One entry is invalid.
+    #[error("schedule file {path}: entry \"{entry}\"")]
+    Entry {
+        /// The file.
+        path: PathBuf,
+        /// The entry's name.
+        entry: String,
+        /// What is wrong.
+        source: EntryError,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text {
+    S(String),
+    N(f64),
+    D(toml::value::Datetime),
+}
+
+impl Text {
+    fn into_string(self) -> String {
+        match self {
+            Text::S(s) => s,
+            Text::N(n) => format!("{n}s"),
+            Text::D(d) => d.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    task: String,
+    #[serde(default)]
+    args: Vec<Value>,
+    #[serde(default)]
+    kwargs: Map<String, Value>,
+    cron: Option<String>,
+    fields: Option<Value>,
+    every: Option<Text>,
+    at: Option<Text>,
+    trigger: Option<Value>,
+    timezone: Option<String>,
+    start_date: Option<Text>,
+    end_date: Option<Text>,
+    jitter: Option<Text>,
+    queue: Option<String>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    priority: Option<u8>,
+    expires: Option<Text>,
+    misfire_grace_time: Option<Text>,
+    coalesce: Option<bool>,
+    max_instances: Option<u32>,
+    enabled: Option<bool>,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+/// Reads and checks the schedule file at `path`.
+pub fn load(path: &Path) -> Result<Vec<Entry>, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses schedule file text (`path` is for messages).
+pub fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, FileError> {
+    let fail = |message: String| FileError::Parse {
+        path: path.to_owned(),
+        message,
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        fail(match line {
+            Some(l) => format!("line {l}: {}", e.message().trim()),
+            None => e.message().trim().to_owned(),
+        })
+    })?;
+    if let Some(key) = table.keys().find(|k| *k != "entries") {
+        let hint = suggest(key, ["entries"])
+            .map(|s| format!(", did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        return Err(fail(format!(
+            "unknown top-level key \"{key}\"{hint} (entries go in [entries.NAME] tables)"
+        )));
+    }
+    let entries: BTreeMap<String, toml::Value> = match table.get("entries") {
+        None => BTreeMap::new(),
+        Some(toml::Value::Table(t)) => t.clone().into_iter().collect(),
+        Some(_) => {
+            return Err(fail(
+                "\"entries\" must be a table of [entries.NAME] tables".into(),
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        let entry_err = |source: EntryError| FileError::Entry {
+            path: path.to_owned(),
+            entry: name.clone(),
+            source,
+        };
+        let toml::Value::Table(t) = &value else {
+            return Err(entry_err(EntryError::invalid("entry", "must be a table")));
+        };
+        if let Some(key) = t.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            let hint = suggest(key, KEYS)
+                .map(|s| format!(", did you mean \"{s}\"?"))
+                .unwrap_or_default();
+            return Err(entry_err(EntryError::invalid(
+                "key",
+                format!("unknown key \"{key}\"{hint}"),
+            )));
+        }
+        let raw: FileEntry = value.try_into().map_err(|e: toml::de::Error| {
+            entry_err(EntryError::invalid("entry", e.message().trim().to_owned()))
+        })?;
+        let entry = build(&name, raw).map_err(entry_err)?;
+        entry.validate().map_err(entry_err)?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
+    let input = TriggerInput {
+        cron: raw.cron,
+        fields: raw.fields,
+        every: raw.every.map(Text::into_string),
+        at: raw.at.map(Text::into_string),
+        trigger: raw.trigger,
+        timezone: raw.timezone,
+        start: raw.start_date.map(Text::into_string),
+        end: raw.end_date.map(Text::into_string),
+        jitter: raw.jitter.map(Text::into_string),
+    };
+    let mut entry = Entry::new(name, raw.task, input.build()?);
+    entry.source = Source::File;
+    entry.args = raw.args;
+    entry.kwargs = raw.kwargs;
+    entry.options = SendOptions {
+        queue: raw.queue,
+        exchange: raw.exchange,
+        routing_key: raw.routing_key,
+        priority: raw.priority,
+        expires_secs: raw
+            .expires
+            .map(|e| parse_secs("expires", &e.into_string()))
+            .transpose()?,
+    };
+    entry.firing = FiringOverrides {
+        misfire_grace: raw
+            .misfire_grace_time
+            .map(|g| Grace::parse(&g.into_string()))
+            .transpose()?,
+        coalesce: raw.coalesce,
+        max_instances: raw.max_instances,
+    };
+    entry.enabled = raw.enabled.unwrap_or(true);
+    Ok(entry)
+}
+
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Watches `path`: sends its entries whenever it changes (checked every
+/// second) or on SIGHUP, until `shutdown` turns true. A file that does not
+/// parse is logged and nothing is sent.
+pub async fn watch(
+    path: PathBuf,
+    tx: mpsc::Sender<Vec<Entry>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = fingerprint(&path);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; the schedule file is still watched"))
+        .ok();
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let now = fingerprint(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match load(&path) {
+            Ok(entries) => {
+                tracing::info!(path = %path.display(), entries = entries.len(), "schedule file reloaded");
+                if tx.send(entries).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!(
+                "schedule file not reloaded, the previous entries stay in force: {}",
+                celeriac_common::cli::one_line(&e)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        celeriac_common::cli::one_line(
+            &parse(text, Path::new("s.toml"))
+                .map(|_| ())
+                .expect_err("should fail"),
+        )
+    }
+
+    #[test]
+    fn parses_every_trigger_kind() {
+        let text = r#"
+[entries.a]
+task = "t.a"
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+kwargs = { format = "pdf" }
+expires = "1h"
+
+[entries.b]
+task = "t.b"
+every = "10s"
+misfire_grace_time = "unlimited"
+coalesce = false
+max_instances = 2
+
+[entries.c]
+task = "t.c"
+fields = { day = "last fri", hour = 6 }
+
+[entries.d]
+task = "t.d"
+at = 2030-01-01T00:00:00Z
+
+[entries.e]
+task = "t.e"
+trigger = { type = "interval", minutes = 5 }
+start_date = "2024-01-01"
+enabled = false
+"#;
+        let entries = parse(text, Path::new("s.toml")).expect("parses");
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[0].options.expires_secs, Some(3600.0));
+        assert_eq!(entries[1].firing.misfire_grace, Some(Grace::Unlimited));
+        assert_eq!(entries[1].firing.max_instances, Some(2));
+        assert!(!entries[4].enabled);
+        assert!(entries.iter().all(|e| e.source == Source::File));
+    }
+
+    #[test]
+    fn errors_are_one_line_with_the_entry_and_field() {
+        assert_eq!(
+            err("[entries.a]\ntask = \"t\"\ncron = \"61 * * * *\"\n"),
+            "schedule file s.toml: entry \"a\": minute: value 61 out of range 0-59"
+        );
+        assert_eq!(
+            err("[entries.a]\ntask = \"t\"\ncrn = \"* * * * *\"\n"),
+            "schedule file s.toml: entry \"a\": key: unknown key \"crn\", did you mean \"cron\"?"
+        );
+        assert!(err("[entries.a]\ntask = \"t\"\n").contains("give one of"));
+        let dup = err(
+            "[entries.a]\ntask = \"t\"\nevery = \"1s\"\n[entries.a]\ntask = \"u\"\nevery = \"2s\"\n",
+        );
+        assert!(dup.starts_with("schedule file s.toml: line 4:"), "{dup}");
+        assert!(dup.contains("duplicate"), "{dup}");
+        assert!(!dup.contains('\n'));
+        assert!(
+            err("[entries.a]\ntask = \"t\"\nevery = \"1s\"\ntimezone = \"Mars/Base\"\n")
+                .contains("timezone: unknown time zone")
+        );
+        assert!(err("[entry.a]\ntask = \"t\"\n").contains("unknown top-level key \"entry\""));
+    }
+}

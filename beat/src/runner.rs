@@ -1,0 +1,252 @@
+//! The `celeriac-beat run` service: stand by until this process holds the
+//! lease, then lead: sleep exactly until the earliest due run, a schedule
+//! change, or a change of leadership, and [`Beat::tick`].
+//!
+//! Wake-ups while leading: the earliest due run (exactly; no polling tick),
+//! a schedule file change (checked every second, or SIGHUP), and a check of
+//! the database schedule version every half second (one single-row query;
+//! the changed entries are read only when it moved), so a change made with
+//! `celeriac-beat schedule ...` takes effect within a second.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac::Client;
+use celeriac_common::{Config, ResultBackend};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::beat::{Beat, BeatParts};
+use crate::clock::{Clock, SystemClock};
+use crate::entry::{Entry, Firing};
+use crate::error::BeatError;
+use crate::events::{BeatEvent, EventKind, Events, publish_to_broker};
+use crate::file_source;
+use crate::lease::{self, Fence, Leadership, Lease};
+use crate::store::Store;
+
+/// How often the leader checks the database schedule version.
+pub const CHANGE_POLL: Duration = Duration::from_millis(500);
+
+/// The beat service.
+pub struct Service {
+    config: Config,
+    schedule: Option<PathBuf>,
+    events: Events,
+    holder: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("schedule", &self.schedule)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service with `config`; `schedule` (else `config.beat_schedule`) is
+    /// the TOML schedule file, if any.
+    pub fn new(config: Config, schedule: Option<PathBuf>) -> Service {
+        let schedule = schedule.or_else(|| config.beat_schedule.clone().map(PathBuf::from));
+        Service {
+            config,
+            schedule,
+            events: Events::new(),
+            holder: Lease::holder_id(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The event bus (subscribe before [`Service::run`] to see every decision).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// This process's lease holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Runs until `shutdown` completes, then releases the lease and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), BeatError> {
+        if !self.config.results_enabled() {
+            return Err(BeatError::NoDatabase);
+        }
+        let mut file_entries = match &self.schedule {
+            Some(path) => file_source::load(path)?,
+            None => Vec::new(),
+        };
+        let backend = ResultBackend::connect(&self.config.result_backend).await?;
+        if self.config.migrate_on_start {
+            backend.migrate().await?;
+        }
+        let db = backend.connection().clone();
+        let client = Arc::new(Client::connect(self.config.clone()).await?);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(publish_to_broker(
+            self.config.clone(),
+            self.events.subscribe(),
+            stop_rx.clone(),
+        )));
+        let ttl = Duration::from_secs(self.config.beat_lease_secs.max(1));
+        let (lead_tx, mut lead_rx) = watch::channel(Leadership::Standby);
+        let recheck = Arc::new(Notify::new());
+        let lease = Lease::new(db.clone(), self.holder.clone(), ttl);
+        tasks.push(tokio::spawn(lease::keep(
+            lease,
+            lead_tx,
+            recheck.clone(),
+            stop_rx.clone(),
+        )));
+        let (file_tx, mut file_rx) = mpsc::channel::<Vec<Entry>>(4);
+        if let Some(path) = &self.schedule {
+            tasks.push(tokio::spawn(file_source::watch(
+                path.clone(),
+                file_tx,
+                stop_rx.clone(),
+            )));
+        }
+        tracing::info!(
+            holder = %self.holder,
+            entries_in_file = file_entries.len(),
+            lease_secs = ttl.as_secs(),
+            "beat started; waiting for the lease"
+        );
+        let store = Store::new(db);
+        let defaults = Firing::from_config(&self.config);
+        let mut shutdown = std::pin::pin!(shutdown);
+        'outer: loop {
+            // Stand by.
+            let fence = loop {
+                if let Leadership::Leader(f) = &*lead_rx.borrow_and_update() {
+                    break f.clone();
+                }
+                tokio::select! {
+                    _ = lead_rx.changed() => {}
+                    Some(entries) = file_rx.recv() => file_entries = entries,
+                    _ = &mut shutdown => break 'outer,
+                }
+            };
+            let mut detail = BeatEvent::new(EventKind::Leading, self.clock.now());
+            detail.detail = Some(format!("holder {} token {}", fence.holder, fence.token));
+            self.events.emit(detail);
+            let parts = BeatParts {
+                store: store.clone(),
+                publisher: client.clone(),
+                events: self.events.clone(),
+                clock: self.clock.clone(),
+                fence: fence.clone(),
+                defaults,
+            };
+            let mut beat = match Beat::load(parts, file_entries.clone(), self.clock.now()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot load the schedule: {}",
+                        celeriac_common::cli::one_line(&e)
+                    );
+                    recheck.notify_one();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = &mut shutdown => break 'outer,
+                    }
+                }
+            };
+            let reason = self
+                .lead(
+                    &mut beat,
+                    &fence,
+                    &mut lead_rx,
+                    &mut file_rx,
+                    &mut file_entries,
+                    &recheck,
+                    &mut shutdown,
+                )
+                .await;
+            let mut ev = BeatEvent::new(EventKind::Standby, self.clock.now());
+            ev.detail = Some(reason.to_owned());
+            self.events.emit(ev);
+            if reason == STOPPING {
+                break;
+            }
+        }
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        client.close().await;
+        tracing::info!("beat stopped");
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn lead<S: Future<Output = ()> + Send>(
+        &self,
+        beat: &mut Beat<Client>,
+        fence: &Fence,
+        lead_rx: &mut watch::Receiver<Leadership>,
+        file_rx: &mut mpsc::Receiver<Vec<Entry>>,
+        file_entries: &mut Vec<Entry>,
+        recheck: &Notify,
+        shutdown: &mut std::pin::Pin<&mut S>,
+    ) -> &'static str {
+        let mut poll = tokio::time::interval(CHANGE_POLL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut db_failing = false;
+        loop {
+            let sleep = match beat.next_wake() {
+                Some(at) => (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return STOPPING,
+                changed = lead_rx.changed() => {
+                    if changed.is_err() || *lead_rx.borrow() != Leadership::Leader(fence.clone()) {
+                        return "the lease moved";
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {}
+                Some(entries) = file_rx.recv() => {
+                    *file_entries = entries.clone();
+                    if let Err(e) = beat.apply_file(entries, self.clock.now()).await {
+                        tracing::warn!("schedule file change not fully applied: {}", celeriac_common::cli::one_line(&e));
+                    }
+                }
+                _ = poll.tick() => {
+                    match beat.poll_changes(self.clock.now()).await {
+                        Ok(_) => db_failing = false,
+                        Err(BeatError::LostLease) => { recheck.notify_one(); return "lost the lease"; }
+                        Err(e) if !db_failing => {
+                            db_failing = true;
+                            tracing::warn!("cannot read schedule changes: {}", celeriac_common::cli::one_line(&e));
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            let now = self.clock.now();
+            if beat.next_wake().is_some_and(|at| at <= now) {
+                match beat.tick(now).await {
+                    Ok(_) => {}
+                    Err(BeatError::LostLease) => {
+                        recheck.notify_one();
+                        return "lost the lease";
+                    }
+                    Err(e) => tracing::warn!(
+                        "tick failed, runs will be retried: {}",
+                        celeriac_common::cli::one_line(&e)
+                    ),
+                }
+            }
+        }
+    }
+}
+
+const STOPPING: &str = "stopping";

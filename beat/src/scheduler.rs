@@ -1,0 +1,436 @@
+//! The scheduling core, free of I/O and of the wall clock: entries, their
+//! run state and a heap of wake-up times. [`Scheduler::take_due`] says what
+//! is due at an instant; the caller (see [`crate::beat`]) persists, sends,
+//! and reports back with [`Scheduler::sent`], [`Scheduler::send_failed`] or
+//! [`Scheduler::hold`], then [`Scheduler::reschedule`].
+//!
+//! Each entry has at most one live heap item, so 100,000 entries cost one
+//! heap of 100,000 small items, and finding the next wake-up is `O(1)`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::dispatch::{run_now_task_id, task_id};
+use crate::entry::{Entry, Firing, Source};
+use crate::misfire::{Runs, decide};
+use crate::run_state::{RECENT_MAX, RecentRun, RunState};
+use crate::trigger::{Schedule, Trigger, TriggerError};
+
+/// A run chosen to be sent now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedFire {
+    /// Scheduled fire time.
+    pub at: DateTime<Utc>,
+    /// When it was due (`at` plus jitter).
+    pub due: DateTime<Utc>,
+    /// Its task id.
+    pub task_id: Uuid,
+    /// A run that an earlier leader started to send: sent again, same id.
+    pub resend: bool,
+}
+
+/// What is due for one entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    /// Entry name.
+    pub name: Arc<str>,
+    /// A scheduled run to send.
+    pub fire: Option<PlannedFire>,
+    /// A run-now request to serve: request time and task id.
+    pub run_now: Option<(DateTime<Utc>, Uuid)>,
+    /// Runs skipped as missed (how many, the last one).
+    pub missed: Option<(Runs, DateTime<Utc>)>,
+    /// Runs folded into `fire`.
+    pub coalesced: Option<Runs>,
+}
+
+struct Slot {
+    entry: Entry,
+    trigger: Trigger,
+    firing: Firing,
+    state: RunState,
+    next: Option<DateTime<Utc>>,
+    epoch: u32,
+    failures: u32,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+type Item = Reverse<(DateTime<Utc>, Arc<str>, u32)>;
+
+/// Entries, run state and wake-ups.
+pub struct Scheduler {
+    slots: HashMap<Arc<str>, Slot>,
+    heap: BinaryHeap<Item>,
+    defaults: Firing,
+    dirty: HashSet<Arc<str>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("entries", &self.slots.len())
+            .field("heap", &self.heap.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long to wait before retrying a run that could not be sent.
+fn backoff(failures: u32) -> TimeDelta {
+    TimeDelta::seconds(1i64 << failures.min(5).saturating_sub(1)).min(TimeDelta::seconds(30))
+}
+
+/// A run's jitter: a fixed pseudo-random delay in `0..=max` derived from its
+/// task id, so every beat (and every restart) delays it by the same amount.
+fn jitter_for(id: Uuid, max: Duration) -> TimeDelta {
+    let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    if max_ns == 0 {
+        return TimeDelta::zero();
+    }
+    let bits = id.as_u64_pair().0 ^ id.as_u64_pair().1;
+    let ns = bits % max_ns.saturating_add(1);
+    TimeDelta::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
+}
+
+impl Scheduler {
+    /// An empty scheduler with these job defaults.
+    pub fn new(defaults: Firing) -> Scheduler {
+        Scheduler {
+            slots: HashMap::new(),
+            heap: BinaryHeap::new(),
+            defaults,
+            dirty: HashSet::new(),
+        }
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether it holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// An entry by name.
+    pub fn entry(&self, name: &str) -> Option<&Entry> {
+        self.slots.get(name).map(|s| &s.entry)
+    }
+
+    /// An entry's run state.
+    pub fn state(&self, name: &str) -> Option<&RunState> {
+        self.slots.get(name).map(|s| &s.state)
+    }
+
+    /// An entry's firing options, defaults applied.
+    pub fn firing(&self, name: &str) -> Option<Firing> {
+        self.slots.get(name).map(|s| s.firing)
+    }
+
+    /// Names of entries from `source`.
+    pub fn names(&self, source: Source) -> Vec<Arc<str>> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.entry.source == source)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Adds or replaces an entry. `stored` is its persisted run state, if
+    /// any (used only for an entry new to this scheduler). A changed
+    /// trigger, a resumed entry or a re-created one counts from `now`.
+    pub fn upsert(
+        &mut self,
+        entry: Entry,
+        stored: Option<RunState>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TriggerError> {
+        let trigger = entry.compile()?;
+        let firing = entry.firing.resolve(&self.defaults);
+        let name: Arc<str> = Arc::from(entry.name.as_str());
+        let mut restart_from = None;
+        let state = match self.slots.remove(&name) {
+            Some(old) => {
+                let mut state = old.state;
+                if old.entry.created_at != entry.created_at && entry.source == Source::Database {
+                    state = RunState::default();
+                    restart_from = Some(entry.created_at.unwrap_or(now));
+                } else if !old.entry.same_schedule(&entry) || (!old.entry.enabled && entry.enabled)
+                {
+                    restart_from = Some(now);
+                }
+                state
+            }
+            None => stored.unwrap_or_default(),
+        };
+        let mut slot = Slot {
+            entry,
+            trigger,
+            firing,
+            state,
+            next: None,
+            epoch: 0,
+            failures: 0,
+            retry_at: None,
+        };
+        if slot.state.cursor_at.is_none() && restart_from.is_none() {
+            restart_from = Some(match slot.entry.source {
+                Source::Database => slot.entry.created_at.unwrap_or(now),
+                Source::File => now,
+            });
+        }
+        if let Some(from) = restart_from {
+            slot.state.cursor_at = Some(from);
+            self.dirty.insert(name.clone());
+        }
+        self.slots.insert(name.clone(), slot);
+        self.reschedule(&name);
+        Ok(())
+    }
+
+    /// Removes an entry (its pending work is dropped).
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.dirty.remove(name);
+        self.slots.remove(name).is_some()
+    }
+
+    /// Records a run-now request for `name`; `false` if there is no such entry.
+    pub fn request_run_now(&mut self, name: &str, at: DateTime<Utc>) -> bool {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return false;
+        };
+        if slot.state.run_now_at != Some(at) {
+            slot.state.run_now_at = Some(at);
+            slot.retry_at = None;
+            self.reschedule(name);
+        }
+        true
+    }
+
+    /// The earliest instant something is due, if anything is scheduled.
+    pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
+        while let Some(Reverse((at, name, epoch))) = self.heap.peek() {
+            if self.slots.get(name).is_some_and(|s| s.epoch == *epoch) {
+                return Some(*at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Everything due at `now`. Run state is updated in memory (cursor
+    /// advanced; `sending_at` set for each run to send); the caller persists
+    /// it (see [`Scheduler::take_dirty`]) before sending, then reports back
+    /// and calls [`Scheduler::reschedule`] for every planned name.
+    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Planned> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, _, _))) = self.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, name, epoch))) = self.heap.pop() else {
+                break;
+            };
+            let Some(slot) = self.slots.get_mut(&name) else {
+                continue;
+            };
+            if slot.epoch != epoch {
+                continue;
+            }
+            slot.epoch = slot.epoch.wrapping_add(1);
+            let mut planned = Planned {
+                name: name.clone(),
+                fire: None,
+                run_now: slot
+                    .state
+                    .run_now_at
+                    .map(|at| (at, run_now_task_id(&name, at))),
+                missed: None,
+                coalesced: None,
+            };
+            if let Some(at) = slot.state.sending_at {
+                planned.fire = Some(PlannedFire {
+                    at,
+                    due: at,
+                    task_id: task_id(&name, at),
+                    resend: true,
+                });
+            } else if let Some(first) = slot.next.filter(|_| slot.entry.enabled) {
+                let id = task_id(&name, first);
+                let due = first
+                    + slot
+                        .trigger
+                        .jitter()
+                        .map_or(TimeDelta::zero(), |j| jitter_for(id, j));
+                if due <= now {
+                    let decision = decide(&slot.trigger, &slot.firing, first, now);
+                    slot.state.cursor_at = Some(decision.cursor);
+                    planned.missed = decision.missed;
+                    planned.coalesced = decision.coalesced;
+                    if let Some(at) = decision.fire {
+                        slot.state.sending_at = Some(at);
+                        let id = task_id(&name, at);
+                        let due = at
+                            + slot
+                                .trigger
+                                .jitter()
+                                .map_or(TimeDelta::zero(), |j| jitter_for(id, j));
+                        planned.fire = Some(PlannedFire {
+                            at,
+                            due,
+                            task_id: id,
+                            resend: false,
+                        });
+                    }
+                    self.dirty.insert(name.clone());
+                }
+            }
+            out.push(planned);
+        }
+        out
+    }
+
+    /// A planned run was not sent because `max_instances` runs are unfinished.
+    pub fn hold(&mut self, name: &str) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.state.sending_at = None;
+            self.dirty.insert(Arc::from(name));
+        }
+    }
+
+    /// A run (scheduled at `at`, or a run-now request if `run_now`) was
+    /// confirmed by the broker at `sent_at`.
+    pub fn sent(
+        &mut self,
+        name: &str,
+        at: DateTime<Utc>,
+        id: Uuid,
+        run_now: bool,
+        sent_at: DateTime<Utc>,
+    ) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        let s = &mut slot.state;
+        if run_now {
+            if s.run_now_at == Some(at) {
+                s.run_now_at = None;
+            }
+        } else {
+            if s.sending_at == Some(at) {
+                s.sending_at = None;
+            }
+            s.last_run_at = Some(at);
+        }
+        s.last_sent_at = Some(sent_at);
+        s.last_task_id = Some(id);
+        s.total_runs += 1;
+        if slot.firing.max_instances > 0 {
+            s.recent.push(RecentRun { at, id });
+            if s.recent.len() > RECENT_MAX {
+                s.recent.remove(0);
+            }
+        }
+        slot.failures = 0;
+        slot.retry_at = None;
+        self.dirty.insert(Arc::from(name));
+    }
+
+    /// Sending failed (broker or database); retry later with backoff.
+    pub fn send_failed(&mut self, name: &str, now: DateTime<Utc>) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.failures = slot.failures.saturating_add(1);
+            slot.retry_at = Some(now + backoff(slot.failures));
+        }
+    }
+
+    /// Keeps only the recent runs of `name` that are still unfinished.
+    pub fn set_unfinished(&mut self, name: &str, unfinished: &HashSet<Uuid>) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            let before = slot.state.recent.len();
+            slot.state.recent.retain(|r| unfinished.contains(&r.id));
+            if slot.state.recent.len() != before {
+                self.dirty.insert(Arc::from(name));
+            }
+        }
+    }
+
+    /// Recomputes `name`'s next fire time and wake-up. Returns `true` if the
+    /// entry has just run out of fire times.
+    pub fn reschedule(&mut self, name: &str) -> bool {
+        let Some(key) = self.slots.get_key_value(name).map(|(k, _)| k.clone()) else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return false;
+        };
+        let had_next = slot.state.next_run_at.is_some();
+        slot.next = if slot.entry.enabled {
+            slot.state
+                .cursor_at
+                .and_then(|c| slot.trigger.next_after(c))
+        } else {
+            None
+        };
+        if slot.state.next_run_at != slot.next {
+            slot.state.next_run_at = slot.next;
+            self.dirty.insert(key.clone());
+        }
+        let wake = if slot.state.sending_at.is_some() || slot.state.run_now_at.is_some() {
+            Some(slot.retry_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
+        } else {
+            slot.next.map(|t| {
+                let j = slot
+                    .trigger
+                    .jitter()
+                    .map_or(TimeDelta::zero(), |j| jitter_for(task_id(&key, t), j));
+                t + j
+            })
+        };
+        slot.epoch = slot.epoch.wrapping_add(1);
+        if let Some(at) = wake {
+            self.heap.push(Reverse((at, key.clone(), slot.epoch)));
+        }
+        if self.heap.len() > 2 * self.slots.len() + 1024 {
+            self.compact();
+        }
+        had_next && slot_is_done(self.slots.get(&key))
+    }
+
+    fn compact(&mut self) {
+        let slots = &self.slots;
+        let items: Vec<Item> = std::mem::take(&mut self.heap)
+            .into_iter()
+            .filter(|Reverse((_, n, g))| slots.get(n).is_some_and(|s| s.epoch == *g))
+            .collect();
+        self.heap = BinaryHeap::from(items);
+    }
+
+    /// Run states changed since the last call, to persist.
+    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, RunState)> {
+        let names: Vec<Arc<str>> = self.dirty.drain().collect();
+        names
+            .into_iter()
+            .filter_map(|n| self.slots.get(&n).map(|s| (n.clone(), s.state.clone())))
+            .collect()
+    }
+
+    /// Marks states as needing a write again (after a failed write).
+    pub fn mark_dirty(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
+        self.dirty.extend(names);
+    }
+}
+
+fn slot_is_done(slot: Option<&Slot>) -> bool {
+    slot.is_some_and(|s| {
+        s.entry.enabled
+            && s.next.is_none()
+            && s.state.sending_at.is_none()
+            && s.state.run_now_at.is_none()
+    })
+}
