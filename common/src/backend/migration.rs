@@ -72,7 +72,13 @@ impl MigrationTrait for CreateBeatTables {
             schema.create_index_from_entity(state::Entity),
         ];
         for mut index in indexes.into_iter().flatten() {
-            db.execute(&*index.if_not_exists()).await?;
+            match db.execute(&*index.if_not_exists()).await {
+                // MySQL has no CREATE INDEX IF NOT EXISTS: a re-run finds it there.
+                Err(e) if e.to_string().contains("Duplicate key name") => {}
+                other => {
+                    other?;
+                }
+            }
         }
         // The schedule version row, which every schedule change bumps.
         let mut version = Query::insert();
@@ -81,7 +87,11 @@ impl MigrationTrait for CreateBeatTables {
             .columns([meta::Column::Id, meta::Column::Version])
             .values([1.into(), 0i64.into()])
             .map_err(|e| DbErr::Custom(e.to_string()))?
-            .on_conflict(OnConflict::column(meta::Column::Id).do_nothing().to_owned());
+            .on_conflict(
+                OnConflict::column(meta::Column::Id)
+                    .do_nothing_on([meta::Column::Id])
+                    .to_owned(),
+            );
         db.execute(&version).await?;
         Ok(())
     }
