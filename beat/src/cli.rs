@@ -299,8 +299,16 @@ fn preview_cmd(args: &PreviewArgs) -> Result<(), CliError> {
     let spec = args.trigger.input()?.build()?;
     // An interval without --start is anchored where an entry added at --from would be.
     let trigger = spec.compile_with_anchor(from).map_err(EntryError::from)?;
+    let times = preview(&trigger, from, args.count);
+    if times.is_empty() && args.count > 0 {
+        return Err(EntryError::invalid(
+            "trigger",
+            format!("never fires after {}", crate::clock::format_instant(from)),
+        )
+        .into());
+    }
     let mut out = String::new();
-    for t in preview(&trigger, from, args.count) {
+    for t in times {
         out.push_str(&t.to_rfc3339());
         out.push('\n');
     }

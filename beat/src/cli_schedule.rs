@@ -157,7 +157,7 @@ pub(crate) async fn run(
             entry.apply(&mut new)?;
             new.enabled = !paused;
             new.anchor = now;
-            new.validate()?;
+            fires_after(&new, now)?;
             store.add(&new, now).await?;
             println!("added {}", new.name);
             Ok(())
@@ -183,7 +183,7 @@ pub(crate) async fn run(
                 e.trigger = input.overlay(Some(&e.trigger))?;
             }
             entry.apply(&mut e)?;
-            e.validate()?;
+            fires_after(&e, now)?;
             store.modify(&e, now).await?;
             println!("modified {name}");
             Ok(())
@@ -224,6 +224,19 @@ pub(crate) async fn run(
             Ok(())
         }
     }
+}
+
+/// Validates an entry and checks that its trigger fires at least once more.
+fn fires_after(entry: &Entry, now: DateTime<Utc>) -> Result<(), CliError> {
+    let trigger = entry.validate()?;
+    if trigger.next_after(now).is_none() {
+        return Err(EntryError::invalid(
+            "trigger",
+            format!("never fires after {}", format_instant(now)),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 async fn list(

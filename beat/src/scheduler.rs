@@ -55,12 +55,12 @@ struct Slot {
     firing: Firing,
     state: RunState,
     next: Option<DateTime<Utc>>,
-    epoch: u32,
+    epoch: u64,
     failures: u32,
     retry_at: Option<DateTime<Utc>>,
 }
 
-type Item = Reverse<(DateTime<Utc>, Arc<str>, u32)>;
+type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
 
 /// Entries, run state and wake-ups.
 pub struct Scheduler {
@@ -68,6 +68,9 @@ pub struct Scheduler {
     heap: BinaryHeap<Item>,
     defaults: Firing,
     dirty: HashSet<Arc<str>>,
+    /// Source of heap item epochs, unique for the scheduler's lifetime, so
+    /// an item left behind by a replaced or removed entry never matches.
+    epochs: u64,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -104,6 +107,7 @@ impl Scheduler {
             heap: BinaryHeap::new(),
             defaults,
             dirty: HashSet::new(),
+            epochs: 0,
         }
     }
 
@@ -242,7 +246,8 @@ impl Scheduler {
             if slot.epoch != epoch {
                 continue;
             }
-            slot.epoch = slot.epoch.wrapping_add(1);
+            self.epochs += 1;
+            slot.epoch = self.epochs;
             let mut planned = Planned {
                 name: name.clone(),
                 fire: None,
@@ -392,7 +397,8 @@ impl Scheduler {
                 t + j
             })
         };
-        slot.epoch = slot.epoch.wrapping_add(1);
+        self.epochs += 1;
+        slot.epoch = self.epochs;
         if let Some(at) = wake {
             self.heap.push(Reverse((at, key.clone(), slot.epoch)));
         }

@@ -1,0 +1,145 @@
+//! The leader lease and its fencing on SQLite, PostgreSQL and MySQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use celeriac_beat::lease::{Lease, LeaseStatus, check_fence};
+use celeriac_beat::run_state::{self, RunState, SaveError};
+use celeriac_common::ResultBackend;
+use celeriac_common::testing::{DbKind, TestDatabase};
+use chrono::Utc;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+async fn database(kind: DbKind) -> (TestDatabase, DatabaseConnection) {
+    let db = TestDatabase::create(kind).await.unwrap();
+    let backend = ResultBackend::connect(&db.url).await.unwrap();
+    backend.migrate().await.unwrap();
+    let conn = backend.connection().clone();
+    (db, conn)
+}
+
+fn held(status: LeaseStatus) -> celeriac_beat::lease::Fence {
+    match status {
+        LeaseStatus::Held(f) => f,
+        other => panic!("expected to hold the lease, got {other:?}"),
+    }
+}
+
+async fn fence_ok(conn: &DatabaseConnection, fence: &celeriac_beat::lease::Fence) -> bool {
+    let txn = conn.begin().await.unwrap();
+    let ok = check_fence(&txn, fence).await.unwrap();
+    txn.rollback().await.unwrap();
+    ok
+}
+
+async fn lease_lifecycle(kind: DbKind) {
+    let (db, conn) = database(kind).await;
+    let ttl = Duration::from_millis(1500);
+    let a = Lease::new(conn.clone(), "host-a:1:aaaa", ttl);
+    let b = Lease::new(conn.clone(), "host-b:2:bbbb", ttl);
+
+    // A takes it; B is told who holds it and for how long.
+    let fa = held(a.try_acquire().await.unwrap());
+    assert_eq!(fa.token, 1);
+    match b.try_acquire().await.unwrap() {
+        LeaseStatus::HeldBy {
+            holder,
+            token,
+            expires_in,
+        } => {
+            assert_eq!(holder, "host-a:1:aaaa");
+            assert_eq!(token, 1);
+            assert!(expires_in > Duration::ZERO && expires_in <= ttl);
+        }
+        other => panic!("B should stand by, got {other:?}"),
+    }
+    // Renewing keeps the token; the fence holds.
+    assert_eq!(held(a.try_acquire().await.unwrap()), fa);
+    assert!(fence_ok(&conn, &fa).await);
+
+    // A stops renewing: once the lease expires B takes it with the next token.
+    let started = std::time::Instant::now();
+    let fb = loop {
+        match b.try_acquire().await.unwrap() {
+            LeaseStatus::Held(f) => break f,
+            LeaseStatus::HeldBy { .. } => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "B never took over"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "B took over before A's lease expired"
+    );
+    assert_eq!(fb.token, 2);
+
+    // A is fenced off: its check fails, its fenced write is refused, it cannot renew.
+    assert!(!fence_ok(&conn, &fa).await);
+    let state = RunState::default();
+    let err = run_state::save(&conn, &fa, &[("x", &state)], &[], Utc::now())
+        .await
+        .expect_err("fenced");
+    assert!(matches!(err, SaveError::LostLease));
+    assert!(
+        run_state::load_one(&conn, "x").await.unwrap().is_none(),
+        "a fenced-off write left a row"
+    );
+    assert!(matches!(
+        a.try_acquire().await.unwrap(),
+        LeaseStatus::HeldBy { .. }
+    ));
+    run_state::save(&conn, &fb, &[("x", &state)], &[], Utc::now())
+        .await
+        .unwrap();
+    assert!(run_state::load_one(&conn, "x").await.unwrap().is_some());
+
+    // B releases: A takes over at once, with a new token.
+    assert!(b.release().await.unwrap());
+    let fa2 = held(a.try_acquire().await.unwrap());
+    assert_eq!(fa2.token, 3);
+    assert!(!fence_ok(&conn, &fb).await);
+    db.drop_database().await;
+}
+
+async fn racing_beats_elect_one(kind: DbKind) {
+    let (db, conn) = database(kind).await;
+    let leases: Vec<Lease> = (0..6)
+        .map(|i| {
+            Lease::new(
+                conn.clone(),
+                format!("host:{i}:race"),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    let results = futures_util::future::join_all(leases.iter().map(Lease::try_acquire)).await;
+    let winners = results
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|s| matches!(s, LeaseStatus::Held(_)))
+        .count();
+    assert_eq!(winners, 1, "exactly one of six racing beats may win");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn lease_on_sqlite() {
+    lease_lifecycle(DbKind::Sqlite).await;
+    racing_beats_elect_one(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn lease_on_postgres() {
+    lease_lifecycle(DbKind::Postgres).await;
+    racing_beats_elect_one(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn lease_on_mysql() {
+    lease_lifecycle(DbKind::Mysql).await;
+    racing_beats_elect_one(DbKind::Mysql).await;
+}

@@ -1,0 +1,411 @@
+//! The scheduler driven step by step with exact instants (no sleeping),
+//! against a real SQLite database and a recording publisher: misfire,
+//! coalesce, max_instances, run state across restarts, run-now, changes
+//! made through the store, and fencing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use celeriac_beat::beat::{Beat, BeatParts};
+use celeriac_beat::clock::FakeClock;
+use celeriac_beat::dispatch::{DispatchError, Publisher, RunMessage, task_id};
+use celeriac_beat::entry::{Entry, Firing, Grace, Source};
+use celeriac_beat::error::BeatError;
+use celeriac_beat::events::{BeatEvent, EventKind, Events};
+use celeriac_beat::lease::{Fence, Lease, LeaseStatus};
+use celeriac_beat::run_state;
+use celeriac_beat::store::Store;
+use celeriac_beat::trigger::TriggerSpec;
+use celeriac_common::backend::TaskOutcome;
+use celeriac_common::testing::{DbKind, TestDatabase};
+use celeriac_common::{ResultBackend, TaskState};
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::broadcast;
+
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<RunMessage>>,
+    failing: AtomicBool,
+}
+
+impl Publisher for Recorder {
+    async fn publish(&self, run: &RunMessage) -> Result<(), DispatchError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(DispatchError {
+                entry: run.entry.clone(),
+                task_id: run.task_id,
+                source: "broker down".into(),
+            });
+        }
+        self.sent.lock().unwrap().push(run.clone());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn times(&self, entry: &str) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.entry == entry)
+            .map(|m| celeriac_beat::clock::format_instant(m.fire_at))
+            .collect()
+    }
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn every(secs: u64) -> TriggerSpec {
+    TriggerSpec::Interval {
+        weeks: None,
+        days: None,
+        hours: None,
+        minutes: None,
+        seconds: Some(secs),
+        every: None,
+        start_date: None,
+        end_date: None,
+        jitter_seconds: None,
+        timezone: None,
+    }
+}
+
+/// A file entry (anchored at the epoch): `every 10s` fires at :00, :10, ...
+fn entry(name: &str, trigger: TriggerSpec) -> Entry {
+    let mut e = Entry::new(name, "tasks.t", trigger);
+    e.source = Source::File;
+    e
+}
+
+struct World {
+    _db: TestDatabase,
+    backend: ResultBackend,
+    store: Store,
+    recorder: Arc<Recorder>,
+    clock: Arc<FakeClock>,
+    events: Events,
+}
+
+impl World {
+    async fn new() -> World {
+        let db = TestDatabase::create(DbKind::Sqlite).await.unwrap();
+        let backend = ResultBackend::connect(&db.url).await.unwrap();
+        backend.migrate().await.unwrap();
+        World {
+            store: Store::new(backend.connection().clone()),
+            backend,
+            _db: db,
+            recorder: Arc::new(Recorder::default()),
+            clock: Arc::new(FakeClock::new(t("2024-01-01T00:00:00Z"))),
+            events: Events::new(),
+        }
+    }
+
+    async fn fence(&self, holder: &str) -> Fence {
+        let lease = Lease::new(
+            self.backend.connection().clone(),
+            holder,
+            Duration::from_secs(600),
+        );
+        match lease.try_acquire().await.unwrap() {
+            LeaseStatus::Held(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A beat as a freshly started leader would load it at `now`.
+    async fn beat(&self, holder: &str, entries: Vec<Entry>, now: &str) -> Beat<Recorder> {
+        self.clock.set(t(now));
+        let parts = BeatParts {
+            store: self.store.clone(),
+            publisher: self.recorder.clone(),
+            events: self.events.clone(),
+            clock: self.clock.clone(),
+            fence: self.fence(holder).await,
+            defaults: Firing::default(),
+        };
+        Beat::load(parts, entries, t(now)).await.unwrap()
+    }
+
+    async fn tick(&self, beat: &mut Beat<Recorder>, now: &str) -> celeriac_beat::beat::TickReport {
+        self.clock.set(t(now));
+        beat.tick(t(now)).await.unwrap()
+    }
+}
+
+fn drain(rx: &mut broadcast::Receiver<BeatEvent>) -> Vec<BeatEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test]
+async fn fires_on_time_and_wakes_exactly_when_due() {
+    let w = World::new().await;
+    let mut beat = w
+        .beat("a", vec![entry("e", every(10))], "2024-01-01T00:00:03Z")
+        .await;
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:00:10Z")));
+    assert_eq!(w.tick(&mut beat, "2024-01-01T00:00:09.999Z").await.sent, 0);
+    assert_eq!(w.tick(&mut beat, "2024-01-01T00:00:10Z").await.sent, 1);
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:00:20Z")));
+    w.tick(&mut beat, "2024-01-01T00:00:20.001Z").await;
+    assert_eq!(
+        w.recorder.times("e"),
+        ["2024-01-01T00:00:10Z", "2024-01-01T00:00:20Z"]
+    );
+    let sent = w.recorder.sent.lock().unwrap().clone();
+    assert_eq!(sent[0].task_id, task_id("e", t("2024-01-01T00:00:10Z")));
+    let state = run_state::load_one(w.store.db(), "e")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.total_runs, 2);
+    assert_eq!(state.last_run_at, Some(t("2024-01-01T00:00:20Z")));
+    assert_eq!(state.next_run_at, Some(t("2024-01-01T00:00:30Z")));
+    assert_eq!(state.sending_at, None);
+}
+
+#[tokio::test]
+async fn backlog_follows_misfire_and_coalesce_rules() {
+    let w = World::new().await;
+    let mut rx = w.events.subscribe();
+    let mut each = entry("each", every(10));
+    each.firing.coalesce = Some(false);
+    each.firing.misfire_grace = Some(Grace::Within(Duration::from_secs(25)));
+    let mut once = entry("once", every(10));
+    once.firing.coalesce = Some(true);
+    let mut strict = entry("strict", every(10));
+    strict.firing.misfire_grace = Some(Grace::Within(Duration::from_secs(1)));
+    let mut beat = w
+        .beat("a", vec![each, once, strict], "2024-01-01T00:00:05Z")
+        .await;
+    // Nothing runs until 01:05: the beat was "down" for a minute.
+    let mut now = t("2024-01-01T00:01:05Z");
+    for _ in 0..10 {
+        w.clock.set(now);
+        beat.tick(now).await.unwrap();
+        now += TimeDelta::milliseconds(1);
+    }
+    // each: 10, 20, 30 are later than 25 s; 40..60 are sent one by one.
+    assert_eq!(
+        w.recorder.times("each"),
+        [
+            "2024-01-01T00:00:40Z",
+            "2024-01-01T00:00:50Z",
+            "2024-01-01T00:01:00Z"
+        ]
+    );
+    // once: the backlog 10..60 is one run, the latest.
+    assert_eq!(w.recorder.times("once"), ["2024-01-01T00:01:00Z"]);
+    // strict: even the latest is 5 s late with a 1 s grace: all missed.
+    assert!(w.recorder.times("strict").is_empty());
+    let events = drain(&mut rx);
+    let kinds = |entry: &str, kind: EventKind| {
+        events
+            .iter()
+            .filter(|e| e.entry.as_deref() == Some(entry) && e.kind == kind)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds("each", EventKind::Missed)[0].count, Some(3));
+    assert_eq!(kinds("once", EventKind::Coalesced)[0].count, Some(5));
+    assert_eq!(kinds("strict", EventKind::Missed)[0].count, Some(6));
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:01:10Z")));
+}
+
+#[tokio::test]
+async fn a_run_cut_by_a_crash_is_resent_with_the_same_id() {
+    let w = World::new().await;
+    let mut first = w
+        .beat("a", vec![entry("e", every(10))], "2024-01-01T00:00:01Z")
+        .await;
+    w.tick(&mut first, "2024-01-01T00:00:10Z").await;
+    // The broker fails at 00:20: the run is marked as being sent, not sent.
+    w.recorder.failing.store(true, Ordering::SeqCst);
+    let report = w.tick(&mut first, "2024-01-01T00:00:20Z").await;
+    assert_eq!(report.failed, 1);
+    let state = run_state::load_one(w.store.db(), "e")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.sending_at, Some(t("2024-01-01T00:00:20Z")));
+    // The beat dies; another one takes over (the lease expired).
+    drop(first);
+    w.recorder.failing.store(false, Ordering::SeqCst);
+    sea_orm::ConnectionTrait::execute_unprepared(
+        w.store.db(),
+        "UPDATE celeriac_beat_lease SET expires_at_ms = 0",
+    )
+    .await
+    .unwrap();
+    let mut rx = w.events.subscribe();
+    let mut second = w
+        .beat("b", vec![entry("e", every(10))], "2024-01-01T00:00:21Z")
+        .await;
+    w.tick(&mut second, "2024-01-01T00:00:21Z").await;
+    w.tick(&mut second, "2024-01-01T00:00:30Z").await;
+    assert_eq!(
+        w.recorder.times("e"),
+        [
+            "2024-01-01T00:00:10Z",
+            "2024-01-01T00:00:20Z",
+            "2024-01-01T00:00:30Z"
+        ]
+    );
+    let sent = w.recorder.sent.lock().unwrap().clone();
+    assert_eq!(sent[1].task_id, task_id("e", t("2024-01-01T00:00:20Z")));
+    assert!(drain(&mut rx).iter().any(|e| e.kind == EventKind::Resent));
+    // A restart after a clean send repeats nothing.
+    let mut third = {
+        sea_orm::ConnectionTrait::execute_unprepared(
+            w.store.db(),
+            "UPDATE celeriac_beat_lease SET expires_at_ms = 0",
+        )
+        .await
+        .unwrap();
+        w.beat("c", vec![entry("e", every(10))], "2024-01-01T00:00:31Z")
+            .await
+    };
+    assert_eq!(w.tick(&mut third, "2024-01-01T00:00:31Z").await.sent, 0);
+    assert_eq!(third.next_wake(), Some(t("2024-01-01T00:00:40Z")));
+}
+
+#[tokio::test]
+async fn a_fenced_off_beat_sends_nothing() {
+    let w = World::new().await;
+    let mut old = w
+        .beat("a", vec![entry("e", every(10))], "2024-01-01T00:00:01Z")
+        .await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        w.store.db(),
+        "UPDATE celeriac_beat_lease SET expires_at_ms = 0",
+    )
+    .await
+    .unwrap();
+    let _new = w.fence("b").await;
+    w.clock.set(t("2024-01-01T00:00:10Z"));
+    let err = old
+        .tick(t("2024-01-01T00:00:10Z"))
+        .await
+        .expect_err("fenced off");
+    assert!(matches!(err, BeatError::LostLease));
+    assert!(w.recorder.times("e").is_empty());
+}
+
+#[tokio::test]
+async fn max_instances_holds_runs_until_the_backend_shows_them_finished() {
+    let w = World::new().await;
+    let mut rx = w.events.subscribe();
+    let mut e = entry("slow", every(10));
+    e.firing.max_instances = Some(1);
+    let mut beat = w.beat("a", vec![e], "2024-01-01T00:00:01Z").await;
+    w.tick(&mut beat, "2024-01-01T00:00:10Z").await;
+    let report = w.tick(&mut beat, "2024-01-01T00:00:20Z").await;
+    assert_eq!(report.held, 1);
+    assert!(
+        drain(&mut rx)
+            .iter()
+            .any(|e| e.kind == EventKind::Held && e.count == Some(1))
+    );
+    // The first run finishes: the next one goes out.
+    let id = task_id("slow", t("2024-01-01T00:00:10Z")).to_string();
+    w.backend
+        .store(vec![TaskOutcome::new(id, "tasks.t", TaskState::Success)])
+        .await
+        .unwrap();
+    w.tick(&mut beat, "2024-01-01T00:00:30Z").await;
+    assert_eq!(
+        w.recorder.times("slow"),
+        ["2024-01-01T00:00:10Z", "2024-01-01T00:00:30Z"]
+    );
+}
+
+#[tokio::test]
+async fn store_changes_and_run_now_are_picked_up() {
+    let w = World::new().await;
+    let mut beat = w.beat("a", vec![], "2024-01-01T00:00:00Z").await;
+    let mut e = Entry::new("db", "tasks.db", every(10));
+    w.store.add(&e, t("2024-01-01T00:00:00.5Z")).await.unwrap();
+    assert!(beat.poll_changes(t("2024-01-01T00:00:01Z")).await.unwrap());
+    assert!(
+        !beat.poll_changes(t("2024-01-01T00:00:01Z")).await.unwrap(),
+        "no change, no reload"
+    );
+    // Anchored at its creation second: 00:00:10, 00:00:20, ...
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:00:10Z")));
+    w.store
+        .set_enabled("db", false, t("2024-01-01T00:00:02Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:02Z")).await.unwrap();
+    assert_eq!(beat.next_wake(), None);
+    w.store
+        .set_enabled("db", true, t("2024-01-01T00:00:45Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:45Z")).await.unwrap();
+    assert_eq!(
+        beat.next_wake(),
+        Some(t("2024-01-01T00:00:50Z")),
+        "resumed from now, paused runs are not sent"
+    );
+    w.store
+        .request_run_now("db", t("2024-01-01T00:00:46Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:46Z")).await.unwrap();
+    w.tick(&mut beat, "2024-01-01T00:00:46.2Z").await;
+    assert_eq!(w.recorder.times("db"), ["2024-01-01T00:00:46Z"]);
+    let state = run_state::load_one(w.store.db(), "db")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.run_now_at, None);
+    assert_eq!(state.total_runs, 1);
+    e.trigger = every(30);
+    w.store.modify(&e, t("2024-01-01T00:00:47Z")).await.unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:47Z")).await.unwrap();
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:01:17Z")));
+    w.store
+        .remove("db", t("2024-01-01T00:00:48Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:48Z")).await.unwrap();
+    assert_eq!(beat.next_wake(), None);
+    assert!(beat.scheduler().is_empty());
+}
+
+#[tokio::test]
+async fn a_date_entry_fires_once_and_is_done() {
+    let w = World::new().await;
+    let mut rx = w.events.subscribe();
+    let once = entry(
+        "once",
+        TriggerSpec::Date {
+            run_at: "2024-01-01T01:00:30+01:00".parse().unwrap(),
+        },
+    );
+    let mut beat = w.beat("a", vec![once], "2024-01-01T00:00:01Z").await;
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:00:30Z")));
+    w.tick(&mut beat, "2024-01-01T00:00:30Z").await;
+    assert_eq!(w.recorder.times("once"), ["2024-01-01T00:00:30Z"]);
+    assert_eq!(beat.next_wake(), None);
+    assert!(
+        drain(&mut rx)
+            .iter()
+            .any(|e| e.kind == EventKind::Done && e.entry.as_deref() == Some("once"))
+    );
+    let state = run_state::load_one(w.store.db(), "once")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.next_run_at, None);
+    assert_eq!(state.total_runs, 1);
+}
