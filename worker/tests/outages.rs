@@ -266,12 +266,11 @@ async fn chaos_every_task_ends_exactly_once() {
     texts.extend(killed_logs);
     let mut runs: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for line in texts.iter().flat_map(|t| t.lines()) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v["message"] == "succeeded" {
-                if let Some(id) = v["span"]["task.id"].as_str() {
-                    *runs.entry(id.to_owned()).or_default() += 1;
-                }
-            }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (true, Some(id)) = (v["message"] == "succeeded", v["span"]["task.id"].as_str()) {
+            *runs.entry(id.to_owned()).or_default() += 1;
         }
     }
     let duplicates = runs.values().filter(|n| **n > 1).count();
