@@ -7,17 +7,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::dispatch::{Publisher, RunMessage};
+use crate::dispatch::Publisher;
 use crate::entry::{Entry, Firing, Source};
 use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events};
 use crate::instances;
 use crate::lease::Fence;
+use crate::plan::{Job, Planned, jobs};
 use crate::run_state::{self, RunState};
-use crate::scheduler::{Planned, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::store::{EntryChange, Store};
 
 /// Runs published at once (pipelined on one confirm channel).
@@ -240,7 +240,14 @@ impl<P: Publisher> Beat<P> {
             return Ok(report);
         }
         self.report_skips(&planned, now, &mut report);
-        let held = self.check_instances(&mut planned, now).await;
+        let held = instances::hold_busy(
+            &mut self.scheduler,
+            self.store.db(),
+            &self.events,
+            &mut planned,
+            now,
+        )
+        .await;
         report.held = held;
         if let Err(e) = self.save(&[], now).await {
             for p in &planned {
@@ -251,7 +258,7 @@ impl<P: Publisher> Beat<P> {
             }
             return Err(e);
         }
-        let jobs = self.messages(&planned);
+        let jobs = jobs(&self.scheduler, &planned);
         let publisher = self.publisher.clone();
         let clock = self.clock.clone();
         let results: Vec<(Job, Result<DateTime<Utc>, String>)> = futures_util::stream::iter(jobs)
@@ -347,101 +354,4 @@ impl<P: Publisher> Beat<P> {
             }
         }
     }
-
-    /// Holds planned runs of entries that have `max_instances` unfinished
-    /// runs. A failed lookup holds nothing (the run is sent).
-    async fn check_instances(&mut self, planned: &mut [Planned], now: DateTime<Utc>) -> usize {
-        let mut ids: Vec<Uuid> = Vec::new();
-        for p in planned.iter() {
-            let limited = self
-                .scheduler
-                .firing(&p.name)
-                .is_some_and(|f| f.max_instances > 0);
-            if limited && p.fire.is_some_and(|f| !f.resend) {
-                ids.extend(
-                    self.scheduler
-                        .state(&p.name)
-                        .into_iter()
-                        .flat_map(|s| s.recent.iter().map(|r| r.id)),
-                );
-            }
-        }
-        if ids.is_empty() {
-            return 0;
-        }
-        let finished = match instances::finished(self.store.db(), &ids).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the result backend for max_instances; not holding runs");
-                return 0;
-            }
-        };
-        let mut held = 0;
-        for p in planned.iter_mut() {
-            let (Some(fire), Some(firing), Some(entry), Some(state)) = (
-                p.fire,
-                self.scheduler.firing(&p.name),
-                self.scheduler.entry(&p.name),
-                self.scheduler.state(&p.name),
-            ) else {
-                continue;
-            };
-            if firing.max_instances == 0 || fire.resend {
-                continue;
-            }
-            let running =
-                instances::running(&state.recent, &finished, entry.options.expires_secs, now);
-            let unfinished: HashSet<Uuid> = state
-                .recent
-                .iter()
-                .map(|r| r.id)
-                .filter(|id| !finished.contains(id))
-                .collect();
-            let (name, task) = (entry.name.clone(), entry.task.clone());
-            self.scheduler.set_unfinished(&p.name, &unfinished);
-            if running >= firing.max_instances as usize {
-                self.scheduler.hold(&p.name);
-                p.fire = None;
-                held += 1;
-                let mut ev = BeatEvent::new(EventKind::Held, now).entry(&name, &task);
-                ev.scheduled_at = Some(fire.at);
-                ev.count = Some(running as u64);
-                self.events.emit(ev);
-            }
-        }
-        held
-    }
-
-    fn messages(&self, planned: &[Planned]) -> Vec<Job> {
-        let mut jobs = Vec::new();
-        for p in planned {
-            let Some(entry) = self.scheduler.entry(&p.name) else {
-                continue;
-            };
-            if let Some(fire) = p.fire {
-                jobs.push(Job {
-                    message: RunMessage::new(entry, fire.at, fire.task_id),
-                    due: fire.due,
-                    resend: fire.resend,
-                    run_now: false,
-                });
-            }
-            if let Some((at, id)) = p.run_now {
-                jobs.push(Job {
-                    message: RunMessage::new(entry, at, id),
-                    due: at,
-                    resend: false,
-                    run_now: true,
-                });
-            }
-        }
-        jobs
-    }
-}
-
-struct Job {
-    message: RunMessage,
-    due: DateTime<Utc>,
-    resend: bool,
-    run_now: bool,
 }

@@ -40,6 +40,7 @@ use lapin::{BasicProperties, ExchangeKind};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
+use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::clock::format_instant;
@@ -238,6 +239,8 @@ pub async fn publish_to_broker(
 ) {
     let clock = Arc::new(AtomicU64::new(0));
     let mut channel: Option<(lapin::Connection, lapin::Channel)> = None;
+    // While the broker is away, try to reconnect at most every five seconds.
+    let mut retry_at: Option<Instant> = None;
     loop {
         let event = tokio::select! {
             e = rx.recv() => e,
@@ -251,11 +254,14 @@ pub async fn publish_to_broker(
             }
             Err(broadcast::error::RecvError::Closed) => break,
         };
-        if channel
+        let dead = channel
             .as_ref()
-            .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
-        {
+            .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected());
+        if dead && retry_at.is_none_or(|at| Instant::now() >= at) {
             channel = open(&config).await;
+            retry_at = channel
+                .is_none()
+                .then(|| Instant::now() + Duration::from_secs(5));
         }
         let Some((_, ch)) = &channel else { continue };
         let body = json!(Wire {

@@ -13,12 +13,17 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
 use uuid::Uuid;
 
 use celeriac_common::backend::entity::{Column, Entity};
 
+use crate::events::{BeatEvent, EventKind, Events};
+use crate::plan::Planned;
 use crate::run_state::RecentRun;
+use crate::scheduler::Scheduler;
 
 const FINAL_STATES: [&str; 4] = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
 
@@ -54,4 +59,72 @@ pub fn running(
         .filter(|r| !finished.contains(&r.id))
         .filter(|r| expiry.is_none_or(|e| r.at + e > now))
         .count()
+}
+
+/// Holds planned runs of entries that have `max_instances` unfinished
+/// runs. A failed lookup holds nothing (the run is sent).
+pub(crate) async fn hold_busy(
+    scheduler: &mut Scheduler,
+    db: &DatabaseConnection,
+    events: &Events,
+    planned: &mut [Planned],
+    now: DateTime<Utc>,
+) -> usize {
+    let mut ids: Vec<Uuid> = Vec::new();
+    for p in planned.iter() {
+        let limited = scheduler
+            .firing(&p.name)
+            .is_some_and(|f| f.max_instances > 0);
+        if limited && p.fire.is_some_and(|f| !f.resend) {
+            ids.extend(
+                scheduler
+                    .state(&p.name)
+                    .into_iter()
+                    .flat_map(|s| s.recent.iter().map(|r| r.id)),
+            );
+        }
+    }
+    if ids.is_empty() {
+        return 0;
+    }
+    let finished = match finished(db, &ids).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the result backend for max_instances; not holding runs");
+            return 0;
+        }
+    };
+    let mut held = 0;
+    for p in planned.iter_mut() {
+        let (Some(fire), Some(firing), Some(entry), Some(state)) = (
+            p.fire,
+            scheduler.firing(&p.name),
+            scheduler.entry(&p.name),
+            scheduler.state(&p.name),
+        ) else {
+            continue;
+        };
+        if firing.max_instances == 0 || fire.resend {
+            continue;
+        }
+        let running = running(&state.recent, &finished, entry.options.expires_secs, now);
+        let unfinished: HashSet<Uuid> = state
+            .recent
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| !finished.contains(id))
+            .collect();
+        let (name, task) = (entry.name.clone(), entry.task.clone());
+        scheduler.set_unfinished(&p.name, &unfinished);
+        if running >= firing.max_instances as usize {
+            scheduler.hold(&p.name);
+            p.fire = None;
+            held += 1;
+            let mut ev = BeatEvent::new(EventKind::Held, now).entry(&name, &task);
+            ev.scheduled_at = Some(fire.at);
+            ev.count = Some(running as u64);
+            events.emit(ev);
+        }
+    }
+    held
 }

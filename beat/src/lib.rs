@@ -50,6 +50,7 @@ pub mod file_source;
 pub mod instances;
 pub mod lease;
 pub mod misfire;
+pub mod plan;
 pub mod run_state;
 pub mod runner;
 pub mod scheduler;

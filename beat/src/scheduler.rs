@@ -10,44 +10,16 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::dispatch::{run_now_task_id, task_id};
 use crate::entry::{Entry, Firing, Source};
-use crate::misfire::{Runs, decide};
+use crate::misfire::decide;
+use crate::plan::{Planned, PlannedFire, backoff, jitter_for};
 use crate::run_state::{RECENT_MAX, RecentRun, RunState};
 use crate::trigger::{Schedule, Trigger, TriggerError};
-
-/// A run chosen to be sent now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlannedFire {
-    /// Scheduled fire time.
-    pub at: DateTime<Utc>,
-    /// When it was due (`at` plus jitter).
-    pub due: DateTime<Utc>,
-    /// Its task id.
-    pub task_id: Uuid,
-    /// A run that an earlier leader started to send: sent again, same id.
-    pub resend: bool,
-}
-
-/// What is due for one entry.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Planned {
-    /// Entry name.
-    pub name: Arc<str>,
-    /// A scheduled run to send.
-    pub fire: Option<PlannedFire>,
-    /// A run-now request to serve: request time and task id.
-    pub run_now: Option<(DateTime<Utc>, Uuid)>,
-    /// Runs skipped as missed (how many, the last one).
-    pub missed: Option<(Runs, DateTime<Utc>)>,
-    /// Runs folded into `fire`.
-    pub coalesced: Option<Runs>,
-}
 
 struct Slot {
     entry: Entry,
@@ -80,23 +52,6 @@ impl std::fmt::Debug for Scheduler {
             .field("heap", &self.heap.len())
             .finish_non_exhaustive()
     }
-}
-
-/// How long to wait before retrying a run that could not be sent.
-fn backoff(failures: u32) -> TimeDelta {
-    TimeDelta::seconds(1i64 << failures.min(5).saturating_sub(1)).min(TimeDelta::seconds(30))
-}
-
-/// A run's jitter: a fixed pseudo-random delay in `0..=max` derived from its
-/// task id, so every beat (and every restart) delays it by the same amount.
-fn jitter_for(id: Uuid, max: Duration) -> TimeDelta {
-    let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    if max_ns == 0 {
-        return TimeDelta::zero();
-    }
-    let bits = id.as_u64_pair().0 ^ id.as_u64_pair().1;
-    let ns = bits % max_ns.saturating_add(1);
-    TimeDelta::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
 }
 
 impl Scheduler {

@@ -1,0 +1,92 @@
+//! What a tick is to do: the runs due for each entry, and the timing
+//! helpers (jitter, retry backoff) that every beat computes the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::dispatch::RunMessage;
+use crate::misfire::Runs;
+use crate::scheduler::Scheduler;
+
+/// A run chosen to be sent now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedFire {
+    /// Scheduled fire time.
+    pub at: DateTime<Utc>,
+    /// When it was due (`at` plus jitter).
+    pub due: DateTime<Utc>,
+    /// Its task id.
+    pub task_id: Uuid,
+    /// A run that an earlier leader started to send: sent again, same id.
+    pub resend: bool,
+}
+
+/// What is due for one entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    /// Entry name.
+    pub name: Arc<str>,
+    /// A scheduled run to send.
+    pub fire: Option<PlannedFire>,
+    /// A run-now request to serve: request time and task id.
+    pub run_now: Option<(DateTime<Utc>, Uuid)>,
+    /// Runs skipped as missed (how many, the last one).
+    pub missed: Option<(Runs, DateTime<Utc>)>,
+    /// Runs folded into `fire`.
+    pub coalesced: Option<Runs>,
+}
+
+/// How long to wait before retrying a run that could not be sent.
+pub(crate) fn backoff(failures: u32) -> TimeDelta {
+    TimeDelta::seconds(1i64 << failures.min(5).saturating_sub(1)).min(TimeDelta::seconds(30))
+}
+
+/// A run's jitter: a fixed pseudo-random delay in `0..=max` derived from its
+/// task id, so every beat (and every restart) delays it by the same amount.
+pub(crate) fn jitter_for(id: Uuid, max: Duration) -> TimeDelta {
+    let max_ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    if max_ns == 0 {
+        return TimeDelta::zero();
+    }
+    let bits = id.as_u64_pair().0 ^ id.as_u64_pair().1;
+    let ns = bits % max_ns.saturating_add(1);
+    TimeDelta::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
+}
+
+/// One message a tick sends.
+pub(crate) struct Job {
+    pub(crate) message: RunMessage,
+    pub(crate) due: DateTime<Utc>,
+    pub(crate) resend: bool,
+    pub(crate) run_now: bool,
+}
+
+/// The messages for `planned`.
+pub(crate) fn jobs(scheduler: &Scheduler, planned: &[Planned]) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for p in planned {
+        let Some(entry) = scheduler.entry(&p.name) else {
+            continue;
+        };
+        if let Some(fire) = p.fire {
+            jobs.push(Job {
+                message: RunMessage::new(entry, fire.at, fire.task_id),
+                due: fire.due,
+                resend: fire.resend,
+                run_now: false,
+            });
+        }
+        if let Some((at, id)) = p.run_now {
+            jobs.push(Job {
+                message: RunMessage::new(entry, at, id),
+                due: at,
+                resend: false,
+                run_now: true,
+            });
+        }
+    }
+    jobs
+}
