@@ -65,7 +65,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20_000)]
     tasks: u64,
     /// Concurrent producers; each waits for its publish confirm before the next.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 128)]
     producers: u64,
     /// Worker concurrency (tasks at once).
     #[arg(long, default_value_t = 16)]
