@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 /// How long a celeriac result may take.
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(90);
 /// How long the Celery worker may take for all its messages (its `--timeout`).
 const CELERY_WORKER_SECS: u64 = 60;
 
