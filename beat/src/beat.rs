@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 
 use crate::clock::Clock;
@@ -19,6 +19,14 @@ use crate::plan::{Job, Planned, jobs};
 use crate::run_state::{self, RunState};
 use crate::scheduler::Scheduler;
 use crate::store::{EntryChange, Store};
+
+/// How long before a run is due its tick starts: the run is decided and
+/// recorded ("being sent") ahead, so at the due instant only the publish is
+/// left. A change made in this window (a pause) applies from the next run.
+pub const PREPARE_AHEAD: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Entries read per query when loading the schedule.
+const LOAD_PAGE: u64 = 2000;
 
 /// Runs published at once (pipelined on one confirm channel).
 const PUBLISH_CONCURRENCY: usize = 512;
@@ -47,6 +55,7 @@ pub struct Beat<P: Publisher> {
     fence: Fence,
     scheduler: Scheduler,
     revision: i64,
+    prepare_ahead: TimeDelta,
 }
 
 impl<P: Publisher> std::fmt::Debug for Beat<P> {
@@ -83,8 +92,7 @@ impl<P: Publisher> Beat<P> {
         file_entries: Vec<Entry>,
         now: DateTime<Utc>,
     ) -> Result<Beat<P>, BeatError> {
-        let (revision, db_entries) = parts.store.load().await?;
-        let mut states = run_state::load_all(parts.store.db()).await?;
+        let revision = parts.store.version().await?;
         let mut beat = Beat {
             store: parts.store,
             publisher: parts.publisher,
@@ -93,22 +101,47 @@ impl<P: Publisher> Beat<P> {
             fence: parts.fence,
             scheduler: Scheduler::new(parts.defaults),
             revision,
+            prepare_ahead: TimeDelta::from_std(PREPARE_AHEAD).unwrap_or_default(),
         };
         let file_names: HashSet<String> = file_entries.iter().map(|e| e.name.clone()).collect();
+        let names: Vec<String> = file_names.iter().cloned().collect();
+        let mut states = run_state::load_some(beat.store.db(), &names).await?;
         for entry in file_entries {
             let state = states.remove(&entry.name);
             beat.upsert(entry, state, now);
         }
-        for entry in db_entries {
-            if file_names.contains(&entry.name) {
-                tracing::warn!(entry = %entry.name, "a file entry has the same name: the database entry is ignored");
-                continue;
+        // Page by page, so that 100,000 entries never sit in memory twice.
+        let mut after: Option<String> = None;
+        loop {
+            let (page, last) = beat.store.load_page(after.as_deref(), LOAD_PAGE).await?;
+            let Some(last) = last else { break };
+            after = Some(last);
+            let page: Vec<Entry> = page
+                .into_iter()
+                .filter(|e| {
+                    let shadowed = file_names.contains(&e.name);
+                    if shadowed {
+                        tracing::warn!(entry = %e.name, "a file entry has the same name: the database entry is ignored");
+                    }
+                    !shadowed
+                })
+                .collect();
+            let names: Vec<String> = page.iter().map(|e| e.name.clone()).collect();
+            let mut states = run_state::load_some(beat.store.db(), &names).await?;
+            for entry in page {
+                let state = states.remove(&entry.name);
+                beat.upsert(entry, state, now);
             }
-            let state = states.remove(&entry.name);
-            beat.upsert(entry, state, now);
         }
         beat.flush(now).await?;
-        tracing::info!(entries = beat.scheduler.len(), revision, "schedule loaded");
+        let mut ev = BeatEvent::new(EventKind::Loaded, beat.clock.now());
+        ev.count = Some(beat.scheduler.len() as u64);
+        ev.detail = Some(format!(
+            "{} entries, schedule version {revision}, in {} ms",
+            beat.scheduler.len(),
+            (beat.clock.now() - now).num_milliseconds()
+        ));
+        beat.events.emit(ev);
         Ok(beat)
     }
 
@@ -132,6 +165,20 @@ impl<P: Publisher> Beat<P> {
     /// The earliest instant something is due.
     pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
         self.scheduler.next_wake()
+    }
+
+    /// When to tick next: [`PREPARE_AHEAD`] (or what
+    /// [`Beat::set_prepare_ahead`] set) before the earliest due run.
+    pub fn next_tick(&mut self) -> Option<DateTime<Utc>> {
+        let ahead = self.prepare_ahead;
+        self.scheduler
+            .next_wake()
+            .map(|t| t.checked_sub_signed(ahead).unwrap_or(t))
+    }
+
+    /// How long before a run is due it is prepared (tests set zero).
+    pub fn set_prepare_ahead(&mut self, ahead: std::time::Duration) {
+        self.prepare_ahead = TimeDelta::from_std(ahead).unwrap_or_default();
     }
 
     /// Reads and applies database changes if the schedule version moved
@@ -234,7 +281,7 @@ impl<P: Publisher> Beat<P> {
     /// max_instances), records the runs about to be sent, sends them, and
     /// records them as sent.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, BeatError> {
-        let mut planned = self.scheduler.take_due(now);
+        let mut planned = self.scheduler.take_due(now, self.prepare_ahead);
         let mut report = TickReport::default();
         if planned.is_empty() {
             return Ok(report);
@@ -266,6 +313,10 @@ impl<P: Publisher> Beat<P> {
                 let publisher = publisher.clone();
                 let clock = clock.clone();
                 async move {
+                    // Prepared ahead: recorded already, sent when due.
+                    if let Ok(wait) = (job.due - clock.now()).to_std() {
+                        tokio::time::sleep(wait).await;
+                    }
                     let res = publisher.publish(&job.message).await;
                     let res = res
                         .map(|()| clock.now())

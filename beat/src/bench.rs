@@ -1,13 +1,266 @@
-//! Hidden `celeriac-beat bench`.
+//! `celeriac-beat bench` (hidden): one beat with many database entries,
+//! against the configured RabbitMQ and a throw-away SQLite file (or
+//! `--database URL`, which must be an empty database).
+//!
+//! Schedule: `--entries` interval entries with period `--period`, their
+//! phases spread evenly (millisecond resolution) over the period except for
+//! an idle gap, so that about `entries / period` runs fall due each second
+//! during the `--duration` window, none during the following `--idle`
+//! window, and `--burst` of them all at the same instant in the middle of
+//! the window (a top-of-the-minute crowd). Reported: load time, resident
+//! memory, the process's CPU use while idle, and lateness of each run
+//! (broker confirm minus due time) as p50 / p99 / max.
 
-/// Bench flags.
+use std::collections::HashMap;
+use std::error::Error;
+use std::time::Duration;
+
+use celeriac_common::{Config, ResultBackend};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use tokio::sync::oneshot;
+
+use crate::clock::format_instant;
+use crate::entry::Entry;
+use crate::events::EventKind;
+use crate::runner::Service;
+use crate::store::Store;
+use crate::trigger::TriggerSpec;
+
+/// Flags of `celeriac-beat bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Entries in the schedule.
+    #[arg(long, default_value_t = 100_000)]
+    entries: usize,
+    /// Period of every entry, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    period: u64,
+    /// Seconds of the measured window (runs falling due).
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Seconds with nothing due after the window (CPU measured there).
+    #[arg(long, default_value_t = 15)]
+    idle: u64,
+    /// Entries all due at the same instant, mid-window.
+    #[arg(long, default_value_t = 1000)]
+    burst: usize,
+    /// Seconds between start and the first run (room to load the schedule).
+    #[arg(long, default_value_t = 20)]
+    lead_in: u64,
+    /// Database URL [default: a temporary SQLite file].
+    #[arg(long)]
+    database: Option<String>,
+}
 
-/// Runs the benchmark.
-pub async fn run(
-    _args: BenchArgs,
-    _config: celeriac_common::Config,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Runs the benchmark and prints the figures.
+pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
+    let dir = std::env::temp_dir().join(format!(
+        "celeriac-beat-bench-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    config.result_backend = match &args.database {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
+    };
+    let queue = format!(
+        "celeriac.beat-bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    config.default_queue = queue.clone();
+    config.beat_lease_secs = 5;
+    let backend = ResultBackend::connect(&config.result_backend).await?;
+    backend.migrate().await?;
+    let store = Store::new(backend.connection().clone());
+
+    let now = Utc::now().trunc_subsecs(0);
+    let base = now + TimeDelta::seconds(i64::try_from(args.lead_in)?);
+    let entries = schedule(&args, base)?;
+    let started = std::time::Instant::now();
+    store.add_many(&entries, now).await?;
+    println!(
+        "inserted {} entries in {:.1} s; first run due {}",
+        entries.len(),
+        started.elapsed().as_secs_f64(),
+        format_instant(base)
+    );
+    drop(entries);
+
+    let rss_before = memory("VmRSS");
+    let service = Service::new(config.clone(), None);
+    let mut events = service.events().subscribe();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    let window_end = base + TimeDelta::seconds(i64::try_from(args.duration)?);
+    let idle_end = window_end + TimeDelta::seconds(i64::try_from(args.idle)?);
+    let mut lateness: HashMap<bool, Vec<f64>> = HashMap::new();
+    let mut rss_loaded = 0;
+    let mut cpu_mark: Option<(std::time::Instant, f64)> = None;
+    let mut cpu_idle = None;
+    let idle_from = window_end + TimeDelta::seconds(2);
+    let idle_to = idle_end - TimeDelta::seconds(1);
+    loop {
+        let now = Utc::now();
+        if cpu_mark.is_none() && now >= idle_from {
+            cpu_mark = Some((std::time::Instant::now(), cpu_seconds()));
+        }
+        if now >= idle_to {
+            if let Some((at, cpu)) = cpu_mark {
+                cpu_idle = Some((cpu_seconds() - cpu) / at.elapsed().as_secs_f64());
+            }
+            break;
+        }
+        let wait = (idle_from.min(idle_to) - now)
+            .to_std()
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        let event = match tokio::time::timeout(wait, events.recv()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                println!("warning: {n} events lost");
+                continue;
+            }
+            Ok(Err(_)) => return Err("beat stopped early".into()),
+            Err(_) => continue,
+        };
+        match event.kind {
+            EventKind::Loaded => {
+                rss_loaded = memory("VmRSS");
+                println!("{}", event.detail.unwrap_or_default());
+            }
+            EventKind::Fired => {
+                let burst = event
+                    .entry
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("burst-"));
+                lateness
+                    .entry(burst)
+                    .or_default()
+                    .push(event.lateness_ms.unwrap_or(0.0));
+            }
+            EventKind::SendFailed | EventKind::Missed => {
+                println!("warning: {:?} {:?}", event.kind, event.entry);
+            }
+            _ => {}
+        }
+    }
+    let _ = stop_tx.send(());
+    handle.await??;
+    let rss_end = memory("VmRSS");
+    let hwm = memory("VmHWM");
+
+    println!(
+        "memory: {} MiB before beat, {} MiB with the schedule loaded, {} MiB at the end, peak {} MiB",
+        rss_before / 1024,
+        rss_loaded / 1024,
+        rss_end / 1024,
+        hwm / 1024
+    );
+    match cpu_idle {
+        Some(c) => println!("cpu while nothing is due: {:.2}% of one core", c * 100.0),
+        None => println!("cpu while nothing is due: not measured"),
+    }
+    for (burst, label) in [(false, "spread"), (true, "burst ")] {
+        let mut v = lateness.remove(&burst).unwrap_or_default();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            println!("lateness {label}: no runs");
+            continue;
+        }
+        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "lateness {label}: {} runs, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            v.len(),
+            pct(0.5),
+            pct(0.99),
+            v[v.len() - 1]
+        );
+    }
+    delete_queue(&config, &queue).await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Deletes the bench queue and its exchange.
+async fn delete_queue(config: &Config, queue: &str) {
+    if let Ok(conn) =
+        celeriac_common::broker::connect(&config.broker_url, "celeriac-beat-bench").await
+    {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch.queue_delete(queue.into(), Default::default()).await;
+            let _ = ch.exchange_delete(queue.into(), Default::default()).await;
+        }
+        let _ = conn.close(200, "bench done".into()).await;
+    }
+}
+
+/// The entries: spread over the period (with an idle gap) and a burst.
+fn schedule(args: &BenchArgs, base: DateTime<Utc>) -> Result<Vec<Entry>, BoxError> {
+    let period_ms = args.period.checked_mul(1000).ok_or("period too long")?;
+    let idle_ms = args.idle * 1000;
+    let window_ms = args.duration * 1000;
+    if window_ms + idle_ms >= period_ms {
+        return Err("--duration + --idle must be shorter than --period".into());
+    }
+    let burst = args.burst.min(args.entries);
+    let spread = args.entries - burst;
+    let mut out = Vec::with_capacity(args.entries);
+    for i in 0..args.entries {
+        let (name, offset_ms) = if i < burst {
+            (format!("burst-{i:06}"), window_ms / 2)
+        } else {
+            let k = u64::try_from(i - burst)?;
+            let mut off = k * (period_ms - idle_ms) / u64::try_from(spread.max(1))?;
+            if off >= window_ms {
+                off += idle_ms;
+            }
+            (format!("spread-{i:06}"), off)
+        };
+        let start = base + TimeDelta::milliseconds(i64::try_from(offset_ms)?);
+        let trigger = TriggerSpec::Interval {
+            weeks: None,
+            days: None,
+            hours: None,
+            minutes: None,
+            seconds: Some(args.period),
+            every: None,
+            start_date: Some(format_instant(start)),
+            end_date: None,
+            jitter_seconds: None,
+            timezone: None,
+        };
+        out.push(Entry::new(name, "celeriac.noop", trigger));
+    }
+    Ok(out)
+}
+
+/// A `/proc/self/status` figure in KiB (0 where unavailable).
+fn memory(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time used by this process so far (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        });
+    ticks.unwrap_or(0.0) / 100.0
 }

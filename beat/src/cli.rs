@@ -228,7 +228,7 @@ impl CliError {
 
 /// Runs the command line; returns the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let quiet = !matches!(cli.command, Command::Run { .. } | Command::Bench(_));
+    let quiet = !matches!(cli.command, Command::Run { .. });
     let config = match cli.conn.load() {
         Ok(c) => c,
         Err(e) => return fail(&CliError::Config(e)),

@@ -25,6 +25,7 @@
 //! | `beat-send-failed` | publishing failed; it is retried with the same id | `uuid`, `scheduled_at`, `detail` |
 //! | `beat-done` | an entry has no further fire time (a date trigger fired, an end date passed) | |
 //! | `beat-leading` / `beat-standby` | this beat took / lost the lease | `detail` |
+//! | `beat-loaded` | the leader loaded the schedule | `count` (entries), `detail` |
 //!
 //! Events are best effort: when the broker is unreachable they are dropped
 //! (the log keeps them).
@@ -69,6 +70,8 @@ pub enum EventKind {
     Done,
     /// This beat took the lease.
     Leading,
+    /// The leader loaded the schedule.
+    Loaded,
     /// This beat lost or gave up the lease.
     Standby,
 }
@@ -86,6 +89,7 @@ impl EventKind {
             EventKind::SendFailed => "beat-send-failed",
             EventKind::Done => "beat-done",
             EventKind::Leading => "beat-leading",
+            EventKind::Loaded => "beat-loaded",
             EventKind::Standby => "beat-standby",
         }
     }
@@ -167,6 +171,7 @@ impl BeatEvent {
             }
             EventKind::Done => tracing::info!(entry, "no further runs"),
             EventKind::Leading => tracing::info!("leading: {detail}"),
+            EventKind::Loaded => tracing::info!(entries = count, "schedule loaded: {detail}"),
             EventKind::Standby => tracing::info!("standing by: {detail}"),
         }
     }
@@ -185,10 +190,10 @@ impl Default for Events {
 }
 
 impl Events {
-    /// A bus keeping up to 65,536 events for slow subscribers.
+    /// A bus keeping up to 4,096 events for slow subscribers.
     pub fn new() -> Events {
         Events {
-            tx: broadcast::channel(65_536).0,
+            tx: broadcast::channel(4096).0,
         }
     }
 

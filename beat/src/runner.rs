@@ -200,7 +200,7 @@ impl Service {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut db_failing = false;
         loop {
-            let sleep = match beat.next_wake() {
+            let sleep = match beat.next_tick() {
                 Some(at) => (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO),
                 None => Duration::from_secs(3600),
             };
@@ -232,7 +232,7 @@ impl Service {
                 }
             }
             let now = self.clock.now();
-            if beat.next_wake().is_some_and(|at| at <= now) {
+            if beat.next_tick().is_some_and(|at| at <= now) {
                 match beat.tick(now).await {
                     Ok(_) => {}
                     Err(BeatError::LostLease) => {

@@ -138,10 +138,13 @@ impl Scheduler {
             retry_at: None,
         };
         if slot.state.cursor_at.is_none() && restart_from.is_none() {
-            restart_from = Some(match slot.entry.source {
-                Source::Database => slot.entry.created_at.unwrap_or(now),
-                Source::File => now,
-            });
+            match (slot.entry.source, slot.entry.created_at) {
+                // A database entry counts from its creation: the same after any
+                // restart, so there is nothing to write until it first fires.
+                (Source::Database, Some(created)) => slot.state.cursor_at = Some(created),
+                // A file entry counts from when a leader first saw it: recorded.
+                _ => restart_from = Some(now),
+            }
         }
         if let Some(from) = restart_from {
             slot.state.cursor_at = Some(from);
@@ -182,14 +185,17 @@ impl Scheduler {
         None
     }
 
-    /// Everything due at `now`. Run state is updated in memory (cursor
+    /// Everything due at `now` or within `ahead` of it (prepared early so
+    /// that recording it is done by the time it is due; the caller sends
+    /// each run at its `due` time). Run state is updated in memory (cursor
     /// advanced; `sending_at` set for each run to send); the caller persists
     /// it (see [`Scheduler::take_dirty`]) before sending, then reports back
     /// and calls [`Scheduler::reschedule`] for every planned name.
-    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Planned> {
+    pub fn take_due(&mut self, now: DateTime<Utc>, ahead: TimeDelta) -> Vec<Planned> {
+        let until = now + ahead;
         let mut out = Vec::new();
         while let Some(Reverse((at, _, _))) = self.heap.peek() {
-            if *at > now {
+            if *at > until {
                 break;
             }
             let Some(Reverse((_, name, epoch))) = self.heap.pop() else {
@@ -227,8 +233,8 @@ impl Scheduler {
                         .trigger
                         .jitter()
                         .map_or(TimeDelta::zero(), |j| jitter_for(id, j));
-                if due <= now {
-                    let decision = decide(&slot.trigger, &slot.firing, first, now);
+                if due <= until {
+                    let decision = decide(&slot.trigger, &slot.firing, first, now.max(due));
                     slot.state.cursor_at = Some(decision.cursor);
                     planned.missed = decision.missed;
                     planned.coalesced = decision.coalesced;
@@ -337,10 +343,8 @@ impl Scheduler {
         } else {
             None
         };
-        if slot.state.next_run_at != slot.next {
-            slot.state.next_run_at = slot.next;
-            self.dirty.insert(key.clone());
-        }
+        // Informational: written with the entry's next state change.
+        slot.state.next_run_at = slot.next;
         let wake = if slot.state.sending_at.is_some() || slot.state.run_now_at.is_some() {
             Some(slot.retry_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
         } else {

@@ -11,7 +11,8 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::{Map, Value};
 
@@ -81,6 +82,25 @@ impl Store {
         Ok((version, rows.into_iter().filter_map(to_entry).collect()))
     }
 
+    /// One page of live entries in name order, after `after`: the entries
+    /// and the last name read (`None` when there are no more rows).
+    pub async fn load_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<Entry>, Option<String>), DbErr> {
+        let mut query = entry::Entity::find()
+            .filter(entry::Column::Deleted.eq(false))
+            .order_by_asc(entry::Column::Name)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.filter(entry::Column::Name.gt(after));
+        }
+        let rows = query.all(&self.db).await?;
+        let last = rows.last().map(|m| m.name.clone());
+        Ok((rows.into_iter().filter_map(to_entry).collect(), last))
+    }
+
     /// Every change with a revision above `revision`, oldest first.
     pub async fn changes_since(&self, revision: i64) -> Result<Vec<EntryChange>, DbErr> {
         let rows = entry::Entity::find()
@@ -131,6 +151,25 @@ impl Store {
             row.update(&txn).await?;
         } else {
             row.insert(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Adds many new entries in one transaction (an import); fails, adding
+    /// none, if any name is taken. Each keeps its own `anchor`.
+    pub async fn add_many(&self, entries: &[Entry], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let revision = bump(&txn).await?;
+        for chunk in entries.chunks(200) {
+            let rows = chunk.iter().map(|e| {
+                let mut e = e.clone();
+                e.created_at = Some(now);
+                to_active(&e, revision, now)
+            });
+            entry::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(())

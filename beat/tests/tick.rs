@@ -129,7 +129,10 @@ impl World {
             fence: self.fence(holder).await,
             defaults: Firing::default(),
         };
-        Beat::load(parts, entries, t(now)).await.unwrap()
+        let mut beat = Beat::load(parts, entries, t(now)).await.unwrap();
+        // Exact instants: nothing is prepared ahead unless a test asks.
+        beat.set_prepare_ahead(Duration::ZERO);
+        beat
     }
 
     async fn tick(&self, beat: &mut Beat<Recorder>, now: &str) -> celeriac_beat::beat::TickReport {
@@ -171,6 +174,25 @@ async fn fires_on_time_and_wakes_exactly_when_due() {
     assert_eq!(state.last_run_at, Some(t("2024-01-01T00:00:20Z")));
     assert_eq!(state.next_run_at, Some(t("2024-01-01T00:00:30Z")));
     assert_eq!(state.sending_at, None);
+}
+
+#[tokio::test]
+async fn runs_are_recorded_ahead_and_sent_when_due() {
+    let w = World::new().await;
+    let mut beat = w
+        .beat("a", vec![entry("e", every(10))], "2024-01-01T00:00:03Z")
+        .await;
+    beat.set_prepare_ahead(Duration::from_millis(200));
+    assert_eq!(beat.next_tick(), Some(t("2024-01-01T00:00:09.8Z")));
+    let started = std::time::Instant::now();
+    // 150 ms early: decided and recorded now, published once due.
+    assert_eq!(w.tick(&mut beat, "2024-01-01T00:00:09.85Z").await.sent, 1);
+    assert!(
+        started.elapsed() >= Duration::from_millis(140),
+        "published before it was due"
+    );
+    assert_eq!(w.recorder.times("e"), ["2024-01-01T00:00:10Z"]);
+    assert_eq!(beat.next_tick(), Some(t("2024-01-01T00:00:19.8Z")));
 }
 
 #[tokio::test]
