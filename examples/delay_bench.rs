@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     spread: u64,
     /// Seconds from start to the first eta (publishing happens meanwhile).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 90)]
     lead: u64,
     /// Tasks published in each rate phase (`delay` vs `apply_at`).
     #[arg(long, default_value_t = 20_000)]
@@ -118,7 +118,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .env("CELERIAC_QUEUES", &run)
         .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
         .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
-        .env("CELERIAC_TRACK_STARTED", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -151,12 +150,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.spread
     );
 
-    let mut waiting_peak_kb = 0;
+    if Utc::now() > start {
+        println!(
+            "warning: publishing took longer than --lead; the first tasks were published after they were due"
+        );
+    }
+    // The worker's peak memory up to the first due time: everything it held
+    // while all the tasks were scheduled and none was due.
+    let mut waiting_peak_kb = None;
     let deadline = Instant::now() + Duration::from_secs(args.lead + args.spread + 120);
     loop {
-        let rss = rss_kb(pid, "VmRSS:");
-        if Utc::now() < start {
-            waiting_peak_kb = waiting_peak_kb.max(rss);
+        if waiting_peak_kb.is_none() && Utc::now() >= start {
+            waiting_peak_kb = Some(rss_kb(pid, "VmHWM:"));
         }
         let done = Entity::find()
             .filter(Column::State.eq("SUCCESS"))
@@ -168,6 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let peak_kb = rss_kb(pid, "VmHWM:");
+    let waiting_peak_kb = waiting_peak_kb.unwrap_or(peak_kb);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())

@@ -19,6 +19,16 @@ pub enum BrokerError {
         /// The client's error.
         source: lapin::Error,
     },
+    /// The broker URL cannot be parsed.
+    #[error(
+        "invalid broker URL {url:?} ({reason}); expected amqp://USER:PASSWORD@HOST:5672/VHOST (or amqps://)"
+    )]
+    BadUrl {
+        /// The URL, password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A queue or exchange could not be declared.
     #[error("cannot declare {what} {name:?}")]
     Declare {
@@ -39,15 +49,28 @@ pub enum BrokerError {
     },
 }
 
+/// Frame size asked for when the URL does not set one (RabbitMQ's default).
+/// Left to negotiation, the client sizes its buffers for the largest frame
+/// and each connection costs about 8 MB of memory; this keeps a worker's
+/// idle footprint small.
+const FRAME_MAX_DEFAULT: u32 = 131_072;
+
 /// Connects to `url` with a connection name that shows in RabbitMQ's management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    Connection::connect(url, props)
-        .await
-        .map_err(|source| BrokerError::Connect {
+    let err = |source| BrokerError::Connect {
+        url: mask_url(url),
+        source,
+    };
+    let mut uri: lapin::uri::AMQPUri =
+        url.parse().map_err(|reason: String| BrokerError::BadUrl {
             url: mask_url(url),
-            source,
-        })
+            reason,
+        })?;
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(FRAME_MAX_DEFAULT);
+    }
+    Connection::connect_uri(uri, props).await.map_err(err)
 }
 
 /// The arguments Celery declares a task queue with for this configuration.

@@ -232,7 +232,7 @@ fn bad_setup_gives_one_clear_line() {
                 "--result-backend",
                 "none",
             ],
-            "cannot connect to RabbitMQ",
+            "invalid broker URL",
         ),
         (
             &[

@@ -34,6 +34,15 @@ impl MigrationTrait for CreateTaskMeta {
         for mut index in schema.create_index_from_entity(super::entity::Entity) {
             db.execute(&*index.if_not_exists()).await?;
         }
+        if db.get_database_backend() == sea_orm::DbBackend::MySql {
+            // MySQL's TIMESTAMP keeps whole seconds and ends in 2038; keep
+            // microseconds (stored as UTC) instead.
+            db.execute_unprepared(
+                "ALTER TABLE celeriac_taskmeta MODIFY created_at DATETIME(6) NOT NULL, \
+                 MODIFY started_at DATETIME(6) NULL, MODIFY done_at DATETIME(6) NULL",
+            )
+            .await?;
+        }
         Ok(())
     }
 
