@@ -243,7 +243,7 @@ impl<P: Publisher> Beat<P> {
             }
         }
         for entry in entries {
-            if self.scheduler.entry(&entry.name) == Some(&entry) {
+            if self.scheduler.is_current(&entry) {
                 continue;
             }
             tracing::info!(entry = %entry.name, "schedule file entry loaded");
@@ -367,7 +367,7 @@ impl<P: Publisher> Beat<P> {
                 && let Some(entry) = self.scheduler.entry(&p.name)
             {
                 self.events
-                    .emit(BeatEvent::new(EventKind::Done, now).entry(&entry.name, &entry.task));
+                    .emit(BeatEvent::new(EventKind::Done, now).entry(&p.name, &entry.task));
             }
         }
         self.save(&served, self.clock.now()).await?;
@@ -386,7 +386,7 @@ impl<P: Publisher> Beat<P> {
                     .firing(&p.name)
                     .map(|f| f.misfire_grace.to_string())
                     .unwrap_or_default();
-                let mut ev = BeatEvent::new(EventKind::Missed, now).entry(&entry.name, &entry.task);
+                let mut ev = BeatEvent::new(EventKind::Missed, now).entry(&p.name, &entry.task);
                 ev.count = Some(runs.count);
                 ev.scheduled_at = Some(last);
                 ev.detail = Some(format!(
@@ -397,8 +397,7 @@ impl<P: Publisher> Beat<P> {
             }
             if let (Some(runs), Some(fire)) = (p.coalesced, p.fire) {
                 report.coalesced += runs.count;
-                let mut ev =
-                    BeatEvent::new(EventKind::Coalesced, now).entry(&entry.name, &entry.task);
+                let mut ev = BeatEvent::new(EventKind::Coalesced, now).entry(&p.name, &entry.task);
                 ev.count = Some(runs.count);
                 ev.scheduled_at = Some(fire.at);
                 self.events.emit(ev);

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::clock::format_instant;
 use crate::entry::Entry;
+use crate::entry_def::EntryDef;
 
 /// Namespace of run task ids (a fixed random UUID).
 pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_3c2e_9b7a_4d0e_8f51_2a9d_c4e7_b013);
@@ -75,21 +76,32 @@ pub struct RunMessage {
 impl RunMessage {
     /// The message for `entry`'s run at `fire_at` with id `task_id`.
     pub fn new(entry: &Entry, fire_at: DateTime<Utc>, task_id: Uuid) -> RunMessage {
-        let expires = entry.options.expires_secs.and_then(|secs| {
+        RunMessage::from_def(&entry.name, &EntryDef::new(entry), fire_at, task_id)
+    }
+
+    /// The message for the run at `fire_at` of the entry `name` defined by `def`.
+    pub fn from_def(
+        name: &str,
+        def: &EntryDef,
+        fire_at: DateTime<Utc>,
+        task_id: Uuid,
+    ) -> RunMessage {
+        let options = def.options();
+        let expires = options.expires_secs.and_then(|secs| {
             let delta = TimeDelta::from_std(std::time::Duration::from_secs_f64(secs)).ok()?;
             fire_at.checked_add_signed(delta)
         });
         RunMessage {
-            entry: entry.name.clone(),
-            task: entry.task.clone(),
-            args: entry.args.clone(),
-            kwargs: entry.kwargs.clone(),
+            entry: name.to_owned(),
+            task: def.task.to_string(),
+            args: def.args.clone(),
+            kwargs: def.kwargs.clone(),
             task_id,
             fire_at,
-            queue: entry.options.queue.clone(),
-            exchange: entry.options.exchange.clone(),
-            routing_key: entry.options.routing_key.clone(),
-            priority: entry.options.priority,
+            queue: options.queue,
+            exchange: options.exchange,
+            routing_key: options.routing_key,
+            priority: options.priority,
             expires,
         }
     }

@@ -107,14 +107,14 @@ pub(crate) async fn hold_busy(
         if firing.max_instances == 0 || fire.resend {
             continue;
         }
-        let running = running(&state.recent, &finished, entry.options.expires_secs, now);
+        let running = running(&state.recent, &finished, entry.expires_secs(), now);
         let unfinished: HashSet<Uuid> = state
             .recent
             .iter()
             .map(|r| r.id)
             .filter(|id| !finished.contains(id))
             .collect();
-        let (name, task) = (entry.name.clone(), entry.task.clone());
+        let (name, task) = (p.name.to_string(), entry.task.to_string());
         scheduler.set_unfinished(&p.name, &unfinished);
         if running >= firing.max_instances as usize {
             scheduler.hold(&p.name);

@@ -44,6 +44,7 @@ mod cli_schedule;
 pub mod clock;
 pub mod dispatch;
 pub mod entry;
+pub mod entry_def;
 pub mod error;
 pub mod events;
 pub mod file_source;

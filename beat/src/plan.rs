@@ -73,7 +73,7 @@ pub(crate) fn jobs(scheduler: &Scheduler, planned: &[Planned]) -> Vec<Job> {
         };
         if let Some(fire) = p.fire {
             jobs.push(Job {
-                message: RunMessage::new(entry, fire.at, fire.task_id),
+                message: RunMessage::from_def(&p.name, entry, fire.at, fire.task_id),
                 due: fire.due,
                 resend: fire.resend,
                 run_now: false,
@@ -81,7 +81,7 @@ pub(crate) fn jobs(scheduler: &Scheduler, planned: &[Planned]) -> Vec<Job> {
         }
         if let Some((at, id)) = p.run_now {
             jobs.push(Job {
-                message: RunMessage::new(entry, at, id),
+                message: RunMessage::from_def(&p.name, entry, at, id),
                 due: at,
                 resend: false,
                 run_now: true,

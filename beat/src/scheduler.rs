@@ -16,13 +16,14 @@ use uuid::Uuid;
 
 use crate::dispatch::{run_now_task_id, task_id};
 use crate::entry::{Entry, Firing, Source};
+use crate::entry_def::EntryDef;
 use crate::misfire::decide;
 use crate::plan::{Planned, PlannedFire, backoff, jitter_for};
 use crate::run_state::{RECENT_MAX, RecentRun, RunState};
 use crate::trigger::{Schedule, Trigger, TriggerError};
 
 struct Slot {
-    entry: Entry,
+    def: EntryDef,
     trigger: Trigger,
     firing: Firing,
     state: RunState,
@@ -36,7 +37,8 @@ type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
 
 /// Entries, run state and wake-ups.
 pub struct Scheduler {
-    slots: HashMap<Arc<str>, Slot>,
+    /// Boxed: a table of 100,000 slots grows by moving pointers, not slots.
+    slots: HashMap<Arc<str>, Box<Slot>>,
     heap: BinaryHeap<Item>,
     defaults: Firing,
     dirty: HashSet<Arc<str>>,
@@ -76,9 +78,16 @@ impl Scheduler {
         self.slots.is_empty()
     }
 
-    /// An entry by name.
-    pub fn entry(&self, name: &str) -> Option<&Entry> {
-        self.slots.get(name).map(|s| &s.entry)
+    /// An entry by name (its compact form).
+    pub fn entry(&self, name: &str) -> Option<&EntryDef> {
+        self.slots.get(name).map(|s| &s.def)
+    }
+
+    /// Whether `entry` is held exactly as given (nothing to update).
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        self.slots
+            .get(entry.name.as_str())
+            .is_some_and(|s| s.def == EntryDef::new(entry))
     }
 
     /// An entry's run state.
@@ -95,7 +104,7 @@ impl Scheduler {
     pub fn names(&self, source: Source) -> Vec<Arc<str>> {
         self.slots
             .iter()
-            .filter(|(_, s)| s.entry.source == source)
+            .filter(|(_, s)| s.def.source == source)
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -112,15 +121,16 @@ impl Scheduler {
         let trigger = entry.compile()?;
         let firing = entry.firing.resolve(&self.defaults);
         let name: Arc<str> = Arc::from(entry.name.as_str());
+        let def = EntryDef::new(&entry);
+        drop(entry);
         let mut restart_from = None;
         let state = match self.slots.remove(&name) {
             Some(old) => {
                 let mut state = old.state;
-                if old.entry.created_at != entry.created_at && entry.source == Source::Database {
+                if old.def.created_at != def.created_at && def.source == Source::Database {
                     state = RunState::default();
-                    restart_from = Some(entry.created_at.unwrap_or(now));
-                } else if !old.entry.same_schedule(&entry) || (!old.entry.enabled && entry.enabled)
-                {
+                    restart_from = Some(def.created_at.unwrap_or(now));
+                } else if !old.def.same_schedule(&def) || (!old.def.enabled && def.enabled) {
                     restart_from = Some(now);
                 }
                 state
@@ -128,7 +138,7 @@ impl Scheduler {
             None => stored.unwrap_or_default(),
         };
         let mut slot = Slot {
-            entry,
+            def,
             trigger,
             firing,
             state,
@@ -138,7 +148,7 @@ impl Scheduler {
             retry_at: None,
         };
         if slot.state.cursor_at.is_none() && restart_from.is_none() {
-            match (slot.entry.source, slot.entry.created_at) {
+            match (slot.def.source, slot.def.created_at) {
                 // A database entry counts from its creation: the same after any
                 // restart, so there is nothing to write until it first fires.
                 (Source::Database, Some(created)) => slot.state.cursor_at = Some(created),
@@ -150,7 +160,7 @@ impl Scheduler {
             slot.state.cursor_at = Some(from);
             self.dirty.insert(name.clone());
         }
-        self.slots.insert(name.clone(), slot);
+        self.slots.insert(name.clone(), Box::new(slot));
         self.reschedule(&name);
         Ok(())
     }
@@ -226,7 +236,7 @@ impl Scheduler {
                     task_id: task_id(&name, at),
                     resend: true,
                 });
-            } else if let Some(first) = slot.next.filter(|_| slot.entry.enabled) {
+            } else if let Some(first) = slot.next.filter(|_| slot.def.enabled) {
                 let id = task_id(&name, first);
                 let due = first
                     + slot
@@ -336,7 +346,7 @@ impl Scheduler {
             return false;
         };
         let had_next = slot.state.next_run_at.is_some();
-        slot.next = if slot.entry.enabled {
+        slot.next = if slot.def.enabled {
             slot.state
                 .cursor_at
                 .and_then(|c| slot.trigger.next_after(c))
@@ -364,7 +374,7 @@ impl Scheduler {
         if self.heap.len() > 2 * self.slots.len() + 1024 {
             self.compact();
         }
-        had_next && slot_is_done(self.slots.get(&key))
+        had_next && slot_is_done(self.slots.get(&key).map(|s| &**s))
     }
 
     fn compact(&mut self) {
@@ -393,7 +403,7 @@ impl Scheduler {
 
 fn slot_is_done(slot: Option<&Slot>) -> bool {
     slot.is_some_and(|s| {
-        s.entry.enabled
+        s.def.enabled
             && s.next.is_none()
             && s.state.sending_at.is_none()
             && s.state.run_now_at.is_none()
