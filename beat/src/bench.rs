@@ -100,7 +100,6 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
     let idle_end = window_end + TimeDelta::seconds(i64::try_from(args.idle)?);
     let mut lateness: HashMap<bool, Vec<f64>> = HashMap::new();
     let mut rss_loaded = 0;
-    let mut rss_steady = None;
     let mut cpu_mark: Option<(std::time::Instant, f64)> = None;
     let mut cpu_idle = None;
     let idle_from = window_end + TimeDelta::seconds(2);
@@ -111,7 +110,6 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
             cpu_mark = Some((std::time::Instant::now(), cpu_seconds()));
         }
         if now >= idle_to {
-            rss_steady = Some(memory("VmRSS"));
             if let Some((at, cpu)) = cpu_mark {
                 cpu_idle = Some((cpu_seconds() - cpu) / at.elapsed().as_secs_f64());
             }
@@ -151,6 +149,7 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
             _ => {}
         }
     }
+    let rss_steady = memory("VmRSS");
     let _ = stop_tx.send(());
     handle.await??;
     let hwm = memory("VmHWM");
@@ -159,7 +158,7 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
         "memory (RSS): {} MiB before beat, {} MiB just after loading, {} MiB after the run and idle window, peak {} MiB",
         rss_before / 1024,
         rss_loaded / 1024,
-        rss_steady.unwrap_or(0) / 1024,
+        rss_steady / 1024,
         hwm / 1024
     );
     match cpu_idle {
