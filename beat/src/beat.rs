@@ -3,6 +3,7 @@
 //! instants; [`crate::runner`] drives it from the wall clock.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -15,7 +16,7 @@ use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events};
 use crate::instances;
 use crate::lease::Fence;
-use crate::plan::{Job, Planned, jobs};
+use crate::plan::{Batch, Planned, Sent, jobs};
 use crate::run_state::{self, RunState};
 use crate::scheduler::Scheduler;
 use crate::store::{EntryChange, Store};
@@ -277,17 +278,26 @@ impl<P: Publisher> Beat<P> {
         }
     }
 
-    /// Does everything due at `now`: decides (misfire, coalesce,
-    /// max_instances), records the runs about to be sent, sends them, and
-    /// records them as sent.
+    /// Does everything due at `now` (or within the prepare-ahead time):
+    /// [`Beat::prepare`], [`Beat::send`], [`Beat::complete`] in one go.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, BeatError> {
+        let Some(batch) = self.prepare(now).await? else {
+            return Ok(TickReport::default());
+        };
+        let sent = self.send(batch).await;
+        self.complete(sent).await
+    }
+
+    /// Decides what is due (misfire, coalesce, max_instances) and records
+    /// the runs about to be sent (fenced). `None` if nothing is due.
+    pub async fn prepare(&mut self, now: DateTime<Utc>) -> Result<Option<Batch>, BeatError> {
         let mut planned = self.scheduler.take_due(now, self.prepare_ahead);
-        let mut report = TickReport::default();
         if planned.is_empty() {
-            return Ok(report);
+            return Ok(None);
         }
+        let mut report = TickReport::default();
         self.report_skips(&planned, now, &mut report);
-        let held = instances::hold_busy(
+        report.held = instances::hold_busy(
             &mut self.scheduler,
             self.store.db(),
             &self.events,
@@ -295,38 +305,66 @@ impl<P: Publisher> Beat<P> {
             now,
         )
         .await;
-        report.held = held;
         if let Err(e) = self.save(&[], now).await {
             for p in &planned {
                 if p.fire.is_some() || p.run_now.is_some() {
                     self.scheduler.send_failed(&p.name, now);
                 }
-                self.scheduler.reschedule(&p.name);
+                self.scheduler.finish(&p.name);
             }
             return Err(e);
         }
         let jobs = jobs(&self.scheduler, &planned);
+        Ok(Some(Batch {
+            planned,
+            jobs,
+            report,
+            now,
+        }))
+    }
+
+    /// Publishes a prepared batch, each run when it is due. The future does
+    /// not borrow the beat: the service runs it beside further ticks.
+    pub fn send(&self, batch: Batch) -> impl Future<Output = Sent> + Send + 'static {
         let publisher = self.publisher.clone();
         let clock = self.clock.clone();
-        let results: Vec<(Job, Result<DateTime<Utc>, String>)> = futures_util::stream::iter(jobs)
-            .map(|job| {
-                let publisher = publisher.clone();
-                let clock = clock.clone();
-                async move {
-                    // Prepared ahead: recorded already, sent when due.
-                    if let Ok(wait) = (job.due - clock.now()).to_std() {
-                        tokio::time::sleep(wait).await;
+        async move {
+            let results = futures_util::stream::iter(batch.jobs)
+                .map(|job| {
+                    let publisher = publisher.clone();
+                    let clock = clock.clone();
+                    async move {
+                        // Prepared ahead: recorded already, sent when due.
+                        if let Ok(wait) = (job.due - clock.now()).to_std() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        let res = publisher.publish(&job.message).await;
+                        let res = res
+                            .map(|()| clock.now())
+                            .map_err(|e| celeriac_common::cli::one_line(&e));
+                        (job, res)
                     }
-                    let res = publisher.publish(&job.message).await;
-                    let res = res
-                        .map(|()| clock.now())
-                        .map_err(|e| celeriac_common::cli::one_line(&e));
-                    (job, res)
-                }
-            })
-            .buffer_unordered(PUBLISH_CONCURRENCY)
-            .collect()
-            .await;
+                })
+                .buffer_unordered(PUBLISH_CONCURRENCY)
+                .collect()
+                .await;
+            Sent {
+                planned: batch.planned,
+                results,
+                report: batch.report,
+                now: batch.now,
+            }
+        }
+    }
+
+    /// Records a published batch: runs sent, or to retry with the same id.
+    pub async fn complete(&mut self, sent: Sent) -> Result<TickReport, BeatError> {
+        let Sent {
+            planned,
+            results,
+            mut report,
+            now,
+        } = sent;
         let mut served = Vec::new();
         for (job, res) in &results {
             let m = &job.message;
@@ -363,7 +401,7 @@ impl<P: Publisher> Beat<P> {
             }
         }
         for p in &planned {
-            if self.scheduler.reschedule(&p.name)
+            if self.scheduler.finish(&p.name)
                 && let Some(entry) = self.scheduler.entry(&p.name)
             {
                 self.events

@@ -100,6 +100,8 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
     let idle_end = window_end + TimeDelta::seconds(i64::try_from(args.idle)?);
     let mut lateness: HashMap<bool, Vec<f64>> = HashMap::new();
     let mut rss_loaded = 0;
+    let mut loaded_at: Option<DateTime<Utc>> = None;
+    let mut early = 0usize;
     let mut cpu_mark: Option<(std::time::Instant, f64)> = None;
     let mut cpu_idle = None;
     let idle_from = window_end + TimeDelta::seconds(2);
@@ -131,7 +133,12 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
         match event.kind {
             EventKind::Loaded => {
                 rss_loaded = memory("VmRSS");
+                loaded_at = Some(event.at);
                 println!("{}", event.detail.unwrap_or_default());
+            }
+            EventKind::Fired if event.scheduled_at < loaded_at => {
+                // Due before the schedule was even loaded: not a firing delay.
+                early += 1;
             }
             EventKind::Fired => {
                 let burst = event
@@ -161,6 +168,11 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
         rss_steady / 1024,
         hwm / 1024
     );
+    if early > 0 {
+        println!(
+            "{early} runs fell due before the schedule was loaded and are left out (raise --lead-in)"
+        );
+    }
     match cpu_idle {
         Some(c) => println!("cpu while nothing is due: {:.2}% of one core", c * 100.0),
         None => println!("cpu while nothing is due: not measured"),

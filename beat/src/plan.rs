@@ -56,6 +56,38 @@ pub(crate) fn jitter_for(id: Uuid, max: Duration) -> TimeDelta {
     TimeDelta::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
 }
 
+/// Runs recorded as being sent, to publish ([`crate::beat::Beat::prepare`]).
+pub struct Batch {
+    pub(crate) planned: Vec<Planned>,
+    pub(crate) jobs: Vec<Job>,
+    pub(crate) report: crate::beat::TickReport,
+    pub(crate) now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("runs", &self.jobs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A published batch, to record ([`crate::beat::Beat::complete`]).
+pub struct Sent {
+    pub(crate) planned: Vec<Planned>,
+    pub(crate) results: Vec<(Job, Result<DateTime<Utc>, String>)>,
+    pub(crate) report: crate::beat::TickReport,
+    pub(crate) now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sent")
+            .field("runs", &self.results.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One message a tick sends.
 pub(crate) struct Job {
     pub(crate) message: RunMessage,

@@ -25,6 +25,7 @@ use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events, publish_to_broker};
 use crate::file_source;
 use crate::lease::{self, Fence, Leadership, Lease};
+use crate::plan::Sent;
 use crate::store::Store;
 
 /// How often the leader checks the database schedule version.
@@ -199,6 +200,10 @@ impl Service {
         let mut poll = tokio::time::interval(CHANGE_POLL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut db_failing = false;
+        // Batches being published run beside the loop, so a crowd of runs
+        // due together never delays the next one; their outcomes come back here.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Sent>();
+        let mut in_flight = 0usize;
         loop {
             let sleep = match beat.next_tick() {
                 Some(at) => (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO),
@@ -206,10 +211,23 @@ impl Service {
             };
             tokio::select! {
                 biased;
-                _ = shutdown.as_mut() => return STOPPING,
+                _ = shutdown.as_mut() => {
+                    self.drain(beat, &mut done_rx, in_flight).await;
+                    return STOPPING;
+                }
                 changed = lead_rx.changed() => {
                     if changed.is_err() || *lead_rx.borrow() != Leadership::Leader(fence.clone()) {
                         return "the lease moved";
+                    }
+                }
+                Some(sent) = done_rx.recv() => {
+                    in_flight = in_flight.saturating_sub(1);
+                    if let Err(e) = beat.complete(sent).await {
+                        if matches!(e, BeatError::LostLease) {
+                            recheck.notify_one();
+                            return "lost the lease";
+                        }
+                        tracing::warn!("cannot record sent runs (kept for the next write): {}", celeriac_common::cli::one_line(&e));
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
@@ -233,8 +251,16 @@ impl Service {
             }
             let now = self.clock.now();
             if beat.next_tick().is_some_and(|at| at <= now) {
-                match beat.tick(now).await {
-                    Ok(_) => {}
+                match beat.prepare(now).await {
+                    Ok(Some(batch)) => {
+                        in_flight += 1;
+                        let sending = beat.send(batch);
+                        let done = done_tx.clone();
+                        tokio::spawn(async move {
+                            let _ = done.send(sending.await);
+                        });
+                    }
+                    Ok(None) => {}
                     Err(BeatError::LostLease) => {
                         recheck.notify_one();
                         return "lost the lease";
@@ -244,6 +270,31 @@ impl Service {
                         celeriac_common::cli::one_line(&e)
                     ),
                 }
+            }
+        }
+    }
+
+    /// On shutdown: waits (up to the publish timeout) for batches being
+    /// published and records them, so a clean stop leaves nothing to re-send.
+    async fn drain(
+        &self,
+        beat: &mut Beat<Client>,
+        done_rx: &mut mpsc::UnboundedReceiver<Sent>,
+        mut in_flight: usize,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.config.publish_timeout();
+        while in_flight > 0 {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(sent)) => {
+                    in_flight -= 1;
+                    if let Err(e) = beat.complete(sent).await {
+                        tracing::warn!(
+                            "cannot record sent runs: {}",
+                            celeriac_common::cli::one_line(&e)
+                        );
+                    }
+                }
+                _ => break,
             }
         }
     }

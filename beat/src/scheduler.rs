@@ -2,7 +2,7 @@
 //! run state and a heap of wake-up times. [`Scheduler::take_due`] says what
 //! is due at an instant; the caller (see [`crate::beat`]) persists, sends,
 //! and reports back with [`Scheduler::sent`], [`Scheduler::send_failed`] or
-//! [`Scheduler::hold`], then [`Scheduler::reschedule`].
+//! [`Scheduler::hold`], then [`Scheduler::finish`].
 //!
 //! Each entry has at most one live heap item, so 100,000 entries cost one
 //! heap of 100,000 small items, and finding the next wake-up is `O(1)`.
@@ -42,6 +42,8 @@ pub struct Scheduler {
     heap: BinaryHeap<Item>,
     defaults: Firing,
     dirty: HashSet<Arc<str>>,
+    /// Entries with runs being sent: no wake-up until [`Scheduler::finish`].
+    in_flight: HashSet<Arc<str>>,
     /// Source of heap item epochs, unique for the scheduler's lifetime, so
     /// an item left behind by a replaced or removed entry never matches.
     epochs: u64,
@@ -64,6 +66,7 @@ impl Scheduler {
             heap: BinaryHeap::new(),
             defaults,
             dirty: HashSet::new(),
+            in_flight: HashSet::new(),
             epochs: 0,
         }
     }
@@ -200,7 +203,7 @@ impl Scheduler {
     /// each run at its `due` time). Run state is updated in memory (cursor
     /// advanced; `sending_at` set for each run to send); the caller persists
     /// it (see [`Scheduler::take_dirty`]) before sending, then reports back
-    /// and calls [`Scheduler::reschedule`] for every planned name.
+    /// and calls [`Scheduler::finish`] for every planned name.
     pub fn take_due(&mut self, now: DateTime<Utc>, ahead: TimeDelta) -> Vec<Planned> {
         let until = now + ahead;
         let mut out = Vec::new();
@@ -266,9 +269,17 @@ impl Scheduler {
                     self.dirty.insert(name.clone());
                 }
             }
+            self.in_flight.insert(name.clone());
             out.push(planned);
         }
         out
+    }
+
+    /// The runs planned for `name` are settled (sent, failed or held):
+    /// recomputes its wake-up. Returns `true` if it has just run out of fire times.
+    pub fn finish(&mut self, name: &str) -> bool {
+        self.in_flight.remove(name);
+        self.reschedule(name)
     }
 
     /// A planned run was not sent because `max_instances` runs are unfinished.
@@ -368,6 +379,10 @@ impl Scheduler {
         };
         self.epochs += 1;
         slot.epoch = self.epochs;
+        if self.in_flight.contains(&key) {
+            // Its runs are being sent; `finish` schedules it again.
+            return false;
+        }
         if let Some(at) = wake {
             self.heap.push(Reverse((at, key.clone(), slot.epoch)));
         }
