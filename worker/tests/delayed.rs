@@ -173,10 +173,8 @@ async fn celery_eta_messages_expiry_and_revocation() {
     canary.wait(WAIT).await.expect("canary ran");
     let rec = revoked.record().await.expect("record").expect("row");
     assert_eq!(rec.state, TaskState::Revoked);
-    assert!(
-        rec.started_at.is_none() && rec.worker.is_none(),
-        "revoked task never started"
-    );
+    // The worker that skipped it may record the revocation too, but never a start.
+    assert!(rec.started_at.is_none(), "revoked task never started");
     assert!(
         !client.revoke(canary.id()).await.expect("revoke finished"),
         "a finished task keeps its outcome"
