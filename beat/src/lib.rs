@@ -10,8 +10,9 @@
 //!   schedules; [`run_state`]: each entry's persisted run state.
 //! * [`lease`]: leader election with a fenced lease, so any number of beats
 //!   can run against one database and exactly one leads.
-//! * [`scheduler`], [`misfire`] and [`beat`]: deciding what is due and
-//!   sending it exactly once; [`runner`]: the service loop.
+//! * [`scheduler`] (entries in memory, compact: [`entry_def`]), [`misfire`],
+//!   [`plan`] and [`beat`]: deciding what is due and sending it exactly
+//!   once; [`instances`]: `max_instances`; [`runner`]: the service loop.
 //! * [`dispatch`]: deterministic task ids (`uuid5(entry, fire time)`).
 //! * [`events`]: every decision, logged and published.
 //!
@@ -39,6 +40,7 @@
 pub mod beat;
 #[doc(hidden)]
 pub mod bench;
+mod changes;
 pub mod cli;
 mod cli_schedule;
 pub mod clock;
@@ -51,6 +53,7 @@ pub mod file_source;
 pub mod instances;
 pub mod lease;
 pub mod misfire;
+mod outcome;
 pub mod plan;
 pub mod run_state;
 pub mod runner;

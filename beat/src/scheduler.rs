@@ -12,25 +12,24 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use uuid::Uuid;
 
 use crate::dispatch::{run_now_task_id, task_id};
 use crate::entry::{Entry, Firing, Source};
 use crate::entry_def::EntryDef;
 use crate::misfire::decide;
-use crate::plan::{Planned, PlannedFire, backoff, jitter_for};
-use crate::run_state::{RECENT_MAX, RecentRun, RunState};
+use crate::plan::{Planned, PlannedFire, jitter_for};
+use crate::run_state::RunState;
 use crate::trigger::{Schedule, Trigger, TriggerError};
 
-struct Slot {
-    def: EntryDef,
-    trigger: Trigger,
-    firing: Firing,
-    state: RunState,
-    next: Option<DateTime<Utc>>,
-    epoch: u64,
-    failures: u32,
-    retry_at: Option<DateTime<Utc>>,
+pub(crate) struct Slot {
+    pub(crate) def: EntryDef,
+    pub(crate) trigger: Trigger,
+    pub(crate) firing: Firing,
+    pub(crate) state: RunState,
+    pub(crate) next: Option<DateTime<Utc>>,
+    pub(crate) epoch: u64,
+    pub(crate) failures: u32,
+    pub(crate) retry_at: Option<DateTime<Utc>>,
 }
 
 type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
@@ -38,10 +37,10 @@ type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
 /// Entries, run state and wake-ups.
 pub struct Scheduler {
     /// Boxed: a table of 100,000 slots grows by moving pointers, not slots.
-    slots: HashMap<Arc<str>, Box<Slot>>,
+    pub(crate) slots: HashMap<Arc<str>, Box<Slot>>,
     heap: BinaryHeap<Item>,
     defaults: Firing,
-    dirty: HashSet<Arc<str>>,
+    pub(crate) dirty: HashSet<Arc<str>>,
     /// Entries with runs being sent: no wake-up until [`Scheduler::finish`].
     in_flight: HashSet<Arc<str>>,
     /// Source of heap item epochs, unique for the scheduler's lifetime, so
@@ -280,71 +279,6 @@ impl Scheduler {
     pub fn finish(&mut self, name: &str) -> bool {
         self.in_flight.remove(name);
         self.reschedule(name)
-    }
-
-    /// A planned run was not sent because `max_instances` runs are unfinished.
-    pub fn hold(&mut self, name: &str) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.state.sending_at = None;
-            self.dirty.insert(Arc::from(name));
-        }
-    }
-
-    /// A run (scheduled at `at`, or a run-now request if `run_now`) was
-    /// confirmed by the broker at `sent_at`.
-    pub fn sent(
-        &mut self,
-        name: &str,
-        at: DateTime<Utc>,
-        id: Uuid,
-        run_now: bool,
-        sent_at: DateTime<Utc>,
-    ) {
-        let Some(slot) = self.slots.get_mut(name) else {
-            return;
-        };
-        let s = &mut slot.state;
-        if run_now {
-            if s.run_now_at == Some(at) {
-                s.run_now_at = None;
-            }
-        } else {
-            if s.sending_at == Some(at) {
-                s.sending_at = None;
-            }
-            s.last_run_at = Some(at);
-        }
-        s.last_sent_at = Some(sent_at);
-        s.last_task_id = Some(id);
-        s.total_runs += 1;
-        if slot.firing.max_instances > 0 {
-            s.recent.push(RecentRun { at, id });
-            if s.recent.len() > RECENT_MAX {
-                s.recent.remove(0);
-            }
-        }
-        slot.failures = 0;
-        slot.retry_at = None;
-        self.dirty.insert(Arc::from(name));
-    }
-
-    /// Sending failed (broker or database); retry later with backoff.
-    pub fn send_failed(&mut self, name: &str, now: DateTime<Utc>) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.failures = slot.failures.saturating_add(1);
-            slot.retry_at = Some(now + backoff(slot.failures));
-        }
-    }
-
-    /// Keeps only the recent runs of `name` that are still unfinished.
-    pub fn set_unfinished(&mut self, name: &str, unfinished: &HashSet<Uuid>) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            let before = slot.state.recent.len();
-            slot.state.recent.retain(|r| unfinished.contains(&r.id));
-            if slot.state.recent.len() != before {
-                self.dirty.insert(Arc::from(name));
-            }
-        }
     }
 
     /// Recomputes `name`'s next fire time and wake-up. Returns `true` if the
