@@ -164,16 +164,6 @@ impl Worker {
         let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
         let (stop_tx, stop_rx) = watch::channel(false);
         let revocations = crate::revoke::Revocations::default();
-        if let Some(backend) = &self.backend {
-            let since = chrono::Utc::now()
-                - chrono::Duration::seconds(
-                    i64::try_from(config.result_expires_secs).unwrap_or(i64::MAX / 2_000),
-                );
-            match backend.revoked_since(since).await {
-                Ok(ids) => ids.iter().for_each(|id| revocations.revoke(id)),
-                Err(e) => tracing::warn!(error = %e, "cannot load revoked task ids"),
-            }
-        }
         let shared = Arc::new(Shared {
             revocations,
             client: self.client,
@@ -217,6 +207,9 @@ impl Worker {
                 }
             };
             backoff = RECONNECT_START;
+            // Revokes broadcast while this worker was not connected are in
+            // the result backend: load them at every (re)connection.
+            load_revocations(&shared).await;
             tracing::info!(hostname = %config.hostname, "worker ready, consuming");
             let keep = tokio::select! {
                 _ = &mut shutdown => true,
@@ -258,5 +251,17 @@ impl Worker {
         }
         tracing::info!(hostname = %config.hostname, "worker stopped");
         Ok(())
+    }
+}
+
+async fn load_revocations(shared: &Shared) {
+    let Some(backend) = &shared.backend else {
+        return;
+    };
+    let keep = i64::try_from(shared.config.result_expires_secs).unwrap_or(i64::MAX / 2_000);
+    let since = chrono::Utc::now() - chrono::Duration::seconds(keep);
+    match backend.revoked_since(since).await {
+        Ok(ids) => ids.iter().for_each(|id| shared.revocations.revoke(id)),
+        Err(e) => tracing::warn!(error = %e, "cannot load revoked task ids"),
     }
 }
