@@ -161,7 +161,7 @@ impl Store {
     pub async fn add_many(&self, entries: &[Entry], now: DateTime<Utc>) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
         let revision = bump(&txn).await?;
-        for chunk in entries.chunks(200) {
+        for chunk in entries.chunks(50) {
             let rows = chunk.iter().map(|e| {
                 let mut e = e.clone();
                 e.created_at = Some(now);
