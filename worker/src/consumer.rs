@@ -273,15 +273,17 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
                 }
             }
         }
-        // A redelivered message may have run already. (Revokes of delayed
-        // tasks arrive by broadcast, or are loaded at each connection.)
+        // Revokes of delayed tasks arrive by broadcast, or are loaded at each connection.
         if shared.revocations.is_revoked(&msg.id) {
             tracing::info!("revoked while it waited: not running it");
             outcome.state = TaskState::Revoked;
             outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "revoked before it ran")));
             return finish(&shared, &msg, delivery, Some(outcome)).await;
         }
-        if delivery.redelivered && already_done(&shared, &msg.id).await {
+        // A redelivered message may have run already; a delayed one may be
+        // a second copy of a run that already finished (beat's dedupe: the
+        // same task id sent twice by two beats in a split brain).
+        if (delivery.redelivered || msg.eta.is_some()) && already_done(&shared, &msg.id).await {
             tracing::info!("already finished or revoked; not running it");
             return finish(&shared, &msg, delivery, None).await;
         }
