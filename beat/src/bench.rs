@@ -99,6 +99,7 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
     let window_end = base + TimeDelta::seconds(i64::try_from(args.duration)?);
     let idle_end = window_end + TimeDelta::seconds(i64::try_from(args.idle)?);
     let mut lateness: HashMap<bool, Vec<f64>> = HashMap::new();
+    let mut worst: Vec<(f64, DateTime<Utc>)> = Vec::new();
     let mut rss_loaded = 0;
     let mut loaded_at: Option<DateTime<Utc>> = None;
     let mut early = 0usize;
@@ -145,10 +146,11 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
                     .entry
                     .as_deref()
                     .is_some_and(|e| e.starts_with("burst-"));
-                lateness
-                    .entry(burst)
-                    .or_default()
-                    .push(event.lateness_ms.unwrap_or(0.0));
+                let late = event.lateness_ms.unwrap_or(0.0);
+                lateness.entry(burst).or_default().push(late);
+                if !burst && let Some(at) = event.scheduled_at {
+                    worst.push((late, at));
+                }
             }
             EventKind::SendFailed | EventKind::Missed => {
                 println!("warning: {:?} {:?}", event.kind, event.entry);
@@ -193,6 +195,19 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
             v[v.len() - 1]
         );
     }
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let burst_at = base + TimeDelta::milliseconds(i64::try_from(args.duration * 500)?);
+    let worst: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|(late, at)| {
+            format!(
+                "{late:.1} ms at burst{:+} ms",
+                (*at - burst_at).num_milliseconds()
+            )
+        })
+        .collect();
+    println!("latest spread runs: {}", worst.join(", "));
     delete_queue(&config, &queue).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
