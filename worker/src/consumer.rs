@@ -240,8 +240,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         let mut outcome = outcome_for(&shared, &msg, &queue);
         if shared.revocations.is_revoked(&msg.id) {
             tracing::info!("revoked: not running it");
-            outcome.state = TaskState::Revoked;
-            outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "revoked before it ran")));
+            mark_revoked(&mut outcome, "revoked before it ran");
             return finish(&shared, &msg, delivery, Some(outcome)).await;
         }
         if msg.is_expired(received) {
@@ -276,8 +275,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         // Revokes of delayed tasks arrive by broadcast, or are loaded at each connection.
         if shared.revocations.is_revoked(&msg.id) {
             tracing::info!("revoked while it waited: not running it");
-            outcome.state = TaskState::Revoked;
-            outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "revoked before it ran")));
+            mark_revoked(&mut outcome, "revoked before it ran");
             return finish(&shared, &msg, delivery, Some(outcome)).await;
         }
         // A redelivered message may have run already; a delayed one may be
@@ -323,8 +321,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         if shared.revocations.is_revoked(&msg.id) {
             drop(permit);
             tracing::info!("revoked while waiting: not running it");
-            outcome.state = TaskState::Revoked;
-            outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "revoked before it ran")));
+            mark_revoked(&mut outcome, "revoked before it ran");
             return finish(&shared, &msg, delivery, Some(outcome)).await;
         }
         shared.running.fetch_add(1, Ordering::SeqCst);
@@ -350,8 +347,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
             }
             Err(failure) if failure.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
                 tracing::info!(duration_ms = ms, "terminated by revoke");
-                outcome.state = TaskState::Revoked;
-                outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", "terminated while running")));
+                mark_revoked(&mut outcome, "terminated while running");
                 true
             }
             Err(failure) => {
@@ -385,6 +381,11 @@ fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
         o.kwargs = Some(serde_json::Value::Object(msg.kwargs.clone()));
     }
     o
+}
+
+fn mark_revoked(outcome: &mut TaskOutcome, message: &str) {
+    outcome.state = TaskState::Revoked;
+    outcome.error = Some(task_error(TaskFailure::new("TaskRevoked", message)));
 }
 
 pub(crate) fn task_error(f: TaskFailure) -> TaskError {

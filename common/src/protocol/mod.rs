@@ -212,14 +212,11 @@ impl TaskMessage {
         );
         h.insert("root_id".into(), opt(&self.root_id));
         h.insert("parent_id".into(), opt(&self.parent_id));
-        let argsrepr = self
-            .argsrepr
-            .clone()
-            .unwrap_or_else(|| repr(&Value::Array(self.args.clone())));
+        let argsrepr = self.argsrepr.clone().unwrap_or_else(|| repr(&self.args));
         let kwargsrepr = self
             .kwargsrepr
             .clone()
-            .unwrap_or_else(|| repr(&Value::Object(self.kwargs.clone())));
+            .unwrap_or_else(|| repr(&self.kwargs));
         h.insert("argsrepr".into(), s(&argsrepr));
         h.insert("kwargsrepr".into(), s(&kwargsrepr));
         h.insert("origin".into(), opt(&self.origin));
@@ -376,8 +373,9 @@ pub fn is_reserved_header(name: &str) -> bool {
     KNOWN_HEADERS.contains(&name)
 }
 
-fn repr(v: &Value) -> String {
-    let mut s = v.to_string();
+/// JSON text of `v` (args or kwargs), cut to Celery's repr length.
+fn repr(v: &impl serde::Serialize) -> String {
+    let mut s = serde_json::to_string(v).unwrap_or_default();
     if s.len() > REPR_MAX_CHARS {
         let mut cut = REPR_MAX_CHARS;
         while !s.is_char_boundary(cut) {
