@@ -35,4 +35,13 @@ if command -v rabbitmqctl >/dev/null; then
 fi
 ensure PostgreSQL 5432 "${POSTGRES_START:-pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start}" || status=1
 ensure MariaDB 3306 "${MARIADB_START:-start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd}" || status=1
+# worker/tests/tls.rs starts a TLS listener on the running RabbitMQ node and
+# private PostgreSQL and MariaDB servers (as root, for the servers' users).
+for tool in rabbitmqctl setpriv /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres \
+  mariadb-install-db mariadbd mariadb; do
+  if ! command -v "$tool" >/dev/null && [ ! -x "$tool" ]; then
+    echo "ensure-services: $tool not found; the TLS tests (worker/tests/tls.rs) need it" >&2
+    status=1
+  fi
+done
 exit $status

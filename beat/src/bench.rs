@@ -215,9 +215,7 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
 
 /// Deletes the bench queue and its exchange.
 async fn delete_queue(config: &Config, queue: &str) {
-    if let Ok(conn) =
-        celeriac_common::broker::connect(&config.broker_url, "celeriac-beat-bench").await
-    {
+    if let Ok(conn) = celeriac_common::broker::connect_config(config, "celeriac-beat-bench").await {
         if let Ok(ch) = conn.create_channel().await {
             let _ = ch.queue_delete(queue.into(), Default::default()).await;
             let _ = ch.exchange_delete(queue.into(), Default::default()).await;

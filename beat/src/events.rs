@@ -309,7 +309,7 @@ pub async fn publish_to_broker(
 }
 
 async fn open(config: &Config) -> Option<(lapin::Connection, lapin::Channel)> {
-    let conn = celeriac_common::broker::connect(&config.broker_url, "celeriac-beat-events")
+    let conn = celeriac_common::broker::connect_config(config, "celeriac-beat-events")
         .await
         .map_err(|e| tracing::debug!(error = %e, "beat events: no broker"))
         .ok()?;

@@ -2,6 +2,7 @@
 //! so Python and Rust processes can share queues.
 
 use crate::config::{Config, QueueType, mask_url};
+use crate::tls::{BrokerTls, TlsError};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -18,6 +19,24 @@ pub enum BrokerError {
         url: String,
         /// The client's error.
         source: lapin::Error,
+    },
+    /// The TLS handshake with the broker failed: its certificate is not
+    /// trusted or does not match the host, or it wants a client certificate.
+    #[error(
+        "TLS handshake with RabbitMQ at {url} failed ({source}); check broker_tls_ca_file / CELERIAC_BROKER_TLS_CA_FILE (the CA that signed the broker's certificate; the URL's host must be named in it) and, if the broker requires one, broker_tls_client_cert / broker_tls_client_key"
+    )]
+    TlsHandshake {
+        /// The URL, password masked.
+        url: String,
+        /// The client's error.
+        source: lapin::Error,
+    },
+    /// The TLS settings cannot be used.
+    #[error("invalid broker TLS settings: {source}")]
+    TlsSettings {
+        /// What is wrong.
+        #[from]
+        source: TlsError,
     },
     /// The broker URL cannot be parsed.
     #[error(
@@ -55,13 +74,28 @@ pub enum BrokerError {
 /// idle footprint small.
 const FRAME_MAX_DEFAULT: u32 = 131_072;
 
-/// Connects to `url` with a connection name that shows in RabbitMQ's management UI.
+/// Connects to the configured broker (`broker_url` and the `broker_tls_*`
+/// keys) with a connection name that shows in RabbitMQ's management UI.
+/// Every celeriac process connects through here.
+pub async fn connect_config(config: &Config, name: &str) -> Result<Connection, BrokerError> {
+    connect_with_tls(&config.broker_url, &BrokerTls::from_config(config), name).await
+}
+
+/// Connects to `url` with the default TLS settings (for `amqps://`: the
+/// system's CAs, no client certificate).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    connect_with_tls(url, &BrokerTls::default(), name).await
+}
+
+/// Connects to `url`; an `amqps://` URL uses `tls` (server certificates are
+/// always verified). TLS settings with a plain `amqp://` URL are an error
+/// rather than silently unused.
+pub async fn connect_with_tls(
+    url: &str,
+    tls: &BrokerTls,
+    name: &str,
+) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    let err = |source| BrokerError::Connect {
-        url: mask_url(url),
-        source,
-    };
     let mut uri: lapin::uri::AMQPUri =
         url.parse().map_err(|reason: String| BrokerError::BadUrl {
             url: mask_url(url),
@@ -70,7 +104,38 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     if uri.query.frame_max.is_none() {
         uri.query.frame_max = Some(FRAME_MAX_DEFAULT);
     }
-    Connection::connect_uri(uri, props).await.map_err(err)
+    let secure = uri.scheme == lapin::uri::AMQPScheme::AMQPS;
+    if tls.is_set() && !secure {
+        return Err(TlsError::Settings(format!(
+            "broker_tls_* is set but the broker URL {} is not amqps://",
+            mask_url(url)
+        ))
+        .into());
+    }
+    let tls_config = tls.load()?;
+    let runtime = lapin::runtime::default_runtime().map_err(|source| BrokerError::Connect {
+        url: mask_url(url),
+        source,
+    })?;
+    Connection::connect_uri_with_config(uri, props, tls_config, runtime)
+        .await
+        .map_err(|source| {
+            let url = mask_url(url);
+            if secure && is_tls_failure(&source) {
+                BrokerError::TlsHandshake { url, source }
+            } else {
+                BrokerError::Connect { url, source }
+            }
+        })
+}
+
+/// Whether a connection error came from the TLS layer (rustls' errors name
+/// certificates, the handshake or a TLS alert).
+fn is_tls_failure(err: &lapin::Error) -> bool {
+    let text = err.to_string().to_ascii_lowercase();
+    ["certificate", "handshake", "tls", "alert"]
+        .iter()
+        .any(|w| text.contains(w))
 }
 
 /// The arguments Celery declares a task queue with for this configuration.

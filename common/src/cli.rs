@@ -19,6 +19,16 @@ pub struct ConnectionArgs {
         global = true
     )]
     pub broker: Option<String>,
+    /// PEM file of the CA(s) that signed the broker's certificate, trusted
+    /// besides the system's (amqps:// only).
+    #[arg(long, env = "CELERIAC_BROKER_TLS_CA_FILE", global = true)]
+    pub broker_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the broker (amqps:// only).
+    #[arg(long, env = "CELERIAC_BROKER_TLS_CLIENT_CERT", global = true)]
+    pub broker_tls_client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "CELERIAC_BROKER_TLS_CLIENT_KEY", global = true)]
+    pub broker_tls_client_key: Option<PathBuf>,
     /// Result backend URL: sqlite://FILE?mode=rwc, postgres://..., mysql://..., or none
     /// [default: sqlite://celeriac.db?mode=rwc].
     #[arg(
@@ -39,6 +49,15 @@ impl ConnectionArgs {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(b) = &self.broker {
             config.broker_url = b.clone();
+        }
+        if let Some(f) = &self.broker_tls_ca_file {
+            config.broker_tls_ca_file = Some(f.clone());
+        }
+        if let Some(f) = &self.broker_tls_client_cert {
+            config.broker_tls_client_cert = Some(f.clone());
+        }
+        if let Some(f) = &self.broker_tls_client_key {
+            config.broker_tls_client_key = Some(f.clone());
         }
         if let Some(r) = &self.result_backend {
             config.result_backend = r.clone();

@@ -5,6 +5,9 @@
 //! | key | env | default |
 //! | --- | --- | --- |
 //! | `broker_url` | `CELERIAC_BROKER_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `broker_tls_ca_file` | `CELERIAC_BROKER_TLS_CA_FILE` | unset: `amqps://` trusts the system's CAs only |
+//! | `broker_tls_client_cert` | `CELERIAC_BROKER_TLS_CLIENT_CERT` | unset (PEM certificate chain presented to the broker) |
+//! | `broker_tls_client_key` | `CELERIAC_BROKER_TLS_CLIENT_KEY` | unset (its PEM private key) |
 //! | `result_backend` | `CELERIAC_RESULT_BACKEND` | `sqlite://celeriac.db?mode=rwc` (`none` stores nothing) |
 //! | `default_queue` | `CELERIAC_DEFAULT_QUEUE` | `celery` |
 //! | `queues` | `CELERIAC_QUEUES` | `["celery"]` (comma-separated in env) |
@@ -23,6 +26,7 @@
 //! | `dead_letter_queue` | `CELERIAC_DEAD_LETTER_QUEUE` | `celeriac.dlq` |
 //! | `delay_prefix` | `CELERIAC_DELAY_PREFIX` | `celeriac.delay` (names of the delay exchanges and queues) |
 //! | `migrate_on_start` | `CELERIAC_MIGRATE_ON_START` | `true` |
+//! | `worker_heartbeat_secs` | `CELERIAC_WORKER_HEARTBEAT_SECS` | `5` (a worker silent for 3 intervals is gone: its STARTED tasks become RETRY) |
 //! | `max_deliveries` | `CELERIAC_MAX_DELIVERIES` | `5` (a message delivered this often without finishing is dead-lettered) |
 //! | `beat_schedule` | `CELERIAC_BEAT_SCHEDULE` | unset (beat's TOML schedule file) |
 //! | `beat_misfire_grace_secs` | `CELERIAC_BEAT_MISFIRE_GRACE_SECS` | `60` (a run later than this is skipped as missed) |
@@ -70,6 +74,9 @@ pub enum LogFormat {
 #[allow(missing_docs)]
 pub struct Config {
     pub broker_url: String,
+    pub broker_tls_ca_file: Option<PathBuf>,
+    pub broker_tls_client_cert: Option<PathBuf>,
+    pub broker_tls_client_key: Option<PathBuf>,
     pub result_backend: String,
     pub default_queue: String,
     #[serde(deserialize_with = "list_or_csv")]
@@ -90,6 +97,7 @@ pub struct Config {
     pub delay_prefix: String,
     pub migrate_on_start: bool,
     pub max_deliveries: u32,
+    pub worker_heartbeat_secs: u64,
     pub beat_schedule: Option<String>,
     pub beat_misfire_grace_secs: u64,
     pub beat_coalesce: bool,
@@ -101,6 +109,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             broker_url: BROKER_URL_DEFAULT.to_owned(),
+            broker_tls_ca_file: None,
+            broker_tls_client_cert: None,
+            broker_tls_client_key: None,
             result_backend: RESULT_BACKEND_DEFAULT.to_owned(),
             default_queue: DEFAULT_QUEUE.to_owned(),
             queues: vec![DEFAULT_QUEUE.to_owned()],
@@ -120,6 +131,7 @@ impl Default for Config {
             delay_prefix: "celeriac.delay".to_owned(),
             migrate_on_start: true,
             max_deliveries: 5,
+            worker_heartbeat_secs: 5,
             beat_schedule: None,
             beat_misfire_grace_secs: 60,
             beat_coalesce: true,
@@ -332,10 +344,17 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "concurrency = 3\nqueues = [\"a\", \"b\"]\nqueue_type = \"quorum\"\n",
+            "concurrency = 3\nqueues = [\"a\", \"b\"]\nqueue_type = \"quorum\"\n\
+             broker_tls_ca_file = \"/etc/celeriac/ca.pem\"\nworker_heartbeat_secs = 2\n",
         )
         .expect("write");
         let c = Config::load(Some(&path)).expect("load");
+        assert_eq!(
+            c.broker_tls_ca_file.as_deref(),
+            Some(Path::new("/etc/celeriac/ca.pem"))
+        );
+        assert_eq!(c.broker_tls_client_cert, None);
+        assert_eq!(c.worker_heartbeat_secs, 2);
         assert_eq!(c.concurrency, 3);
         assert_eq!(c.queues, vec!["a", "b"]);
         assert_eq!(c.queue_type, QueueType::Quorum);

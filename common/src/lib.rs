@@ -31,6 +31,7 @@ pub mod task;
 pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod tls;
 
 pub use backend::{BackendError, ResultBackend, TaskOutcome, TaskRecord};
 pub use broker::BrokerError;

@@ -181,7 +181,7 @@ impl Resources {
 /// Deletes queues and exchanges; a fresh channel after any failure (a failed
 /// operation closes the channel).
 async fn delete_queues(config: &Config, queues: &[String], exchanges: &[String]) {
-    let conn = match broker::connect(&config.broker_url, "celeriac-bench-cleanup").await {
+    let conn = match broker::connect_config(config, "celeriac-bench-cleanup").await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -376,7 +376,7 @@ async fn measure(
         .await
         .map_err(err("cannot connect the producer"))?;
     res.client = Some(client.clone());
-    let monitor = broker::connect(&config.broker_url, "celeriac-bench-monitor")
+    let monitor = broker::connect_config(&config, "celeriac-bench-monitor")
         .await
         .map_err(err("cannot connect"))?;
     let monitor_ch = monitor

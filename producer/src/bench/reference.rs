@@ -47,7 +47,7 @@ pub(crate) async fn run(
     timeout: Duration,
 ) -> Result<Reference, BenchError> {
     let connect = |name: &'static str| async move {
-        broker::connect(&config.broker_url, name)
+        broker::connect_config(config, name)
             .await
             .map_err(|e| BenchError::new(one_line(&e)))
     };
