@@ -34,7 +34,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::sql::{now_ms, statement};
+use crate::sql::statement;
+use celeriac_common::backend::db_clock_ms as now_ms;
 
 /// The lease row's name (one lease per database).
 pub const LEASE_NAME: &str = "default";

@@ -26,17 +26,6 @@ pub(crate) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> St
     Statement::from_sql_and_values(backend, sql, values)
 }
 
-/// The database server's clock in milliseconds since the Unix epoch, as an
-/// SQL expression. Leases use the database's clock, not the hosts', so
-/// beats on hosts with skewed clocks still agree on when a lease expires.
-pub(crate) fn now_ms(backend: DbBackend) -> &'static str {
-    match backend {
-        DbBackend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-        DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
-        _ => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ mod context;
 mod diagnostics;
 mod execute;
 mod followup;
+mod heartbeat;
 mod options;
 mod recorder;
 mod registry;

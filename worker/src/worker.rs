@@ -2,9 +2,11 @@
 
 use crate::consumer::{Session, Shared};
 use crate::context::{TaskContext, TaskFailure};
+use crate::heartbeat;
 use crate::options::TaskOptions;
 use crate::recorder;
 use crate::registry::Registry;
+use celeriac_common::backend::workers::WorkerInfo;
 use celeriac_common::backend::{BackendError, ResultBackend};
 use celeriac_common::broker::BrokerError;
 use celeriac_common::{Config, TaskDef, mask_url};
@@ -94,6 +96,11 @@ impl WorkerBuilder {
         if config.concurrency == 0 {
             return Err(WorkerError::Config("concurrency must be at least 1".into()));
         }
+        if config.worker_heartbeat_secs == 0 {
+            return Err(WorkerError::Config(
+                "worker_heartbeat_secs must be at least 1".into(),
+            ));
+        }
         let backend = if config.results_enabled() {
             let backend = ResultBackend::connect(&config.result_backend).await?;
             if config.migrate_on_start {
@@ -164,6 +171,22 @@ impl Worker {
         let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
         let (stop_tx, stop_rx) = watch::channel(false);
         let revocations = crate::revoke::Revocations::default();
+        let me = WorkerInfo::this_process(&config.hostname);
+        let beat_every = Duration::from_secs(config.worker_heartbeat_secs);
+        let (beat_stop_tx, beat_stop_rx) = watch::channel(false);
+        let heartbeats = match &self.backend {
+            Some(backend) => {
+                heartbeat::announce(backend, &me, beat_every).await;
+                Some(tokio::spawn(heartbeat::run(
+                    backend.clone(),
+                    me.clone(),
+                    beat_every,
+                    beat_stop_rx,
+                )))
+            }
+            None => None,
+        };
+        let backend = self.backend.clone();
         let shared = Arc::new(Shared {
             revocations,
             client: self.client,
@@ -175,9 +198,11 @@ impl Worker {
             stop: stop_rx,
             recorder: rec_tx,
             config: config.clone(),
+            worker_id: me.id.clone(),
         });
         tracing::info!(
             hostname = %config.hostname,
+            worker.id = %me.id,
             broker = %mask_url(&config.broker_url),
             results = %mask_url(&config.result_backend),
             queues = ?config.queues,
@@ -248,6 +273,31 @@ impl Worker {
         }
         if let Some(s) = session {
             s.close().await;
+        }
+        // Heartbeats last until every outcome is stored: tasks still running
+        // in the grace period are not taken for lost ones.
+        // Bounded, so an unreachable database does not hold up the exit.
+        let _ = beat_stop_tx.send(true);
+        if let Some(h) = heartbeats {
+            let abort = h.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), h)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        if let Some(backend) = backend {
+            match tokio::time::timeout(Duration::from_secs(5), backend.worker_stopped(&me.id)).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot remove the worker's heartbeat row; it expires by itself")
+                }
+                Err(_) => tracing::warn!(
+                    "removing the worker's heartbeat row timed out; it expires by itself"
+                ),
+            }
         }
         tracing::info!(hostname = %config.hostname, "worker stopped");
         Ok(())

@@ -34,6 +34,9 @@ pub struct Model {
     pub kwargs: Option<String>,
     #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
     pub worker: Option<String>,
+    /// The id of the worker process that recorded it (see `backend::workers`).
+    #[sea_orm(column_type = "String(StringLen::N(64))", nullable)]
+    pub worker_id: Option<String>,
     pub retries: i32,
     #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
     pub queue: Option<String>,

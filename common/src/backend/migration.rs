@@ -8,7 +8,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTaskMeta), Box::new(CreateBeatTables)]
+        vec![
+            Box::new(CreateTaskMeta),
+            Box::new(CreateBeatTables),
+            Box::new(CreateWorkers),
+        ]
     }
 
     fn migration_table_name() -> sea_orm::DynIden {
@@ -118,6 +122,68 @@ impl MigrationTrait for CreateBeatTables {
             .await?;
         manager
             .drop_table(Table::drop().table(entry::Entity).to_owned())
+            .await
+    }
+}
+
+/// Worker heartbeats (`celeriac_workers`) and `celeriac_taskmeta.worker_id`,
+/// the worker process that started a task.
+struct CreateWorkers;
+
+impl MigrationName for CreateWorkers {
+    fn name(&self) -> &str {
+        "m0003_create_workers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWorkers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::workers::entity;
+        let db = manager.get_connection();
+        let schema = Schema::new(db.get_database_backend());
+        db.execute(
+            &*schema
+                .create_table_from_entity(entity::Entity)
+                .if_not_exists(),
+        )
+        .await?;
+        for mut index in schema.create_index_from_entity(entity::Entity) {
+            match db.execute(&*index.if_not_exists()).await {
+                // MySQL has no CREATE INDEX IF NOT EXISTS: a re-run finds it there.
+                Err(e) if e.to_string().contains("Duplicate key name") => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        if db.get_database_backend() == sea_orm::DbBackend::MySql {
+            db.execute_unprepared(
+                "ALTER TABLE celeriac_workers MODIFY started_at DATETIME(6) NOT NULL",
+            )
+            .await?;
+        }
+        // A database made by m0001 since the column joined the entity has it already.
+        if !manager.has_column("celeriac_taskmeta", "worker_id").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(super::entity::Entity)
+                        .add_column(ColumnDef::new("worker_id").string_len(64).null())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(super::workers::entity::Entity)
+                    .to_owned(),
+            )
             .await
     }
 }

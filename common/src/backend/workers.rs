@@ -1,0 +1,224 @@
+//! Worker heartbeats and the recovery of tasks left STARTED by a worker
+//! that died.
+//!
+//! Every worker process has a row in `celeriac_workers`, keyed by an id of
+//! its own (host names are not unique: several workers on one host share
+//! the default `celeriac@<host>`). It renews the row every
+//! `worker_heartbeat_secs`, setting `expires_at_ms` to three intervals
+//! ahead on the database's clock, and deletes it at a clean shutdown. A
+//! task's STARTED row names the worker id that runs it (`worker_id`).
+//!
+//! [`ResultBackend::recover_lost_tasks`], run by every worker every few
+//! heartbeats, moves STARTED rows whose worker has no live row (expired or
+//! gone) to RETRY with a `WorkerLostError`: RETRY is not final, so
+//! `AsyncResult::get` keeps waiting, and the message, unacknowledged by
+//! the dead worker, runs again when the broker redelivers it (overwriting
+//! the row), or is dead-lettered (FAILURE `PoisonMessage`). The update is
+//! conditional (`state = 'STARTED'` and the worker still not alive), so a
+//! row that moved on meanwhile is left alone.
+
+use super::entity::{Column as TaskColumn, Entity as TaskEntity};
+use super::{BackendError, ResultBackend};
+use crate::state::TaskState;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Value};
+use std::time::Duration;
+
+/// `celeriac_workers`: one row per running worker process.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    /// A worker's heartbeat row.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "celeriac_workers")]
+    #[allow(missing_docs)]
+    pub struct Model {
+        #[sea_orm(
+            primary_key,
+            auto_increment = false,
+            column_type = "String(StringLen::N(64))"
+        )]
+        pub id: String,
+        #[sea_orm(column_type = "String(StringLen::N(255))")]
+        pub hostname: String,
+        pub pid: i64,
+        pub started_at: DateTimeUtc,
+        /// The last heartbeat, milliseconds since the epoch (database clock).
+        pub heartbeat_at_ms: i64,
+        /// Considered gone after this (database clock).
+        #[sea_orm(indexed)]
+        pub expires_at_ms: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+use entity::{Column, Entity};
+
+/// Heartbeats missed before a worker counts as gone.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+/// The error type recorded on a task whose worker died (Celery's name).
+pub const WORKER_LOST: &str = "WorkerLostError";
+
+/// Who a worker process is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Unique per process (a UUID).
+    pub id: String,
+    /// The configured host name (`celeriac@<host>`).
+    pub hostname: String,
+    /// The process id.
+    pub pid: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+impl WorkerInfo {
+    /// This process, under `hostname`, with a fresh id.
+    pub fn this_process(hostname: &str) -> WorkerInfo {
+        WorkerInfo {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            hostname: hostname.to_owned(),
+            pid: std::process::id(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+/// A task moved from STARTED to RETRY because its worker is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostTask {
+    /// The task id.
+    pub task_id: String,
+    /// The worker id that had started it.
+    pub worker_id: String,
+}
+
+/// How long dead workers' rows are kept (for operators) before deletion.
+const KEEP_GONE_MS: i64 = 3_600_000;
+
+impl ResultBackend {
+    /// Writes this worker's heartbeat: alive for `MISSED_HEARTBEATS ×
+    /// interval` from now (database clock). Creates the row if missing.
+    pub async fn worker_heartbeat(
+        &self,
+        worker: &WorkerInfo,
+        interval: Duration,
+    ) -> Result<(), BackendError> {
+        let db = self.connection();
+        let now = super::db_clock_ms(db.get_database_backend());
+        let ttl = i64::try_from(
+            interval
+                .as_millis()
+                .saturating_mul(MISSED_HEARTBEATS.into()),
+        )
+        .unwrap_or(i64::MAX / 4);
+        let expires = || Expr::cust(format!("{now} + {ttl}"));
+        let mut insert = Query::insert();
+        insert
+            .into_table(Entity)
+            .columns([
+                Column::Id,
+                Column::Hostname,
+                Column::Pid,
+                Column::StartedAt,
+                Column::HeartbeatAtMs,
+                Column::ExpiresAtMs,
+            ])
+            .values([
+                worker.id.clone().into(),
+                worker.hostname.clone().into(),
+                i64::from(worker.pid).into(),
+                worker.started_at.into(),
+                Expr::cust(now),
+                expires(),
+            ])
+            .map_err(|e| BackendError::Query(sea_orm::DbErr::Custom(e.to_string())))?
+            .on_conflict(
+                OnConflict::column(Column::Id)
+                    .value(Column::HeartbeatAtMs, Expr::cust(now))
+                    .value(Column::ExpiresAtMs, expires())
+                    .to_owned(),
+            );
+        db.execute(&insert).await?;
+        Ok(())
+    }
+
+    /// Removes this worker's row (clean shutdown). Tasks it left STARTED
+    /// are then recovered by the next sweep of any worker.
+    pub async fn worker_stopped(&self, worker_id: &str) -> Result<(), BackendError> {
+        Entity::delete_by_id(worker_id.to_owned())
+            .exec(self.connection())
+            .await?;
+        Ok(())
+    }
+
+    /// Moves tasks left STARTED by workers that are gone (no heartbeat for
+    /// `MISSED_HEARTBEATS` intervals, or no row) to RETRY with a
+    /// `WorkerLostError`, and returns them; deletes workers' rows an hour
+    /// after they expired. Tasks started by workers that predate heartbeats
+    /// (no `worker_id`) are left alone.
+    pub async fn recover_lost_tasks(&self) -> Result<Vec<LostTask>, BackendError> {
+        let db = self.connection();
+        let now = super::db_clock_ms(db.get_database_backend());
+        let alive = || {
+            Query::select()
+                .column(Column::Id)
+                .from(Entity)
+                .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
+                .to_owned()
+        };
+        let lost_filter = || {
+            sea_orm::Condition::all()
+                .add(TaskColumn::State.eq(TaskState::Started.as_str()))
+                .add(TaskColumn::WorkerId.is_not_null())
+                .add(TaskColumn::WorkerId.not_in_subquery(alive()))
+        };
+        let lost: Vec<(String, Option<String>)> = TaskEntity::find()
+            .select_only()
+            .column(TaskColumn::TaskId)
+            .column(TaskColumn::WorkerId)
+            .filter(lost_filter())
+            .limit(1_000)
+            .into_tuple()
+            .all(db)
+            .await?;
+        if !lost.is_empty() {
+            let ids: Vec<String> = lost.iter().map(|(id, _)| id.clone()).collect();
+            TaskEntity::update_many()
+                .col_expr(TaskColumn::State, Expr::value(TaskState::Retry.as_str()))
+                .col_expr(TaskColumn::ErrorType, Expr::value(WORKER_LOST))
+                .col_expr(
+                    TaskColumn::ErrorMessage,
+                    Expr::value(
+                        "the worker stopped while running this task (no heartbeat); \
+                         it runs again when the broker redelivers its message",
+                    ),
+                )
+                .col_expr(TaskColumn::Traceback, Expr::value(Value::String(None)))
+                .filter(lost_filter())
+                .filter(TaskColumn::TaskId.is_in(ids))
+                .exec(db)
+                .await?;
+        }
+        Entity::delete_many()
+            .filter(
+                Expr::col(Column::ExpiresAtMs).lt(Expr::cust(format!("{now} - {KEEP_GONE_MS}"))),
+            )
+            .exec(db)
+            .await?;
+        Ok(lost
+            .into_iter()
+            .map(|(task_id, worker_id)| LostTask {
+                task_id,
+                worker_id: worker_id.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
