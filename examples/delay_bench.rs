@@ -35,9 +35,13 @@ struct Args {
     /// Tasks published in each rate phase (`delay` vs `apply_at`).
     #[arg(long, default_value_t = 20_000)]
     rate_tasks: usize,
-    /// Concurrent publishes.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent publishes (as from a busy app; each waits for its confirm).
+    #[arg(long, default_value_t = 256)]
     in_flight: usize,
+    /// Also print the lateness per twentieth of the spread (shows whether a
+    /// backlog builds up over the run).
+    #[arg(long)]
+    timeline: bool,
     /// The worker binary [default: celeriac-worker beside this program's target dir].
     #[arg(long)]
     worker: Option<PathBuf>,
@@ -182,14 +186,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Precision: started_at − eta, per task.
     let rows = Entity::find().all(backend.connection()).await?;
-    let mut late_ms: Vec<f64> = rows
+    // (due, start − due in ms) per task that ran.
+    let mut by_eta: Vec<(chrono::DateTime<Utc>, f64)> = rows
         .iter()
         .filter_map(|r| {
             let eta = etas.get(&r.task_id)?;
             let started = r.started_at?;
-            Some((started - *eta).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0)
+            let late = (started - *eta).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+            Some((*eta, late))
         })
         .collect();
+    if args.timeline {
+        by_eta.sort_by_key(|(e, _)| *e);
+        for chunk in by_eta.chunks(by_eta.len().div_ceil(20).max(1)) {
+            let worst = chunk.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+            let late = chunk.iter().filter(|c| c.1 > 200.0).count();
+            println!(
+                "due from {}: worst {worst:.0} ms late, {late} of {} over 200 ms",
+                chunk[0].0,
+                chunk.len()
+            );
+        }
+    }
+    let mut late_ms: Vec<f64> = by_eta.iter().map(|(_, late)| *late).collect();
     let missing = n - late_ms.len();
     late_ms.sort_by(f64::total_cmp);
     let (p50, p99, max) = (

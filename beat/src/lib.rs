@@ -22,7 +22,8 @@
 //! lease) before it is published, and as sent after the broker confirms it.
 //! A beat that dies in between leaves the mark behind; whoever leads next
 //! sends `T` again with the same task id, which workers recognise (they ack
-//! an `eta` message whose id already has a final state without running it).
+//! a beat run, marked by its `beat_entry` header, whose id already has a
+//! final state without running it).
 //! So a restart or failover neither loses a due run nor sends it under a
 //! second id; runs that fall due while no beat leads follow the misfire
 //! rules ([`misfire`]).

@@ -1,7 +1,7 @@
 //! A run sent twice under its deterministic id (a beat that died between
 //! publishing and recording, or a split brain) runs once: the worker sees
-//! the `eta` beat sets, finds the id finished in the result backend, and
-//! acks the copy without running it.
+//! the `beat_entry` header beat sets, finds the id finished in the result
+//! backend, and acks the copy without running it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;

@@ -77,12 +77,18 @@ pub(crate) struct Route {
     exchange: String,
     routing_key: String,
     declare: Option<String>,
+    /// Into the delay queues (which must be declared and bound to `declare`).
+    delayed: bool,
 }
 
 struct Link {
     connection: Connection,
     channel: Channel,
     declared: SyncMutex<HashSet<String>>,
+    /// Held while declaring, so concurrent first publishes to a queue wait
+    /// for one declaration instead of each sending their own (the delay
+    /// topology alone is ~600 round trips).
+    declaring: Mutex<()>,
 }
 
 impl Link {
@@ -257,6 +263,7 @@ impl Client {
                 exchange: options.exchange.unwrap_or_else(|| queue.clone()),
                 routing_key: options.routing_key.unwrap_or_else(|| queue.clone()),
                 declare: Some(queue),
+                delayed: false,
             };
             self.publish(&msg, &route).await?;
         }
@@ -264,24 +271,26 @@ impl Client {
     }
 
     /// Sends a ready message to `queue`: straight in if it is due (or due
-    /// within a second), else through the durable delay queues until its eta.
+    /// within one delay unit, 64 ms), else through the durable delay queues until its eta.
     /// Used by workers (retries, callbacks, chains) and beat.
     pub async fn send_message(&self, msg: &TaskMessage, queue: &str) -> Result<(), ClientError> {
-        let delay_secs = msg.eta.map_or(0, |eta| {
-            (eta.with_timezone(&Utc) - Utc::now()).num_seconds().max(0)
-        });
-        let route = if delay_secs >= 1 {
-            let key = delay::routing_key(u64::try_from(delay_secs).unwrap_or(u64::MAX), queue)?;
+        let wait = msg
+            .eta
+            .and_then(|eta| delay::remaining(eta.with_timezone(&Utc), Utc::now()));
+        let route = if let Some(wait) = wait {
+            let key = delay::routing_key(wait, queue)?;
             Route {
                 exchange: delay::entry_exchange(&self.inner.config),
                 routing_key: key,
                 declare: Some(queue.to_owned()),
+                delayed: true,
             }
         } else {
             Route {
                 exchange: String::new(),
                 routing_key: queue.to_owned(),
                 declare: Some(queue.to_owned()),
+                delayed: false,
             }
         };
         self.publish(msg, &route).await
@@ -298,6 +307,7 @@ impl Client {
             exchange: String::new(),
             routing_key: queue.to_owned(),
             declare: Some(queue.to_owned()),
+            delayed: false,
         };
         self.publish(msg, &route).await
     }
@@ -383,22 +393,31 @@ impl Client {
         props: lapin::BasicProperties,
     ) -> Result<(), ClientError> {
         if let Some(queue) = &route.declare {
+            let bound = route
+                .delayed
+                .then(|| format!("{}:{queue}", delay::delivery_exchange(&self.inner.config)));
+            let ready = link.knows(queue) && bound.as_ref().is_none_or(|b| link.knows(b));
+            let declaring = if ready {
+                None
+            } else {
+                Some(link.declaring.lock().await)
+            };
             if !link.knows(queue) {
                 broker::declare_task_queue(&link.channel, queue, &self.inner.config).await?;
                 link.remember(queue);
             }
             let config = &self.inner.config;
-            if route.exchange == delay::entry_exchange(config) {
+            if let Some(bound) = bound {
                 if !link.knows(&route.exchange) {
                     delay::declare_topology(&link.channel, config).await?;
                     link.remember(&route.exchange);
                 }
-                let bound = format!("{}:{queue}", delay::delivery_exchange(config));
                 if !link.knows(&bound) {
                     delay::bind_queue(&link.channel, config, queue).await?;
                     link.remember(&bound);
                 }
             }
+            drop(declaring);
         }
         let channel_err = |source| {
             ClientError::Broker(BrokerError::Channel {
@@ -469,8 +488,7 @@ impl Client {
     }
 
     async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
-        let connection =
-            broker::connect(&self.inner.config.broker_url, "celeriac-producer").await?;
+        let connection = broker::connect_config(&self.inner.config, "celeriac-producer").await?;
         let channel = connection
             .create_channel()
             .await
@@ -489,6 +507,7 @@ impl Client {
             connection,
             channel,
             declared: SyncMutex::new(HashSet::new()),
+            declaring: Mutex::new(()),
         }))
     }
 

@@ -10,31 +10,14 @@ use celeriac_common::diagnostics::Noop;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use celeriac_common::{TaskDef, broker, delay};
 use chrono::{Duration as Span, Utc};
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::BasicPublishOptions;
 use std::time::Duration;
-use support::WorkerProcess;
+use support::{WorkerProcess, ready_messages};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How late a task may start after its eta in these tests (the design aims
 /// at ~100 ms; the bound leaves room for a loaded CI machine).
 const LATE: Span = Span::milliseconds(2500);
-
-async fn queue_depth(queue: &str) -> u32 {
-    let conn = broker::connect(&testing::broker_url(), "test")
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let q = ch
-        .queue_declare(queue.into(), passive, Default::default())
-        .await
-        .expect("declare");
-    let _ = conn.close(200, "done".into()).await;
-    q.message_count()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_run_at_their_eta_and_far_ones_wait_in_the_broker() {
@@ -72,11 +55,13 @@ async fn tasks_run_at_their_eta_and_far_ones_wait_in_the_broker() {
             started - *eta
         );
     }
-    // The day-ahead task waits in the level-16 delay queue (86400 s has bit 16
-    // set), not in the worker and not in the task queue.
+    // The day-ahead task waits in the delay queue of its highest digit
+    // (`<prefix>.5.1`: a day is 0x149970 units of 64 ms), not in the worker
+    // and not in the task queue.
     assert_eq!(far.state().await.expect("state"), TaskState::Pending);
-    assert_eq!(queue_depth(&delay::level_name(&config, 16)).await, 1);
-    assert_eq!(queue_depth(&config.default_queue).await, 0);
+    let day = delay::first_queue(&config, Duration::from_secs(86_390)).expect("delayed");
+    assert_eq!(ready_messages(&day).await, 1);
+    assert_eq!(ready_messages(&config.default_queue).await, 0);
     assert_eq!(worker.terminate(), Some(0));
     testing::cleanup(&config).await;
 }
@@ -129,10 +114,11 @@ async fn celery_eta_messages_expiry_and_revocation() {
         .expect("publish");
     // The worker does not hold it: it goes back to the delay queues.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let parked: u32 = futures_util::future::join_all((0..3).map(|l| {
-        let name = delay::level_name(&config, l);
-        async move { queue_depth(&name).await }
-    }))
+    let parked: u32 = futures_util::future::join_all(
+        delay::queue_names(&config)
+            .into_iter()
+            .map(|name| async move { ready_messages(&name).await }),
+    )
     .await
     .into_iter()
     .sum();
@@ -209,7 +195,7 @@ async fn publishing_raw_to_the_entry_exchange_reaches_the_queue() {
     delay::bind_queue(&ch, &config, &config.default_queue)
         .await
         .expect("bind");
-    let key = delay::routing_key(1, &config.default_queue).expect("key");
+    let key = delay::routing_key(Duration::from_secs(1), &config.default_queue).expect("key");
     ch.basic_publish(
         delay::entry_exchange(&config).as_str().into(),
         key.as_str().into(),
@@ -220,14 +206,14 @@ async fn publishing_raw_to_the_entry_exchange_reaches_the_queue() {
     .await
     .expect("publish");
     assert_eq!(
-        queue_depth(&config.default_queue).await,
+        ready_messages(&config.default_queue).await,
         0,
         "not before its time"
     );
     let mut arrived = false;
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if queue_depth(&config.default_queue).await == 1 {
+        if ready_messages(&config.default_queue).await == 1 {
             arrived = true;
             break;
         }
