@@ -2,7 +2,7 @@
 //! each delivery, from decoding to its single ack, dead-letter or requeue.
 
 use crate::context::TaskFailure;
-use crate::recorder::{Finished, RecorderTx};
+use crate::recorder::{AckWindow, Finished, RecorderTx};
 use crate::registry::Registry;
 use crate::{execute, followup};
 use celeriac_common::backend::{ResultBackend, TaskError, TaskOutcome};
@@ -14,8 +14,8 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection};
@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) idle: Notify,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) recorder: RecorderTx,
+    /// This worker process's id in `celeriac_workers` and on STARTED rows.
+    pub(crate) worker_id: String,
 }
 
 impl Shared {
@@ -64,12 +66,13 @@ pub(crate) struct Session {
     publisher: Channel,
     consumers: Vec<(String, lapin::Consumer)>,
     control: lapin::Consumer,
+    window: Arc<AckWindow>,
 }
 
 impl Session {
     pub(crate) async fn open(shared: &Shared) -> Result<Session, BrokerError> {
         let config = &shared.config;
-        let connection = broker::connect(&config.broker_url, &config.hostname).await?;
+        let connection = broker::connect_config(config, &config.hostname).await?;
         let op = |op| move |source| BrokerError::Channel { op, source };
         let channel = connection
             .create_channel()
@@ -135,6 +138,7 @@ impl Session {
             publisher,
             consumers,
             control,
+            window: Arc::new(AckWindow::default()),
         })
     }
 
@@ -168,7 +172,9 @@ impl Session {
                 Some((Some(queue), Ok(delivery))) => {
                     let shared = shared.clone();
                     let publisher = self.publisher.clone();
-                    tokio::spawn(handle(shared, publisher, queue, delivery));
+                    self.window.received(delivery.delivery_tag);
+                    let window = self.window.clone();
+                    tokio::spawn(handle(shared, publisher, queue, delivery, window));
                 }
                 Some((_, Err(e))) => return e.to_string(),
                 None => return "consumer cancelled by the broker".to_owned(),
@@ -194,6 +200,9 @@ impl Session {
         let _ = self.connection.close(200, "worker shutdown".into()).await;
     }
 }
+
+/// Header beat puts on the runs it sends (their ids are deterministic).
+const BEAT_ENTRY_HEADER: &str = "beat_entry";
 
 /// Header counting deliveries that did not finish.
 const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
@@ -223,7 +232,13 @@ fn control(shared: &Shared, body: &[u8]) {
     }
 }
 
-async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery: Delivery) {
+async fn handle(
+    shared: Arc<Shared>,
+    publisher: Channel,
+    queue: String,
+    delivery: Delivery,
+    window: Arc<AckWindow>,
+) {
     let received = Utc::now();
     let msg = match TaskMessage::decode(
         &delivery.properties,
@@ -232,7 +247,16 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
     ) {
         Ok(m) => m,
         Err(e) => {
-            return dead_letter(&shared, &publisher, &queue, delivery, &e.to_string(), None).await;
+            return dead_letter(
+                &shared,
+                &publisher,
+                &queue,
+                delivery,
+                &window,
+                &e.to_string(),
+                None,
+            )
+            .await;
         }
     };
     let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
@@ -241,34 +265,30 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         if shared.revocations.is_revoked(&msg.id) {
             tracing::info!("revoked: not running it");
             mark_revoked(&mut outcome, "revoked before it ran");
-            return finish(&shared, &msg, delivery, Some(outcome)).await;
+            return finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         }
         if msg.is_expired(received) {
             tracing::info!("expired before it ran: REVOKED");
             outcome.state = TaskState::Revoked;
             outcome.error = Some(task_error(TaskFailure::new("TaskExpired", format!("task expired at {}", msg.expires.map(|e| e.to_rfc3339()).unwrap_or_default()))));
-            return finish(&shared, &msg, delivery, Some(outcome)).await;
+            return finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         }
-        if let Some(eta) = msg.eta {
-            let remaining = (eta.with_timezone(&Utc) - received).num_seconds();
-            if remaining >= 1 {
-                // Not due yet: back into the delay queues, not into this worker's memory.
-                let secs = u64::try_from(remaining).unwrap_or(u64::MAX);
-                return redelay(&shared, &publisher, &queue, &msg, delivery, secs).await;
-            }
+        if let Some(wait) = msg.eta.and_then(|eta| delay::remaining(eta.with_timezone(&Utc), received)) {
+            // Not due yet: back into the delay queues, not into this worker's memory.
+            return redelay(&shared, &publisher, &queue, &msg, delivery, &window, wait).await;
         }
         let Some(handler) = shared.registry.get(&msg.task) else {
             tracing::warn!("task not registered: {}", msg.task);
             outcome.state = TaskState::Failure;
             outcome.error = Some(task_error(TaskFailure::new("NotRegistered", format!("task not registered: {}", msg.task))));
-            return finish(&shared, &msg, delivery, Some(outcome)).await;
+            return finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         };
         if let Some(eta) = msg.eta {
             let wait = (eta.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shared.stopped() => return requeue(delivery).await,
+                    _ = shared.stopped() => return give_back(&publisher, &queue, delivery, &window).await,
                 }
             }
         }
@@ -276,14 +296,15 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
         if shared.revocations.is_revoked(&msg.id) {
             tracing::info!("revoked while it waited: not running it");
             mark_revoked(&mut outcome, "revoked before it ran");
-            return finish(&shared, &msg, delivery, Some(outcome)).await;
+            return finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         }
-        // A redelivered message may have run already; a delayed one may be
-        // a second copy of a run that already finished (beat's dedupe: the
-        // same task id sent twice by two beats in a split brain).
-        if (delivery.redelivered || msg.eta.is_some()) && already_done(&shared, &msg.id).await {
+        // A redelivered message may have run already; a beat run may be a
+        // second copy of one that already finished (beat's dedupe: the same
+        // task id sent twice by two beats in a split brain).
+        let beat_run = msg.extra_headers.contains_key(BEAT_ENTRY_HEADER);
+        if (delivery.redelivered || beat_run) && already_done(&shared, &msg.id).await {
             tracing::info!("already finished or revoked; not running it");
-            return finish(&shared, &msg, delivery, None).await;
+            return finish(&shared, &msg, delivery, &window, None).await;
         }
         if delivery.redelivered {
             // A worker died (or lost its connection) while holding this
@@ -295,34 +316,34 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
                 outcome.state = TaskState::Failure;
                 outcome.error = Some(task_error(TaskFailure::new("PoisonMessage", reason.clone())));
                 outcome.done_at = Some(Utc::now());
-                return dead_letter(&shared, &publisher, &queue, delivery, &reason, Some(outcome)).await;
+                return dead_letter(&shared, &publisher, &queue, delivery, &window, &reason, Some(outcome)).await;
             }
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
             headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(attempts)));
             let props = delivery.properties.clone().with_headers(headers);
             return match publish_confirmed(&publisher, "", &queue, &delivery.data, props).await {
-                Ok(()) => finish(&shared, &msg, delivery, None).await,
+                Ok(()) => finish(&shared, &msg, delivery, &window, None).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot count the redelivery; returning the message to its queue");
-                    requeue(delivery).await
+                    requeue(delivery, &window).await
                 }
             };
         }
         if let Some(limiter) = shared.registry.limiter(&msg.task) {
             tokio::select! {
                 _ = limiter.wait() => {}
-                _ = shared.stopped() => return requeue(delivery).await,
+                _ = shared.stopped() => return give_back(&publisher, &queue, delivery, &window).await,
             }
         }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
-            _ = shared.stopped() => return requeue(delivery).await,
+            _ = shared.stopped() => return give_back(&publisher, &queue, delivery, &window).await,
         };
         if shared.revocations.is_revoked(&msg.id) {
             drop(permit);
             tracing::info!("revoked while waiting: not running it");
             mark_revoked(&mut outcome, "revoked before it ran");
-            return finish(&shared, &msg, delivery, Some(outcome)).await;
+            return finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         }
         shared.running.fetch_add(1, Ordering::SeqCst);
         outcome.started_at = Some(Utc::now());
@@ -356,9 +377,9 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
             }
         };
         if recorded {
-            finish(&shared, &msg, delivery, Some(outcome)).await;
+            finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         } else {
-            requeue(delivery).await;
+            requeue(delivery, &window).await;
         }
         if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             shared.idle.notify_waiters();
@@ -371,6 +392,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, queue: String, delivery
 fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
     let mut o = TaskOutcome::new(msg.id.clone(), msg.task.clone(), TaskState::Received);
     o.worker = Some(shared.config.hostname.clone());
+    o.worker_id = Some(shared.worker_id.clone());
     o.retries = msg.retries;
     o.queue = Some(queue.to_owned());
     o.parent_id = msg.parent_id.clone();
@@ -420,12 +442,15 @@ async fn finish(
     shared: &Shared,
     msg: &TaskMessage,
     delivery: Delivery,
+    window: &Arc<AckWindow>,
     outcome: Option<TaskOutcome>,
 ) {
     let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
     let done = Finished {
         outcome,
+        tag: delivery.delivery_tag,
         acker: delivery.acker,
+        window: window.clone(),
         task_id: msg.id.clone(),
     };
     if shared.recorder.send(done).await.is_err() {
@@ -441,12 +466,22 @@ async fn redelay(
     queue: &str,
     msg: &TaskMessage,
     delivery: Delivery,
-    secs: u64,
+    window: &Arc<AckWindow>,
+    wait: Duration,
 ) {
-    let key = match delay::routing_key(secs, queue) {
+    let key = match delay::routing_key(wait, queue) {
         Ok(k) => k,
         Err(e) => {
-            return dead_letter(shared, publisher, queue, delivery, &e.to_string(), None).await;
+            return dead_letter(
+                shared,
+                publisher,
+                queue,
+                delivery,
+                window,
+                &e.to_string(),
+                None,
+            )
+            .await;
         }
     };
     let exchange = delay::entry_exchange(&shared.config);
@@ -460,17 +495,22 @@ async fn redelay(
     .await;
     match confirmed {
         Ok(()) => {
-            tracing::debug!(delay_secs = secs, "not due yet; moved to the delay queues");
+            tracing::debug!(
+                wait_ms = wait.as_millis(),
+                "not due yet; moved to the delay queues"
+            );
             let done = Finished {
                 outcome: None,
+                tag: delivery.delivery_tag,
                 acker: delivery.acker,
+                window: window.clone(),
                 task_id: msg.id.clone(),
             };
             let _ = shared.recorder.send(done).await;
         }
         other => {
             tracing::warn!(result = ?other, "could not move the message to the delay queues; returning it to its queue");
-            requeue(delivery).await;
+            requeue(delivery, window).await;
         }
     }
 }
@@ -510,7 +550,44 @@ async fn publish_confirmed(
     }
 }
 
-async fn requeue(delivery: Delivery) {
+/// Returns a message that did not start to its queue at a warm shutdown:
+/// published again (same body, properties and headers, with confirms),
+/// then acked. Unlike a nack, the copy is not flagged redelivered, so a
+/// clean shutdown does not count toward `max_deliveries` (nor toward a
+/// quorum queue's delivery limit). It goes to the back of the queue. If the
+/// publish is not confirmed, the message is nacked back instead; if the ack
+/// fails after the publish, the broker holds two copies (at-least-once).
+async fn give_back(publisher: &Channel, queue: &str, delivery: Delivery, window: &AckWindow) {
+    if !delivery.acker.usable() {
+        return; // the channel is gone: the broker requeues it by itself
+    }
+    let props = delivery.properties.clone();
+    if let Err(e) = publish_confirmed(publisher, "", queue, &delivery.data, props).await {
+        tracing::debug!(error = %e, "cannot publish the message back; returning it with a nack");
+        return requeue(delivery, window).await;
+    }
+    match tokio::time::timeout(
+        BROKER_TIMEOUT,
+        delivery.acker.ack(BasicAckOptions::default()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
+            window.settled(delivery.delivery_tag);
+            tracing::debug!("returned to its queue");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ack after publishing the message back failed; it may run twice")
+        }
+        Err(_) => {
+            tracing::warn!("ack after publishing the message back timed out; it may run twice")
+        }
+    }
+}
+
+/// Returns the message to its queue. Its tag leaves the ack window only once
+/// the nack is sent, so no multiple-ack can cover it first.
+async fn requeue(delivery: Delivery, window: &AckWindow) {
     if !delivery.acker.usable() {
         return; // the channel is gone: the broker requeues it by itself
     }
@@ -519,7 +596,7 @@ async fn requeue(delivery: Delivery) {
         multiple: false,
     };
     match tokio::time::timeout(BROKER_TIMEOUT, delivery.acker.nack(opts)).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => window.settled(delivery.delivery_tag),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "requeue failed; the broker will redeliver on disconnect")
         }
@@ -535,6 +612,7 @@ async fn dead_letter(
     channel: &Channel,
     queue: &str,
     delivery: Delivery,
+    window: &Arc<AckWindow>,
     reason: &str,
     outcome: Option<TaskOutcome>,
 ) {
@@ -560,14 +638,16 @@ async fn dead_letter(
         Ok(()) => {
             let done = Finished {
                 outcome: outcome.filter(|_| shared.backend.is_some()),
+                tag: delivery.delivery_tag,
                 acker: delivery.acker,
+                window: window.clone(),
                 task_id: id,
             };
             let _ = shared.recorder.send(done).await;
         }
         other => {
             tracing::warn!(task.id = %id, result = ?other.err(), "dead-letter publish not confirmed; returning the message to its queue");
-            requeue(delivery).await;
+            requeue(delivery, window).await;
         }
     }
 }

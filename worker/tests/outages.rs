@@ -11,7 +11,7 @@ use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use serde_json::{Map, json};
 use std::process::Command;
 use std::time::Duration;
-use support::WorkerProcess;
+use support::{BeatProcess, WorkerProcess, beat_command};
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
@@ -172,10 +172,12 @@ async fn result_database_outage_loses_nothing() {
     db.drop_database().await;
 }
 
-/// The chaos test: a few thousand tasks (some delayed) through 3 workers
-/// while workers are SIGKILLed and restarted and RabbitMQ is restarted.
-/// Every task must end with exactly one recorded outcome; executions of the
-/// same task more than once (at-least-once) are counted and printed.
+/// The chaos test: a few thousand tasks (some delayed) through 3 workers,
+/// and a beat firing every second, while workers and the beat are SIGKILLed
+/// and restarted and RabbitMQ is restarted. Every task must end with
+/// exactly one recorded outcome, beat must keep firing, and every run it
+/// sent must succeed; executions of the same task more than once
+/// (at-least-once) are counted and printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "kills workers and restarts the shared RabbitMQ; run serially by scripts/test.sh"]
 async fn chaos_every_task_ends_exactly_once() {
@@ -195,6 +197,21 @@ async fn chaos_every_task_ends_exactly_once() {
         .map(|i| WorkerProcess::spawn(&config, &format!("chaos{i}@test"), &args))
         .collect();
     let mut killed_logs = Vec::new();
+    let added = beat_command(
+        &config,
+        &[
+            "schedule",
+            "add",
+            "chaos-tick",
+            "celeriac.noop",
+            "--every",
+            "1s",
+        ],
+    )
+    .status()
+    .expect("celeriac-beat schedule add");
+    assert!(added.success());
+    let mut beat = Some(BeatProcess::spawn(&config));
     let client = Client::connect(config.clone()).await.expect("client");
     let publisher = {
         let client = client.clone();
@@ -224,6 +241,13 @@ async fn chaos_every_task_ends_exactly_once() {
     while !publisher.is_finished() || round < 6 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         round += 1;
+        if round == 2 {
+            // The beat dies without a word; its successor takes over the lease.
+            if let Some(b) = beat.take() {
+                b.kill();
+            }
+            beat = Some(BeatProcess::spawn(&config));
+        }
         if round == 4 {
             rabbitmqctl(&["stop_app"]);
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -245,6 +269,10 @@ async fn chaos_every_task_ends_exactly_once() {
         );
     }
     drop(guard);
+    let beat_secs = start.elapsed().as_secs();
+    if let Some(b) = beat.take() {
+        assert_eq!(b.terminate(), Some(0), "beat exits cleanly after the chaos");
+    }
     let ids = publisher.await.expect("publisher");
     assert_eq!(ids.len(), TASKS + DELAYED);
     for id in &ids {
@@ -261,7 +289,29 @@ async fn chaos_every_task_ends_exactly_once() {
         .all(backend.connection())
         .await
         .expect("rows");
+    let (beat_rows, rows): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|r| r.task_name.as_deref() == Some("celeriac.noop"));
     assert_eq!(rows.len(), ids.len(), "exactly one outcome row per task");
+    // Beat kept firing through the kills and the broker restart (a run a
+    // second, minus what a dead beat and the lease takeover cost), and every
+    // run it sent ran to SUCCESS (one row per run id by construction).
+    assert!(
+        beat_rows.len() as u64 >= beat_secs / 2,
+        "{} beat runs in {beat_secs} s",
+        beat_rows.len()
+    );
+    for r in &beat_rows {
+        let rec = client
+            .async_result::<serde_json::Value>(r.task_id.clone())
+            .wait(Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            rec.unwrap_or_else(|e| panic!("beat run {}: {e}", r.task_id))
+                .state,
+            TaskState::Success
+        );
+    }
     let mut texts: Vec<String> = workers.iter().map(WorkerProcess::log_text).collect();
     texts.extend(killed_logs);
     let mut runs: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -275,11 +325,12 @@ async fn chaos_every_task_ends_exactly_once() {
     }
     let duplicates = runs.values().filter(|n| **n > 1).count();
     println!(
-        "chaos: {} tasks, {} outcomes, {} executed more than once (at-least-once), {} worker kills, 1 broker restart",
+        "chaos: {} tasks, {} outcomes, {} executed more than once (at-least-once), {} worker kills, 1 beat kill, 1 broker restart; beat: {} runs in {beat_secs} s",
         ids.len(),
         rows.len(),
         duplicates,
-        round - 1
+        round - 1,
+        beat_rows.len()
     );
     for w in workers {
         assert_eq!(w.terminate(), Some(0));

@@ -8,30 +8,9 @@ use celeriac_common::backend::ResultBackend;
 use celeriac_common::broker;
 use celeriac_common::diagnostics::{Noop, Sleep};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
-use lapin::options::QueueDeclareOptions;
 use std::process::Command;
 use std::time::Duration;
-use support::{WorkerProcess, bin, wait_for_state};
-
-async fn ready_messages(queue: &str) -> u32 {
-    let conn = broker::connect(&testing::broker_url(), "test")
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .expect("passive declare");
-    let _ = conn.close(200, "done".into()).await;
-    q.message_count()
-}
+use support::{WorkerProcess, bin, ready_messages, wait_for_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_running_work_and_returns_the_rest() {
