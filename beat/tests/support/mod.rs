@@ -9,10 +9,11 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use celeriac_common::testing::LoggedProcess;
 use celeriac_common::{Config, TaskMessage};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -79,84 +80,34 @@ pub fn ok(config: &Config, args: &[&str]) -> String {
 }
 
 /// A `celeriac-beat run` process with its log in a temp file.
-pub struct BeatProcess {
-    pub child: Child,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+pub struct BeatProcess(LoggedProcess);
 
 impl BeatProcess {
     pub fn spawn(config: &Config, args: &[&str]) -> BeatProcess {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("beat.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = command(config)
-            .env("RUST_LOG", "info")
-            .arg("run")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn celeriac-beat");
-        let b = BeatProcess {
-            child,
-            log,
-            _dir: dir,
-        };
-        b.wait_log("beat started", Duration::from_secs(30));
-        b
+        let mut cmd = command(config);
+        cmd.env("RUST_LOG", "info").arg("run").args(args);
+        BeatProcess(LoggedProcess::spawn(cmd, "beat", "beat started"))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log_text()
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log_text().contains(needle) {
-            assert!(
-                start.elapsed() < timeout,
-                "beat log never showed {needle:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.wait_log(needle, timeout);
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 
     /// SIGTERM and wait; returns the exit code.
-    pub fn terminate(mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "beat did not stop:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for BeatProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn terminate(self) -> Option<i32> {
+        self.0.terminate(Duration::from_secs(20))
     }
 }
 

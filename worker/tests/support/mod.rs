@@ -5,17 +5,16 @@
 use celeriac_common::Config;
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::entity::{Column, Entity};
+use celeriac_common::testing::LoggedProcess;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A `celeriac-worker` process with its log in a temp file.
 pub struct WorkerProcess {
-    pub child: Child,
-    pub log: PathBuf,
+    process: LoggedProcess,
     pub hostname: String,
-    _dir: tempfile::TempDir,
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -29,11 +28,8 @@ pub fn bin(name: &str) -> PathBuf {
 
 impl WorkerProcess {
     pub fn spawn(config: &Config, hostname: &str, extra: &[&str]) -> WorkerProcess {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("worker.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_celeriac-worker"))
-            .env_remove("CELERIAC_CONFIG")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-worker"));
+        cmd.env_remove("CELERIAC_CONFIG")
             .env("CELERIAC_BROKER_URL", &config.broker_url)
             .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
             .env("CELERIAC_QUEUES", config.queues.join(","))
@@ -42,67 +38,33 @@ impl WorkerProcess {
             .env("CELERIAC_HOSTNAME", hostname)
             .env("CELERIAC_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn celeriac-worker");
-        let w = WorkerProcess {
-            child,
-            log,
+            .args(extra);
+        WorkerProcess {
+            process: LoggedProcess::spawn(cmd, "worker", "worker ready"),
             hostname: hostname.to_owned(),
-            _dir: dir,
-        };
-        w.wait_log("worker ready", Duration::from_secs(30));
-        w
+        }
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log_text().contains(needle) {
-            assert!(
-                start.elapsed() < timeout,
-                "worker log never showed {needle:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_log(needle, timeout);
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+        self.process.signal(sig);
     }
 
     /// SIGTERM, then the exit code (None if killed by a signal).
-    pub fn terminate(mut self) -> Option<i32> {
-        self.signal("TERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(40),
-                "worker did not stop:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn terminate(self) -> Option<i32> {
+        self.process.terminate(Duration::from_secs(40))
     }
 
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
@@ -125,4 +87,65 @@ pub async fn wait_for_state(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A `celeriac-beat` (built beside the worker by a workspace build) with
+/// the same connection settings as the worker processes.
+pub fn beat_command(config: &Config, args: &[&str]) -> Command {
+    let path = bin("celeriac-beat");
+    assert!(
+        path.exists(),
+        "{} not built: run the tests for the whole workspace",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.env_remove("CELERIAC_CONFIG")
+        .env_remove("CELERIAC_BEAT_SCHEDULE")
+        .env("CELERIAC_BROKER_URL", &config.broker_url)
+        .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
+        .env("CELERIAC_DEFAULT_QUEUE", &config.default_queue)
+        .env("CELERIAC_QUEUES", config.queues.join(","))
+        .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
+        .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
+        .env("CELERIAC_BEAT_LEASE_SECS", "2")
+        .env("RUST_LOG", "warn")
+        .args(args);
+    cmd
+}
+
+/// A running `celeriac-beat run`.
+pub struct BeatProcess(LoggedProcess);
+
+impl BeatProcess {
+    pub fn spawn(config: &Config) -> BeatProcess {
+        let mut cmd = beat_command(config, &["run"]);
+        cmd.env("RUST_LOG", "info");
+        BeatProcess(LoggedProcess::spawn(cmd, "beat", "beat started"))
+    }
+
+    pub fn kill(mut self) {
+        self.0.kill();
+    }
+
+    pub fn terminate(self) -> Option<i32> {
+        self.0.terminate(Duration::from_secs(40))
+    }
+}
+
+/// Messages ready in `queue` (a passive declare on a connection of its own).
+pub async fn ready_messages(queue: &str) -> u32 {
+    let conn = celeriac_common::broker::connect(&celeriac_common::testing::broker_url(), "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), passive, Default::default())
+        .await
+        .expect("passive declare");
+    let _ = conn.close(200, "done".into()).await;
+    q.message_count()
 }
