@@ -1,15 +1,18 @@
-//! Quickstart: a worker and a producer doing real work against the local
-//! RabbitMQ, results in SQLite (`celeriac-quickstart.db`).
+//! Quickstart: a worker, a beat and a producer doing real work against the
+//! local RabbitMQ, results in SQLite (`celeriac-quickstart.db`).
 //!
 //! Run it with `scripts/quickstart.sh` (or, with RabbitMQ already up,
 //! `cargo run -p celeriac-examples --example quickstart`). You should see
-//! each task's id, state and result printed as it completes, then
-//! `quickstart: 6 tasks, all done`.
+//! each task's id, state and result printed as it completes, three runs
+//! sent by the beat from `examples/quickstart-schedule.toml` (every second),
+//! then `quickstart: 6 tasks and 3 beat runs, all done`.
 
 use celeriac::{ApplyOptions, Client, Config};
+use celeriac_beat::runner::Service;
 use celeriac_examples::{Add, WordCount, WordCountArgs};
 use celeriac_worker::{TaskFailure, Worker};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[tokio::main]
@@ -24,7 +27,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.track_started = true;
 
     // The worker side: register tasks, run until told to stop.
+    let (ticked, mut ticks) = tokio::sync::mpsc::unbounded_channel::<String>();
     let worker = Worker::builder(config.clone())
+        .register_raw("tasks.tick", move |ctx, _args, _kwargs| {
+            let ticked = ticked.clone();
+            async move {
+                let at = ctx.headers.get("beat_scheduled_at").cloned();
+                let _ = ticked.send(format!(
+                    "{} (scheduled {})",
+                    ctx.id,
+                    at.and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ));
+                Ok::<Value, TaskFailure>(json!("tick"))
+            }
+        })
         .with_diagnostics()
         .register::<Add, _, _, _>(|_ctx, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
         .register_blocking::<WordCount, _, _>(|_ctx, args: WordCountArgs| {
@@ -36,6 +53,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = tokio::spawn(worker.run_until(async move {
         let _ = stopped.await;
     }));
+
+    // The beat: sends `tasks.tick` every second from the schedule file.
+    let schedule = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("quickstart-schedule.toml");
+    let (stop_beat, beat_stopped) = tokio::sync::oneshot::channel::<()>();
+    let beat = tokio::spawn(
+        Service::new(config.clone(), Some(schedule)).run(async move {
+            let _ = beat_stopped.await;
+        }),
+    );
 
     // The producer side: every call returns once RabbitMQ holds the message.
     let client = Client::connect(config).await?;
@@ -106,8 +132,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         record.state,
         record.worker.unwrap_or_default()
     );
-    println!("quickstart: 6 tasks, all done");
+    for n in 1..=3 {
+        let run = tokio::time::timeout(wait, ticks.recv())
+            .await?
+            .ok_or("the worker stopped")?;
+        println!("beat run {n}: tasks.tick    {run}");
+    }
+    println!("quickstart: 6 tasks and 3 beat runs, all done");
 
+    let _ = stop_beat.send(());
+    beat.await??;
     let _ = stop.send(());
     worker.await??;
     Ok(())

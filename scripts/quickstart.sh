@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quickstart: makes sure RabbitMQ is up, then runs a worker and a producer
+# The quickstart: makes sure RabbitMQ is up, then runs a worker, a beat and a producer
 # (examples/quickstart.rs) doing real work, with results in SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
