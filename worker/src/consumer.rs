@@ -204,18 +204,38 @@ impl Session {
 /// Header beat puts on the runs it sends (their ids are deterministic).
 const BEAT_ENTRY_HEADER: &str = "beat_entry";
 
-/// Header counting deliveries that did not finish.
+/// Header counting deliveries that did not finish (classic queues, which
+/// keep no count of their own).
 const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
 
-fn delivery_count(props: &lapin::BasicProperties) -> u32 {
-    let header = props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(DELIVERIES_HEADER).cloned());
-    match header {
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
-        _ => 0,
+/// The count a quorum queue keeps itself: earlier deliveries of this message
+/// that ended without an ack.
+const BROKER_DELIVERIES_HEADER: &str = "x-delivery-count";
+
+fn count_header(props: &lapin::BasicProperties, name: &str) -> Option<u32> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        _ => None,
+    }
+}
+
+/// Earlier deliveries of this message that did not finish, and whether the
+/// broker counts them itself (a quorum queue's `x-delivery-count`) or
+/// celeriac's header does.
+fn earlier_deliveries(delivery: &Delivery) -> (u32, bool) {
+    let props = &delivery.properties;
+    match count_header(props, BROKER_DELIVERIES_HEADER) {
+        Some(n) if delivery.redelivered => (n, true),
+        _ => {
+            let own = count_header(props, DELIVERIES_HEADER).unwrap_or(0);
+            (own + u32::from(delivery.redelivered), false)
+        }
     }
 }
 
@@ -306,11 +326,11 @@ async fn handle(
             tracing::info!("already finished or revoked; not running it");
             return finish(&shared, &msg, delivery, &window, None).await;
         }
+        let (attempts, counted_by_broker) = earlier_deliveries(&delivery);
         if delivery.redelivered {
             // A worker died (or lost its connection) while holding this
             // message. Count it, so a message that kills every worker that
             // runs it is dead-lettered instead of looping forever.
-            let attempts = delivery_count(&delivery.properties) + 1;
             if attempts >= shared.config.max_deliveries {
                 let reason = format!("delivered {attempts} times without finishing (poison message)");
                 outcome.state = TaskState::Failure;
@@ -318,16 +338,19 @@ async fn handle(
                 outcome.done_at = Some(Utc::now());
                 return dead_letter(&shared, &publisher, &queue, delivery, &window, &reason, Some(outcome)).await;
             }
-            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-            headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(attempts)));
-            let props = delivery.properties.clone().with_headers(headers);
-            return match publish_confirmed(&publisher, "", &queue, &delivery.data, props).await {
-                Ok(()) => finish(&shared, &msg, delivery, &window, None).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot count the redelivery; returning the message to its queue");
-                    requeue(delivery, &window).await
-                }
-            };
+            if !counted_by_broker {
+                // A classic queue keeps no count: the copy carries it.
+                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(attempts)));
+                let props = delivery.properties.clone().with_headers(headers);
+                return match publish_confirmed(&publisher, "", &queue, &delivery.data, props).await {
+                    Ok(()) => finish(&shared, &msg, delivery, &window, None).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count the redelivery; returning the message to its queue");
+                        requeue(delivery, &window).await
+                    }
+                };
+            }
         }
         if let Some(limiter) = shared.registry.limiter(&msg.task) {
             tokio::select! {
@@ -352,7 +375,7 @@ async fn handle(
         }
         let options = shared.registry.options(&msg.task);
         let (hard, soft) = execute::limits(&msg, options);
-        let ctx = execute::task_context(&shared, &msg, &queue, delivery.redelivered, soft);
+        let ctx = execute::task_context(&shared, &msg, &queue, attempts, soft);
         let clock = Instant::now();
         let result = execute::run(&shared, handler, ctx, &msg, hard).await;
         drop(permit);

@@ -13,9 +13,14 @@ pub struct TaskContext {
     pub name: String,
     /// How many times it was retried before this run.
     pub retries: u32,
-    /// Whether the broker redelivered the message (a worker died or lost its
-    /// connection while holding it): the task may have run before.
+    /// Whether an earlier delivery of this message did not finish (a worker
+    /// died or lost its connection while holding it): the task may have run
+    /// before, in part or in full.
     pub redelivered: bool,
+    /// How many earlier deliveries of this message did not finish (a quorum
+    /// queue's own count, or celeriac's `x-celeriac-deliveries` header on a
+    /// classic queue). At `max_deliveries` the message is dead-lettered.
+    pub earlier_deliveries: u32,
     /// The hostname of this worker.
     pub hostname: String,
     /// The queue the message came from.

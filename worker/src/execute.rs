@@ -31,14 +31,15 @@ pub(crate) fn task_context(
     shared: &Shared,
     msg: &TaskMessage,
     queue: &str,
-    redelivered: bool,
+    earlier_deliveries: u32,
     soft: Option<Duration>,
 ) -> TaskContext {
     TaskContext {
         id: msg.id.clone(),
         name: msg.task.clone(),
         retries: msg.retries,
-        redelivered,
+        redelivered: earlier_deliveries > 0,
+        earlier_deliveries,
         hostname: shared.config.hostname.clone(),
         queue: queue.to_owned(),
         eta: msg.eta,

@@ -449,7 +449,7 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
     let mut cfg = h.config.clone();
     cfg.queues = vec![other.clone()];
     let late = Worker::builder(cfg)
-        .register::<Add, _, _, _>(|_, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
+        .register::<Add, _, _, _>(counting_add)
         .build()
         .await
         .expect("worker");
@@ -457,7 +457,11 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
     let late = tokio::spawn(late.run_until(async move {
         let _ = rx.await;
     }));
-    assert_eq!(fine.get(WAIT).await.expect("a first redelivery runs"), 4);
+    // The task is told its message was delivered once before.
+    assert_eq!(
+        fine.get(WAIT).await.expect("a first redelivery runs"),
+        1004
+    );
     let rec = poison.wait(WAIT).await.expect("final");
     assert_eq!(rec.state, TaskState::Failure);
     let err = rec.error.expect("error");
@@ -472,4 +476,93 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
     late.await.expect("join").expect("late worker");
     testing::delete_queues(&[&other]).await;
     h.stop().await;
+}
+
+/// `Add`, plus 1,000 for each earlier delivery that did not finish (and the
+/// `redelivered` flag must agree), so a test sees what the task saw.
+async fn counting_add(ctx: TaskContext, (x, y): (i64, i64)) -> Result<i64, TaskFailure> {
+    assert_eq!(ctx.redelivered, ctx.earlier_deliveries > 0);
+    Ok(x + y + 1000 * i64::from(ctx.earlier_deliveries))
+}
+
+/// Quorum queues count deliveries themselves (`x-delivery-count`): the
+/// worker uses that count, so a redelivered message runs as it is (no copy
+/// is published to count it) and one returned `max_deliveries` times is
+/// dead-lettered with FAILURE recorded.
+#[tokio::test]
+async fn quorum_queues_use_the_brokers_delivery_count() {
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let mut config = testing::config(&db.url, &unique("ctl-quorum"));
+    config.queue_type = celeriac_common::config::QueueType::Quorum;
+    let client = Client::connect(config.clone()).await.expect("client");
+    let poison = client.delay::<Add>((1, 1)).await.expect("send");
+    let fine = client.delay::<Add>((2, 2)).await.expect("send");
+    // A consumer that keeps failing: the poison message is returned 5 times,
+    // the other once (tags come in order: poison first).
+    let conn = celeriac_common::broker::connect(&config.broker_url, "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let queue = config.default_queue.clone();
+    let mut returned = std::collections::HashMap::<String, u32>::new();
+    while returned.values().sum::<u32>() < 6 {
+        let got = ch
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .expect("get")
+            .expect("a message");
+        let id = got
+            .delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string())
+            .expect("id");
+        let n = returned.entry(id.clone()).or_default();
+        let limit = if id == poison.id() { 5 } else { 1 };
+        let requeue_it = *n < limit;
+        *n += u32::from(requeue_it);
+        if requeue_it {
+            got.delivery
+                .acker
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+                .expect("nack");
+        } else {
+            // Not this one again: leave it unacknowledged until the channel closes.
+            continue;
+        }
+    }
+    let _ = conn.close(200, "crash".into()).await;
+    let worker = Worker::builder(config.clone())
+        .register::<Add, _, _, _>(counting_add)
+        .build()
+        .await
+        .expect("worker");
+    let (tx, rx) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+    }));
+    // One nack, and one more return when the channel closed with it held.
+    let ran = fine.get(WAIT).await.expect("a redelivered message runs");
+    assert!(ran > 1000, "the task saw its earlier deliveries: {ran}");
+    let rec = poison.wait(WAIT).await.expect("final");
+    assert_eq!(rec.state, TaskState::Failure);
+    let err = rec.error.expect("error");
+    assert_eq!(err.kind, "PoisonMessage");
+    let letters = client.dead_letters(10).await.expect("list");
+    assert!(
+        letters.iter().any(|l| l.id.as_deref() == Some(poison.id())),
+        "{letters:?}"
+    );
+    let _ = tx.send(());
+    worker.await.expect("join").expect("worker");
+    testing::cleanup(&config).await;
+    db.drop_database().await;
 }
