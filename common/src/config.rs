@@ -14,6 +14,7 @@
 //! | `queue_type` | `CELERIAC_QUEUE_TYPE` | `classic` (or `quorum`) |
 //! | `queue_max_priority` | `CELERIAC_QUEUE_MAX_PRIORITY` | unset (no `x-max-priority`) |
 //! | `concurrency` | `CELERIAC_CONCURRENCY` | `16` tasks at once per worker |
+//! | `worker_threads` | `CELERIAC_WORKER_THREADS` | `1`: threads of the stock worker's async runtime (1 = single-threaded, the least overhead per task; blocking tasks always run on a pool of their own) |
 //! | `prefetch_multiplier` | `CELERIAC_PREFETCH_MULTIPLIER` | `4` (prefetch = concurrency × multiplier) |
 //! | `hostname` | `CELERIAC_HOSTNAME` | `celeriac@<host>` |
 //! | `log_format` | `CELERIAC_LOG_FORMAT` | `human` (or `json`) |
@@ -84,6 +85,7 @@ pub struct Config {
     pub queue_type: QueueType,
     pub queue_max_priority: Option<u8>,
     pub concurrency: usize,
+    pub worker_threads: usize,
     pub prefetch_multiplier: usize,
     pub hostname: String,
     pub log_format: LogFormat,
@@ -118,6 +120,7 @@ impl Default for Config {
             queue_type: QueueType::Classic,
             queue_max_priority: None,
             concurrency: 16,
+            worker_threads: 1,
             prefetch_multiplier: 4,
             hostname: format!("celeriac@{}", host_name()),
             log_format: LogFormat::Human,

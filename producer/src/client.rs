@@ -320,16 +320,17 @@ impl Client {
         route: &Route,
     ) -> Result<(), ClientError> {
         let body = msg.encode_body()?;
-        let props = msg.properties();
+        // Built once; rebuilt only for a retry (the header table is the
+        // costliest part of a publish to copy).
+        let mut props = Some(msg.properties());
         let timeout = self.inner.config.publish_timeout();
         let started = Instant::now();
         let mut backoff = BACKOFF_START;
         loop {
+            let props = props.take().unwrap_or_else(|| msg.properties());
             let attempt = async {
                 let link = self.link().await?;
-                let res = self
-                    .publish_on(&link, msg, route, &body, props.clone())
-                    .await;
+                let res = self.publish_on(&link, msg, route, &body, props).await;
                 if res.is_err() && !link.connection.status().connected() {
                     self.drop_link(&link).await;
                 }

@@ -458,10 +458,7 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
         let _ = rx.await;
     }));
     // The task is told its message was delivered once before.
-    assert_eq!(
-        fine.get(WAIT).await.expect("a first redelivery runs"),
-        1004
-    );
+    assert_eq!(fine.get(WAIT).await.expect("a first redelivery runs"), 1004);
     let rec = poison.wait(WAIT).await.expect("final");
     assert_eq!(rec.state, TaskState::Failure);
     let err = rec.error.expect("error");

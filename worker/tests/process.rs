@@ -85,7 +85,8 @@ async fn sigkill_loses_nothing() {
         4
     );
     doomed.kill();
-    let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &[]);
+    // A multi-threaded runtime (the default is one thread).
+    let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &["--threads", "2"]);
     for r in &sent {
         let rec = r.wait(Duration::from_secs(30)).await.expect("finished");
         assert_eq!(rec.state, TaskState::Success);
@@ -194,7 +195,11 @@ async fn cli_call_wait_prints_the_outcome() {
 /// Bad setup: one line naming the problem, no secret, no panic, non-zero exit.
 #[test]
 fn bad_setup_gives_one_clear_line() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--threads", "0", "--result-backend", "none"],
+            "worker_threads must be at least 1",
+        ),
         (
             &[
                 "--broker",
