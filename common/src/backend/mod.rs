@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter,
+    EntityTrait, QueryFilter, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
@@ -332,15 +332,25 @@ impl ResultBackend {
             return Ok(());
         }
         let now = Utc::now();
+        let one_statement = outcomes.len() <= STORE_CHUNK;
         let mut rows = outcomes.into_iter().map(|o| o.into_active(now)).peekable();
-        while rows.peek().is_some() {
-            self.store_rows(rows.by_ref().take(STORE_CHUNK).collect())
-                .await?;
+        if one_statement {
+            return Self::store_rows(&self.db, rows.collect()).await;
         }
+        // Several statements, one transaction: one commit (one flush of the
+        // database's log) for the whole batch.
+        let txn = self.db.begin().await?;
+        while rows.peek().is_some() {
+            Self::store_rows(&txn, rows.by_ref().take(STORE_CHUNK).collect()).await?;
+        }
+        txn.commit().await?;
         Ok(())
     }
 
-    async fn store_rows(&self, rows: Vec<ActiveModel>) -> Result<(), BackendError> {
+    async fn store_rows<C: ConnectionTrait>(
+        db: &C,
+        rows: Vec<ActiveModel>,
+    ) -> Result<(), BackendError> {
         let update = OnConflict::column(Column::TaskId)
             .update_columns([
                 Column::TaskName,
@@ -366,7 +376,7 @@ impl ResultBackend {
             .to_owned();
         Entity::insert_many(rows)
             .on_conflict(update)
-            .exec_without_returning(&self.db)
+            .exec_without_returning(db)
             .await?;
         Ok(())
     }
