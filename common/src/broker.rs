@@ -131,11 +131,22 @@ pub async fn connect_with_tls(
 
 /// Whether a connection error came from the TLS layer (rustls' errors name
 /// certificates, the handshake or a TLS alert).
+/// A reset during an `amqps` connection counts too: a TLS 1.3 server that
+/// wants a client certificate sends its alert after the client thinks the
+/// handshake is done, and the client may see the reset before the alert (a
+/// broker that is down refuses the connection instead).
 fn is_tls_failure(err: &lapin::Error) -> bool {
     let text = err.to_string().to_ascii_lowercase();
-    ["certificate", "handshake", "tls", "alert"]
-        .iter()
-        .any(|w| text.contains(w))
+    [
+        "certificate",
+        "handshake",
+        "tls",
+        "alert",
+        "connection reset",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 /// The arguments Celery declares a task queue with for this configuration.

@@ -195,11 +195,35 @@ impl Session {
         }
     }
 
+    /// After [`Session::cancel`]: deliveries the broker sent before it
+    /// stopped that no task was handed yet go back to their queues
+    /// uncounted ([`give_back`]), rather than coming back flagged redelivered
+    /// when the connection closes.
+    /// Bounded: the broker cannot have more than `prefetch` deliveries out
+    /// to a consumer, and a copy given back never reaches this cancelled one.
+    pub(crate) async fn return_unhandled(&self, prefetch: u16) {
+        for (queue, consumer) in &self.consumers {
+            let mut stream = consumer.clone();
+            for _ in 0..prefetch {
+                let Ok(Some(Ok(delivery))) =
+                    tokio::time::timeout(UNHANDLED_WAIT, stream.next()).await
+                else {
+                    break;
+                };
+                self.window.received(delivery.delivery_tag);
+                give_back(&self.publisher, queue, delivery, &self.window).await;
+            }
+        }
+    }
+
     /// Closes the connection; unacknowledged messages return to their queues.
     pub(crate) async fn close(self) {
         let _ = self.connection.close(200, "worker shutdown".into()).await;
     }
 }
+
+/// How long a cancelled consumer is polled for deliveries still on their way.
+const UNHANDLED_WAIT: Duration = Duration::from_millis(100);
 
 /// Header beat puts on the runs it sends (their ids are deterministic).
 const BEAT_ENTRY_HEADER: &str = "beat_entry";
@@ -226,16 +250,15 @@ fn count_header(props: &lapin::BasicProperties, name: &str) -> Option<u32> {
 }
 
 /// Earlier deliveries of this message that did not finish, and whether the
-/// broker counts them itself (a quorum queue's `x-delivery-count`) or
-/// celeriac's header does.
+/// broker counts them itself (a quorum queue's `x-delivery-count`, added to
+/// what earlier copies carried in celeriac's header) or only celeriac's
+/// header does.
 fn earlier_deliveries(delivery: &Delivery) -> (u32, bool) {
     let props = &delivery.properties;
+    let own = count_header(props, DELIVERIES_HEADER).unwrap_or(0);
     match count_header(props, BROKER_DELIVERIES_HEADER) {
-        Some(n) if delivery.redelivered => (n, true),
-        _ => {
-            let own = count_header(props, DELIVERIES_HEADER).unwrap_or(0);
-            (own + u32::from(delivery.redelivered), false)
-        }
+        Some(n) if delivery.redelivered => (own.saturating_add(n), true),
+        _ => (own + u32::from(delivery.redelivered), false),
     }
 }
 
@@ -370,7 +393,8 @@ async fn handle(
         }
         shared.running.fetch_add(1, Ordering::SeqCst);
         outcome.started_at = Some(Utc::now());
-        if shared.config.track_started {
+        // An ignored result leaves no row at all (a STARTED one would stay).
+        if shared.config.track_started && !msg.ignore_result {
             mark_started(&shared, &outcome).await;
         }
         let options = shared.registry.options(&msg.task);
@@ -584,7 +608,24 @@ async fn give_back(publisher: &Channel, queue: &str, delivery: Delivery, window:
     if !delivery.acker.usable() {
         return; // the channel is gone: the broker requeues it by itself
     }
-    let props = delivery.properties.clone();
+    // The copy is a new message to the broker: it carries the count of
+    // earlier unfinished deliveries in celeriac's header, not the broker's.
+    let (earlier, _) = earlier_deliveries(&delivery);
+    let mut map = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    map.remove(BROKER_DELIVERIES_HEADER);
+    let mut headers = FieldTable::from(map);
+    if earlier > 0 {
+        headers.insert(
+            DELIVERIES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(earlier)),
+        );
+    }
+    let props = delivery.properties.clone().with_headers(headers);
     if let Err(e) = publish_confirmed(publisher, "", queue, &delivery.data, props).await {
         tracing::debug!(error = %e, "cannot publish the message back; returning it with a nack");
         return requeue(delivery, window).await;

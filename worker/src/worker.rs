@@ -252,6 +252,9 @@ impl Worker {
             s.cancel().await;
         }
         let _ = stop_tx.send(true);
+        if let Some(s) = &session {
+            s.return_unhandled(config.prefetch()).await;
+        }
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let drained = tokio::time::timeout(grace, shared.wait_idle())
             .await

@@ -104,3 +104,50 @@ async fn ten_thousand_tasks_postgres() {
 async fn ten_thousand_tasks_mysql() {
     ten_thousand_tasks(DbKind::Mysql).await;
 }
+
+/// A batch of outcomes (more than one statement's worth) in which one task
+/// id appears twice, as when two copies of a message finish together: the
+/// last outcome given is stored, and the batch is not refused (PostgreSQL
+/// rejects an upsert that touches a row twice).
+async fn a_batch_with_one_id_twice(kind: DbKind) {
+    use celeriac::TaskState;
+    use celeriac_common::backend::TaskOutcome;
+    let db = TestDatabase::create(kind).await.expect("db");
+    let backend = ResultBackend::connect(&db.url).await.expect("backend");
+    backend.migrate().await.expect("migrate");
+    let mut batch: Vec<TaskOutcome> = (0..40)
+        .map(|i| TaskOutcome::new(format!("t{i}"), "tasks.x", TaskState::Success))
+        .collect();
+    batch.insert(3, TaskOutcome::new("t20", "tasks.x", TaskState::Failure));
+    batch.push(TaskOutcome::new("t5", "tasks.x", TaskState::Retry));
+    backend.store(batch).await.expect("store");
+    let rows = Entity::find()
+        .all(backend.connection())
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 40, "{kind:?}");
+    let state = |id: &str| {
+        rows.iter()
+            .find(|r| r.task_id == id)
+            .map(|r| r.state.clone())
+            .expect("row")
+    };
+    assert_eq!(state("t20"), "SUCCESS", "{kind:?}: the later outcome");
+    assert_eq!(state("t5"), "RETRY", "{kind:?}: the later outcome");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_id_twice_sqlite() {
+    a_batch_with_one_id_twice(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_id_twice_postgres() {
+    a_batch_with_one_id_twice(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_id_twice_mysql() {
+    a_batch_with_one_id_twice(DbKind::Mysql).await;
+}

@@ -311,6 +311,18 @@ async fn eta_started_state_and_forget() {
     assert!(sleeper.forget().await.expect("forget"));
     assert_eq!(sleeper.state().await.expect("state"), TaskState::Pending);
 
+    // An ignored result leaves no row, not even STARTED while it runs (a
+    // STARTED row would stay for ever, then be taken for a lost task's).
+    let ignored = h
+        .client
+        .apply_async::<Sleep>((0.3,), ApplyOptions::new().ignore_result(true))
+        .await
+        .expect("send");
+    for _ in 0..40 {
+        assert_eq!(ignored.state().await.expect("state"), TaskState::Pending);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
     // Nobody consumes this queue: get() gives up with a timeout error.
     let other = unique("nobody");
     let lonely = h

@@ -257,6 +257,38 @@ fn bad_setup_gives_one_clear_line() {
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
 
+/// `--help` of every binary and subcommand shows where a URL comes from,
+/// never the URL's password (clap would print environment values).
+#[test]
+fn help_never_shows_a_password() {
+    let cases: [(&str, &[&str]); 7] = [
+        ("celeriac-worker", &["--help"]),
+        ("celeriac", &["--help"]),
+        ("celeriac", &["call", "--help"]),
+        ("celeriac", &["bench", "--help"]),
+        ("celeriac", &["dlq", "list", "--help"]),
+        ("celeriac-beat", &["run", "--help"]),
+        ("celeriac-beat", &["schedule", "add", "--help"]),
+    ];
+    for (exe, args) in cases {
+        let out = Command::new(bin(exe))
+            .env("CELERIAC_BROKER_URL", "amqp://u:s3cret@rabbit:5672/%2f")
+            .env("CELERIAC_RESULT_BACKEND", "postgres://u:s3cret@db/r")
+            .env("CELERIAC_BENCH_POSTGRES_URL", "postgres://u:s3cret@db/b")
+            .env("CELERIAC_BENCH_MYSQL_URL", "mysql://u:s3cret@db/b")
+            .args(args)
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{exe} {args:?}: {out:?}");
+        assert!(
+            text.contains("CELERIAC_BROKER_URL"),
+            "{exe} {args:?}: {text}"
+        );
+        assert!(!text.contains("s3cret"), "{exe} {args:?}: {text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_list_replay_and_purge() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");

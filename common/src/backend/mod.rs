@@ -251,6 +251,16 @@ pub fn db_clock_ms(backend: DbBackend) -> &'static str {
     }
 }
 
+/// The last outcome given for each task id, ordered by task id (so
+/// concurrent writers take row locks in the same order).
+fn last_per_task(outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
+    let mut by_id = std::collections::BTreeMap::new();
+    for o in outcomes {
+        by_id.insert(o.task_id.clone(), o);
+    }
+    by_id.into_values().collect()
+}
+
 /// Most rows written by one statement. Small statements leave the client
 /// in one write (one TLS record), which keeps a batch from meeting the
 /// server's delayed ACK: sqlx 0.9 does not set `TCP_NODELAY`, and a statement
@@ -325,17 +335,26 @@ impl ResultBackend {
         })))
     }
 
-    /// Records final outcomes (or RETRY) for many tasks in one statement;
-    /// a row already present for an id is overwritten.
+    /// Records final outcomes (or RETRY) for many tasks; a row already
+    /// present for an id is overwritten. Of several outcomes for one id (two
+    /// copies of a message finished together) the last one given is kept:
+    /// PostgreSQL refuses an upsert that touches a row twice.
     pub async fn store(&self, outcomes: Vec<TaskOutcome>) -> Result<(), BackendError> {
         if outcomes.is_empty() {
             return Ok(());
         }
+        let outcomes = last_per_task(outcomes);
         let now = Utc::now();
         let one_statement = outcomes.len() <= STORE_CHUNK;
         let mut rows = outcomes.into_iter().map(|o| o.into_active(now)).peekable();
-        if one_statement {
-            return Self::store_rows(&self.db, rows.collect()).await;
+        // MySQL locks index ranges for an upsert; several statements in one
+        // transaction there make deadlocks between workers likely, so each
+        // statement commits by itself.
+        if one_statement || self.db.get_database_backend() == DbBackend::MySql {
+            while rows.peek().is_some() {
+                Self::store_rows(&self.db, rows.by_ref().take(STORE_CHUNK).collect()).await?;
+            }
+            return Ok(());
         }
         // Several statements, one transaction: one commit (one flush of the
         // database's log) for the whole batch.
