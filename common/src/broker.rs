@@ -131,6 +131,7 @@ pub async fn connect_with_tls(
 
 /// Whether a connection error came from the TLS layer (rustls' errors name
 /// certificates, the handshake or a TLS alert).
+///
 /// A reset during an `amqps` connection counts too: a TLS 1.3 server that
 /// wants a client certificate sends its alert after the client thinks the
 /// handshake is done, and the client may see the reset before the alert (a

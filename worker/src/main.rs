@@ -4,7 +4,6 @@
 //! `celeriac_worker::Worker::builder` to add theirs.
 
 use celeriac_common::cli::{ConnectionArgs, one_line};
-
 use celeriac_common::config::split_csv;
 use celeriac_worker::Worker;
 use clap::Parser;
