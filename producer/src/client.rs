@@ -576,6 +576,7 @@ impl Client {
     /// Like [`Client::revoke`]; with `terminate`, a worker running the task
     /// (an async one: blocking tasks cannot be stopped) also stops it.
     pub async fn revoke_with(&self, task_id: &str, terminate: bool) -> Result<bool, ClientError> {
+        crate::options::check_task_id(task_id)?;
         if self.config().results_enabled() {
             let backend = self.backend().await?;
             if backend

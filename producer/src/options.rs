@@ -41,6 +41,26 @@ pub enum OptionsError {
     /// A time limit is negative or not a number.
     #[error("time limit {0} must be a positive number of seconds")]
     BadTimeLimit(f64),
+    /// A task id no result row can be keyed by.
+    #[error("invalid task id {id:?}: {reason}")]
+    BadTaskId {
+        /// The id given.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Checks a task id given by the caller (see
+/// [`celeriac_common::protocol::check_task_id`]).
+pub(crate) fn check_task_id(id: &str) -> Result<(), OptionsError> {
+    celeriac_common::protocol::check_task_id(id).map_err(|e| OptionsError::BadTaskId {
+        id: id.to_owned(),
+        reason: match e {
+            celeriac_common::protocol::ProtocolError::BadHeader { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
 impl ApplyOptions {
@@ -140,6 +160,9 @@ impl ApplyOptions {
             if !(limit.is_finite() && limit > 0.0) {
                 return Err(OptionsError::BadTimeLimit(limit));
             }
+        }
+        if let Some(id) = &self.task_id {
+            check_task_id(id)?;
         }
         if let Some(name) = self
             .headers

@@ -25,6 +25,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_START: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How often one outcome the database refuses (not merely cannot reach) is
+/// tried before it is given up.
+const REFUSALS_MAX: u32 = 3;
+
 /// One finished delivery: what to store (if anything) and what to ack.
 pub(crate) struct Finished {
     pub(crate) outcome: Option<TaskOutcome>,
@@ -150,6 +154,7 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
     }
     let mut wait = RETRY_START;
     let mut logged = false;
+    let mut refusals = 0;
     loop {
         match backend.store(outcomes.clone()).await {
             Ok(()) => {
@@ -160,6 +165,23 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
                     );
                 }
                 return;
+            }
+            // The database refused the rows themselves: one by one, so one
+            // it cannot take does not hold the others (and their acks) back.
+            Err(e) if e.is_refused() && outcomes.len() > 1 => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), count = outcomes.len(), "result backend refused a batch; storing its outcomes one by one");
+                for outcome in outcomes {
+                    Box::pin(store_until_done(backend, vec![outcome])).await;
+                }
+                return;
+            }
+            Err(e) if e.is_refused() => {
+                refusals += 1;
+                if refusals >= REFUSALS_MAX {
+                    tracing::error!(task.id = %outcomes[0].task_id, error = %e, source = ?std::error::Error::source(&e), "result backend refuses this task's outcome; it is not stored and its message is acked");
+                    return;
+                }
+                tokio::time::sleep(wait).await;
             }
             Err(e) => {
                 if !logged {

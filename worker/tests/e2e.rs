@@ -105,13 +105,16 @@ async fn ten_thousand_tasks_mysql() {
     ten_thousand_tasks(DbKind::Mysql).await;
 }
 
-/// A batch of outcomes (more than one statement's worth) in which one task
-/// id appears twice, as when two copies of a message finish together: the
-/// last outcome given is stored, and the batch is not refused (PostgreSQL
-/// rejects an upsert that touches a row twice).
-async fn a_batch_with_one_id_twice(kind: DbKind) {
+/// Awkward batches are stored, never refused (a refused batch would hold
+/// its messages' acks back): more than one statement's worth with one task
+/// id twice, as when two copies of a message finish together (the last
+/// outcome given is kept; PostgreSQL rejects an upsert that touches a row
+/// twice), NUL characters, names longer than their columns, and a result
+/// beyond MySQL's 64 KB TEXT. A row the database does refuse (an id longer
+/// than the key column) is reported as refused, not as an outage.
+async fn awkward_batches_are_stored(kind: DbKind) {
     use celeriac::TaskState;
-    use celeriac_common::backend::TaskOutcome;
+    use celeriac_common::backend::{TaskError, TaskOutcome};
     let db = TestDatabase::create(kind).await.expect("db");
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
     backend.migrate().await.expect("migrate");
@@ -120,34 +123,54 @@ async fn a_batch_with_one_id_twice(kind: DbKind) {
         .collect();
     batch.insert(3, TaskOutcome::new("t20", "tasks.x", TaskState::Failure));
     batch.push(TaskOutcome::new("t5", "tasks.x", TaskState::Retry));
+    let mut odd = TaskOutcome::new("odd", "n".repeat(300), TaskState::Failure);
+    odd.worker = Some("w".repeat(300));
+    odd.queue = Some("q".repeat(300));
+    odd.error = Some(TaskError {
+        kind: "Bad\0Kind".to_owned(),
+        message: "a\0b".to_owned(),
+        traceback: Some("t\0b".to_owned()),
+    });
+    batch.push(odd);
+    let mut big = TaskOutcome::new("big", "tasks.x", TaskState::Success);
+    big.result = Some(json!("r".repeat(100_000)));
+    batch.push(big);
     backend.store(batch).await.expect("store");
     let rows = Entity::find()
         .all(backend.connection())
         .await
         .expect("rows");
-    assert_eq!(rows.len(), 40, "{kind:?}");
-    let state = |id: &str| {
-        rows.iter()
-            .find(|r| r.task_id == id)
-            .map(|r| r.state.clone())
-            .expect("row")
-    };
-    assert_eq!(state("t20"), "SUCCESS", "{kind:?}: the later outcome");
-    assert_eq!(state("t5"), "RETRY", "{kind:?}: the later outcome");
+    assert_eq!(rows.len(), 42, "{kind:?}");
+    let row = |id: &str| rows.iter().find(|r| r.task_id == id).expect("row");
+    assert_eq!(row("t20").state, "SUCCESS", "{kind:?}: the later outcome");
+    assert_eq!(row("t5").state, "RETRY", "{kind:?}: the later outcome");
+    let odd = row("odd");
+    assert_eq!(odd.task_name.as_deref().map(str::len), Some(255));
+    assert_eq!(odd.error_message.as_deref(), Some("ab"));
+    let big = backend.get("big").await.expect("get").expect("row");
+    assert_eq!(big.result, Some(json!("r".repeat(100_000))), "{kind:?}");
+
+    let long_id = TaskOutcome::new("i".repeat(200), "tasks.x", TaskState::Success);
+    match (kind, backend.store(vec![long_id]).await) {
+        // SQLite does not enforce lengths.
+        (DbKind::Sqlite, result) => assert!(result.is_ok(), "{result:?}"),
+        (_, Err(e)) => assert!(e.is_refused(), "{kind:?}: {e:?}"),
+        (_, Ok(())) => panic!("{kind:?} stored a 200-character key"),
+    }
     db.drop_database().await;
 }
 
 #[tokio::test]
-async fn a_batch_with_one_id_twice_sqlite() {
-    a_batch_with_one_id_twice(DbKind::Sqlite).await;
+async fn awkward_batches_are_stored_sqlite() {
+    awkward_batches_are_stored(DbKind::Sqlite).await;
 }
 
 #[tokio::test]
-async fn a_batch_with_one_id_twice_postgres() {
-    a_batch_with_one_id_twice(DbKind::Postgres).await;
+async fn awkward_batches_are_stored_postgres() {
+    awkward_batches_are_stored(DbKind::Postgres).await;
 }
 
 #[tokio::test]
-async fn a_batch_with_one_id_twice_mysql() {
-    a_batch_with_one_id_twice(DbKind::Mysql).await;
+async fn awkward_batches_are_stored_mysql() {
+    awkward_batches_are_stored(DbKind::Mysql).await;
 }

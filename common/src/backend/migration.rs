@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateTaskMeta),
             Box::new(CreateBeatTables),
             Box::new(CreateWorkers),
+            Box::new(LongTextOnMysql),
         ]
     }
 
@@ -185,5 +186,36 @@ impl MigrationTrait for CreateWorkers {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// MySQL's TEXT holds 64 KB: a larger result, traceback or argument list
+/// would be refused (and its outcome could never be stored). LONGTEXT there;
+/// PostgreSQL's and SQLite's text has no such limit.
+struct LongTextOnMysql;
+
+impl MigrationName for LongTextOnMysql {
+    fn name(&self) -> &str {
+        "m0004_long_text_on_mysql"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LongTextOnMysql {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if db.get_database_backend() == sea_orm::DbBackend::MySql {
+            db.execute_unprepared(
+                "ALTER TABLE celeriac_taskmeta MODIFY result LONGTEXT NULL, \
+                 MODIFY error_message LONGTEXT NULL, MODIFY traceback LONGTEXT NULL, \
+                 MODIFY args LONGTEXT NULL, MODIFY kwargs LONGTEXT NULL, MODIFY meta LONGTEXT NULL",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, TransactionTrait,
+    EntityTrait, QueryFilter, RuntimeErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,34 @@ pub enum BackendError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl BackendError {
+    /// Whether the database answered and refused the statement for what it
+    /// holds (a value it cannot take, a constraint): sending the same rows
+    /// again will not help, unlike after a lost connection, a lock or a
+    /// deadlock.
+    pub fn is_refused(&self) -> bool {
+        let BackendError::Query(
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
+        ) = self
+        else {
+            return false;
+        };
+        let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+            return false;
+        };
+        let Some(code) = db.code() else {
+            return false;
+        };
+        match code.parse::<u32>() {
+            // SQLite's (extended) result codes, at most 4 digits: TOOBIG,
+            // CONSTRAINT, MISMATCH.
+            Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 18..=20),
+            // SQLSTATE (PostgreSQL, MySQL): data exception, integrity constraint.
+            _ => code.len() == 5 && (code.starts_with("22") || code.starts_with("23")),
+        }
+    }
 }
 
 /// Why a task failed, as stored.
@@ -132,24 +160,27 @@ impl TaskOutcome {
             Some(e) => (Some(e.kind), Some(e.message), e.traceback),
             None => (None, None, None),
         };
+        // Strings go in as they fit their columns: a value the database
+        // refuses would hold the whole batch (and its acks) back for ever.
+        let fit_opt = |v: Option<String>, max| v.map(|v| fit(v, max));
         ActiveModel {
             task_id: Set(self.task_id),
-            task_name: Set(Some(self.task_name)),
+            task_name: Set(Some(fit(self.task_name, 255))),
             state: Set(self.state.as_str().to_owned()),
             result: Set(text(self.result)),
             content_type: Set(crate::protocol::CONTENT_TYPE_JSON.to_owned()),
-            error_type: Set(error_type),
-            error_message: Set(error_message),
-            traceback: Set(traceback),
+            error_type: Set(fit_opt(error_type, 255)),
+            error_message: Set(error_message.map(without_nul)),
+            traceback: Set(traceback.map(without_nul)),
             args: Set(text(self.args)),
             kwargs: Set(text(self.kwargs)),
-            worker: Set(self.worker),
-            worker_id: Set(self.worker_id),
+            worker: Set(fit_opt(self.worker, 255)),
+            worker_id: Set(fit_opt(self.worker_id, 64)),
             retries: Set(i32::try_from(self.retries).unwrap_or(i32::MAX)),
-            queue: Set(self.queue),
-            parent_id: Set(self.parent_id),
-            root_id: Set(self.root_id),
-            group_id: Set(self.group_id),
+            queue: Set(fit_opt(self.queue, 255)),
+            parent_id: Set(fit_opt(self.parent_id, 191)),
+            root_id: Set(fit_opt(self.root_id, 191)),
+            group_id: Set(fit_opt(self.group_id, 191)),
             meta: Set(text(self.meta)),
             created_at: Set(now),
             started_at: Set(self.started_at),
@@ -248,6 +279,25 @@ pub fn db_clock_ms(backend: DbBackend) -> &'static str {
         DbBackend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         DbBackend::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
         _ => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    }
+}
+
+/// `s` without NUL characters (PostgreSQL refuses them in text).
+fn without_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "")
+    } else {
+        s
+    }
+}
+
+/// `s` without NUL characters and cut to `max` characters (a column's
+/// length, which PostgreSQL and MySQL count in characters).
+fn fit(s: String, max: usize) -> String {
+    let s = without_nul(s);
+    match s.char_indices().nth(max) {
+        Some((end, _)) => s[..end].to_owned(),
+        None => s,
     }
 }
 

@@ -65,6 +65,26 @@ pub enum ProtocolError {
     Serialize(#[source] serde_json::Error),
 }
 
+/// The longest task id celeriac accepts, in characters: a result row is
+/// keyed by it (MySQL indexes at most 191 utf8mb4 characters). Celery's ids
+/// are UUIDs (36).
+pub const MAX_TASK_ID_CHARS: usize = 191;
+
+/// Refuses a task id no result row could be keyed by: empty, longer than
+/// [`MAX_TASK_ID_CHARS`], or holding control characters.
+pub fn check_task_id(id: &str) -> Result<(), ProtocolError> {
+    let reason = if id.is_empty() {
+        "it is empty".to_owned()
+    } else if id.chars().count() > MAX_TASK_ID_CHARS {
+        format!("it is longer than {MAX_TASK_ID_CHARS} characters")
+    } else if id.chars().any(char::is_control) {
+        "it holds control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ProtocolError::BadHeader { name: "id", reason })
+}
+
 /// One task message, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskMessage {
@@ -286,6 +306,7 @@ impl TaskMessage {
                 .map(|c| c.as_str().to_owned())
                 .ok_or(ProtocolError::MissingHeader("id"))?,
         };
+        check_task_id(&id)?;
         let (args, kwargs, embed) = decode_body(body)?;
         let mut extra_headers = BTreeMap::new();
         for (k, v) in headers.0.inner() {

@@ -90,6 +90,15 @@ fn malformed_bodies_are_clear_errors() {
 }
 
 #[test]
+fn task_ids_up_to_191_characters_are_accepted() {
+    let body = b"[[], {}, {}]";
+    let id = "é".repeat(191);
+    let m = TaskMessage::decode(&props_with(json!({"task": "t", "id": id})), body, 1024)
+        .expect("191 characters (382 bytes)");
+    assert_eq!(m.id.chars().count(), 191);
+}
+
+#[test]
 fn missing_and_bad_headers() {
     let body = b"[[], {}, {}]";
     let err =
@@ -107,6 +116,10 @@ fn missing_and_bad_headers() {
             "timelimit",
         ),
         (json!({"task": 5, "id": "1"}), "task"),
+        // Ids no result row can be keyed by.
+        (json!({"task": "t", "id": ""}), "id"),
+        (json!({"task": "t", "id": "x".repeat(192)}), "id"),
+        (json!({"task": "t", "id": "a\u{0}b"}), "id"),
     ] {
         match TaskMessage::decode(&props_with(h), body, 1024) {
             Err(ProtocolError::BadHeader { name: n, .. }) => assert_eq!(n, name),
