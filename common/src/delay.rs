@@ -79,6 +79,13 @@ pub fn queue_name(config: &Config, level: u32, digit: u64) -> String {
     format!("{}.{level}.{digit:x}", config.delay_prefix)
 }
 
+/// Every delay exchange's name: the levels', then the delivery exchange.
+fn exchange_names(config: &Config) -> impl Iterator<Item = String> + '_ {
+    (0..LEVELS)
+        .map(|l| level_exchange(config, l))
+        .chain(std::iter::once(delivery_exchange(config)))
+}
+
 /// Every delay queue's name.
 pub fn queue_names(config: &Config) -> Vec<String> {
     (0..LEVELS)
@@ -146,10 +153,7 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
         move |source| BrokerError::Declare { what, name, source }
     };
     let delivery = delivery_exchange(config);
-    for name in (0..LEVELS)
-        .map(|l| level_exchange(config, l))
-        .chain(std::iter::once(delivery.clone()))
-    {
+    for name in exchange_names(config) {
         channel
             .exchange_declare(
                 name.as_str().into(),
@@ -282,10 +286,7 @@ pub async fn delete_topology(channel: &Channel, config: &Config) {
             .queue_delete(name.as_str().into(), Default::default())
             .await;
     }
-    for name in (0..LEVELS)
-        .map(|l| level_exchange(config, l))
-        .chain(std::iter::once(delivery_exchange(config)))
-    {
+    for name in exchange_names(config) {
         let _ = channel
             .exchange_delete(name.as_str().into(), Default::default())
             .await;

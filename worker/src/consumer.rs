@@ -262,6 +262,26 @@ fn earlier_deliveries(delivery: &Delivery) -> (u32, bool) {
     }
 }
 
+/// The properties for a copy of a message published again: a new message
+/// to the broker, so it carries the count of earlier unfinished deliveries
+/// in celeriac's header, not the broker's.
+fn counted_copy(props: &lapin::BasicProperties, earlier: u32) -> lapin::BasicProperties {
+    let mut map = props
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    map.remove(BROKER_DELIVERIES_HEADER);
+    let mut headers = FieldTable::from(map);
+    if earlier > 0 {
+        headers.insert(
+            DELIVERIES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(earlier)),
+        );
+    }
+    props.clone().with_headers(headers)
+}
+
 /// Acts on a remote-control message (only `revoke`; others are ignored).
 fn control(shared: &Shared, body: &[u8]) {
     if let Some(pidbox::Control::Revoke { ids, terminate }) =
@@ -363,9 +383,7 @@ async fn handle(
             }
             if !counted_by_broker {
                 // A classic queue keeps no count: the copy carries it.
-                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-                headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(attempts)));
-                let props = delivery.properties.clone().with_headers(headers);
+                let props = counted_copy(&delivery.properties, attempts);
                 return match publish_confirmed(&publisher, "", &queue, &delivery.data, props).await {
                     Ok(()) => finish(&shared, &msg, delivery, &window, None).await,
                     Err(e) => {
@@ -608,24 +626,8 @@ async fn give_back(publisher: &Channel, queue: &str, delivery: Delivery, window:
     if !delivery.acker.usable() {
         return; // the channel is gone: the broker requeues it by itself
     }
-    // The copy is a new message to the broker: it carries the count of
-    // earlier unfinished deliveries in celeriac's header, not the broker's.
     let (earlier, _) = earlier_deliveries(&delivery);
-    let mut map = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .map(|h| h.inner().clone())
-        .unwrap_or_default();
-    map.remove(BROKER_DELIVERIES_HEADER);
-    let mut headers = FieldTable::from(map);
-    if earlier > 0 {
-        headers.insert(
-            DELIVERIES_HEADER.into(),
-            AMQPValue::LongLongInt(i64::from(earlier)),
-        );
-    }
-    let props = delivery.properties.clone().with_headers(headers);
+    let props = counted_copy(&delivery.properties, earlier);
     if let Err(e) = publish_confirmed(publisher, "", queue, &delivery.data, props).await {
         tracing::debug!(error = %e, "cannot publish the message back; returning it with a nack");
         return requeue(delivery, window).await;

@@ -303,12 +303,12 @@ fn fit(s: String, max: usize) -> String {
 
 /// The last outcome given for each task id, ordered by task id (so
 /// concurrent writers take row locks in the same order).
-fn last_per_task(outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
-    let mut by_id = std::collections::BTreeMap::new();
-    for o in outcomes {
-        by_id.insert(o.task_id.clone(), o);
-    }
-    by_id.into_values().collect()
+fn last_per_task(mut outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
+    // Reversed, a stable sort puts each id's last outcome first among its own.
+    outcomes.reverse();
+    outcomes.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    outcomes.dedup_by(|later, kept| later.task_id == kept.task_id);
+    outcomes
 }
 
 /// Most rows written by one statement. Small statements leave the client
@@ -396,23 +396,30 @@ impl ResultBackend {
         let outcomes = last_per_task(outcomes);
         let now = Utc::now();
         let one_statement = outcomes.len() <= STORE_CHUNK;
-        let mut rows = outcomes.into_iter().map(|o| o.into_active(now)).peekable();
+        let rows = outcomes.into_iter().map(|o| o.into_active(now));
         // MySQL locks index ranges for an upsert; several statements in one
         // transaction there make deadlocks between workers likely, so each
         // statement commits by itself.
         if one_statement || self.db.get_database_backend() == DbBackend::MySql {
-            while rows.peek().is_some() {
-                Self::store_rows(&self.db, rows.by_ref().take(STORE_CHUNK).collect()).await?;
-            }
-            return Ok(());
+            return Self::store_chunks(&self.db, rows).await;
         }
         // Several statements, one transaction: one commit (one flush of the
         // database's log) for the whole batch.
         let txn = self.db.begin().await?;
-        while rows.peek().is_some() {
-            Self::store_rows(&txn, rows.by_ref().take(STORE_CHUNK).collect()).await?;
-        }
+        Self::store_chunks(&txn, rows).await?;
         txn.commit().await?;
+        Ok(())
+    }
+
+    /// Writes `rows` in statements of at most [`STORE_CHUNK`] rows.
+    async fn store_chunks<C: ConnectionTrait>(
+        db: &C,
+        rows: impl Iterator<Item = ActiveModel>,
+    ) -> Result<(), BackendError> {
+        let mut rows = rows.peekable();
+        while rows.peek().is_some() {
+            Self::store_rows(db, rows.by_ref().take(STORE_CHUNK).collect()).await?;
+        }
         Ok(())
     }
 
