@@ -59,11 +59,48 @@ fn properties_are_celerys() {
         Some(m.id.as_str())
     );
     assert_eq!(*p.delivery_mode(), Some(2));
+    // Headers at the value Celery assumes when absent are left out.
     let h = p.headers().clone().expect("headers");
+    let keys: Vec<&str> = h.inner().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["argsrepr", "id", "kwargsrepr", "lang", "root_id", "task"]
+    );
+}
+
+#[test]
+fn every_set_field_is_sent_and_read_back() {
+    let mut m = TaskMessage::new("t", vec![json!(1)], Map::new());
+    m.origin = Some("gen1@host".into());
+    m.priority = Some(3);
+    let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456+01:00").expect("time");
+    m.shadow = Some("alias".into());
+    m.eta = Some(at);
+    m.expires = Some(at);
+    m.group = Some("g".into());
+    m.group_index = Some(0);
+    m.retries = 2;
+    m.timelimit = (Some(10.0), None);
+    m.parent_id = Some("p".into());
+    m.ignore_result = true;
+    m.replaced_task_nesting = 1;
+    m.stamped_headers = json!(["s"]);
+    m.stamps = json!({"s": "v"});
+    let h = m.properties().headers().clone().expect("headers");
     for key in KNOWN_HEADERS {
         assert!(h.contains_key(key), "header {key} missing");
     }
-    assert_eq!(h.inner().get("eta"), Some(&AMQPValue::Void));
+    assert_eq!(
+        h.inner().get("timelimit"),
+        Some(&AMQPValue::FieldArray(
+            vec![AMQPValue::Double(10.0), AMQPValue::Void].into()
+        ))
+    );
+    let back = round_trip(&m);
+    let mut expected = m.clone();
+    expected.argsrepr = back.argsrepr.clone();
+    expected.kwargsrepr = back.kwargsrepr.clone();
+    assert_eq!(back, expected);
 }
 
 #[test]
