@@ -144,14 +144,28 @@ impl Session {
 
     /// Handles deliveries until the connection is lost; returns why.
     pub(crate) async fn consume(&self, shared: Arc<Shared>) -> String {
+        // `select_all` drops a stream that ends and goes on with the rest, so
+        // each consumer ends with an item saying so: a queue deleted under
+        // the worker (the broker cancels its consumer) ends the session, and
+        // the next one declares the queue again.
         let tasks = self.consumers.iter().map(|(queue, consumer)| {
-            let queue = queue.clone();
+            let (queue, ended) = (queue.clone(), queue.clone());
             consumer
                 .clone()
-                .map(move |d| (Some(queue.clone()), d))
+                .map(move |d| Event::Task(queue.clone(), d))
+                .chain(futures_util::stream::once(async move {
+                    Event::Ended(format!("of queue {ended}"))
+                }))
                 .boxed()
         });
-        let control_stream = self.control.clone().map(|d| (None, d)).boxed();
+        let control_stream = self
+            .control
+            .clone()
+            .map(Event::Control)
+            .chain(futures_util::stream::once(async {
+                Event::Ended("of remote control".to_owned())
+            }))
+            .boxed();
         let mut all =
             futures_util::stream::select_all(tasks.chain(std::iter::once(control_stream)));
         // Belt and braces: also notice a dead connection whose consumer
@@ -161,23 +175,26 @@ impl Session {
             let next = tokio::select! {
                 next = all.next() => next,
                 _ = check.tick() => {
-                    if self.connection.status().connected() && self.channel.status().connected() {
+                    if self.connected() {
                         continue;
                     }
                     return "connection or channel closed".to_owned();
                 }
             };
             match next {
-                Some((None, Ok(delivery))) => control(&shared, &delivery.data),
-                Some((Some(queue), Ok(delivery))) => {
+                Some(Event::Control(Ok(delivery))) => control(&shared, &delivery.data),
+                Some(Event::Task(queue, Ok(delivery))) => {
                     let shared = shared.clone();
                     let publisher = self.publisher.clone();
                     self.window.received(delivery.delivery_tag);
                     let window = self.window.clone();
                     tokio::spawn(handle(shared, publisher, queue, delivery, window));
                 }
-                Some((_, Err(e))) => return e.to_string(),
-                None => return "consumer cancelled by the broker".to_owned(),
+                Some(Event::Task(_, Err(e)) | Event::Control(Err(e))) => return e.to_string(),
+                Some(Event::Ended(what)) => {
+                    return format!("the broker cancelled the consumer {what}");
+                }
+                None => return "no consumer left".to_owned(),
             }
         }
     }
@@ -214,6 +231,11 @@ impl Session {
                 give_back(&self.publisher, queue, delivery, &self.window).await;
             }
         }
+    }
+
+    /// Whether its connection and consuming channel are still open.
+    pub(crate) fn connected(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
     }
 
     /// Closes the connection; unacknowledged messages return to their queues.
@@ -293,6 +315,14 @@ fn control(shared: &Shared, body: &[u8]) {
             tracing::info!(task.id = %id, terminated = stopped, "revoked");
         }
     }
+}
+
+/// What the session's merged consumer streams yield.
+enum Event {
+    Task(String, Result<Delivery, lapin::Error>),
+    Control(Result<Delivery, lapin::Error>),
+    /// A consumer ended: "of queue NAME" or "of remote control".
+    Ended(String),
 }
 
 async fn handle(

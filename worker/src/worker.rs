@@ -239,7 +239,7 @@ impl Worker {
             let keep = tokio::select! {
                 _ = &mut shutdown => true,
                 reason = s.consume(shared.clone()) => {
-                    tracing::warn!(%reason, "lost the broker; reconnecting");
+                    tracing::warn!(%reason, "stopped consuming; reconnecting");
                     false
                 }
             };
@@ -247,6 +247,7 @@ impl Worker {
                 session = Some(s);
                 break;
             }
+            retire(s, &config);
         }
         if let Some(s) = &session {
             s.cancel().await;
@@ -305,6 +306,24 @@ impl Worker {
         tracing::info!(hostname = %config.hostname, "worker stopped");
         Ok(())
     }
+}
+
+/// A session that stopped consuming may still be connected (the broker
+/// cancelled one consumer: its queue was deleted). The rest of it stops
+/// too: the other consumers are cancelled, what they buffered is given
+/// back, and the tasks it handed out get the grace period to finish and
+/// ack on it before its connection closes.
+fn retire(s: Session, config: &Config) {
+    let prefetch = config.prefetch();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::spawn(async move {
+        if s.connected() {
+            s.cancel().await;
+            s.return_unhandled(prefetch).await;
+            tokio::time::sleep(grace).await;
+        }
+        s.close().await;
+    });
 }
 
 async fn load_revocations(shared: &Shared) {

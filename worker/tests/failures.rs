@@ -10,7 +10,9 @@ use celeriac_common::diagnostics::{Noop, Sleep};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use celeriac_worker::{TaskContext, TaskFailure, Worker};
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -52,9 +54,15 @@ struct Harness {
 }
 
 async fn start(track_started: bool) -> Harness {
+    start_on(track_started, &[]).await
+}
+
+/// A worker consuming its default queue and `more`.
+async fn start_on(track_started: bool, more: &[&str]) -> Harness {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let mut config = testing::config(&db.url, &unique("fail"));
     config.track_started = track_started;
+    config.queues.extend(more.iter().map(|q| (*q).to_owned()));
     let worker = Worker::builder(config.clone())
         .with_diagnostics()
         .register::<Div, _, _, _>(|_ctx: TaskContext, (x, y)| async move {
@@ -363,4 +371,55 @@ async fn bad_options_are_refused_before_sending() {
     assert!(client.apply_async::<Noop>((), limit).await.is_err());
     let _ = ResultBackend::connect(&db.url).await.expect("backend");
     testing::cleanup(&config).await;
+}
+
+/// The broker cancels the consumer of a queue deleted under the worker; the
+/// worker notices (its other consumers are still fine), reconnects, declares
+/// the queue again and serves both queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_under_the_worker_is_declared_again() {
+    let other = unique("fail-other");
+    let h = start_on(false, &[&other]).await;
+    assert_eq!(
+        h.call(Noop::NAME, vec![], ApplyOptions::new().queue(&other))
+            .await
+            .state,
+        TaskState::Success
+    );
+    let conn = broker::connect(&h.config.broker_url, "test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_delete(other.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    // Back, with a consumer: the worker declared it again.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let probe = conn.create_channel().await.expect("channel");
+        let declared = probe
+            .queue_declare(other.as_str().into(), passive, FieldTable::default())
+            .await;
+        if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue {other} not consumed again: {declared:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for queue in [other.as_str(), h.config.default_queue.as_str()] {
+        let done = h
+            .call(Noop::NAME, vec![], ApplyOptions::new().queue(queue))
+            .await;
+        assert_eq!(done.state, TaskState::Success, "task on {queue}");
+    }
+    let _ = conn.close(200, "done".into()).await;
+    testing::delete_queues(&[&other]).await;
+    h.stop().await;
 }
