@@ -191,6 +191,9 @@ impl Session {
                     tokio::spawn(handle(shared, publisher, queue, delivery, window));
                 }
                 Some(Event::Task(_, Err(e)) | Event::Control(Err(e))) => return e.to_string(),
+                Some(Event::Ended(_)) if !self.connected() => {
+                    return "connection or channel closed".to_owned();
+                }
                 Some(Event::Ended(what)) => {
                     return format!("the broker cancelled the consumer {what}");
                 }
@@ -233,9 +236,35 @@ impl Session {
         }
     }
 
-    /// Whether its connection and consuming channel are still open.
+    /// Whether its connection and both its channels are still open.
     pub(crate) fn connected(&self) -> bool {
-        self.connection.status().connected() && self.channel.status().connected()
+        self.connection.status().connected()
+            && self.channel.status().connected()
+            && self.publisher.status().connected()
+    }
+
+    /// Retires a session that stopped consuming while still connected:
+    /// its consumers (remote control too) are cancelled, deliveries not yet
+    /// running go back to their queues, and the tasks running get up to
+    /// `grace` to finish and ack before the connection closes.
+    pub(crate) async fn retire(self, prefetch: u16, grace: Duration) {
+        if self.connected() {
+            self.cancel().await;
+            if let Err(e) = self
+                .publisher
+                .basic_cancel(self.control.tag(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::debug!(error = %e, "basic.cancel of remote control failed");
+            }
+            self.window.retire();
+            self.return_unhandled(prefetch).await;
+            let deadline = Instant::now() + grace;
+            while !self.window.is_empty() && Instant::now() < deadline && self.connected() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self.close().await;
     }
 
     /// Closes the connection; unacknowledged messages return to their queues.
@@ -381,7 +410,7 @@ async fn handle(
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shared.stopped() => return give_back(&publisher, &queue, delivery, &window).await,
+                    _ = stopping(&shared, &window) => return give_back(&publisher, &queue, delivery, &window).await,
                 }
             }
         }
@@ -426,12 +455,12 @@ async fn handle(
         if let Some(limiter) = shared.registry.limiter(&msg.task) {
             tokio::select! {
                 _ = limiter.wait() => {}
-                _ = shared.stopped() => return give_back(&publisher, &queue, delivery, &window).await,
+                _ = stopping(&shared, &window) => return give_back(&publisher, &queue, delivery, &window).await,
             }
         }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
-            _ = shared.stopped() => return give_back(&publisher, &queue, delivery, &window).await,
+            _ = stopping(&shared, &window) => return give_back(&publisher, &queue, delivery, &window).await,
         };
         if shared.revocations.is_revoked(&msg.id) {
             drop(permit);
@@ -482,6 +511,14 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Resolves when the worker stops or the delivery's session is retired.
+async fn stopping(shared: &Shared, window: &AckWindow) {
+    tokio::select! {
+        _ = shared.stopped() => {}
+        _ = window.retired() => {}
+    }
 }
 
 fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {

@@ -16,7 +16,7 @@ use lapin::options::BasicAckOptions;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Most outcomes written in one statement.
 const BATCH_MAX: usize = 256;
@@ -43,9 +43,13 @@ pub(crate) struct Finished {
 /// channel; with several consumers on the channel a lower tag can still wait
 /// in another consumer's buffer, so a multiple ack never goes beyond the
 /// tags received without a gap.
+///
+/// It also says when its session is retired (see `worker::retire`): its
+/// deliveries not yet running go back to their queues.
 #[derive(Debug, Default)]
 pub(crate) struct AckWindow {
     tags: Mutex<Tags>,
+    retired: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +79,22 @@ impl AckWindow {
     /// The tag is no longer unacknowledged at the broker.
     pub(crate) fn settled(&self, tag: u64) {
         self.lock().unsettled.remove(&tag);
+    }
+
+    /// Whether every tag received has been settled.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().unsettled.is_empty()
+    }
+
+    /// Tells the session's deliveries that wait for their turn to give
+    /// themselves back.
+    pub(crate) fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Resolves once [`AckWindow::retire`] was called.
+    pub(crate) async fn retired(&self) {
+        let _ = self.retired.subscribe().wait_for(|r| *r).await;
     }
 
     /// Settles `tags` (sorted) and says how many of the lowest can be acked

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 /// Why a worker could not start.
@@ -137,6 +137,9 @@ pub struct Worker {
 
 const RECONNECT_START: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// A session that ends sooner than this is followed by a backoff, so a
+/// consumer cancelled again and again does not make the worker spin.
+const SHORT_SESSION: Duration = Duration::from_secs(10);
 
 impl Worker {
     /// Starts building a worker with `config`.
@@ -214,6 +217,7 @@ impl Worker {
         tokio::pin!(shutdown);
         let mut backoff = RECONNECT_START;
         let mut session = None;
+        let mut retired = tokio::task::JoinSet::new();
         loop {
             let opened = tokio::select! {
                 _ = &mut shutdown => break,
@@ -231,7 +235,7 @@ impl Worker {
                     continue;
                 }
             };
-            backoff = RECONNECT_START;
+            let began = Instant::now();
             // Revokes broadcast while this worker was not connected are in
             // the result backend: load them at every (re)connection.
             load_revocations(&shared).await;
@@ -247,7 +251,23 @@ impl Worker {
                 session = Some(s);
                 break;
             }
-            retire(s, &config);
+            // The session may still be connected (the broker cancelled one
+            // consumer: its queue was deleted); it stops in the background.
+            let (prefetch, grace) = (
+                config.prefetch(),
+                Duration::from_secs(config.shutdown_grace_secs),
+            );
+            retired.spawn(s.retire(prefetch, grace));
+            if began.elapsed() < SHORT_SESSION {
+                // Ended again right away: back off as for a failed connect.
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            } else {
+                backoff = RECONNECT_START;
+            }
         }
         if let Some(s) = &session {
             s.cancel().await;
@@ -274,6 +294,13 @@ impl Worker {
             tracing::warn!(
                 "outcomes not yet stored are left unacknowledged; their messages will be redelivered"
             );
+        }
+        // Sessions retired earlier close once their last acks are out.
+        if tokio::time::timeout(Duration::from_secs(5), retired.join_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a retired broker session did not close in time");
         }
         if let Some(s) = session {
             s.close().await;
@@ -306,24 +333,6 @@ impl Worker {
         tracing::info!(hostname = %config.hostname, "worker stopped");
         Ok(())
     }
-}
-
-/// A session that stopped consuming may still be connected (the broker
-/// cancelled one consumer: its queue was deleted). The rest of it stops
-/// too: the other consumers are cancelled, what they buffered is given
-/// back, and the tasks it handed out get the grace period to finish and
-/// ack on it before its connection closes.
-fn retire(s: Session, config: &Config) {
-    let prefetch = config.prefetch();
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::spawn(async move {
-        if s.connected() {
-            s.cancel().await;
-            s.return_unhandled(prefetch).await;
-            tokio::time::sleep(grace).await;
-        }
-        s.close().await;
-    });
 }
 
 async fn load_revocations(shared: &Shared) {
