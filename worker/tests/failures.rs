@@ -15,6 +15,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -54,15 +55,23 @@ struct Harness {
 }
 
 async fn start(track_started: bool) -> Harness {
-    start_on(track_started, &[]).await
+    start_with(|c| c.track_started = track_started).await
 }
 
-/// A worker consuming its default queue and `more`.
-async fn start_on(track_started: bool, more: &[&str]) -> Harness {
+/// Runs of `test.count`, by task id.
+static COUNTED: std::sync::Mutex<BTreeMap<String, u32>> = std::sync::Mutex::new(BTreeMap::new());
+
+struct Count;
+impl TaskDef for Count {
+    const NAME: &'static str = "test.count";
+    type Args = ();
+    type Output = ();
+}
+
+async fn start_with(edit: impl FnOnce(&mut celeriac::Config)) -> Harness {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let mut config = testing::config(&db.url, &unique("fail"));
-    config.track_started = track_started;
-    config.queues.extend(more.iter().map(|q| (*q).to_owned()));
+    edit(&mut config);
     let worker = Worker::builder(config.clone())
         .with_diagnostics()
         .register::<Div, _, _, _>(|_ctx: TaskContext, (x, y)| async move {
@@ -75,6 +84,14 @@ async fn start_on(track_started: bool, more: &[&str]) -> Harness {
             if Some(1).is_some() {
                 panic!("kaboom");
             }
+            Ok::<_, TaskFailure>(())
+        })
+        .register::<Count, _, _, _>(|ctx: TaskContext, ()| async move {
+            *COUNTED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(ctx.id)
+                .or_default() += 1;
             Ok::<_, TaskFailure>(())
         })
         .register_blocking::<Digest, _, _>(|_, (text,)| {
@@ -379,7 +396,8 @@ async fn bad_options_are_refused_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_deleted_under_the_worker_is_declared_again() {
     let other = unique("fail-other");
-    let h = start_on(false, &[&other]).await;
+    let more = other.clone();
+    let h = start_with(|c| c.queues.push(more)).await;
     assert_eq!(
         h.call(Noop::NAME, vec![], ApplyOptions::new().queue(&other))
             .await
@@ -394,6 +412,23 @@ async fn a_queue_deleted_under_the_worker_is_declared_again() {
         .await
         .expect("delete");
     // Back, with a consumer: the worker declared it again.
+    wait_consumed(&other).await;
+    for queue in [other.as_str(), h.config.default_queue.as_str()] {
+        let done = h
+            .call(Noop::NAME, vec![], ApplyOptions::new().queue(queue))
+            .await;
+        assert_eq!(done.state, TaskState::Success, "task on {queue}");
+    }
+    let _ = conn.close(200, "done".into()).await;
+    testing::delete_queues(&[&other]).await;
+    h.stop().await;
+}
+
+/// Waits until `queue` exists and has a consumer.
+async fn wait_consumed(queue: &str) {
+    let conn = broker::connect(&testing::broker_url(), "test")
+        .await
+        .expect("connect");
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
@@ -402,24 +437,71 @@ async fn a_queue_deleted_under_the_worker_is_declared_again() {
     loop {
         let probe = conn.create_channel().await.expect("channel");
         let declared = probe
-            .queue_declare(other.as_str().into(), passive, FieldTable::default())
+            .queue_declare(queue.into(), passive, FieldTable::default())
             .await;
         if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "queue {other} not consumed again: {declared:?}"
+            "queue {queue} not consumed: {declared:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for queue in [other.as_str(), h.config.default_queue.as_str()] {
-        let done = h
-            .call(Noop::NAME, vec![], ApplyOptions::new().queue(queue))
-            .await;
-        assert_eq!(done.state, TaskState::Success, "task on {queue}");
-    }
     let _ = conn.close(200, "done".into()).await;
+}
+
+/// Deliveries of a retired session that wait for a free slot go back to
+/// their queue at once: each task runs once, although the one running
+/// outlasts the grace period (and no stored result could tell a
+/// redelivered copy that it already ran: results are off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_session_gives_back_what_waits() {
+    let other = unique("fail-other");
+    let more = other.clone();
+    let h = start_with(|c| {
+        c.queues.push(more);
+        c.concurrency = 1;
+        c.shutdown_grace_secs = 1;
+        c.result_backend = "none".into();
+    })
+    .await;
+    let send = |name: &'static str, args: Vec<Value>| {
+        h.client
+            .send_task(name, args, Map::new(), ApplyOptions::new())
+    };
+    wait_consumed(&other).await;
+    send(Sleep::NAME, vec![json!(3.0)]).await.expect("send");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            send(Count::NAME, vec![])
+                .await
+                .expect("send")
+                .id()
+                .to_owned(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    testing::delete_queues(&[&other]).await;
+    let runs = |id: &str| {
+        COUNTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ids.iter().any(|id| runs(id) == 0) {
+        assert!(tokio::time::Instant::now() < deadline, "not every task ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second run would follow within the sleeper's remaining time.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in &ids {
+        assert_eq!(runs(id), 1, "runs of {id}");
+    }
     testing::delete_queues(&[&other]).await;
     h.stop().await;
 }
