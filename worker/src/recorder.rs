@@ -44,7 +44,7 @@ pub(crate) struct Finished {
 /// in another consumer's buffer, so a multiple ack never goes beyond the
 /// tags received without a gap.
 ///
-/// It also says when its session is retired (see `worker::retire`): its
+/// It also says when its session is retired (`Session::retire`): its
 /// deliveries not yet running go back to their queues.
 #[derive(Debug, Default)]
 pub(crate) struct AckWindow {

@@ -257,6 +257,7 @@ impl Worker {
                 config.prefetch(),
                 Duration::from_secs(config.shutdown_grace_secs),
             );
+            while retired.try_join_next().is_some() {}
             retired.spawn(s.retire(prefetch, grace));
             if began.elapsed() < SHORT_SESSION {
                 // Ended again right away: back off as for a failed connect.
