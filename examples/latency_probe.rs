@@ -1,0 +1,153 @@
+//! The latency floor under `celeriac bench`'s latency figure: plain lapin,
+//! no celeriac, from just before a publish to the moment a consumer in
+//! another process has the message, at a fixed rate, with celeriac's
+//! message properties and headers, persistent, with publisher confirms.
+//! Both sides run a one-thread tokio runtime, as the stock worker does.
+//!
+//! Run (release build; RabbitMQ from `CELERIAC_BROKER_URL` or localhost):
+//! `cargo run --release -p celeriac-examples --example latency_probe -- --messages 2000 --rate 500`
+//! It starts itself a second time as the consumer, prints p50 / p99 / max
+//! and deletes its queue.
+
+use celeriac_common::{TaskMessage, broker};
+use clap::Parser;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Messages to time.
+    #[arg(long, default_value_t = 2_000)]
+    messages: u32,
+    /// Messages per second.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Internal: consume this queue and print the latencies.
+    #[arg(long, hide = true)]
+    consume: Option<String>,
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let url = std::env::var("CELERIAC_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match &args.consume {
+        Some(queue) => rt.block_on(consume(&url, queue)),
+        None => rt.block_on(publish(&url, &args)),
+    }
+}
+
+/// Wall-clock nanoseconds: both processes read the same clock.
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn declare(url: &str, queue: &str) -> Result<(lapin::Connection, lapin::Channel), Error> {
+    let conn = broker::connect(url, "latency-probe").await?;
+    let ch = conn.create_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), durable, FieldTable::default())
+        .await?;
+    Ok((conn, ch))
+}
+
+/// Receives until the empty end marker; prints the latencies of the others.
+async fn consume(url: &str, queue: &str) -> Result<(), Error> {
+    let (_conn, ch) = declare(url, queue).await?;
+    ch.basic_qos(128, BasicQosOptions::default()).await?;
+    let mut deliveries = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    println!("ready");
+    let mut ms = Vec::new();
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery?;
+        let at = now_ns();
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        let Some(sent) = std::str::from_utf8(&delivery.data)
+            .ok()
+            .and_then(|s| s.parse::<u128>().ok())
+        else {
+            break;
+        };
+        ms.push(at.saturating_sub(sent) as f64 / 1e6);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        ms.get(((ms.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "plain lapin latency, {} messages: p50 {:.3} / p99 {:.3} / max {:.3} ms",
+        ms.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    Ok(())
+}
+
+async fn publish(url: &str, args: &Args) -> Result<(), Error> {
+    let queue = format!("celeriac-latency-probe-{}", uuid::Uuid::new_v4().simple());
+    let (_conn, ch) = declare(url, &queue).await?;
+    let mut consumer = Command::new(std::env::current_exe()?)
+        .args(["--consume", &queue])
+        .env("CELERIAC_BROKER_URL", url)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = consumer.stdout.take().ok_or("no consumer output")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
+        return Err("the consumer did not start".into());
+    }
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let props = TaskMessage::new("celeriac.noop", vec![], Default::default()).properties();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1.0)));
+    for i in 0..=args.messages {
+        tick.tick().await;
+        // The last message, empty, tells the consumer to stop.
+        let body = if i == args.messages {
+            String::new()
+        } else {
+            now_ns().to_string()
+        };
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            props.clone(),
+        )
+        .await?
+        .await?;
+    }
+    for line in lines {
+        println!("{}", line?);
+    }
+    consumer.wait()?;
+    Ok(())
+}
