@@ -22,7 +22,7 @@ use lapin::{Channel, Connection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
 /// State shared by every delivery of a worker.
@@ -35,7 +35,6 @@ pub(crate) struct Shared {
     pub(crate) permits: Semaphore,
     pub(crate) running: AtomicUsize,
     pub(crate) idle: Notify,
-    pub(crate) stop: watch::Receiver<bool>,
     pub(crate) recorder: RecorderTx,
     /// This worker process's id in `celeriac_workers` and on STARTED rows.
     pub(crate) worker_id: String,
@@ -50,11 +49,6 @@ impl Shared {
             }
             notified.await;
         }
-    }
-
-    async fn stopped(&self) {
-        let mut stop = self.stop.clone();
-        let _ = stop.wait_for(|s| *s).await;
     }
 }
 
@@ -248,6 +242,10 @@ impl Session {
     /// running go back to their queues, and the tasks running get up to
     /// `grace` to finish and ack before the connection closes.
     pub(crate) async fn retire(self, prefetch: u16, grace: Duration) {
+        // Also when the connection is gone: a delivery of it that waits for
+        // a slot would run although its ack can no longer reach the broker,
+        // which redelivers it anyway.
+        self.give_back_waiting();
         if self.connected() {
             self.cancel().await;
             if let Err(e) = self
@@ -257,7 +255,6 @@ impl Session {
             {
                 tracing::debug!(error = %e, "basic.cancel of remote control failed");
             }
-            self.window.retire();
             self.return_unhandled(prefetch).await;
             let deadline = Instant::now() + grace;
             while !self.window.is_empty() && Instant::now() < deadline && self.connected() {
@@ -265,6 +262,13 @@ impl Session {
             }
         }
         self.close().await;
+    }
+
+    /// Its deliveries that wait for a slot, the rate limiter or their eta
+    /// give themselves back to their queues ([`give_back`]) instead of
+    /// running: at shutdown, or when the session is retired.
+    pub(crate) fn give_back_waiting(&self) {
+        self.window.retire();
     }
 
     /// Closes the connection; unacknowledged messages return to their queues.
@@ -410,7 +414,7 @@ async fn handle(
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stopping(&shared, &window) => return give_back(&publisher, &queue, delivery, &window).await,
+                    _ = window.retired() => return give_back(&publisher, &queue, delivery, &window).await,
                 }
             }
         }
@@ -455,12 +459,12 @@ async fn handle(
         if let Some(limiter) = shared.registry.limiter(&msg.task) {
             tokio::select! {
                 _ = limiter.wait() => {}
-                _ = stopping(&shared, &window) => return give_back(&publisher, &queue, delivery, &window).await,
+                _ = window.retired() => return give_back(&publisher, &queue, delivery, &window).await,
             }
         }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
-            _ = stopping(&shared, &window) => return give_back(&publisher, &queue, delivery, &window).await,
+            _ = window.retired() => return give_back(&publisher, &queue, delivery, &window).await,
         };
         if shared.revocations.is_revoked(&msg.id) {
             drop(permit);
@@ -511,14 +515,6 @@ async fn handle(
     }
     .instrument(span)
     .await
-}
-
-/// Resolves when the worker stops or the delivery's session is retired.
-async fn stopping(shared: &Shared, window: &AckWindow) {
-    tokio::select! {
-        _ = shared.stopped() => {}
-        _ = window.retired() => {}
-    }
 }
 
 fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {

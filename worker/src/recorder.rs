@@ -44,8 +44,9 @@ pub(crate) struct Finished {
 /// in another consumer's buffer, so a multiple ack never goes beyond the
 /// tags received without a gap.
 ///
-/// It also says when its session is retired (`Session::retire`): its
-/// deliveries not yet running go back to their queues.
+/// It also says when its session stops handing out work (at shutdown, or
+/// `Session::retire`): its deliveries not yet running go back to their
+/// queues.
 #[derive(Debug, Default)]
 pub(crate) struct AckWindow {
     tags: Mutex<Tags>,
@@ -87,7 +88,7 @@ impl AckWindow {
     }
 
     /// Tells the session's deliveries that wait for their turn to give
-    /// themselves back.
+    /// themselves back (see `Session::give_back_waiting`).
     pub(crate) fn retire(&self) {
         self.retired.send_replace(true);
     }

@@ -172,7 +172,6 @@ impl Worker {
         let config = Arc::new(self.config);
         let (rec_tx, rec_rx) = mpsc::channel(usize::from(config.prefetch()) * 2 + 16);
         let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
-        let (stop_tx, stop_rx) = watch::channel(false);
         let revocations = crate::revoke::Revocations::default();
         let me = WorkerInfo::this_process(&config.hostname);
         let beat_every = Duration::from_secs(config.worker_heartbeat_secs);
@@ -198,7 +197,6 @@ impl Worker {
             permits: Semaphore::new(config.concurrency),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
-            stop: stop_rx,
             recorder: rec_tx,
             config: config.clone(),
             worker_id: me.id.clone(),
@@ -272,9 +270,7 @@ impl Worker {
         }
         if let Some(s) = &session {
             s.cancel().await;
-        }
-        let _ = stop_tx.send(true);
-        if let Some(s) = &session {
+            s.give_back_waiting();
             s.return_unhandled(config.prefetch()).await;
         }
         let grace = Duration::from_secs(config.shutdown_grace_secs);
