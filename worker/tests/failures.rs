@@ -2,6 +2,8 @@
 //! errors, panics, unknown names, bad arguments, expired and undecodable
 //! messages, eta, STARTED tracking and forget.
 
+mod support;
+
 use celeriac::{ApplyOptions, Client, ResultError, TaskState};
 use celeriac_common::TaskDef;
 use celeriac_common::backend::ResultBackend;
@@ -10,9 +12,7 @@ use celeriac_common::diagnostics::{Noop, Sleep};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use celeriac_worker::{TaskContext, TaskFailure, Worker};
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -412,7 +412,7 @@ async fn a_queue_deleted_under_the_worker_is_declared_again() {
         .await
         .expect("delete");
     // Back, with a consumer: the worker declared it again.
-    wait_consumed(&other).await;
+    support::wait_consumed(&other).await;
     for queue in [other.as_str(), h.config.default_queue.as_str()] {
         let done = h
             .call(Noop::NAME, vec![], ApplyOptions::new().queue(queue))
@@ -422,33 +422,6 @@ async fn a_queue_deleted_under_the_worker_is_declared_again() {
     let _ = conn.close(200, "done".into()).await;
     testing::delete_queues(&[&other]).await;
     h.stop().await;
-}
-
-/// Waits until `queue` exists and has a consumer.
-async fn wait_consumed(queue: &str) {
-    let conn = broker::connect(&testing::broker_url(), "test")
-        .await
-        .expect("connect");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let probe = conn.create_channel().await.expect("channel");
-        let declared = probe
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await;
-        if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue {queue} not consumed: {declared:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = conn.close(200, "done".into()).await;
 }
 
 /// Deliveries of a retired session that wait for a free slot go back to
@@ -470,7 +443,7 @@ async fn a_retired_session_gives_back_what_waits() {
         h.client
             .send_task(name, args, Map::new(), ApplyOptions::new())
     };
-    wait_consumed(&other).await;
+    support::wait_consumed(&other).await;
     send(Sleep::NAME, vec![json!(3.0)]).await.expect("send");
     let mut ids = Vec::new();
     for _ in 0..5 {

@@ -149,3 +149,31 @@ pub async fn ready_messages(queue: &str) -> u32 {
     let _ = conn.close(200, "done".into()).await;
     q.message_count()
 }
+
+/// Waits up to 20 s until `queue` exists and has a consumer (a passive
+/// declare, on a fresh channel each time: a failed one closes its channel).
+pub async fn wait_consumed(queue: &str) {
+    let conn = celeriac_common::broker::connect(&celeriac_common::testing::broker_url(), "test")
+        .await
+        .expect("connect");
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = conn.create_channel().await.expect("channel");
+        let declared = probe
+            .queue_declare(queue.into(), passive, Default::default())
+            .await;
+        if matches!(&declared, Ok(q) if q.consumer_count() > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue {queue} not consumed: {declared:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
