@@ -6,10 +6,17 @@ use tracing_subscriber::EnvFilter;
 /// Installs a global `tracing` subscriber writing to stderr, human or JSON.
 /// The level comes from `RUST_LOG`, else `default_level` (`info` for
 /// services, `warn` for command-line tools). Calling it twice is harmless.
+///
+/// Without `RUST_LOG`, lapin's warning for each message the broker returns
+/// is left out: celeriac publishes with `mandatory` and reports a returned
+/// message itself (an unroutable-task error to the caller, or the worker's
+/// own log line), while lapin's line would copy the whole message, its
+/// task arguments included, into the log.
 pub fn init(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default_level},lapin::returned_messages=error"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
