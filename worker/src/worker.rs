@@ -171,7 +171,11 @@ impl Worker {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         let config = Arc::new(self.config);
         let (rec_tx, rec_rx) = mpsc::channel(usize::from(config.prefetch()) * 2 + 16);
-        let recorder = tokio::spawn(recorder::run(self.backend.clone(), rec_rx));
+        let recorder = tokio::spawn(recorder::run(
+            self.backend.clone(),
+            rec_rx,
+            config.prefetch(),
+        ));
         let revocations = crate::revoke::Revocations::default();
         let me = WorkerInfo::this_process(&config.hostname);
         let beat_every = Duration::from_secs(config.worker_heartbeat_secs);

@@ -103,6 +103,43 @@ async fn sigkill_loses_nothing() {
     db.drop_database().await;
 }
 
+/// Acks may wait briefly for others to share a frame (prefetch 16 here):
+/// a task finishing alone, or a few, must still be acked soon after, not
+/// when more work comes. SIGKILL shows it: whatever is unacked then goes
+/// back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_tasks_are_acked_without_waiting_for_more() {
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let config = testing::config(&db.url, &unique("lone-ack"));
+    let worker = WorkerProcess::spawn(
+        &config,
+        "lone@test",
+        &["--concurrency", "4", "--prefetch-multiplier", "4"],
+    );
+    let client = Client::connect(config.clone()).await.expect("client");
+    let lone = client.delay::<Noop>(()).await.expect("send");
+    lone.wait(Duration::from_secs(20)).await.expect("finished");
+    // Three in all: fewer than a quarter of the window.
+    let mut few = Vec::new();
+    for _ in 0..2 {
+        few.push(client.delay::<Noop>(()).await.expect("send"));
+    }
+    for r in &few {
+        r.wait(Duration::from_secs(20)).await.expect("finished");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.kill();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            ready_messages(&config.default_queue).await,
+            0,
+            "a finished task was still unacked when the worker died"
+        );
+    }
+    testing::cleanup(&config).await;
+}
+
 fn celeriac(config: &celeriac::Config, args: &[&str]) -> std::process::Output {
     Command::new(bin("celeriac"))
         .env_remove("CELERIAC_CONFIG")
