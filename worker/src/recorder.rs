@@ -14,9 +14,10 @@
 //! [`ACK_LINGER`] (one tick of tokio's timer, so 1 to 2 ms) for more to
 //! share the frame, and go out at once when a quarter of the prefetch
 //! window is waiting, so the broker never runs short of room to send more.
-//! A later batch's result write, however long, never holds them longer. Draining a full queue at prefetch 128, that is about 31 tasks per
-//! ack frame instead of 6, and about a sixth less worker CPU per task;
-//! with a prefetch of 1 to 7 every ack goes out at once.
+//! A later batch's result write, however long, never holds them longer.
+//! Draining a full queue at prefetch 128, that is about 31 tasks per ack
+//! frame instead of 6, and about a sixth less worker CPU per task; with a
+//! prefetch of 1 to 7 every ack goes out at once.
 
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use lapin::Acker;
