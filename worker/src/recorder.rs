@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Most outcomes written in one statement.
 const BATCH_MAX: usize = 256;
-/// Longest a finished delivery waits for others to share its ack.
+/// How long finished deliveries wait for others to share their ack (tokio's
+/// timer rounds it up to its next 1 ms tick).
 const ACK_LINGER: Duration = Duration::from_millis(1);
 /// An ack the broker does not take within this is given up (redelivered later).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
