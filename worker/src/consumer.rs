@@ -12,6 +12,7 @@ use celeriac_common::{Config, TaskState};
 use celeriac_common::{delay, pidbox};
 use chrono::Utc;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -22,6 +23,7 @@ use lapin::{Channel, Connection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
@@ -358,13 +360,17 @@ enum Event {
     Ended(String),
 }
 
-async fn handle(
+/// The task for one delivery. Decoded here; the future returned holds only
+/// what the delivery's path needs while it waits (its rare paths are
+/// boxed), because tokio copies a task's whole future when it spawns it
+/// and again when it finishes.
+fn handle(
     shared: Arc<Shared>,
     publisher: Channel,
     queue: String,
     delivery: Delivery,
     window: Arc<AckWindow>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let received = Utc::now();
     let msg = match TaskMessage::decode(
         &delivery.properties,
@@ -373,20 +379,17 @@ async fn handle(
     ) {
         Ok(m) => m,
         Err(e) => {
-            return dead_letter(
-                &shared,
-                &publisher,
-                &queue,
-                delivery,
-                &window,
-                &e.to_string(),
-                None,
-            )
-            .await;
+            let reason = e.to_string();
+            return Either::Left(Box::pin(async move {
+                dead_letter(
+                    &shared, &publisher, &queue, delivery, &window, &reason, None,
+                )
+                .await;
+            }));
         }
     };
     let span = tracing::info_span!("task", task.id = %msg.id, task.name = %msg.display_name(), queue = %queue, attempt = msg.retries);
-    async move {
+    let task = async move {
         let mut outcome = outcome_for(&shared, &msg, &queue);
         if shared.revocations.is_revoked(&msg.id) {
             tracing::info!("revoked: not running it");
@@ -401,7 +404,7 @@ async fn handle(
         }
         if let Some(wait) = msg.eta.and_then(|eta| delay::remaining(eta.with_timezone(&Utc), received)) {
             // Not due yet: back into the delay queues, not into this worker's memory.
-            return redelay(&shared, &publisher, &queue, &msg, delivery, &window, wait).await;
+            return Box::pin(redelay(&shared, &publisher, &queue, &msg, delivery, &window, wait)).await;
         }
         let Some(handler) = shared.registry.get(&msg.task) else {
             tracing::warn!("task not registered: {}", msg.task);
@@ -414,7 +417,7 @@ async fn handle(
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = window.retired() => return give_back(&publisher, &queue, delivery, &window).await,
+                    _ = window.retired() => return Box::pin(give_back(&publisher, &queue, delivery, &window)).await,
                 }
             }
         }
@@ -428,7 +431,7 @@ async fn handle(
         // second copy of one that already finished (beat's dedupe: the same
         // task id sent twice by two beats in a split brain).
         let beat_run = msg.extra_headers.contains_key(BEAT_ENTRY_HEADER);
-        if (delivery.redelivered || beat_run) && already_done(&shared, &msg.id).await {
+        if (delivery.redelivered || beat_run) && Box::pin(already_done(&shared, &msg.id)).await {
             tracing::info!("already finished or revoked; not running it");
             return finish(&shared, &msg, delivery, &window, None).await;
         }
@@ -442,16 +445,16 @@ async fn handle(
                 outcome.state = TaskState::Failure;
                 outcome.error = Some(task_error(TaskFailure::new("PoisonMessage", reason.clone())));
                 outcome.done_at = Some(Utc::now());
-                return dead_letter(&shared, &publisher, &queue, delivery, &window, &reason, Some(outcome)).await;
+                return Box::pin(dead_letter(&shared, &publisher, &queue, delivery, &window, &reason, Some(outcome))).await;
             }
             if !counted_by_broker {
                 // A classic queue keeps no count: the copy carries it.
                 let props = counted_copy(&delivery.properties, attempts);
-                return match publish_confirmed(&publisher, "", &queue, &delivery.data, props).await {
+                return match Box::pin(publish_confirmed(&publisher, "", &queue, &delivery.data, props)).await {
                     Ok(()) => finish(&shared, &msg, delivery, &window, None).await,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot count the redelivery; returning the message to its queue");
-                        requeue(delivery, &window).await
+                        Box::pin(requeue(delivery, &window)).await
                     }
                 };
             }
@@ -459,12 +462,12 @@ async fn handle(
         if let Some(limiter) = shared.registry.limiter(&msg.task) {
             tokio::select! {
                 _ = limiter.wait() => {}
-                _ = window.retired() => return give_back(&publisher, &queue, delivery, &window).await,
+                _ = window.retired() => return Box::pin(give_back(&publisher, &queue, delivery, &window)).await,
             }
         }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
-            _ = window.retired() => return give_back(&publisher, &queue, delivery, &window).await,
+            _ = window.retired() => return Box::pin(give_back(&publisher, &queue, delivery, &window)).await,
         };
         if shared.revocations.is_revoked(&msg.id) {
             drop(permit);
@@ -476,7 +479,7 @@ async fn handle(
         outcome.started_at = Some(Utc::now());
         // An ignored result leaves no row at all (a STARTED one would stay).
         if shared.config.track_started && !msg.ignore_result {
-            mark_started(&shared, &outcome).await;
+            Box::pin(mark_started(&shared, &outcome)).await;
         }
         let options = shared.registry.options(&msg.task);
         let (hard, soft) = execute::limits(&msg, options);
@@ -501,20 +504,20 @@ async fn handle(
             }
             Err(failure) => {
                 tracing::warn!(duration_ms = ms, kind = %failure.kind, "failed: {}", failure.message);
-                execute::conclude_failure(&shared, &msg, &queue, options, failure, &mut outcome).await
+                Box::pin(execute::conclude_failure(&shared, &msg, &queue, options, failure, &mut outcome)).await
             }
         };
         if recorded {
             finish(&shared, &msg, delivery, &window, Some(outcome)).await;
         } else {
-            requeue(delivery, &window).await;
+            Box::pin(requeue(delivery, &window)).await;
         }
         if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             shared.idle.notify_waiters();
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    Either::Right(task)
 }
 
 fn outcome_for(shared: &Shared, msg: &TaskMessage, queue: &str) -> TaskOutcome {
@@ -565,14 +568,14 @@ async fn mark_started(shared: &Shared, outcome: &TaskOutcome) {
 }
 
 /// Hands the delivery to the recorder: store the outcome (unless results are
-/// off or ignored), then ack.
-async fn finish(
-    shared: &Shared,
+/// off or ignored), then ack. Like [`record`], it hands it over when called.
+fn finish<'a>(
+    shared: &'a Shared,
     msg: &TaskMessage,
     delivery: Delivery,
     window: &Arc<AckWindow>,
     outcome: Option<TaskOutcome>,
-) {
+) -> impl Future<Output = ()> + Send + 'a {
     let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
     let done = Finished {
         outcome,
@@ -581,8 +584,29 @@ async fn finish(
         window: window.clone(),
         task_id: msg.id.clone(),
     };
-    if shared.recorder.send(done).await.is_err() {
-        tracing::warn!("recorder stopped; the message will be redelivered");
+    record(shared, done)
+}
+
+/// Hands a finished delivery to the recorder, which stores its outcome and
+/// then acks it. It is handed over when this is called: the recorder's queue
+/// has room for twice the prefetch window, so only while the result backend
+/// is down does the returned future wait for room. That wait is boxed, so
+/// its kilobyte is not part of every delivery's task.
+fn record(shared: &Shared, done: Finished) -> impl Future<Output = ()> + Send + '_ {
+    let waiting = match shared.recorder.try_send(done) {
+        Ok(()) => None,
+        Err(TrySendError::Full(done)) => Some(Box::pin(shared.recorder.send(done))),
+        Err(TrySendError::Closed(_)) => {
+            tracing::warn!("recorder stopped; the message will be redelivered");
+            None
+        }
+    };
+    async move {
+        if let Some(send) = waiting
+            && send.await.is_err()
+        {
+            tracing::warn!("recorder stopped; the message will be redelivered");
+        }
     }
 }
 
@@ -634,7 +658,7 @@ async fn redelay(
                 window: window.clone(),
                 task_id: msg.id.clone(),
             };
-            let _ = shared.recorder.send(done).await;
+            record(shared, done).await;
         }
         other => {
             tracing::warn!(result = ?other, "could not move the message to the delay queues; returning it to its queue");
@@ -772,7 +796,7 @@ async fn dead_letter(
                 window: window.clone(),
                 task_id: id,
             };
-            let _ = shared.recorder.send(done).await;
+            record(shared, done).await;
         }
         other => {
             tracing::warn!(task.id = %id, result = ?other.err(), "dead-letter publish not confirmed; returning the message to its queue");

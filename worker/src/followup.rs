@@ -87,7 +87,23 @@ async fn send(
 }
 
 /// Sends the callbacks and the next chain step with the task's result.
+/// Their sending is boxed: most tasks have none, and this future is part
+/// of every delivery's task.
 pub(crate) async fn on_success(
+    client: &Client,
+    parent: &TaskMessage,
+    result: &Value,
+    default_queue: &str,
+) {
+    let embed = &parent.embed;
+    let none = |v: &Option<Vec<Signature>>| v.as_ref().is_none_or(Vec::is_empty);
+    if none(&embed.callbacks) && none(&embed.chain) {
+        return;
+    }
+    Box::pin(send_on_success(client, parent, result, default_queue)).await;
+}
+
+async fn send_on_success(
     client: &Client,
     parent: &TaskMessage,
     result: &Value,
