@@ -340,20 +340,18 @@ impl Client {
             let left = timeout
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_secs(1));
-            let attempt = async {
-                match tokio::time::timeout(left, attempt).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        self.reset_link().await;
-                        Err(ClientError::Unavailable {
-                            waited: started.elapsed(),
-                            task_id: msg.id.clone(),
-                            last: "no publisher confirm".to_owned(),
-                        })
-                    }
+            let res = match tokio::time::timeout(left, attempt).await {
+                Ok(res) => res,
+                Err(_) => {
+                    self.reset_link().await;
+                    Err(ClientError::Unavailable {
+                        waited: started.elapsed(),
+                        task_id: msg.id.clone(),
+                        last: "no publisher confirm".to_owned(),
+                    })
                 }
             };
-            let err = match attempt.await {
+            let err = match res {
                 Ok(()) => return Ok(()),
                 Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => {
                     return Err(e);
@@ -398,27 +396,11 @@ impl Client {
                 .delayed
                 .then(|| format!("{}:{queue}", delay::delivery_exchange(&self.inner.config)));
             let ready = link.knows(queue) && bound.as_ref().is_none_or(|b| link.knows(b));
-            let declaring = if ready {
-                None
-            } else {
-                Some(link.declaring.lock().await)
-            };
-            if !link.knows(queue) {
-                broker::declare_task_queue(&link.channel, queue, &self.inner.config).await?;
-                link.remember(queue);
+            if !ready {
+                // Once per queue and link: boxed, so the publish future
+                // every task's send copies stays small.
+                Box::pin(self.declare_route(link, route, queue, bound)).await?;
             }
-            let config = &self.inner.config;
-            if let Some(bound) = bound {
-                if !link.knows(&route.exchange) {
-                    delay::declare_topology(&link.channel, config).await?;
-                    link.remember(&route.exchange);
-                }
-                if !link.knows(&bound) {
-                    delay::bind_queue(&link.channel, config, queue).await?;
-                    link.remember(&bound);
-                }
-            }
-            drop(declaring);
         }
         let channel_err = |source| {
             ClientError::Broker(BrokerError::Channel {
@@ -453,10 +435,44 @@ impl Client {
         }
     }
 
+    /// Declares `queue` (and, for a delayed route, the delay topology and
+    /// the queue's binding to it) on `link`, unless it already did.
+    async fn declare_route(
+        &self,
+        link: &Link,
+        route: &Route,
+        queue: &str,
+        bound: Option<String>,
+    ) -> Result<(), ClientError> {
+        let _declaring = link.declaring.lock().await;
+        let config = &self.inner.config;
+        if !link.knows(queue) {
+            broker::declare_task_queue(&link.channel, queue, config).await?;
+            link.remember(queue);
+        }
+        if let Some(bound) = bound {
+            if !link.knows(&route.exchange) {
+                delay::declare_topology(&link.channel, config).await?;
+                link.remember(&route.exchange);
+            }
+            if !link.knows(&bound) {
+                delay::bind_queue(&link.channel, config, queue).await?;
+                link.remember(&bound);
+            }
+        }
+        Ok(())
+    }
+
     async fn link(&self) -> Result<Arc<Link>, ClientError> {
         if let Some(link) = self.live_link().await {
             return Ok(link);
         }
+        // Boxed: a connection is made rarely, and this future is part of
+        // every publish.
+        Box::pin(self.reconnect()).await
+    }
+
+    async fn reconnect(&self) -> Result<Arc<Link>, ClientError> {
         let _guard = self.inner.reconnecting.lock().await;
         // Another caller may have reconnected while this one waited.
         if let Some(link) = self.live_link().await {
