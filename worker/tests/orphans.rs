@@ -125,6 +125,59 @@ async fn sweep_moves_only_tasks_of_gone_workers(kind: DbKind) {
     db.drop_database().await;
 }
 
+/// Sweeps of several workers at once: each lost task is reported (and
+/// logged) by exactly one of them.
+async fn concurrent_sweeps_report_each_task_once(kind: DbKind) {
+    const TASKS: usize = 60;
+    const SWEEPERS: usize = 4;
+    let db = TestDatabase::create(kind).await.expect("db");
+    let backend = ResultBackend::connect(&db.url).await.expect("backend");
+    backend.migrate().await.expect("migrate");
+    let ids: Vec<String> = (0..TASKS).map(|i| format!("t-lost-{i}")).collect();
+    for id in &ids {
+        backend
+            .store_progress(started(id, Some("no-such-worker")))
+            .await
+            .expect("store STARTED");
+    }
+    // One pool per sweeper, as each worker has its own.
+    let mut sweepers = Vec::new();
+    for _ in 0..SWEEPERS {
+        sweepers.push(ResultBackend::connect(&db.url).await.expect("backend"));
+    }
+    let sweeps = sweepers.iter().map(|b| b.recover_lost_tasks());
+    let mut reported: Vec<String> = futures_util::future::join_all(sweeps)
+        .await
+        .into_iter()
+        .flat_map(|r| r.expect("sweep"))
+        .map(|t| t.task_id)
+        .collect();
+    reported.sort_unstable();
+    let mut want = ids.clone();
+    want.sort_unstable();
+    assert_eq!(reported, want, "each lost task once, on {kind:?}");
+    for id in &ids {
+        let r = backend.get(id).await.expect("get").expect("row");
+        assert_eq!(r.state, TaskState::Retry, "{id} on {kind:?}");
+    }
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_on_sqlite() {
+    concurrent_sweeps_report_each_task_once(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_on_postgres() {
+    concurrent_sweeps_report_each_task_once(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_on_mysql() {
+    concurrent_sweeps_report_each_task_once(DbKind::Mysql).await;
+}
+
 #[tokio::test]
 async fn sweep_on_sqlite() {
     sweep_moves_only_tasks_of_gone_workers(DbKind::Sqlite).await;

@@ -161,9 +161,10 @@ impl ResultBackend {
 
     /// Moves tasks left STARTED by workers that are gone (no heartbeat for
     /// `MISSED_HEARTBEATS` intervals, or no row) to RETRY with a
-    /// `WorkerLostError`, and returns them; deletes workers' rows an hour
-    /// after they expired. Tasks started by workers that predate heartbeats
-    /// (no `worker_id`) are left alone.
+    /// `WorkerLostError`, and returns those this call moved (each lost task
+    /// is returned by one sweep only, when several run at once); deletes
+    /// workers' rows an hour after they expired. Tasks started by workers
+    /// that predate heartbeats (no `worker_id`) are left alone.
     pub async fn recover_lost_tasks(&self) -> Result<Vec<LostTask>, BackendError> {
         let db = self.connection();
         let now = super::db_clock_ms(db.get_database_backend());
@@ -189,9 +190,12 @@ impl ResultBackend {
             .into_tuple()
             .all(db)
             .await?;
-        if !lost.is_empty() {
-            let ids: Vec<String> = lost.iter().map(|(id, _)| id.clone()).collect();
-            TaskEntity::update_many()
+        // One row at a time, so what is returned (and logged) is what this
+        // sweep moved: another worker's sweep may take a row first, or the
+        // task may finish in between. Lost tasks are few.
+        let mut moved = Vec::with_capacity(lost.len());
+        for (task_id, worker_id) in lost {
+            let updated = TaskEntity::update_many()
                 .col_expr(TaskColumn::State, Expr::value(TaskState::Retry.as_str()))
                 .col_expr(TaskColumn::ErrorType, Expr::value(WORKER_LOST))
                 .col_expr(
@@ -203,9 +207,15 @@ impl ResultBackend {
                 )
                 .col_expr(TaskColumn::Traceback, Expr::value(Value::String(None)))
                 .filter(lost_filter())
-                .filter(TaskColumn::TaskId.is_in(ids))
+                .filter(TaskColumn::TaskId.eq(task_id.as_str()))
                 .exec(db)
                 .await?;
+            if updated.rows_affected > 0 {
+                moved.push(LostTask {
+                    task_id,
+                    worker_id: worker_id.unwrap_or_default(),
+                });
+            }
         }
         Entity::delete_many()
             .filter(
@@ -213,12 +223,6 @@ impl ResultBackend {
             )
             .exec(db)
             .await?;
-        Ok(lost
-            .into_iter()
-            .map(|(task_id, worker_id)| LostTask {
-                task_id,
-                worker_id: worker_id.unwrap_or_default(),
-            })
-            .collect())
+        Ok(moved)
     }
 }
