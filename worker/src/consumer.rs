@@ -11,8 +11,8 @@ use celeriac_common::protocol::TaskMessage;
 use celeriac_common::{Config, TaskState};
 use celeriac_common::{delay, pidbox};
 use chrono::Utc;
-use futures_util::StreamExt;
 use futures_util::future::Either;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -184,7 +184,12 @@ impl Session {
                     let publisher = self.publisher.clone();
                     self.window.received(delivery.delivery_tag);
                     let window = self.window.clone();
-                    tokio::spawn(handle(shared, publisher, queue, delivery, window));
+                    // Decoded in the task (a large body, or a panic, stays
+                    // there), not in this loop.
+                    let task = futures_util::future::lazy(move |_| {
+                        handle(shared, publisher, queue, delivery, window)
+                    });
+                    tokio::spawn(task.flatten());
                 }
                 Some(Event::Task(_, Err(e)) | Event::Control(Err(e))) => return e.to_string(),
                 Some(Event::Ended(_)) if !self.connected() => {
@@ -360,8 +365,8 @@ enum Event {
     Ended(String),
 }
 
-/// The task for one delivery. Decoded here; the future returned holds only
-/// what the delivery's path needs while it waits (its rare paths are
+/// The work for one delivery: decodes it, and returns a future that holds
+/// only what the delivery's path needs while it waits (its rare paths are
 /// boxed), because tokio copies a task's whole future when it spawns it
 /// and again when it finishes.
 fn handle(
@@ -575,7 +580,7 @@ fn finish<'a>(
     delivery: Delivery,
     window: &Arc<AckWindow>,
     outcome: Option<TaskOutcome>,
-) -> impl Future<Output = ()> + Send + 'a {
+) -> impl Future<Output = ()> + Send + use<'a> {
     let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
     let done = Finished {
         outcome,
@@ -589,9 +594,10 @@ fn finish<'a>(
 
 /// Hands a finished delivery to the recorder, which stores its outcome and
 /// then acks it. It is handed over when this is called: the recorder's queue
-/// has room for twice the prefetch window, so only while the result backend
-/// is down does the returned future wait for room. That wait is boxed, so
-/// its kilobyte is not part of every delivery's task.
+/// has room for twice the prefetch window (and 16 more), so the returned
+/// future waits for room only rarely (the result backend down, or the
+/// windows of several queues finishing at once). That wait is boxed, so its
+/// kilobyte is not part of every delivery's task.
 fn record(shared: &Shared, done: Finished) -> impl Future<Output = ()> + Send + '_ {
     let waiting = match shared.recorder.try_send(done) {
         Ok(()) => None,

@@ -209,7 +209,18 @@ impl ResultBackend {
                 .filter(lost_filter())
                 .filter(TaskColumn::TaskId.eq(task_id.as_str()))
                 .exec(db)
-                .await?;
+                .await;
+            // Stop at an error, but report the rows already moved (no later
+            // sweep sees them again); the rest, and deleting old workers'
+            // rows, wait for the next sweep.
+            let updated = match updated {
+                Ok(u) => u,
+                Err(e) if moved.is_empty() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep for lost tasks stopped early");
+                    return Ok(moved);
+                }
+            };
             if updated.rows_affected > 0 {
                 moved.push(LostTask {
                     task_id,
