@@ -657,14 +657,7 @@ async fn redelay(
                 wait_ms = wait.as_millis(),
                 "not due yet; moved to the delay queues"
             );
-            let done = Finished {
-                outcome: None,
-                tag: delivery.delivery_tag,
-                acker: delivery.acker,
-                window: window.clone(),
-                task_id: msg.id.clone(),
-            };
-            record(shared, done).await;
+            finish(shared, msg, delivery, window, None).await;
         }
         other => {
             tracing::warn!(result = ?other, "could not move the message to the delay queues; returning it to its queue");
