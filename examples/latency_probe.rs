@@ -4,11 +4,17 @@
 //! message properties and headers, persistent, with publisher confirms.
 //! Both sides run a one-thread tokio runtime, as the stock worker does.
 //!
+//! With `--client`, the messages are sent with celeriac's `Client`
+//! (`send_task`, the timestamp as the task's argument) to the same plain
+//! consumer: the difference to the plain run is the producer's share of
+//! `celeriac bench`'s latency, the rest is the worker's.
+//!
 //! Run (release build; RabbitMQ from `CELERIAC_BROKER_URL` or localhost):
 //! `cargo run --release -p celeriac-examples --example latency_probe -- --messages 2000 --rate 500`
 //! It starts itself a second time as the consumer, prints p50 / p99 / max
 //! and deletes its queue.
 
+use celeriac::{ApplyOptions, Client, Config};
 use celeriac_common::{TaskMessage, broker};
 use clap::Parser;
 use futures_util::StreamExt;
@@ -28,6 +34,9 @@ struct Args {
     /// Messages per second.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// Publish with celeriac's `Client` instead of a plain `basic_publish`.
+    #[arg(long)]
+    client: bool,
     /// Internal: consume this queue and print the latencies.
     #[arg(long, hide = true)]
     consume: Option<String>,
@@ -85,10 +94,7 @@ async fn consume(url: &str, queue: &str) -> Result<(), Error> {
         let delivery = delivery?;
         let at = now_ns();
         delivery.acker.ack(BasicAckOptions::default()).await?;
-        let Some(sent) = std::str::from_utf8(&delivery.data)
-            .ok()
-            .and_then(|s| s.parse::<u128>().ok())
-        else {
+        let Some(sent) = sent_at(&delivery.data) else {
             break;
         };
         ms.push(at.saturating_sub(sent) as f64 / 1e6);
@@ -100,7 +106,7 @@ async fn consume(url: &str, queue: &str) -> Result<(), Error> {
             .unwrap_or(0.0)
     };
     println!(
-        "plain lapin latency, {} messages: p50 {:.3} / p99 {:.3} / max {:.3} ms",
+        "latency to a plain lapin consumer, {} messages: p50 {:.3} / p99 {:.3} / max {:.3} ms",
         ms.len(),
         at(0.5),
         at(0.99),
@@ -109,6 +115,17 @@ async fn consume(url: &str, queue: &str) -> Result<(), Error> {
     ch.queue_delete(queue.into(), QueueDeleteOptions::default())
         .await?;
     Ok(())
+}
+
+/// The send instant in a message: a plain probe's body is the number, a
+/// celeriac task's body is `[[number], {}, {...}]`. Anything else ends the run.
+fn sent_at(body: &[u8]) -> Option<u128> {
+    let text = std::str::from_utf8(body).ok()?;
+    if let Ok(ns) = text.parse::<u128>() {
+        return Some(ns);
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value.get(0)?.get(0)?.as_str()?.parse().ok()
 }
 
 async fn publish(url: &str, args: &Args) -> Result<(), Error> {
@@ -125,25 +142,41 @@ async fn publish(url: &str, args: &Args) -> Result<(), Error> {
         return Err("the consumer did not start".into());
     }
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let client = if args.client {
+        let mut config = Config::load(None)?;
+        config.broker_url = url.to_owned();
+        Some(Client::connect(config).await?)
+    } else {
+        None
+    };
     let props = TaskMessage::new("celeriac.noop", vec![], Default::default()).properties();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1.0)));
     for i in 0..=args.messages {
         tick.tick().await;
         // The last message, empty, tells the consumer to stop.
-        let body = if i == args.messages {
-            String::new()
+        if i == args.messages {
+            let end = BasicPublishOptions::default();
+            ch.basic_publish("".into(), queue.as_str().into(), end, b"", props.clone())
+                .await?
+                .await?;
+        } else if let Some(client) = &client {
+            // A string: JSON numbers above 2^53 do not survive every decoder.
+            let at = serde_json::Value::from(now_ns().to_string());
+            let to_queue = ApplyOptions::new().queue(queue.clone());
+            client
+                .send_task("celeriac.noop", vec![at], Default::default(), to_queue)
+                .await?;
         } else {
-            now_ns().to_string()
-        };
-        ch.basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            props.clone(),
-        )
-        .await?
-        .await?;
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                now_ns().to_string().as_bytes(),
+                props.clone(),
+            )
+            .await?
+            .await?;
+        }
     }
     for line in lines {
         println!("{}", line?);
