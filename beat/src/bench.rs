@@ -219,6 +219,8 @@ async fn delete_queue(config: &Config, queue: &str) {
         if let Ok(ch) = conn.create_channel().await {
             let _ = ch.queue_delete(queue.into(), Default::default()).await;
             let _ = ch.exchange_delete(queue.into(), Default::default()).await;
+            // Dropped open, its close would race the connection's.
+            let _ = ch.close(200, "bench done".into()).await;
         }
         let _ = conn.close(200, "bench done".into()).await;
     }
