@@ -19,7 +19,7 @@ const KEYS: [&str; 10] = [
     "ratio_to_reference",
 ];
 
-fn bench(results: &str) -> Value {
+fn bench(results: &str, extra: &[&str]) -> Value {
     let exe = env!("CARGO_BIN_EXE_celeriac");
     let worker = std::path::Path::new(exe).with_file_name("celeriac-worker");
     assert!(
@@ -34,7 +34,8 @@ fn bench(results: &str) -> Value {
         "--broker", &broker, "bench", "--tasks", "200", "--warmup", "20",
     ])
     .args(["--latency-tasks", "20", "--timeout", "60", "--json"])
-    .args(["--results", results]);
+    .args(["--results", results])
+    .args(extra);
     if let Ok(url) = std::env::var("CELERIAC_TEST_POSTGRES_URL") {
         cmd.args(["--postgres-url", &url]);
     }
@@ -87,13 +88,57 @@ fn queue_exists(broker: &str, queue: &str) -> bool {
 
 #[test]
 fn bench_runs_with_results_off_and_prints_its_figures() {
-    let figures = bench("none");
+    let figures = bench("none", &[]);
     // No result backend: the latency run used a temporary SQLite file.
     assert_eq!(figures["latency_results"], "sqlite");
 }
 
 #[test]
 fn bench_runs_with_results_in_postgres() {
-    let figures = bench("postgres");
+    let figures = bench("postgres", &[]);
     assert_eq!(figures["latency_results"], "postgres");
+}
+
+#[test]
+fn bench_runs_several_rounds_and_deletes_every_rounds_queue() {
+    let figures = bench("none", &["--rounds", "2"]);
+    let rounds = figures["rounds"].as_array().expect("rounds array");
+    assert_eq!(rounds.len(), 2, "{figures}");
+    let broker = std::env::var("CELERIAC_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let mut queues = Vec::new();
+    for r in rounds {
+        for key in ["e2e_per_s", "reference_per_s", "ratio_to_reference"] {
+            assert!(r[key].is_number(), "{key} missing in round {r}");
+        }
+        let queue = r["queue"].as_str().expect("round queue").to_owned();
+        assert!(!queue_exists(&broker, &queue), "{queue} was not deleted");
+        queues.push(queue);
+    }
+    assert_ne!(queues[0], queues[1], "each round has its own queue");
+    let (lo, hi) = (figures["ratio_min"].as_f64(), figures["ratio_max"].as_f64());
+    let mid = figures["ratio_to_reference"].as_f64();
+    assert!(
+        matches!((lo, mid, hi), (Some(l), Some(m), Some(h)) if l <= m && m <= h),
+        "the median ratio lies between the rounds' ratios: {figures}"
+    );
+}
+
+#[test]
+fn bench_refuses_bad_options_with_one_clear_line() {
+    let exe = env!("CARGO_BIN_EXE_celeriac");
+    for (flag, value, says) in [
+        ("--rounds", "0", "--rounds must be at least 1"),
+        ("--tasks", "0", "--tasks must be at least 1"),
+        ("--rate", "0", "--rate must be a positive number"),
+    ] {
+        let out = Command::new(exe)
+            .args(["bench", flag, value])
+            .output()
+            .expect("run celeriac bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }

@@ -26,6 +26,11 @@
 //!    as a check. The worker's CPU time (utime + stime) is read around the
 //!    run, its peak RSS (VmHWM) at the end; then it is killed (its markers
 //!    go back to the queue, which is deleted).
+//!
+//!    With `--rounds R`, phases 1 and 2 run R times in turn (the reference,
+//!    then celeriac through a fresh worker on a fresh queue), so a slow
+//!    minute of a shared machine hits both; the figures shown are each one's
+//!    median over the rounds, the ratio the median of the rounds' ratios.
 //! 3. **Latency**: a second worker with a result backend (the `--results` one
 //!    if it keeps sub-millisecond times, else a temporary SQLite file) gets
 //!    tasks at a fixed `--rate`; latency = the task's stored `started_at`
@@ -88,6 +93,9 @@ pub(crate) struct BenchArgs {
     /// Warm-up tasks through the worker before the measured run.
     #[arg(long, default_value_t = 1_000)]
     warmup: u64,
+    /// Rounds of reference + throughput, in turn; the figures are medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -224,6 +232,18 @@ struct Report {
     results: Results,
     payload: usize,
     message_bytes: usize,
+    rounds: Vec<Round>,
+    /// Each figure's median over the rounds.
+    median: Round,
+    /// The median of the rounds' ratios to the reference.
+    ratio: f64,
+    latency: Option<Latency>,
+}
+
+/// One round's throughput figures: the reference loop, then celeriac.
+#[derive(Debug, Clone, Default)]
+struct Round {
+    queue: String,
     publish_per_s: f64,
     e2e_per_s: f64,
     e2e_s: f64,
@@ -236,7 +256,44 @@ struct Report {
     broker_cpu_s: Option<f64>,
     /// This process's (the producers') CPU time during the run.
     bench_cpu_s: Option<f64>,
-    latency: Option<Latency>,
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.e2e_per_s / self.reference_per_s
+    }
+
+    /// Each figure's median over `rounds` (the queue is the first round's).
+    fn median(rounds: &[Round]) -> Round {
+        let all = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+        let some = |f: fn(&Round) -> Option<f64>| {
+            let v: Vec<f64> = rounds.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        Round {
+            queue: rounds.first().map(|r| r.queue.clone()).unwrap_or_default(),
+            publish_per_s: all(|r| r.publish_per_s),
+            e2e_per_s: all(|r| r.e2e_per_s),
+            e2e_s: all(|r| r.e2e_s),
+            reference_per_s: all(|r| r.reference_per_s),
+            reference_publish_per_s: all(|r| r.reference_publish_per_s),
+            worker_idle_rss_mb: some(|r| r.worker_idle_rss_mb),
+            worker_peak_rss_mb: some(|r| r.worker_peak_rss_mb),
+            worker_cpu_s: some(|r| r.worker_cpu_s),
+            broker_cpu_s: some(|r| r.broker_cpu_s),
+            bench_cpu_s: some(|r| r.bench_cpu_s),
+        }
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 struct Latency {
@@ -282,6 +339,9 @@ fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
     }
     if !(args.rate.is_finite() && args.rate > 0.0) {
         return bad("--rate must be a positive number of tasks per second");
+    }
+    if args.rounds == 0 {
+        return bad("--rounds must be at least 1");
     }
     Ok(())
 }
@@ -344,34 +404,7 @@ async fn measure(
         .map_err(err("cannot encode the task"))?;
     let message_bytes = body.len();
 
-    // 1. The plain reference.
-    let reference = reference::run(
-        &config,
-        &q_ref,
-        args.tasks,
-        args.producers,
-        prefetch,
-        Arc::new(body),
-        template.properties(),
-        timeout,
-    )
-    .await?;
-
-    // 2. Throughput through a celeriac worker.
     let hostname = |what: &str| format!("{what}-{run_id}@{}", celeriac_common::config::host_name());
-    let spec = WorkerSpec {
-        bin: &worker_bin,
-        broker_url: &config.broker_url,
-        result_backend: &backend_url,
-        queue: &q_main,
-        dead_letter_queue: &dlq,
-        concurrency: args.concurrency,
-        prefetch_multiplier: args.prefetch_multiplier,
-        hostname: hostname("bench"),
-    };
-    res.workers
-        .push(Some(WorkerProc::spawn(&spec, timeout).await?));
-    let w1 = res.workers.len() - 1;
     let client = Client::connect(config.clone())
         .await
         .map_err(err("cannot connect the producer"))?;
@@ -383,73 +416,65 @@ async fn measure(
         .create_channel()
         .await
         .map_err(err("channel.open"))?;
-    // Let start-up allocations settle before reading the idle footprint.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let worker_idle_rss_mb = worker_ref(res, w1)?.rss_mb();
-
-    if args.warmup > 0 {
-        publish_tasks(&client, &q_main, args.warmup, args.producers, &task_args).await?;
-        wait_ready_empty(&monitor_ch, &q_main, timeout).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-
-    let cpu_before = worker_ref(res, w1)?.cpu_seconds();
     let broker_pid = if is_local(&config.broker_url) {
         worker::local_broker_pid()
     } else {
         None
     };
-    let broker_cpu_before = broker_pid.and_then(worker::cpu_seconds);
-    let bench_cpu_before = worker::cpu_seconds(std::process::id());
-    let start = Instant::now();
-    publish_tasks(&client, &q_main, args.tasks, args.producers, &task_args).await?;
-    let published = Instant::now();
-    // The markers: tasks that stay unacknowledged and fill the worker's
-    // prefetch window once every task before them is acknowledged (see the
-    // module docs).
-    let marker_secs = timeout.as_secs_f64() + 60.0;
-    let markers = (0..prefetch).map(|_| {
-        client.send_task(
-            "celeriac.sleep",
-            vec![json!(marker_secs)],
-            Map::new(),
-            ApplyOptions::new().queue(q_main.clone()),
-        )
-    });
-    for sent in futures_util::future::join_all(markers).await {
-        sent.map_err(err("cannot publish a marker"))?;
-    }
-    wait_ready_empty(&monitor_ch, &q_main, timeout).await?;
-    let done = Instant::now();
-    let w = worker_ref(res, w1)?;
-    let worker_cpu_s = match (cpu_before, w.cpu_seconds()) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let worker_peak_rss_mb = w.peak_rss_mb();
-    let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
-    let broker_cpu_s = delta(broker_cpu_before, broker_pid.and_then(worker::cpu_seconds));
-    let bench_cpu_s = delta(bench_cpu_before, worker::cpu_seconds(std::process::id()));
-    if args.results != Results::None {
-        let backend = ResultBackend::connect(&backend_url)
-            .await
-            .map_err(err("cannot open the result backend"))?;
-        let stored = Entity::find()
-            .filter(Column::Queue.eq(q_main.as_str()))
-            .filter(Column::State.eq("SUCCESS"))
-            .count(backend.connection())
-            .await
-            .map_err(err("cannot count stored outcomes"))?;
-        let _ = backend.connection().clone().close().await;
-        let want = args.tasks + args.warmup;
-        if stored != want {
-            return Err(BenchError::new(format!(
-                "the queue drained but {stored} outcomes are stored, not {want}: completion detection is unsound with this worker"
-            )));
+    let body = Arc::new(body);
+    let mut rounds = Vec::new();
+    for i in 1..=args.rounds {
+        // Round 1 keeps the plain names; later rounds get their own queue.
+        let (queue, host) = if i == 1 {
+            (q_main.clone(), hostname("bench"))
+        } else {
+            (format!("{base}.r{i}"), hostname(&format!("bench-r{i}")))
+        };
+        if i > 1 {
+            res.queues.push(queue.clone());
+            res.exchanges.push(queue.clone());
         }
+        // 1. The plain reference.
+        let reference = reference::run(
+            &config,
+            &q_ref,
+            args.tasks,
+            args.producers,
+            prefetch,
+            body.clone(),
+            template.properties(),
+            timeout,
+        )
+        .await?;
+        // 2. Throughput through a celeriac worker.
+        let spec = WorkerSpec {
+            bin: &worker_bin,
+            broker_url: &config.broker_url,
+            result_backend: &backend_url,
+            queue: &queue,
+            dead_letter_queue: &dlq,
+            concurrency: args.concurrency,
+            prefetch_multiplier: args.prefetch_multiplier,
+            hostname: host,
+        };
+        let round = Throughput {
+            args,
+            client: &client,
+            monitor: &monitor_ch,
+            prefetch,
+            task_args: &task_args,
+            backend_url: &backend_url,
+            broker_pid,
+            timeout,
+        }
+        .run(res, &spec)
+        .await?;
+        rounds.push(Round {
+            reference_per_s: reference.per_s,
+            reference_publish_per_s: reference.publish_per_s,
+            ..round
+        });
     }
-    // Its markers sleep: no warm shutdown.
-    res.kill_worker(w1).await;
     let _ = monitor.close(200, "bench done".into()).await;
 
     // 3. Latency at a fixed rate.
@@ -469,10 +494,14 @@ async fn measure(
             url
         };
         let spec = WorkerSpec {
+            bin: &worker_bin,
+            broker_url: &config.broker_url,
             result_backend: &lat_url,
             queue: &q_lat,
+            dead_letter_queue: &dlq,
+            concurrency: args.concurrency,
+            prefetch_multiplier: args.prefetch_multiplier,
             hostname: hostname("bench-latency"),
-            ..spec
         };
         res.workers
             .push(Some(WorkerProc::spawn(&spec, timeout).await?));
@@ -509,18 +538,111 @@ async fn measure(
         results: args.results,
         payload: args.payload,
         message_bytes,
-        publish_per_s: args.tasks as f64 / (published - start).as_secs_f64(),
-        e2e_per_s: args.tasks as f64 / (done - start).as_secs_f64(),
-        e2e_s: (done - start).as_secs_f64(),
-        reference_per_s: reference.per_s,
-        reference_publish_per_s: reference.publish_per_s,
-        worker_idle_rss_mb,
-        worker_peak_rss_mb,
-        worker_cpu_s,
-        broker_cpu_s,
-        bench_cpu_s,
+        median: Round::median(&rounds),
+        ratio: median(rounds.iter().map(Round::ratio).collect()),
+        rounds,
         latency,
     })
+}
+
+/// What every throughput round shares.
+struct Throughput<'a> {
+    args: &'a BenchArgs,
+    client: &'a Client,
+    monitor: &'a lapin::Channel,
+    prefetch: u16,
+    task_args: &'a [Value],
+    backend_url: &'a str,
+    broker_pid: Option<u32>,
+    timeout: Duration,
+}
+
+impl Throughput<'_> {
+    /// Starts a worker on `spec.queue`, warms it up, times `--tasks` tasks
+    /// through it and kills it (the reference figures are left at 0).
+    async fn run(&self, res: &mut Resources, spec: &WorkerSpec<'_>) -> Result<Round, BenchError> {
+        let (args, client, queue, timeout) = (self.args, self.client, spec.queue, self.timeout);
+        res.workers
+            .push(Some(WorkerProc::spawn(spec, timeout).await?));
+        let w1 = res.workers.len() - 1;
+        // Let start-up allocations settle before reading the idle footprint.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let worker_idle_rss_mb = worker_ref(res, w1)?.rss_mb();
+
+        if args.warmup > 0 {
+            publish_tasks(client, queue, args.warmup, args.producers, self.task_args).await?;
+            wait_ready_empty(self.monitor, queue, timeout).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+
+        let cpu_before = worker_ref(res, w1)?.cpu_seconds();
+        let broker_cpu_before = self.broker_pid.and_then(worker::cpu_seconds);
+        let bench_cpu_before = worker::cpu_seconds(std::process::id());
+        let start = Instant::now();
+        publish_tasks(client, queue, args.tasks, args.producers, self.task_args).await?;
+        let published = Instant::now();
+        // The markers: tasks that stay unacknowledged and fill the worker's
+        // prefetch window once every task before them is acknowledged (see the
+        // module docs).
+        let marker_secs = timeout.as_secs_f64() + 60.0;
+        let markers = (0..self.prefetch).map(|_| {
+            client.send_task(
+                "celeriac.sleep",
+                vec![json!(marker_secs)],
+                Map::new(),
+                ApplyOptions::new().queue(queue.to_owned()),
+            )
+        });
+        for sent in futures_util::future::join_all(markers).await {
+            sent.map_err(err("cannot publish a marker"))?;
+        }
+        wait_ready_empty(self.monitor, queue, timeout).await?;
+        let done = Instant::now();
+        let w = worker_ref(res, w1)?;
+        let worker_cpu_s = match (cpu_before, w.cpu_seconds()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let worker_peak_rss_mb = w.peak_rss_mb();
+        let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+        let broker_cpu_s = delta(
+            broker_cpu_before,
+            self.broker_pid.and_then(worker::cpu_seconds),
+        );
+        let bench_cpu_s = delta(bench_cpu_before, worker::cpu_seconds(std::process::id()));
+        if args.results != Results::None {
+            let backend = ResultBackend::connect(self.backend_url)
+                .await
+                .map_err(err("cannot open the result backend"))?;
+            let stored = Entity::find()
+                .filter(Column::Queue.eq(queue))
+                .filter(Column::State.eq("SUCCESS"))
+                .count(backend.connection())
+                .await
+                .map_err(err("cannot count stored outcomes"))?;
+            let _ = backend.connection().clone().close().await;
+            let want = args.tasks + args.warmup;
+            if stored != want {
+                return Err(BenchError::new(format!(
+                    "the queue drained but {stored} outcomes are stored, not {want}: completion detection is unsound with this worker"
+                )));
+            }
+        }
+        // Its markers sleep: no warm shutdown.
+        res.kill_worker(w1).await;
+        Ok(Round {
+            queue: queue.to_owned(),
+            publish_per_s: args.tasks as f64 / (published - start).as_secs_f64(),
+            e2e_per_s: args.tasks as f64 / (done - start).as_secs_f64(),
+            e2e_s: (done - start).as_secs_f64(),
+            worker_idle_rss_mb,
+            worker_peak_rss_mb,
+            worker_cpu_s,
+            broker_cpu_s,
+            bench_cpu_s,
+            ..Round::default()
+        })
+    }
 }
 
 fn worker_ref(res: &Resources, index: usize) -> Result<&WorkerProc, BenchError> {
@@ -685,16 +807,8 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl Report {
-    fn ratio(&self) -> f64 {
-        self.e2e_per_s / self.reference_per_s
-    }
-
     fn per_1k(&self, cpu_s: Option<f64>) -> Option<f64> {
         cpu_s.map(|c| c / self.tasks as f64 * 1000.0)
-    }
-
-    fn cpu_per_1k(&self) -> Option<f64> {
-        self.per_1k(self.worker_cpu_s)
     }
 
     fn print(&self, as_json: bool) {
@@ -708,6 +822,26 @@ impl Report {
     fn to_json(&self) -> Value {
         let opt = |v: Option<f64>, d| v.map(|v| round(v, d));
         let lat = self.latency.as_ref();
+        let m = &self.median;
+        let rounds: Vec<Value> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                json!({
+                    "queue": r.queue,
+                    "publish_per_s": round(r.publish_per_s, 0),
+                    "e2e_per_s": round(r.e2e_per_s, 0),
+                    "reference_per_s": round(r.reference_per_s, 0),
+                    "ratio_to_reference": round(r.ratio(), 3),
+                    "worker_peak_rss_mb": opt(r.worker_peak_rss_mb, 1),
+                    "worker_cpu_s_per_1k": opt(self.per_1k(r.worker_cpu_s), 4),
+                    "broker_cpu_s_per_1k": opt(self.per_1k(r.broker_cpu_s), 4),
+                })
+            })
+            .collect();
+        let ratios = self.rounds.iter().map(Round::ratio);
+        let ratio_min = ratios.clone().fold(f64::INFINITY, f64::min);
+        let ratio_max = ratios.fold(f64::NEG_INFINITY, f64::max);
         json!({
             "queue": self.queue,
             "tasks": self.tasks,
@@ -717,9 +851,9 @@ impl Report {
             "results": self.results.name(),
             "payload_bytes": self.payload,
             "message_body_bytes": self.message_bytes,
-            "publish_per_s": round(self.publish_per_s, 0),
-            "e2e_per_s": round(self.e2e_per_s, 0),
-            "e2e_s": round(self.e2e_s, 3),
+            "publish_per_s": round(m.publish_per_s, 0),
+            "e2e_per_s": round(m.e2e_per_s, 0),
+            "e2e_s": round(m.e2e_s, 3),
             "latency_p50_ms": lat.map(|l| round(l.p50_ms, 3)),
             "latency_p99_ms": lat.map(|l| round(l.p99_ms, 3)),
             "latency_max_ms": lat.map(|l| round(l.max_ms, 3)),
@@ -727,20 +861,24 @@ impl Report {
             "latency_tasks": lat.map(|l| l.tasks),
             "latency_rate_per_s": lat.map(|l| l.rate),
             "latency_results": lat.map(|l| l.backend.name()),
-            "worker_idle_rss_mb": opt(self.worker_idle_rss_mb, 1),
-            "worker_peak_rss_mb": opt(self.worker_peak_rss_mb, 1),
-            "worker_cpu_s": opt(self.worker_cpu_s, 2),
-            "worker_cpu_s_per_1k": opt(self.cpu_per_1k(), 4),
-            "producer_cpu_s_per_1k": opt(self.per_1k(self.bench_cpu_s), 4),
-            "broker_cpu_s_per_1k": opt(self.per_1k(self.broker_cpu_s), 4),
-            "reference_per_s": round(self.reference_per_s, 0),
-            "reference_publish_per_s": round(self.reference_publish_per_s, 0),
-            "ratio_to_reference": round(self.ratio(), 3),
+            "worker_idle_rss_mb": opt(m.worker_idle_rss_mb, 1),
+            "worker_peak_rss_mb": opt(m.worker_peak_rss_mb, 1),
+            "worker_cpu_s": opt(m.worker_cpu_s, 2),
+            "worker_cpu_s_per_1k": opt(self.per_1k(m.worker_cpu_s), 4),
+            "producer_cpu_s_per_1k": opt(self.per_1k(m.bench_cpu_s), 4),
+            "broker_cpu_s_per_1k": opt(self.per_1k(m.broker_cpu_s), 4),
+            "reference_per_s": round(m.reference_per_s, 0),
+            "reference_publish_per_s": round(m.reference_publish_per_s, 0),
+            "ratio_to_reference": round(self.ratio, 3),
+            "ratio_min": round(ratio_min, 3),
+            "ratio_max": round(ratio_max, 3),
+            "rounds": rounds,
         })
     }
 
     fn print_table(&self) {
         let mb = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1}"));
+        let m = &self.median;
         println!(
             "celeriac bench: {} no-op tasks, {} producers, concurrency {} (prefetch {}), results {}, payload {} B (body {} B)",
             self.tasks,
@@ -751,22 +889,28 @@ impl Report {
             self.payload,
             self.message_bytes
         );
+        if self.rounds.len() > 1 {
+            println!(
+                "  {} rounds, each the reference and then celeriac; the figures below are medians",
+                self.rounds.len()
+            );
+        }
         let rows: Vec<(String, String)> = vec![
             (
                 "publish (confirmed)".into(),
-                format!("{:>9.0} tasks/s", self.publish_per_s),
+                format!("{:>9.0} tasks/s", m.publish_per_s),
             ),
             (
                 "end to end".into(),
-                format!("{:>9.0} tasks/s  ({:.2} s)", self.e2e_per_s, self.e2e_s),
+                format!("{:>9.0} tasks/s  ({:.2} s)", m.e2e_per_s, m.e2e_s),
             ),
             (
                 "plain lapin reference".into(),
-                format!("{:>9.0} msgs/s", self.reference_per_s),
+                format!("{:>9.0} msgs/s", m.reference_per_s),
             ),
             (
                 "celeriac / reference".into(),
-                format!("{:>9.2}", self.ratio()),
+                format!("{:>9.2}", self.ratio),
             ),
             match &self.latency {
                 Some(l) => (
@@ -784,23 +928,38 @@ impl Report {
                 "worker RSS idle / peak".into(),
                 format!(
                     "{} / {} MB",
-                    mb(self.worker_idle_rss_mb),
-                    mb(self.worker_peak_rss_mb)
+                    mb(m.worker_idle_rss_mb),
+                    mb(m.worker_peak_rss_mb)
                 ),
             ),
-            ("worker CPU per 1,000 tasks".into(), secs(self.cpu_per_1k())),
+            (
+                "worker CPU per 1,000 tasks".into(),
+                secs(self.per_1k(m.worker_cpu_s)),
+            ),
             (
                 "producers / local broker CPU per 1,000".into(),
                 format!(
                     "{} / {}",
-                    secs(self.per_1k(self.bench_cpu_s)),
-                    secs(self.per_1k(self.broker_cpu_s))
+                    secs(self.per_1k(m.bench_cpu_s)),
+                    secs(self.per_1k(m.broker_cpu_s))
                 ),
             ),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
             println!("  {k:<width$}  {v}");
+        }
+        if self.rounds.len() > 1 {
+            for (i, r) in self.rounds.iter().enumerate() {
+                println!(
+                    "  round {}: reference {:.0} msgs/s, end to end {:.0} tasks/s, ratio {:.2}, worker CPU per 1,000 {}",
+                    i + 1,
+                    r.reference_per_s,
+                    r.e2e_per_s,
+                    r.ratio(),
+                    secs(self.per_1k(r.worker_cpu_s))
+                );
+            }
         }
     }
 }
@@ -825,4 +984,16 @@ fn is_local(url: &str) -> bool {
     };
     matches!(host, "127.0.0.1" | "localhost" | "::1" | "")
         || host == celeriac_common::config::host_name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
 }
