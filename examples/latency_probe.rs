@@ -153,30 +153,31 @@ async fn publish(url: &str, args: &Args) -> Result<(), Error> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1.0)));
     for i in 0..=args.messages {
         tick.tick().await;
-        // The last message, empty, tells the consumer to stop.
-        if i == args.messages {
-            let end = BasicPublishOptions::default();
-            ch.basic_publish("".into(), queue.as_str().into(), end, b"", props.clone())
-                .await?
-                .await?;
-        } else if let Some(client) = &client {
+        let last = i == args.messages;
+        if let (Some(client), false) = (&client, last) {
             // A string: JSON numbers above 2^53 do not survive every decoder.
             let at = serde_json::Value::from(now_ns().to_string());
             let to_queue = ApplyOptions::new().queue(queue.clone());
             client
                 .send_task("celeriac.noop", vec![at], Default::default(), to_queue)
                 .await?;
-        } else {
-            ch.basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                now_ns().to_string().as_bytes(),
-                props.clone(),
-            )
-            .await?
-            .await?;
+            continue;
         }
+        // The last message, empty, tells the consumer to stop.
+        let body = if last {
+            String::new()
+        } else {
+            now_ns().to_string()
+        };
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            props.clone(),
+        )
+        .await?
+        .await?;
     }
     for line in lines {
         println!("{}", line?);

@@ -421,19 +421,40 @@ async fn measure(
     } else {
         None
     };
+    // Round 1's worker; the others and the latency worker differ in a field or two.
+    let first_spec = WorkerSpec {
+        bin: &worker_bin,
+        broker_url: &config.broker_url,
+        result_backend: &backend_url,
+        queue: &q_main,
+        dead_letter_queue: &dlq,
+        concurrency: args.concurrency,
+        prefetch_multiplier: args.prefetch_multiplier,
+        hostname: hostname("bench"),
+    };
     let body = Arc::new(body);
+    let properties = template.properties();
+    let throughput = Throughput {
+        args,
+        client: &client,
+        monitor: &monitor_ch,
+        prefetch,
+        task_args: &task_args,
+        backend_url: &backend_url,
+        broker_pid,
+        timeout,
+    };
     let mut rounds = Vec::new();
     for i in 1..=args.rounds {
         // Round 1 keeps the plain names; later rounds get their own queue.
-        let (queue, host) = if i == 1 {
-            (q_main.clone(), hostname("bench"))
+        let queue = if i == 1 {
+            q_main.clone()
         } else {
-            (format!("{base}.r{i}"), hostname(&format!("bench-r{i}")))
-        };
-        if i > 1 {
+            let queue = format!("{base}.r{i}");
             res.queues.push(queue.clone());
             res.exchanges.push(queue.clone());
-        }
+            queue
+        };
         // 1. The plain reference.
         let reference = reference::run(
             &config,
@@ -442,33 +463,21 @@ async fn measure(
             args.producers,
             prefetch,
             body.clone(),
-            template.properties(),
+            properties.clone(),
             timeout,
         )
         .await?;
         // 2. Throughput through a celeriac worker.
-        let spec = WorkerSpec {
-            bin: &worker_bin,
-            broker_url: &config.broker_url,
-            result_backend: &backend_url,
-            queue: &queue,
-            dead_letter_queue: &dlq,
-            concurrency: args.concurrency,
-            prefetch_multiplier: args.prefetch_multiplier,
-            hostname: host,
+        let spec = if i == 1 {
+            first_spec.clone()
+        } else {
+            WorkerSpec {
+                queue: &queue,
+                hostname: hostname(&format!("bench-r{i}")),
+                ..first_spec.clone()
+            }
         };
-        let round = Throughput {
-            args,
-            client: &client,
-            monitor: &monitor_ch,
-            prefetch,
-            task_args: &task_args,
-            backend_url: &backend_url,
-            broker_pid,
-            timeout,
-        }
-        .run(res, &spec)
-        .await?;
+        let round = throughput.run(res, &spec).await?;
         rounds.push(Round {
             reference_per_s: reference.per_s,
             reference_publish_per_s: reference.publish_per_s,
@@ -494,14 +503,10 @@ async fn measure(
             url
         };
         let spec = WorkerSpec {
-            bin: &worker_bin,
-            broker_url: &config.broker_url,
             result_backend: &lat_url,
             queue: &q_lat,
-            dead_letter_queue: &dlq,
-            concurrency: args.concurrency,
-            prefetch_multiplier: args.prefetch_multiplier,
             hostname: hostname("bench-latency"),
+            ..first_spec
         };
         res.workers
             .push(Some(WorkerProc::spawn(&spec, timeout).await?));
@@ -599,12 +604,9 @@ impl Throughput<'_> {
         wait_ready_empty(self.monitor, queue, timeout).await?;
         let done = Instant::now();
         let w = worker_ref(res, w1)?;
-        let worker_cpu_s = match (cpu_before, w.cpu_seconds()) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        };
-        let worker_peak_rss_mb = w.peak_rss_mb();
         let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+        let worker_cpu_s = delta(cpu_before, w.cpu_seconds());
+        let worker_peak_rss_mb = w.peak_rss_mb();
         let broker_cpu_s = delta(
             broker_cpu_before,
             self.broker_pid.and_then(worker::cpu_seconds),

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// How a bench worker is started.
+#[derive(Clone)]
 pub(crate) struct WorkerSpec<'a> {
     pub(crate) bin: &'a Path,
     pub(crate) broker_url: &'a str,
