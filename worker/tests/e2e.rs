@@ -165,6 +165,34 @@ async fn awkward_batches_are_stored_sqlite() {
     awkward_batches_are_stored(DbKind::Sqlite).await;
 }
 
+/// Every SQLite connection the backend opens writes WAL (so several
+/// workers share the file) and keeps SQLite's temporary B-trees (a multi-row
+/// upsert's statement journal) in memory instead of a temp file per batch.
+#[tokio::test]
+async fn sqlite_connections_use_wal_and_in_memory_temp_store() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let backend = ResultBackend::connect(&db.url).await.expect("backend");
+    let pragma = |name: &str| {
+        let conn = backend.connection().clone();
+        let sql = format!("PRAGMA {name}");
+        async move {
+            let row = conn
+                .query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+                .await
+                .expect("pragma")
+                .expect("a row");
+            row.try_get_by_index::<String>(0)
+                .or_else(|_| row.try_get_by_index::<i64>(0).map(|v| v.to_string()))
+                .expect("value")
+        }
+    };
+    assert_eq!(pragma("journal_mode").await, "wal");
+    // 2 = MEMORY.
+    assert_eq!(pragma("temp_store").await, "2");
+    db.drop_database().await;
+}
+
 #[tokio::test]
 async fn awkward_batches_are_stored_postgres() {
     awkward_batches_are_stored(DbKind::Postgres).await;

@@ -334,13 +334,16 @@ impl ResultBackend {
         // its whole page cache when another one has committed since its last
         // use: a pool of several, handed out in turn, re-read the index
         // pages on every batch (77 reads per commit, not 20). One connection
-        // per process; other processes still share the file.
+        // per process; other processes still share the file. A multi-row
+        // upsert opens a statement journal: in memory, not a new temp file
+        // per batch (set on every connection the pool opens).
         let sqlite = url.starts_with("sqlite");
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(10))
             .max_connections(if sqlite { 1 } else { 10 })
-            .min_connections(1);
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|o| o.pragma("temp_store", "MEMORY"));
         let db = Database::connect(opts)
             .await
             .map_err(|source| BackendError::Connect {
