@@ -142,3 +142,20 @@ fn bench_refuses_bad_options_with_one_clear_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn bench_without_a_broker_says_so_in_one_line() {
+    let exe = env!("CARGO_BIN_EXE_celeriac");
+    let worker = std::path::Path::new(exe).with_file_name("celeriac-worker");
+    // Port 9 (discard) has no AMQP server on loopback.
+    let out = Command::new(exe)
+        .args(["--broker", "amqp://guest:guest@127.0.0.1:9/%2f", "bench"])
+        .arg("--worker-bin")
+        .arg(&worker)
+        .output()
+        .expect("run celeriac bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to RabbitMQ"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

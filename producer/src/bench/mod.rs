@@ -360,11 +360,6 @@ async fn measure(
     let q_main = base.clone();
     let q_lat = format!("{base}.lat");
     let dlq = format!("{base}.dlq");
-    res.queues
-        .extend([q_ref.clone(), q_main.clone(), q_lat.clone(), dlq.clone()]);
-    // Task queues come with a same-named exchange, as Celery declares them.
-    res.exchanges
-        .extend([q_ref.clone(), q_main.clone(), q_lat.clone()]);
     let mut config = config.clone();
     config.default_queue = q_main.clone();
     config.queues = vec![q_main.clone()];
@@ -409,6 +404,13 @@ async fn measure(
         .await
         .map_err(err("cannot connect the producer"))?;
     res.client = Some(client.clone());
+    // From here on the run may leave queues behind (not before: a broker
+    // that cannot be reached has none to delete, and no warning is due).
+    res.queues
+        .extend([q_ref.clone(), q_main.clone(), q_lat.clone(), dlq.clone()]);
+    // Task queues come with a same-named exchange, as Celery declares them.
+    res.exchanges
+        .extend([q_ref.clone(), q_main.clone(), q_lat.clone()]);
     let monitor = broker::connect_config(&config, "celeriac-bench-monitor")
         .await
         .map_err(err("cannot connect"))?;
