@@ -27,8 +27,7 @@ fn bench(results: &str, extra: &[&str]) -> Value {
         "{} is missing: build the worker first (cargo build -p celeriac-worker)",
         worker.display()
     );
-    let broker = std::env::var("CELERIAC_TEST_BROKER_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let broker = test_broker();
     let mut cmd = Command::new(exe);
     cmd.args([
         "--broker", &broker, "bench", "--tasks", "200", "--warmup", "20",
@@ -104,8 +103,7 @@ fn bench_runs_several_rounds_and_deletes_every_rounds_queue() {
     let figures = bench("none", &["--rounds", "2"]);
     let rounds = figures["rounds"].as_array().expect("rounds array");
     assert_eq!(rounds.len(), 2, "{figures}");
-    let broker = std::env::var("CELERIAC_TEST_BROKER_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let broker = test_broker();
     let mut queues = Vec::new();
     for r in rounds {
         for key in ["e2e_per_s", "reference_per_s", "ratio_to_reference"] {
@@ -158,4 +156,111 @@ fn bench_without_a_broker_says_so_in_one_line() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot connect to RabbitMQ"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// A stand-in for the worker in `dir`: it runs the real one, passes its log
+/// on, writes the queue it was given to `dir/queue` and its pid to `dir/pid`,
+/// touches `dir/ready`
+/// once the worker said it is ready; then it runs `then` (`$pid` is the
+/// worker's) and waits for the worker, handing it a SIGTERM it gets.
+fn wrapped_worker(dir: &std::path::Path, then: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = env!("CARGO_BIN_EXE_celeriac");
+    let real = std::path::Path::new(exe).with_file_name("celeriac-worker");
+    let d = dir.display();
+    let script = dir.join("worker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\n\
+             printf '%s' \"$CELERIAC_QUEUES\" > '{d}/queue'\n\
+             '{real}' 2> >(while IFS= read -r l; do printf '%s\\n' \"$l\" >&2; \
+             case $l in *'worker ready'*) touch '{d}/ready';; esac; done) &\n\
+             pid=$!\n\
+             printf '%s' $pid > '{d}/pid'\n\
+             trap 'kill -TERM $pid' TERM\n\
+             until [ -e '{d}/ready' ]; do sleep 0.05; done\n\
+             {then}\n\
+             wait $pid; wait $pid\n",
+            real = real.display(),
+        ),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
+
+/// A bench whose warm-up is long (the reference before it times only
+/// `--tasks`), with `worker` as its worker.
+fn long_bench(broker: &str, worker: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
+    cmd.args(["--broker", broker, "bench", "--tasks", "10"])
+        .args(["--warmup", "1000000", "--latency-tasks", "0"])
+        .args(["--timeout", "120", "--worker-bin"])
+        .arg(worker);
+    cmd
+}
+
+fn test_broker() -> String {
+    std::env::var("CELERIAC_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The wrapped worker of `dir` is gone and its queue deleted.
+fn assert_cleaned_up(broker: &str, dir: &std::path::Path) {
+    let pid = std::fs::read_to_string(dir.join("pid")).expect("worker pid");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} still runs"
+    );
+    let queue = std::fs::read_to_string(dir.join("queue")).expect("queue name");
+    assert!(!queue_exists(broker, &queue), "{queue} was not deleted");
+}
+
+/// A worker killed mid-run ends the bench at once with an error that says
+/// so (not after `--timeout`), and the run's queues are still deleted.
+#[test]
+fn bench_stops_at_once_when_its_worker_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = wrapped_worker(dir.path(), "sleep 1; kill -9 $pid");
+    let broker = test_broker();
+    let out = long_bench(&broker, &worker)
+        .output()
+        .expect("run celeriac bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the worker exited during the run"),
+        "{stderr}"
+    );
+    assert_cleaned_up(&broker, dir.path());
+}
+
+/// SIGTERM (a CI job's timeout) cleans up as Ctrl-C does: the worker is
+/// stopped and the queues are deleted.
+#[test]
+fn bench_cleans_up_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = wrapped_worker(dir.path(), "");
+    let broker = test_broker();
+    let child = long_bench(&broker, &worker)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run celeriac bench");
+    let ready = dir.path().join("ready");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ready.exists(), "the worker never became ready");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("wait for the bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("terminated"), "{stderr}");
+    assert_cleaned_up(&broker, dir.path());
 }

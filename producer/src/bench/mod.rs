@@ -309,9 +309,18 @@ struct Latency {
 /// Runs the bench; prints the figures or one error line.
 pub(crate) async fn run(args: BenchArgs, config: Config) -> ExitCode {
     let mut res = Resources::default();
+    // SIGTERM (a CI job's timeout, `kill`) cleans up as Ctrl-C does.
+    let terminated = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => term.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         r = measure(&args, &config, &mut res) => r,
         _ = tokio::signal::ctrl_c() => Err(BenchError::new("interrupted")),
+        _ = terminated => Err(BenchError::new("terminated")),
     };
     res.cleanup(&config).await;
     match outcome {
@@ -525,8 +534,8 @@ async fn measure(
             args.rate,
             &task_args,
             timeout,
-        )
-        .await?;
+        );
+        let lat = while_running(worker_mut(res, w2)?, lat).await?;
         res.stop_worker(w2).await;
         Some(Latency {
             backend: lat_kind,
@@ -574,38 +583,45 @@ impl Throughput<'_> {
         let w1 = res.workers.len() - 1;
         // Let start-up allocations settle before reading the idle footprint.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let worker_idle_rss_mb = worker_ref(res, w1)?.rss_mb();
+        let worker_idle_rss_mb = worker_mut(res, w1)?.rss_mb();
 
         if args.warmup > 0 {
-            publish_tasks(client, queue, args.warmup, args.producers, self.task_args).await?;
-            wait_ready_empty(self.monitor, queue, timeout).await?;
+            let warmup = async {
+                publish_tasks(client, queue, args.warmup, args.producers, self.task_args).await?;
+                wait_ready_empty(self.monitor, queue, timeout).await
+            };
+            while_running(worker_mut(res, w1)?, warmup).await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
 
-        let cpu_before = worker_ref(res, w1)?.cpu_seconds();
+        let cpu_before = worker_mut(res, w1)?.cpu_seconds();
         let broker_cpu_before = self.broker_pid.and_then(worker::cpu_seconds);
         let bench_cpu_before = worker::cpu_seconds(std::process::id());
         let start = Instant::now();
-        publish_tasks(client, queue, args.tasks, args.producers, self.task_args).await?;
-        let published = Instant::now();
-        // The markers: tasks that stay unacknowledged and fill the worker's
-        // prefetch window once every task before them is acknowledged (see the
-        // module docs).
-        let marker_secs = timeout.as_secs_f64() + 60.0;
-        let markers = (0..self.prefetch).map(|_| {
-            client.send_task(
-                "celeriac.sleep",
-                vec![json!(marker_secs)],
-                Map::new(),
-                ApplyOptions::new().queue(queue.to_owned()),
-            )
-        });
-        for sent in futures_util::future::join_all(markers).await {
-            sent.map_err(err("cannot publish a marker"))?;
-        }
-        wait_ready_empty(self.monitor, queue, timeout).await?;
+        let timed = async {
+            publish_tasks(client, queue, args.tasks, args.producers, self.task_args).await?;
+            let published = Instant::now();
+            // The markers: tasks that stay unacknowledged and fill the worker's
+            // prefetch window once every task before them is acknowledged (see the
+            // module docs).
+            let marker_secs = timeout.as_secs_f64() + 60.0;
+            let markers = (0..self.prefetch).map(|_| {
+                client.send_task(
+                    "celeriac.sleep",
+                    vec![json!(marker_secs)],
+                    Map::new(),
+                    ApplyOptions::new().queue(queue.to_owned()),
+                )
+            });
+            for sent in futures_util::future::join_all(markers).await {
+                sent.map_err(err("cannot publish a marker"))?;
+            }
+            wait_ready_empty(self.monitor, queue, timeout).await?;
+            Ok(published)
+        };
+        let published = while_running(worker_mut(res, w1)?, timed).await?;
         let done = Instant::now();
-        let w = worker_ref(res, w1)?;
+        let w = worker_mut(res, w1)?;
         let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
         let worker_cpu_s = delta(cpu_before, w.cpu_seconds());
         let worker_peak_rss_mb = w.peak_rss_mb();
@@ -649,10 +665,10 @@ impl Throughput<'_> {
     }
 }
 
-fn worker_ref(res: &Resources, index: usize) -> Result<&WorkerProc, BenchError> {
+fn worker_mut(res: &mut Resources, index: usize) -> Result<&mut WorkerProc, BenchError> {
     res.workers
-        .get(index)
-        .and_then(Option::as_ref)
+        .get_mut(index)
+        .and_then(Option::as_mut)
         .ok_or_else(|| BenchError::new("the bench worker is gone"))
 }
 
@@ -692,6 +708,17 @@ async fn publish_tasks(
             .map_err(|e| BenchError::new(format!("producer: {e}")))??;
     }
     Ok(())
+}
+
+/// Runs `phase` unless the worker it needs exits first.
+async fn while_running<T>(
+    worker: &mut WorkerProc,
+    phase: impl Future<Output = Result<T, BenchError>>,
+) -> Result<T, BenchError> {
+    tokio::select! {
+        r = phase => r,
+        e = worker.exited() => Err(e),
+    }
 }
 
 /// Waits until `queue` has no ready message (passive `queue.declare`).

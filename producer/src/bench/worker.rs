@@ -131,18 +131,37 @@ impl WorkerProc {
                 let tail = proc.log_tail();
                 proc.stop().await;
                 Err(BenchError::new(format!(
-                    "worker {} did not start: {why}; its last log lines:\n{tail}",
+                    "worker {} did not start: {why}{tail}",
                     spec.bin.display()
                 )))
             }
         }
     }
 
+    /// `; its last log lines:` and those lines, or nothing if it logged none.
     fn log_tail(&self) -> String {
-        self.log
+        let lines = self
+            .log
             .lock()
             .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if lines.is_empty() {
+            lines
+        } else {
+            format!("; its last log lines:\n{lines}")
+        }
+    }
+
+    /// Waits for the worker to exit and says so (it runs until the bench
+    /// stops it); cancel-safe, to race a phase of the run.
+    pub(crate) async fn exited(&mut self) -> BenchError {
+        let why = match self.child.wait().await {
+            Ok(status) => format!("the worker exited during the run ({status})"),
+            Err(e) => format!("cannot wait for the worker: {e}"),
+        };
+        // Give the reader a moment to collect the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        BenchError::new(format!("{why}{}", self.log_tail()))
     }
 
     /// User + system CPU seconds used so far.
