@@ -38,7 +38,8 @@
 //!    machine, same clock).
 //!
 //! Every queue, exchange and database it made is deleted at the end, also on
-//! error or Ctrl-C (best effort).
+//! error, Ctrl-C or SIGTERM (best effort). A worker that exits mid-run ends
+//! the run at once.
 
 mod database;
 mod reference;
