@@ -19,7 +19,8 @@ const KEYS: [&str; 10] = [
     "ratio_to_reference",
 ];
 
-fn bench(results: &str, extra: &[&str]) -> Value {
+/// The `celeriac-worker` built next to `celeriac`.
+fn worker_bin() -> std::path::PathBuf {
     let exe = env!("CARGO_BIN_EXE_celeriac");
     let worker = std::path::Path::new(exe).with_file_name("celeriac-worker");
     assert!(
@@ -27,6 +28,21 @@ fn bench(results: &str, extra: &[&str]) -> Value {
         "{} is missing: build the worker first (cargo build -p celeriac-worker)",
         worker.display()
     );
+    worker
+}
+
+/// Asserts that a bench run failed (exit code 1) saying `says`; its stderr.
+fn failed_saying(out: &std::process::Output, says: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(says), "{stderr}");
+    stderr
+}
+
+fn bench(results: &str, extra: &[&str]) -> Value {
+    let exe = env!("CARGO_BIN_EXE_celeriac");
+    // The bench finds it there itself; a missing one fails here, plainly.
+    worker_bin();
     let broker = test_broker();
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -134,39 +150,32 @@ fn bench_refuses_bad_options_with_one_clear_line() {
             .args(["bench", flag, value])
             .output()
             .expect("run celeriac bench");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
-        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        let stderr = failed_saying(&out, says);
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
 
 #[test]
 fn bench_without_a_broker_says_so_in_one_line() {
-    let exe = env!("CARGO_BIN_EXE_celeriac");
-    let worker = std::path::Path::new(exe).with_file_name("celeriac-worker");
     // Port 9 (discard) has no AMQP server on loopback.
-    let out = Command::new(exe)
+    let out = Command::new(env!("CARGO_BIN_EXE_celeriac"))
         .args(["--broker", "amqp://guest:guest@127.0.0.1:9/%2f", "bench"])
         .arg("--worker-bin")
-        .arg(&worker)
+        .arg(worker_bin())
         .output()
         .expect("run celeriac bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot connect to RabbitMQ"), "{stderr}");
+    let stderr = failed_saying(&out, "cannot connect to RabbitMQ");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
 /// A stand-in for the worker in `dir`: it runs the real one, passes its log
 /// on, writes the queue it was given to `dir/queue` and its pid to `dir/pid`,
-/// touches `dir/ready`
-/// once the worker said it is ready; then it runs `then` (`$pid` is the
-/// worker's) and waits for the worker, handing it a SIGTERM it gets.
+/// and touches `dir/ready` once the worker said it is ready; then it runs
+/// `then` (`$pid` is the worker's) and waits for the worker, handing it a
+/// SIGTERM it gets.
 fn wrapped_worker(dir: &std::path::Path, then: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let exe = env!("CARGO_BIN_EXE_celeriac");
-    let real = std::path::Path::new(exe).with_file_name("celeriac-worker");
+    let real = worker_bin();
     let d = dir.display();
     let script = dir.join("worker");
     std::fs::write(
@@ -227,12 +236,7 @@ fn bench_stops_at_once_when_its_worker_dies() {
     let out = long_bench(&broker, &worker)
         .output()
         .expect("run celeriac bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("the worker exited during the run"),
-        "{stderr}"
-    );
+    failed_saying(&out, "the worker exited during the run");
     assert_cleaned_up(&broker, dir.path());
 }
 
@@ -259,8 +263,6 @@ fn bench_cleans_up_on_sigterm() {
         .expect("kill");
     assert!(term.success());
     let out = child.wait_with_output().expect("wait for the bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("terminated"), "{stderr}");
+    failed_saying(&out, "terminated");
     assert_cleaned_up(&broker, dir.path());
 }
