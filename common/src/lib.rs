@@ -19,6 +19,7 @@
 //! ```
 
 pub mod backend;
+pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod delay;
 pub mod diagnostics;
 pub mod pidbox;
 pub mod protocol;
+pub mod shutdown;
 pub mod state;
 pub mod task;
 pub mod telemetry;
