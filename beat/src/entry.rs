@@ -300,6 +300,7 @@ mod tests {
             timezone: None,
             start_date: None,
             end_date: None,
+            dst: None,
         }
     }
 

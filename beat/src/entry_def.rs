@@ -77,6 +77,7 @@ mod tests {
             timezone: None,
             start_date: None,
             end_date: None,
+            dst: None,
         };
         let a = Entry::new("a", "t", spec("* * * * *"));
         let mut b = a.clone();

@@ -50,11 +50,39 @@ async fn preview_prints_timestamps_only_and_exits_2_on_bad_expressions() {
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // 02:30 does not exist that night: as cron does it, once, at the jump.
     assert_eq!(
         out.stdout,
-        "2024-03-31T03:30:00+02:00\n2024-04-01T02:30:00+02:00\n2024-04-02T02:30:00+02:00\n"
+        "2024-03-31T03:00:00+02:00\n2024-04-01T02:30:00+02:00\n2024-04-02T02:30:00+02:00\n"
     );
     assert!(out.stderr.is_empty(), "{}", out.stderr);
+    // Issue #22: a nightly job runs once on the night clocks go back...
+    let nightly = |fields: &str| {
+        cli(
+            &config,
+            &[
+                "preview",
+                "--fields",
+                fields,
+                "--tz",
+                "America/New_York",
+                "--from",
+                "2026-10-31T12:00:00Z",
+                "--count",
+                "3",
+            ],
+        )
+        .stdout
+    };
+    assert_eq!(
+        nightly(r#"{"hour": 1, "minute": 30}"#),
+        "2026-11-01T01:30:00-04:00\n2026-11-02T01:30:00-05:00\n2026-11-03T01:30:00-05:00\n"
+    );
+    // ...and twice with dst = "repeat".
+    assert_eq!(
+        nightly(r#"{"hour": 1, "minute": 30, "dst": "repeat"}"#),
+        "2026-11-01T01:30:00-04:00\n2026-11-01T01:30:00-05:00\n2026-11-02T01:30:00-05:00\n"
+    );
     let out = cli(
         &config,
         &[

@@ -1,7 +1,9 @@
 //! The scheduler driven step by step with exact instants (no sleeping),
 //! against a real SQLite database and a recording publisher: misfire,
 //! coalesce, max_instances, run state across restarts, run-now, changes
-//! made through the store, and fencing.
+//! made through the store, fencing, and the nights clocks change (the beat
+//! sends what `preview` prints; a failover in the repeated hour sends no
+//! second run).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,7 @@ use celeriac_common::backend::TaskOutcome;
 use celeriac_common::testing::{DbKind, TestDatabase};
 use celeriac_common::{ResultBackend, TaskState};
 use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
 use tokio::sync::broadcast;
 
 #[derive(Default)]
@@ -430,4 +433,194 @@ async fn a_date_entry_fires_once_and_is_done() {
         .unwrap();
     assert_eq!(state.next_run_at, None);
     assert_eq!(state.total_runs, 1);
+}
+
+/// A file entry with a `cron` or `fields` trigger given as JSON.
+fn calendar_entry(name: &str, trigger: serde_json::Value) -> Entry {
+    entry(name, TriggerSpec::from_json(&trigger).unwrap())
+}
+
+impl World {
+    /// Runs `beat` as the service does on the fake clock: from wake to wake
+    /// (each tick exactly when the next run is due) up to `until`.
+    async fn run_until(&self, beat: &mut Beat<Recorder>, until: DateTime<Utc>) {
+        for _ in 0..10_000 {
+            let Some(wake) = beat.next_wake().filter(|w| *w <= until) else {
+                return;
+            };
+            self.clock.set(wake);
+            beat.tick(wake).await.unwrap();
+        }
+        panic!("the beat kept waking up before {until}");
+    }
+}
+
+/// What `preview` prints for the entry's trigger in `(from, until]`, as the
+/// recorder shows sent runs.
+fn previewed(e: &Entry, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+    let trigger = e.compile().unwrap();
+    celeriac_beat::trigger::preview(&trigger, from, 100)
+        .into_iter()
+        .map(|t| t.to_utc())
+        .take_while(|t| *t <= until)
+        .map(celeriac_beat::clock::format_instant)
+        .collect()
+}
+
+#[tokio::test]
+async fn across_dst_changes_the_beat_sends_what_preview_prints() {
+    // (zone, start, end): the nights clocks change in 2026.
+    let nights = [
+        (
+            "America/New_York",
+            "2026-03-07T20:00:00Z",
+            "2026-03-09T12:00:00Z",
+        ),
+        (
+            "America/New_York",
+            "2026-10-31T20:00:00Z",
+            "2026-11-02T12:00:00Z",
+        ),
+        (
+            "Europe/Berlin",
+            "2026-03-28T12:00:00Z",
+            "2026-03-30T06:00:00Z",
+        ),
+        (
+            "Europe/Berlin",
+            "2026-10-24T12:00:00Z",
+            "2026-10-26T06:00:00Z",
+        ),
+    ];
+    for (zone, from, until) in nights {
+        let w = World::new().await;
+        let cron = |expr: &str| json!({"type": "cron", "expr": expr, "timezone": zone});
+        let mut repeat = cron("30 1 * * *");
+        repeat["dst"] = json!("repeat");
+        let entries = vec![
+            calendar_entry("fixed-130", cron("30 1 * * *")),
+            calendar_entry("fixed-230", cron("30 2 * * *")),
+            calendar_entry("fixed-2-quarters", cron("*/15 2 * * *")),
+            calendar_entry("fixed-1-halves", cron("*/30 1 * * *")),
+            calendar_entry("hourly", cron("0 * * * *")),
+            calendar_entry(
+                "fields-230",
+                json!({"type": "fields", "hour": 2, "minute": 30, "timezone": zone}),
+            ),
+            calendar_entry(
+                "fields-every-hour",
+                json!({"type": "fields", "minute": 0, "timezone": zone}),
+            ),
+            calendar_entry("repeat-130", repeat),
+        ];
+        let mut beat = w.beat("a", entries.clone(), from).await;
+        w.run_until(&mut beat, t(until)).await;
+        for e in &entries {
+            let sent = w.recorder.times(&e.name);
+            assert!(!sent.is_empty(), "{} in {zone}", e.name);
+            assert_eq!(
+                sent,
+                previewed(e, t(from), t(until)),
+                "{} in {zone} from {from}",
+                e.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_nightly_job_runs_once_on_the_night_clocks_go_back() {
+    let w = World::new().await;
+    let nightly = calendar_entry(
+        "nightly",
+        json!({"type": "cron", "expr": "30 1 * * *", "timezone": "America/New_York"}),
+    );
+    let mut beat = w
+        .beat("a", vec![nightly.clone()], "2026-10-31T12:00:00Z")
+        .await;
+    w.run_until(&mut beat, t("2026-11-02T12:00:00Z")).await;
+    // 01:30 EDT on the 1st (05:30Z), then 01:30 EST on the 2nd (06:30Z).
+    assert_eq!(
+        w.recorder.times("nightly"),
+        ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]
+    );
+}
+
+/// The lease of the dead leader has expired.
+async fn expire_lease(w: &World) {
+    sea_orm::ConnectionTrait::execute_unprepared(
+        w.store.db(),
+        "UPDATE celeriac_beat_lease SET expires_at_ms = 0",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_failover_in_the_repeated_hour_does_not_send_the_run_again() {
+    let nightly = || {
+        calendar_entry(
+            "nightly",
+            json!({"type": "cron", "expr": "30 1 * * *", "timezone": "America/New_York"}),
+        )
+    };
+    let first_pass = t("2026-11-01T05:30:00Z"); // 01:30 EDT
+    // A sends the 01:30 EDT run and dies at 01:10 EST; B takes over then.
+    let w = World::new().await;
+    let mut a = w.beat("a", vec![nightly()], "2026-11-01T05:00:00Z").await;
+    w.run_until(&mut a, t("2026-11-01T06:10:00Z")).await;
+    drop(a);
+    expire_lease(&w).await;
+    let mut b = w.beat("b", vec![nightly()], "2026-11-01T06:10:00Z").await;
+    assert_eq!(b.next_wake(), Some(t("2026-11-02T06:30:00Z")));
+    w.run_until(&mut b, t("2026-11-02T12:00:00Z")).await;
+    assert_eq!(
+        w.recorder.times("nightly"),
+        ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]
+    );
+
+    // A is cut while sending the 01:30 EDT run (broker down) and dies; B,
+    // taking over in the repeated hour, re-sends that run with the same id
+    // and sends no 01:30 EST run.
+    let w = World::new().await;
+    let mut a = w.beat("a", vec![nightly()], "2026-11-01T05:00:00Z").await;
+    w.recorder.failing.store(true, Ordering::SeqCst);
+    assert_eq!(w.tick(&mut a, "2026-11-01T05:30:00Z").await.failed, 1);
+    drop(a);
+    w.recorder.failing.store(false, Ordering::SeqCst);
+    expire_lease(&w).await;
+    let mut b = w.beat("b", vec![nightly()], "2026-11-01T06:10:00Z").await;
+    w.tick(&mut b, "2026-11-01T06:10:00Z").await;
+    w.run_until(&mut b, t("2026-11-01T12:00:00Z")).await;
+    let sent = w.recorder.sent.lock().unwrap().clone();
+    let ids: Vec<_> = sent.iter().map(|m| m.task_id).collect();
+    assert_eq!(ids, [task_id("nightly", first_pass)], "{sent:?}");
+}
+
+#[tokio::test]
+async fn with_dst_repeat_the_second_pass_is_a_run_of_its_own() {
+    // Today's behaviour, kept behind dst = "repeat": B sends 01:30 EST too,
+    // as a different run (its own instant, its own id).
+    let nightly = calendar_entry(
+        "nightly",
+        json!({
+            "type": "cron", "expr": "30 1 * * *", "timezone": "America/New_York",
+            "dst": "repeat"
+        }),
+    );
+    let w = World::new().await;
+    let mut a = w
+        .beat("a", vec![nightly.clone()], "2026-11-01T05:00:00Z")
+        .await;
+    w.run_until(&mut a, t("2026-11-01T06:10:00Z")).await;
+    drop(a);
+    expire_lease(&w).await;
+    let mut b = w.beat("b", vec![nightly], "2026-11-01T06:10:00Z").await;
+    w.run_until(&mut b, t("2026-11-01T12:00:00Z")).await;
+    assert_eq!(
+        w.recorder.times("nightly"),
+        ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"]
+    );
+    let sent = w.recorder.sent.lock().unwrap().clone();
+    assert_ne!(sent[0].task_id, sent[1].task_id);
 }

@@ -1,9 +1,11 @@
 //! Cross-checks celeriac's triggers against fixtures generated from the
 //! reference implementations (croniter 7.0.0 for crontab strings, APScheduler
-//! 3.11.3 for fields) by `scripts/gen_trigger_fixtures.py`.
+//! 3.11.3 for fields) by `scripts/gen_trigger_fixtures.py`. The references
+//! fire repeated wall times twice, so the triggers are compiled with
+//! `dst = "repeat"` (the default `cron` policy is checked in `dst.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use celeriac_beat::trigger::{Schedule, Trigger, TriggerSpec};
+use celeriac_beat::trigger::{DstPolicy, Schedule, Trigger, TriggerSpec};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -76,6 +78,7 @@ fn crontab_strings_match_croniter() {
             timezone: Some(case["timezone"].as_str().unwrap().to_string()),
             start_date: None,
             end_date: None,
+            dst: Some(DstPolicy::Repeat),
         }
         .compile()
         .unwrap_or_else(|e| panic!("{case}: {e}"))
@@ -91,6 +94,7 @@ fn fields_match_apscheduler() {
         let mut spec = case["fields"].as_object().unwrap().clone();
         spec.insert("type".into(), json!("fields"));
         spec.insert("timezone".into(), case["timezone"].clone());
+        spec.insert("dst".into(), json!("repeat"));
         for key in ["start_date", "end_date"] {
             if let Some(v) = case.get(key) {
                 spec.insert(key.into(), v.clone());

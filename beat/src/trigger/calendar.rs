@@ -123,6 +123,9 @@ pub(crate) struct Calendar {
     pub(crate) years: Option<Box<[YearRange]>>,
     /// Set by [`Calendar::seal`] when no day can ever match.
     pub(crate) never: bool,
+    /// Whether the hour was written as a wildcard (`*`, `*/2`, or filled as
+    /// `*`), which decides the [`super::DstPolicy::Cron`] rule.
+    pub(crate) hour_wildcard: bool,
 }
 
 impl Calendar {
@@ -315,6 +318,7 @@ mod tests {
             weeks: ALL_WEEKS,
             years: None,
             never: false,
+            hour_wildcard: true,
         }
     }
 

@@ -86,6 +86,7 @@ pub(crate) fn parse(expr: &str) -> Result<Calendar, TriggerError> {
         weeks: ALL_WEEKS,
         years: year.map(parse_years).transpose()?.flatten(),
         never: false,
+        hour_wildcard: hour.starts_with('*'),
     }
     .seal())
 }

@@ -36,6 +36,8 @@ pub(crate) const FIELD_NAMES: [&str; 8] = [
     "minute",
     "second",
 ];
+/// Position of `hour` in [`FIELD_NAMES`].
+const HOUR_INDEX: usize = 5;
 /// Value used for a field left out that is less significant than every field given.
 const DEFAULTS: [&str; 8] = ["*", "1", "1", "*", "*", "0", "0", "0"];
 
@@ -72,12 +74,16 @@ enum Item {
 pub(crate) fn parse(given: [Option<&str>; 8]) -> Result<Calendar, TriggerError> {
     let last_given = given.iter().rposition(Option::is_some);
     let mut items: Vec<Option<Vec<Item>>> = Vec::with_capacity(8);
+    let mut hour_wildcard = false;
     for (i, value) in given.iter().enumerate() {
         let text = match (value, last_given) {
             (Some(text), _) => *text,
             (None, Some(last)) if i > last => DEFAULTS[i],
             _ => "*",
         };
+        if i == HOUR_INDEX {
+            hour_wildcard = text.trim_start().starts_with('*');
+        }
         items.push(parse_field(text, &RANGES[i])?);
     }
     let mut it = items.into_iter();
@@ -98,6 +104,7 @@ pub(crate) fn parse(given: [Option<&str>; 8]) -> Result<Calendar, TriggerError> 
         weeks: bits(week.as_deref(), ALL_WEEKS),
         years: year.map(|items| year_ranges(&items)),
         never: false,
+        hour_wildcard,
     }
     .seal())
 }

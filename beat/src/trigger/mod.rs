@@ -54,44 +54,85 @@
 //! # Time zones and daylight saving time
 //!
 //! `cron` and `fields` triggers are evaluated on the wall clock of their IANA
-//! `timezone` (default UTC); `interval` triggers count elapsed time. Around a
-//! DST change (examples in Europe/Berlin, where clocks jump 02:00→03:00 on
-//! 2024-03-31 and 03:00→02:00 on 2024-10-27):
+//! `timezone` (default UTC); `interval` triggers count elapsed time and `date`
+//! triggers name one instant, so clock changes do not affect them. What a
+//! calendar trigger does when the clock jumps is its `dst` policy
+//! ([`DstPolicy`]): `"cron"` (the default) or `"repeat"`.
 //!
-//! * **Nonexistent wall time (spring forward).** It fires at the instant the
-//!   wall time would have had under the offset in force *before* the change,
-//!   i.e. shifted forward by the length of the gap: `30 2 * * *` fires at
-//!   03:30+02:00 on 2024-03-31, `0 2 * * *` at 03:00+02:00. Two wall times that
-//!   land on the same instant fire once: `30 1-3 * * *` fires at 01:30+01:00 and
-//!   03:30+02:00 that night. This is what APScheduler 3.11 does when it
-//!   reaches the time directly (`hour=2, minute=30`); when it reaches one by
-//!   carrying from an earlier fire it skips it, which we treat as a bug.
-//!   croniter 7 fires nonexistent times at the moment of the change (03:00),
-//!   collapsing `*/15 2 * * *` to a single run; we keep the number of runs.
-//!   The same rule resolves naive `start_date`/`end_date` values.
-//! * **Repeated wall time (fall back).** Every instant whose wall time matches
-//!   fires, in *both* passes, whatever the schedule: `30 2 * * *` fires at
-//!   02:30+02:00 and again at 02:30+01:00 on 2024-10-27, and `*/15 * * * *`
-//!   keeps firing every 15 real minutes through both passes of 02:00-03:00.
-//!   APScheduler 3.11 and croniter 7 agree on this. (Vixie cron would skip the
-//!   second pass for fixed-time jobs; if a job must not run twice, schedule it
-//!   outside 01:00-03:00 local time or use UTC.)
-//! * Half-hour shifts (Australia/Lord_Howe) and southern-hemisphere zones
-//!   follow the same rules. chrono-tz ships DST rules up to 2099; later years
-//!   use the last offset.
+//! **Fixed or wildcard hour.** The `cron` policy treats an entry by its hour
+//! field: the hour is a *wildcard* when the field starts with `*` (`*`,
+//! `*/2`, `@hourly`), or, for APScheduler fields, when `hour` is left out and
+//! the fill rule makes it `*` (`{minute = 0}`); any other hour (`1`, `1-3`,
+//! `9,17`, `@daily`, `{day = 1}` whose hour is filled with 0) is *fixed*.
+//! (Vixie cron looks at the minute field too; here only the hour counts.)
+//!
+//! Examples in America/New_York, where clocks go 02:00→03:00 on 2026-03-08 and
+//! 02:00→01:00 on 2026-11-01:
+//!
+//! | entry | clock goes back (01:00-02:00 twice) | clock jumps forward (02:00-03:00 skipped) |
+//! | --- | --- | --- |
+//! | `30 1 * * *`, `cron` | once, 01:30-04:00 (first pass) | — |
+//! | `30 2 * * *`, `cron` | — | once, at the jump: 03:00-04:00 |
+//! | `*/15 2 * * *`, `cron` | — | once, at the jump: 03:00-04:00 |
+//! | `0 * * * *`, `cron` | 01:00-04:00 and 01:00-05:00 (every real hour) | 01:00-05:00, 03:00-04:00 (02:00 did not happen) |
+//! | `30 1 * * *`, `repeat` | 01:30-04:00 and 01:30-05:00 | — |
+//! | `30 2 * * *`, `repeat` | — | shifted by the gap: 03:30-04:00 |
+//! | `*/15 2 * * *`, `repeat` | — | 03:00, 03:15, 03:30, 03:45 -04:00 |
+//!
+//! * **`cron`** (Vixie cron, cronie). Clock goes back: a fixed-hour entry
+//!   fires only in the first pass (the earlier instant) of a repeated wall
+//!   time; a wildcard-hour entry fires at every real instant whose wall time
+//!   matches, in both passes. Clock jumps forward: a fixed-hour entry whose
+//!   wall time(s) fall in the gap fires *once*, at the first instant after the
+//!   jump (03:00 for a 02:00→03:00 gap, 02:30 for Lord Howe's 02:00→02:30);
+//!   several skipped times collapse into that run, and so does a real match
+//!   at the same instant (`0 2,3 * * *` fires once at 03:00). A wildcard-hour
+//!   entry does not catch up: the times that did not exist do not fire. The
+//!   catch-up is at 03:00, as cron runs it, rather than at 03:30 as
+//!   APScheduler shifts it: the job runs as soon as the clock allows, and a
+//!   shifted time cannot land on a real one of the same entry (`30 2,3 * * *`
+//!   runs at 03:00 and 03:30; shifted, both would be one run at 03:30).
+//! * **`repeat`** (APScheduler 3.x; croniter 7 on fall back). Clock goes
+//!   back: every instant whose wall time matches fires, in *both* passes,
+//!   whatever the schedule. Clock jumps forward: a nonexistent wall time fires
+//!   at the instant it would have had under the offset in force *before* the
+//!   change, i.e. shifted forward by the gap (`30 2 * * *` at 03:30,
+//!   `*/15 2 * * *` at 03:00, 03:15, 03:30, 03:45: the number of runs is
+//!   kept); two wall times landing on one instant fire once. APScheduler 3.11
+//!   does this when it reaches the time directly (`hour=2, minute=30`); when
+//!   it reaches one by carrying from an earlier fire it skips it, which we
+//!   treat as a bug. croniter 7 fires nonexistent times at the change (03:00),
+//!   collapsing `*/15 2 * * *` to a single run.
+//! * Naive `start_date`/`end_date` values resolve the same way under both
+//!   policies: the earlier instant of a repeated wall time, and a nonexistent
+//!   one shifted forward by the gap.
+//! * Half-hour shifts (Australia/Lord_Howe), southern-hemisphere zones and
+//!   midnight changes (America/Santiago) follow the same rules; a zone with no
+//!   change (UTC, Asia/Kolkata) is unaffected. chrono-tz ships DST rules up to
+//!   2099; later years use the last offset.
+//!
+//! See `docs/dst.md` for how cron, APScheduler and Celery beat compare.
 //!
 //! ```
 //! use chrono::{DateTime, Utc};
 //! use celeriac_beat::trigger::{Schedule, TriggerSpec};
-//! let spec = TriggerSpec::from_json(&serde_json::json!({
-//!     "type": "cron", "expr": "30 2 * * *", "timezone": "Europe/Berlin"
-//! })).unwrap();
-//! let trigger = spec.compile().unwrap();
-//! let after: DateTime<Utc> = "2024-10-26T12:00:00Z".parse().unwrap();
-//! let first = trigger.next_after(after).unwrap();
-//! let second = trigger.next_after(first).unwrap();
-//! assert_eq!(trigger.to_local(first).to_rfc3339(), "2024-10-27T02:30:00+02:00");
-//! assert_eq!(trigger.to_local(second).to_rfc3339(), "2024-10-27T02:30:00+01:00");
+//! let nightly = |dst: &str| {
+//!     TriggerSpec::from_json(&serde_json::json!({
+//!         "type": "cron", "expr": "30 1 * * *", "timezone": "America/New_York", "dst": dst
+//!     }))
+//!     .unwrap()
+//!     .compile()
+//!     .unwrap()
+//! };
+//! let after: DateTime<Utc> = "2026-10-31T12:00:00Z".parse().unwrap();
+//! let fires = |dst| -> Vec<String> {
+//!     let trigger = nightly(dst);
+//!     trigger.fire_times(after).take(2).map(|t| trigger.to_local(t).to_rfc3339()).collect()
+//! };
+//! // As cron does it (the default): once on the night clocks go back.
+//! assert_eq!(fires("cron"), ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]);
+//! // `repeat`: in both passes of 01:00-02:00.
+//! assert_eq!(fires("repeat"), ["2026-11-01T01:30:00-04:00", "2026-11-01T01:30:00-05:00"]);
 //! ```
 //!
 //! # Bounds, anchors, precision
@@ -108,6 +149,7 @@
 mod calendar;
 mod cron;
 mod date;
+mod dst;
 mod error;
 mod fields;
 mod interval;
@@ -121,6 +163,7 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use chrono_tz::Tz;
 
+pub use dst::DstPolicy;
 pub use error::TriggerError;
 pub(crate) use error::suggest;
 pub use interval::parse_duration;
@@ -128,6 +171,7 @@ pub use preview::{FireTimes, preview};
 pub use spec::TriggerSpec;
 
 use calendar::Calendar;
+use dst::DstRule;
 use interval::Interval;
 
 /// A schedule: given an instant, the next fire time strictly after it.
@@ -144,6 +188,8 @@ pub struct Trigger {
     tz: Tz,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
+    /// Calendar triggers only: the DST policy applied to this entry's hour.
+    dst: DstRule,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -167,6 +213,16 @@ impl Trigger {
     /// Inclusive upper bound of fire times, if any.
     pub fn end_date(&self) -> Option<DateTime<Utc>> {
         self.end
+    }
+
+    /// The daylight-saving policy of a `cron` or `fields` trigger (`None`
+    /// for interval and date triggers, which clock changes do not affect).
+    pub fn dst_policy(&self) -> Option<DstPolicy> {
+        match (&self.kind, self.dst) {
+            (Kind::Calendar(_), DstRule::Repeat) => Some(DstPolicy::Repeat),
+            (Kind::Calendar(_), _) => Some(DstPolicy::Cron),
+            _ => None,
+        }
     }
 
     /// The maximum random delay the caller should add to each fire time
@@ -225,7 +281,7 @@ impl Schedule for Trigger {
             Kind::Calendar(calendar) => {
                 // First whole second strictly after `after`.
                 let s = after.timestamp().checked_add(1)?;
-                let t = tz::next_instant(self.tz, s, |wall| calendar.next_local(wall))?;
+                let t = tz::next_instant(self.tz, self.dst, s, |wall| calendar.next_local(wall))?;
                 DateTime::from_timestamp(t, 0)?
             }
             Kind::Interval(interval, _) => interval.next_after(after)?,

@@ -6,22 +6,32 @@ use super::{Schedule, Trigger};
 
 /// The next `count` fire times strictly after `from`, in the trigger's time
 /// zone with the UTC offset in force at each instant (so a DST change shows up
-/// as a change of offset). Fewer are returned if the trigger runs out.
+/// as a change of offset), under the trigger's [`DstPolicy`](super::DstPolicy):
+/// exactly the runs a beat sends. Fewer are returned if the trigger runs out.
 ///
 /// ```
 /// use chrono::{DateTime, Utc};
-/// use celeriac_beat::trigger::{TriggerSpec, preview};
-/// let spec = TriggerSpec::Cron {
+/// use celeriac_beat::trigger::{DstPolicy, TriggerSpec, preview};
+/// let nightly = |dst| TriggerSpec::Cron {
 ///     expr: "30 2 * * *".into(),
 ///     timezone: Some("Europe/Berlin".into()),
 ///     start_date: None,
 ///     end_date: None,
+///     dst,
 /// };
-/// let trigger = spec.compile().unwrap();
 /// let from: DateTime<Utc> = "2024-03-30T12:00:00Z".parse().unwrap();
-/// let times: Vec<String> = preview(&trigger, from, 2).iter().map(|t| t.to_rfc3339()).collect();
-/// // 02:30 does not exist on 31 March in Berlin: it fires an hour later, at 03:30 CEST.
-/// assert_eq!(times, ["2024-03-31T03:30:00+02:00", "2024-04-01T02:30:00+02:00"]);
+/// let times = |dst| -> Vec<String> {
+///     let trigger = nightly(dst).compile().unwrap();
+///     preview(&trigger, from, 2).iter().map(|t| t.to_rfc3339()).collect()
+/// };
+/// // 02:30 does not exist on 31 March in Berlin. As cron does it (the
+/// // default), the run happens once, right after the jump, at 03:00 CEST...
+/// assert_eq!(times(None), ["2024-03-31T03:00:00+02:00", "2024-04-01T02:30:00+02:00"]);
+/// // ...while `dst = "repeat"` shifts it by the gap, as APScheduler does.
+/// assert_eq!(
+///     times(Some(DstPolicy::Repeat)),
+///     ["2024-03-31T03:30:00+02:00", "2024-04-01T02:30:00+02:00"]
+/// );
 /// ```
 pub fn preview(trigger: &Trigger, from: DateTime<Utc>, count: usize) -> Vec<DateTime<FixedOffset>> {
     trigger

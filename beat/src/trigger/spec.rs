@@ -3,6 +3,8 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::calendar::Calendar;
+use super::dst::{DstPolicy, DstRule};
 use super::error::{TriggerError, suggest};
 use super::interval::{self, Interval};
 use super::{Kind, Trigger, cron, fields, tz};
@@ -17,7 +19,10 @@ use super::{Kind, Trigger, cron, fields, tz};
 /// `2024-05-01`) read as wall-clock time in the trigger's `timezone` (a
 /// nonexistent or ambiguous wall time resolves like a schedule: the earlier
 /// instant, or shifted forward across a gap). `timezone` is an IANA name
-/// (`Europe/Berlin`), default UTC.
+/// (`Europe/Berlin`), default UTC. `cron` and `fields` triggers also take
+/// `dst = "cron"` (default) or `"repeat"` ([`DstPolicy`]); interval and date
+/// triggers reject `dst`, because clock changes cannot affect them and a
+/// policy set there is a misunderstanding worth reporting.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TriggerSpec {
@@ -34,6 +39,10 @@ pub enum TriggerSpec {
         /// No fire after this (inclusive).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         end_date: Option<String>,
+        /// What happens when the clock jumps: `"cron"` (default) or `"repeat"`;
+        /// see [`DstPolicy`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dst: Option<DstPolicy>,
     },
     /// APScheduler-style fields (numbers or strings); see [`crate::trigger`] for the rules.
     Fields {
@@ -102,6 +111,10 @@ pub enum TriggerSpec {
         /// No fire after this (inclusive).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         end_date: Option<String>,
+        /// What happens when the clock jumps: `"cron"` (default) or `"repeat"`;
+        /// see [`DstPolicy`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dst: Option<DstPolicy>,
     },
     /// A fixed period of elapsed time; see [`crate::trigger::parse_duration`] and the anchor rules
     /// on [`TriggerSpec::compile_with_anchor`].
@@ -164,8 +177,8 @@ const BOUNDS: [&str; 3] = ["timezone", "start_date", "end_date"];
 fn known_keys(kind: &str) -> Vec<&'static str> {
     let mut keys = vec!["type"];
     match kind {
-        "cron" => keys.push("expr"),
-        "fields" => keys.extend(fields::FIELD_NAMES),
+        "cron" => keys.extend(["expr", "dst"]),
+        "fields" => keys.extend(fields::FIELD_NAMES.into_iter().chain(["dst"])),
         "interval" => keys.extend([
             "weeks",
             "days",
@@ -202,6 +215,30 @@ impl TriggerSpec {
                     ),
                 },
             ));
+        }
+        if let Some(dst) = object.get("dst") {
+            if !matches!(kind, "cron" | "fields") {
+                return Err(TriggerError::invalid(
+                    "dst",
+                    format!(
+                        "applies to cron and fields triggers only ({kind} triggers {})",
+                        if kind == "interval" {
+                            "count elapsed time, unaffected by clock changes"
+                        } else {
+                            "fire at one fixed instant"
+                        }
+                    ),
+                ));
+            }
+            match dst.as_str() {
+                Some(name) => name.parse::<DstPolicy>().map(|_| ())?,
+                None => {
+                    return Err(TriggerError::invalid(
+                        "dst",
+                        format!("expected \"cron\" or \"repeat\", got {dst}"),
+                    ));
+                }
+            }
         }
         let known = known_keys(kind);
         if let Some(key) = object.keys().find(|k| !known.contains(&k.as_str())) {
@@ -240,9 +277,10 @@ impl TriggerSpec {
                 timezone,
                 start_date,
                 end_date,
+                dst,
             } => {
                 let calendar = cron::parse(expr)?;
-                bounded(Kind::Calendar(calendar), timezone, start_date, end_date)
+                calendar_trigger(calendar, *dst, timezone, start_date, end_date)
             }
             Self::Fields {
                 year,
@@ -256,11 +294,12 @@ impl TriggerSpec {
                 timezone,
                 start_date,
                 end_date,
+                dst,
             } => {
                 let given = [year, month, day, week, day_of_week, hour, minute, second]
                     .map(Option::as_deref);
                 let calendar = fields::parse(given)?;
-                bounded(Kind::Calendar(calendar), timezone, start_date, end_date)
+                calendar_trigger(calendar, *dst, timezone, start_date, end_date)
             }
             Self::Interval {
                 weeks,
@@ -294,6 +333,19 @@ impl TriggerSpec {
     }
 }
 
+fn calendar_trigger(
+    calendar: Calendar,
+    dst: Option<DstPolicy>,
+    timezone: &Option<String>,
+    start_date: &Option<String>,
+    end_date: &Option<String>,
+) -> Result<Trigger, TriggerError> {
+    let rule = DstRule::new(dst.unwrap_or_default(), calendar.hour_wildcard);
+    let mut trigger = bounded(Kind::Calendar(calendar), timezone, start_date, end_date)?;
+    trigger.dst = rule;
+    Ok(trigger)
+}
+
 fn bounded(
     kind: Kind,
     timezone: &Option<String>,
@@ -322,5 +374,6 @@ fn bounded(
         tz: zone,
         start,
         end,
+        dst: DstRule::Repeat,
     })
 }

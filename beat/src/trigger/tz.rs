@@ -1,16 +1,21 @@
 //! Turning wall-clock matches into instants, across daylight-saving changes.
 //!
-//! The rules (see the [module documentation](super) for examples):
+//! The rules, per [`DstRule`] (see the [module documentation](super) for
+//! examples):
 //!
-//! * **Overlap** (clocks go back): a wall-clock time that happens twice matches
-//!   at *both* instants, for every schedule — exactly what APScheduler 3.11 and
-//!   croniter 7 do.
-//! * **Gap** (clocks go forward): a wall-clock time that does not exist fires at
-//!   the instant it would have had with the offset in force *before* the gap,
-//!   i.e. shifted forward by the length of the gap (02:30 in a 02:00→03:00 gap
-//!   fires at 03:30 new time). This is APScheduler 3.11's behaviour and RFC
-//!   5545's rule for nonexistent local times. Two wall-clock times that land on
-//!   the same instant fire once.
+//! * **Overlap** (clocks go back): a wall-clock time that happens twice
+//!   matches at *both* instants under `repeat` (APScheduler 3.11, croniter 7)
+//!   and for a wildcard-hour entry under `cron`; a fixed-hour entry under
+//!   `cron` matches only the first (the instants of the second pass, `[at, at
+//!   + overlap)`, are skipped).
+//! * **Gap** (clocks go forward): under `repeat`, a wall-clock time that does
+//!   not exist fires at the instant it would have had with the offset in force
+//!   *before* the gap, i.e. shifted forward by the length of the gap (02:30 in
+//!   a 02:00→03:00 gap fires at 03:30 new time), APScheduler's behaviour and
+//!   RFC 5545's rule for nonexistent local times; two wall-clock times that
+//!   land on the same instant fire once. Under `cron`, a fixed-hour entry with
+//!   any matching time in the gap fires once at the instant of the jump
+//!   (03:00), as cron does; a wildcard-hour entry skips them.
 //!
 //! The search walks the zone's offset segments. Inside a segment with offset
 //! `o`, wall time and instants are a straight shift, so a calendar search from
@@ -25,6 +30,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::{GapInfo, Tz};
 
+use super::dst::DstRule;
 use super::error::{TriggerError, suggest};
 
 const HOUR: i64 = 3600;
@@ -94,8 +100,13 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 
 /// The first instant `>= s` (seconds) whose wall-clock time in `tz` matches,
 /// where `next_wall(w)` returns the first matching wall time `>= w` (local
-/// seconds). Applies the overlap and gap rules of this module.
-pub(crate) fn next_instant(tz: Tz, s: i64, next_wall: impl Fn(i64) -> Option<i64>) -> Option<i64> {
+/// seconds). Applies the overlap and gap rules of this module for `rule`.
+pub(crate) fn next_instant(
+    tz: Tz,
+    rule: DstRule,
+    s: i64,
+    next_wall: impl Fn(i64) -> Option<i64>,
+) -> Option<i64> {
     if tz == Tz::UTC {
         return next_wall(s);
     }
@@ -103,8 +114,11 @@ pub(crate) fn next_instant(tz: Tz, s: i64, next_wall: impl Fn(i64) -> Option<i64
     let mut offset = offset_at(tz, t);
     // Best candidate coming from a gap's nonexistent wall times.
     let mut gap_best: Option<i64> = None;
+    // End of the second pass of the last overlap (fixed-hour rule only):
+    // instants before it whose wall time was already shown do not fire.
+    let mut second_pass_end = i64::MIN;
     for _ in 0..MAX_STEPS {
-        let from = t.max(s);
+        let from = t.max(s).max(second_pass_end);
         let candidate = next_wall(from + offset).map(|w| w - offset);
         let best = min_opt(candidate, gap_best);
         let horizon = best.unwrap_or(from + MARGIN);
@@ -131,18 +145,43 @@ pub(crate) fn next_instant(tz: Tz, s: i64, next_wall: impl Fn(i64) -> Option<i64
             (None, None) => return None,
         };
         if new_offset > offset {
-            // Gap: wall times [at + offset, at + new_offset) do not exist;
-            // they fire at `wall - offset`, i.e. in [at, at + gap).
-            if let Some(w) = next_wall(at.max(s) + offset)
-                && w < at + new_offset
-            {
-                gap_best = min_opt(gap_best, Some(w - offset));
-            }
+            // Gap: wall times [at + offset, at + new_offset) do not exist.
+            gap_best = min_opt(
+                gap_best,
+                gap_fire(rule, s, at, offset, new_offset, &next_wall),
+            );
+        } else if rule == DstRule::FixedHour {
+            // Overlap: wall times [at + new_offset, at + offset) come again
+            // during [at, at + offset - new_offset); the first pass had them.
+            second_pass_end = at + (offset - new_offset);
         }
         t = at;
         offset = new_offset;
     }
     None
+}
+
+/// The earliest instant `>= s` at which `rule` fires nonexistent wall times
+/// `[at + before, at + after)` of the gap at instant `at`, if any match.
+fn gap_fire(
+    rule: DstRule,
+    s: i64,
+    at: i64,
+    before: i64,
+    after: i64,
+    next_wall: impl Fn(i64) -> Option<i64>,
+) -> Option<i64> {
+    match rule {
+        // Shifted forward by the gap: `wall - before`, in [at, at + gap).
+        DstRule::Repeat => next_wall(at.max(s) + before)
+            .filter(|w| *w < at + after)
+            .map(|w| w - before),
+        // Once, at the jump, however many wall times were skipped.
+        DstRule::FixedHour if at >= s => next_wall(at + before)
+            .filter(|w| *w < at + after)
+            .map(|_| at),
+        DstRule::FixedHour | DstRule::WildcardHour => None,
+    }
 }
 
 /// The instant of a naive wall-clock time in `tz`: the earlier instant if it

@@ -16,6 +16,7 @@ pub fn try_cron(expr: &str, tz: &str) -> Result<Trigger, TriggerError> {
         timezone: (tz != "UTC").then(|| tz.to_string()),
         start_date: None,
         end_date: None,
+        dst: None,
     }
     .compile()
 }

@@ -1,21 +1,16 @@
-//! Daylight-saving behaviour in several zones, plus a brute-force oracle check.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The `dst = "repeat"` policy (APScheduler 3.x): both passes of a repeated
+//! wall time fire, and a nonexistent one fires shifted forward by the gap.
 
-mod common;
-use std::collections::BTreeSet;
-
-use celeriac_beat::trigger::{Schedule, TriggerSpec};
-use chrono::{DateTime, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
-use chrono_tz::Tz;
-use common::{cron, next_n, spec, utc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use celeriac_beat::trigger::{DstPolicy, TriggerSpec};
 use serde_json::json;
+
+use crate::common::{next_n, spec, utc};
+use crate::repeat;
 
 #[test]
 fn berlin_spring_forward_shifts_by_the_gap() {
     // 2024-03-31: 02:00 CET -> 03:00 CEST.
-    let t = cron("30 2 * * *", "Europe/Berlin");
+    let t = repeat("30 2 * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-03-30T12:00:00Z", 3),
         [
@@ -24,13 +19,13 @@ fn berlin_spring_forward_shifts_by_the_gap() {
             "2024-04-02T02:30:00+02:00"
         ]
     );
-    let t = cron("0 2 * * *", "Europe/Berlin");
+    let t = repeat("0 2 * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-03-30T12:00:00Z", 1),
         ["2024-03-31T03:00:00+02:00"]
     );
     // Two wall times on one instant fire once.
-    let t = cron("30 1-3 * * *", "Europe/Berlin");
+    let t = repeat("30 1-3 * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-03-30T22:00:00Z", 3),
         [
@@ -40,7 +35,7 @@ fn berlin_spring_forward_shifts_by_the_gap() {
         ]
     );
     // Every nonexistent run still happens, an hour late: the count is kept.
-    let t = cron("*/15 2 * * *", "Europe/Berlin");
+    let t = repeat("*/15 2 * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-03-30T12:00:00Z", 4),
         [
@@ -51,7 +46,9 @@ fn berlin_spring_forward_shifts_by_the_gap() {
         ]
     );
     // Same rule for fields.
-    let t = spec(json!({"type": "fields", "hour": 2, "minute": 30, "timezone": "Europe/Berlin"}));
+    let t = spec(
+        json!({"type": "fields", "hour": 2, "minute": 30, "timezone": "Europe/Berlin", "dst": "repeat"}),
+    );
     assert_eq!(
         next_n(&t, "2024-03-30T12:00:00Z", 1),
         ["2024-03-31T03:30:00+02:00"]
@@ -61,7 +58,7 @@ fn berlin_spring_forward_shifts_by_the_gap() {
 #[test]
 fn berlin_fall_back_fires_in_both_passes() {
     // 2024-10-27: 03:00 CEST -> 02:00 CET.
-    let t = cron("30 2 * * *", "Europe/Berlin");
+    let t = repeat("30 2 * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-10-26T12:00:00Z", 3),
         [
@@ -70,7 +67,7 @@ fn berlin_fall_back_fires_in_both_passes() {
             "2024-10-28T02:30:00+01:00"
         ]
     );
-    let t = cron("*/15 * * * *", "Europe/Berlin");
+    let t = repeat("*/15 * * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-10-27T00:40:00Z", 4),
         [
@@ -81,7 +78,7 @@ fn berlin_fall_back_fires_in_both_passes() {
         ]
     );
     // Starting inside the second pass only gives second-pass fires.
-    let t = cron("30 2 * * *", "Europe/Berlin");
+    let t = repeat("30 2 * * *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-10-27T01:10:00Z", 1),
         ["2024-10-27T02:30:00+01:00"]
@@ -95,12 +92,12 @@ fn berlin_fall_back_fires_in_both_passes() {
 
 #[test]
 fn new_york() {
-    let t = cron("30 2 * * *", "America/New_York");
+    let t = repeat("30 2 * * *", "America/New_York");
     assert_eq!(
         next_n(&t, "2024-03-09T12:00:00Z", 2),
         ["2024-03-10T03:30:00-04:00", "2024-03-11T02:30:00-04:00"]
     );
-    let t = cron("30 1 * * *", "America/New_York");
+    let t = repeat("30 1 * * *", "America/New_York");
     assert_eq!(
         next_n(&t, "2024-11-02T12:00:00Z", 3),
         [
@@ -114,7 +111,7 @@ fn new_york() {
 #[test]
 fn sydney_southern_hemisphere() {
     // 2024-04-07 03:00 AEDT -> 02:00 AEST; 2024-10-06 02:00 AEST -> 03:00 AEDT.
-    let t = cron("30 2 * * *", "Australia/Sydney");
+    let t = repeat("30 2 * * *", "Australia/Sydney");
     assert_eq!(
         next_n(&t, "2024-04-06T00:00:00Z", 3),
         [
@@ -132,12 +129,12 @@ fn sydney_southern_hemisphere() {
 #[test]
 fn lord_howe_half_hour_shift() {
     // 2024-10-06 02:00 LHST (+10:30) -> 02:30 LHDT (+11).
-    let t = cron("15 2 * * *", "Australia/Lord_Howe");
+    let t = repeat("15 2 * * *", "Australia/Lord_Howe");
     assert_eq!(
         next_n(&t, "2024-10-05T00:00:00Z", 2),
         ["2024-10-06T02:45:00+11:00", "2024-10-07T02:15:00+11:00"]
     );
-    let t = cron("0 * * * *", "Australia/Lord_Howe");
+    let t = repeat("0 * * * *", "Australia/Lord_Howe");
     assert_eq!(
         next_n(&t, "2024-10-05T14:00:00Z", 3),
         [
@@ -147,7 +144,7 @@ fn lord_howe_half_hour_shift() {
         ]
     );
     // 2024-04-07 02:00 LHDT -> 01:30 LHST: 01:45 happens twice, 30 minutes apart.
-    let t = cron("45 1 * * *", "Australia/Lord_Howe");
+    let t = repeat("45 1 * * *", "Australia/Lord_Howe");
     assert_eq!(
         next_n(&t, "2024-04-06T12:00:00Z", 2),
         ["2024-04-07T01:45:00+11:00", "2024-04-07T01:45:00+10:30"]
@@ -157,13 +154,13 @@ fn lord_howe_half_hour_shift() {
 #[test]
 fn santiago_midnight_transitions() {
     // 2024-09-08 00:00 (-04) -> 01:00 (-03): midnight does not exist.
-    let t = cron("0 0 * * *", "America/Santiago");
+    let t = repeat("0 0 * * *", "America/Santiago");
     assert_eq!(
         next_n(&t, "2024-09-07T12:00:00Z", 2),
         ["2024-09-08T01:00:00-03:00", "2024-09-09T00:00:00-03:00"]
     );
     // 2024-04-07 00:00 (-03) -> 2024-04-06 23:00 (-04): 23:30 happens twice.
-    let t = cron("30 23 * * *", "America/Santiago");
+    let t = repeat("30 23 * * *", "America/Santiago");
     assert_eq!(
         next_n(&t, "2024-04-06T12:00:00Z", 3),
         [
@@ -177,7 +174,7 @@ fn santiago_midnight_transitions() {
 #[test]
 fn yearly_schedules_keep_the_right_offset() {
     // 27 October 02:30: the fall-back day in 2024 (twice), a plain CET day in 2025.
-    let t = cron("30 2 27 10 *", "Europe/Berlin");
+    let t = repeat("30 2 27 10 *", "Europe/Berlin");
     assert_eq!(
         next_n(&t, "2024-01-01T00:00:00Z", 3),
         [
@@ -186,12 +183,12 @@ fn yearly_schedules_keep_the_right_offset() {
             "2025-10-27T02:30:00+01:00"
         ]
     );
-    let t = cron("0 12 29 2 *", "America/New_York");
+    let t = repeat("0 12 29 2 *", "America/New_York");
     assert_eq!(
         next_n(&t, "2024-03-01T00:00:00Z", 2),
         ["2028-02-29T12:00:00-05:00", "2032-02-29T12:00:00-05:00"]
     );
-    let t = cron("0 12 1 7 *", "Australia/Sydney");
+    let t = repeat("0 12 1 7 *", "Australia/Sydney");
     assert_eq!(
         next_n(&t, "2024-07-02T00:00:00Z", 2),
         ["2025-07-01T12:00:00+10:00", "2026-07-01T12:00:00+10:00"]
@@ -202,7 +199,7 @@ fn yearly_schedules_keep_the_right_offset() {
 fn naive_bounds_use_the_same_rules() {
     // A naive start inside the gap resolves like a schedule: shifted forward.
     let t = spec(json!({
-        "type": "cron", "expr": "*/15 * * * *", "timezone": "Europe/Berlin",
+        "type": "cron", "expr": "*/15 * * * *", "timezone": "Europe/Berlin", "dst": "repeat",
         "start_date": "2024-03-31 02:30:00", "end_date": "2024-03-31T04:00"
     }));
     assert_eq!(t.start_date(), Some(utc("2024-03-31T01:30:00Z")));
@@ -216,7 +213,8 @@ fn naive_bounds_use_the_same_rules() {
     );
     // An ambiguous naive bound takes the first occurrence.
     let t = spec(json!({
-        "type": "fields", "minute": 0, "timezone": "Europe/Berlin", "start_date": "2024-10-27T02:00"
+        "type": "fields", "minute": 0, "timezone": "Europe/Berlin", "dst": "repeat",
+        "start_date": "2024-10-27T02:00"
     }));
     assert_eq!(t.start_date(), Some(utc("2024-10-27T00:00:00Z")));
 }
@@ -233,96 +231,6 @@ fn intervals_count_elapsed_time_across_dst() {
     );
 }
 
-/// Brute force: every minute whose local wall time matches, plus gap wall
-/// times shifted forward by the gap (the documented rules).
-fn oracle(expr: &str, zone: Tz, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-    let wall = cron(expr, "UTC");
-    let matches = |w: NaiveDateTime| {
-        let t = w.and_utc();
-        wall.next_after(t - TimeDelta::seconds(1)) == Some(t)
-    };
-    let offset = |t: DateTime<Utc>| {
-        TimeDelta::seconds(i64::from(
-            zone.offset_from_utc_datetime(&t.naive_utc())
-                .fix()
-                .local_minus_utc(),
-        ))
-    };
-    let mut out = BTreeSet::new();
-    let minute = TimeDelta::minutes(1);
-    let start = from - TimeDelta::hours(2);
-    let mut t =
-        DateTime::from_timestamp(start.timestamp() - start.timestamp().rem_euclid(60), 0).unwrap();
-    while t <= until {
-        let (now, before) = (offset(t), offset(t - minute));
-        if matches(t.naive_utc() + now) {
-            out.insert(t);
-        }
-        if now > before {
-            let mut w = t.naive_utc() + before;
-            while w < t.naive_utc() + now {
-                if matches(w) {
-                    out.insert(w.and_utc() - before);
-                }
-                w += minute;
-            }
-        }
-        t += minute;
-    }
-    out.into_iter()
-        .filter(|t| *t > from && *t <= until)
-        .collect()
-}
-
-#[test]
-fn matches_brute_force_oracle_around_transitions() {
-    let minutes = [
-        "*", "*/15", "0", "30", "0,30", "15,45", "*/7", "10-20", "5/25", "59",
-    ];
-    let hours = [
-        "*", "1", "2", "3", "1-3", "*/2", "0,2", "2-4", "23,0,1", "1,2",
-    ];
-    let scenarios = [
-        ("Europe/Berlin", "2024-03-30T12:00:00Z"),
-        ("Europe/Berlin", "2024-10-26T12:00:00Z"),
-        ("America/New_York", "2024-03-09T18:00:00Z"),
-        ("America/New_York", "2024-11-02T18:00:00Z"),
-        ("Australia/Sydney", "2024-04-06T00:00:00Z"),
-        ("Australia/Sydney", "2024-10-05T00:00:00Z"),
-        ("Australia/Lord_Howe", "2024-04-06T00:00:00Z"),
-        ("Australia/Lord_Howe", "2024-10-05T00:00:00Z"),
-        ("America/Santiago", "2024-04-06T12:00:00Z"),
-        ("America/Santiago", "2024-09-07T12:00:00Z"),
-    ];
-    let mut rng = StdRng::seed_from_u64(20240331);
-    let mut checked = 0;
-    for (zone_name, start) in scenarios {
-        let zone: Tz = zone_name.parse().unwrap();
-        for _ in 0..10 {
-            let expr = format!(
-                "{} {} * * *",
-                minutes[rng.random_range(0..minutes.len())],
-                hours[rng.random_range(0..hours.len())]
-            );
-            // Random start within the day before the change, to any second.
-            let from = utc(start) + TimeDelta::seconds(rng.random_range(0..86_400));
-            let until = utc(start) + TimeDelta::hours(36);
-            let trigger = cron(&expr, zone_name);
-            let got: Vec<_> = trigger
-                .fire_times(from)
-                .take_while(|t| *t <= until)
-                .collect();
-            assert_eq!(
-                got,
-                oracle(&expr, zone, from, until),
-                "{expr} in {zone_name} from {from}"
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 100);
-}
-
 #[test]
 fn spec_roundtrip_keeps_timezone() {
     let s = TriggerSpec::Cron {
@@ -330,6 +238,7 @@ fn spec_roundtrip_keeps_timezone() {
         timezone: Some("Asia/Kolkata".into()),
         start_date: None,
         end_date: None,
+        dst: Some(DstPolicy::Repeat),
     };
     let t = s.compile().unwrap();
     assert_eq!(t.timezone(), chrono_tz::Asia::Kolkata);
