@@ -22,6 +22,7 @@ use celeriac_beat::runner::Service;
 use celeriac_beat::store::Store;
 use celeriac_beat::trigger::TriggerSpec;
 use celeriac_common::cli::one_line;
+use celeriac_common::shutdown::stop_signal;
 use celeriac_common::{Config, ResultBackend};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use tokio::sync::oneshot;
@@ -57,7 +58,8 @@ pub(crate) struct BeatArgs {
     database: Option<String>,
 }
 
-/// Runs the benchmark and prints the figures.
+/// Runs the benchmark and prints the figures; deletes its queue and
+/// temporary directory at the end, also after an error, Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: BeatArgs, mut config: Config) -> Result<(), BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "celeriac-beat-bench-{}",
@@ -74,13 +76,24 @@ pub(crate) async fn run(args: BeatArgs, mut config: Config) -> Result<(), BenchE
     );
     config.default_queue = queue.clone();
     config.beat_lease_secs = 5;
+    let outcome = tokio::select! {
+        r = measure(&args, &config) => r,
+        s = stop_signal() => Err(BenchError::new(format!("stopped by {s}"))),
+    };
+    let queue = std::slice::from_ref(&queue);
+    delete_queues(&config, queue, queue).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
     let backend = ResultBackend::connect(&config.result_backend).await?;
     backend.migrate().await?;
     let store = Store::new(backend.connection().clone());
 
     let now = Utc::now().trunc_subsecs(0);
     let base = now + TimeDelta::seconds(i64::try_from(args.lead_in)?);
-    let entries = schedule(&args, base)?;
+    let entries = schedule(args, base)?;
     let started = std::time::Instant::now();
     store.add_many(&entries, now).await?;
     println!(
@@ -212,9 +225,6 @@ pub(crate) async fn run(args: BeatArgs, mut config: Config) -> Result<(), BenchE
         })
         .collect();
     println!("latest spread runs: {}", worst.join(", "));
-    let queue = std::slice::from_ref(&queue);
-    delete_queues(&config, queue, queue).await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -45,8 +45,6 @@ pub(crate) struct LatencyArgs {
     consume: Option<String>,
 }
 
-type Error = BenchError;
-
 /// Runs the probe (or, with `--consume`, its consumer side). Both run on a
 /// one-thread runtime, which the caller provides.
 pub(crate) async fn run(args: LatencyArgs, config: Config) -> Result<(), BenchError> {
@@ -66,7 +64,7 @@ fn now_ns() -> u128 {
 async fn declare(
     config: &Config,
     queue: &str,
-) -> Result<(lapin::Connection, lapin::Channel), Error> {
+) -> Result<(lapin::Connection, lapin::Channel), BenchError> {
     let conn = broker::connect_config(config, "latency-probe").await?;
     let ch = conn.create_channel().await?;
     let durable = QueueDeclareOptions {
@@ -79,7 +77,7 @@ async fn declare(
 }
 
 /// Receives until the empty end marker; prints the latencies of the others.
-async fn consume(config: &Config, queue: &str) -> Result<(), Error> {
+async fn consume(config: &Config, queue: &str) -> Result<(), BenchError> {
     let (_conn, ch) = declare(config, queue).await?;
     ch.basic_qos(128, BasicQosOptions::default()).await?;
     let mut deliveries = ch
@@ -126,7 +124,7 @@ fn sent_at(body: &[u8]) -> Option<u128> {
     value.get(0)?.get(0)?.as_str()?.parse().ok()
 }
 
-async fn publish(config: &Config, args: &LatencyArgs) -> Result<(), Error> {
+async fn publish(config: &Config, args: &LatencyArgs) -> Result<(), BenchError> {
     let queue = format!("celeriac-latency-probe-{}", uuid::Uuid::new_v4().simple());
     let (_conn, ch) = declare(config, &queue).await?;
     // The same broker and TLS settings, whether they came from flags, the
