@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Python Celery 5 on the local RabbitMQ (and PostgreSQL), for comparison with
-# `celeriac bench`: no-op tasks end to end, results off and results in
+# `celeriac-bench`: no-op tasks end to end, results off and results in
 # PostgreSQL, with Celery's fastest settings. Installs Celery in .venv first.
 # Usage: scripts/celery-bench.sh [--tasks N] [--pool prefork|threads]
 #        [--concurrency C] [--prefetch-multiplier M] [--results none,postgres] [--json]

@@ -1,4 +1,4 @@
-"""Python Celery 5 on the same broker, for comparison with `celeriac bench`.
+"""Python Celery 5 on the same broker, for comparison with `celeriac-bench`.
 
 Run through scripts/celery-bench.sh (which makes the virtualenv). The driver
 starts a Celery worker with its fastest settings (`--without-gossip

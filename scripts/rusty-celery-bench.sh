@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Rust peer, rusty-celery (the `celery` crate 0.5 from crates.io), on the
-# local RabbitMQ next to `celeriac bench` in the same run: no-op tasks end to
+# local RabbitMQ next to `celeriac-bench` in the same run: no-op tasks end to
 # end, results off, same task count, producers and prefetch. Builds the peer
 # program in scripts/rusty-celery-bench/ (a cargo project of its own) into
 # target/rusty-celery-bench/ on first use. Each run also times both from
@@ -23,13 +23,13 @@ done
 broker=${CELERIAC_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 (cd scripts/rusty-celery-bench &&
   CARGO_TARGET_DIR=../../target/rusty-celery-bench cargo build --release --quiet)
-cargo build --release --quiet -p celeriac -p celeriac-worker
+cargo build --release --quiet -p celeriac-bench -p celeriac-worker
 peer=target/rusty-celery-bench/release/rusty-celery-bench
 # celeriac's prefetch is concurrency x multiplier: 16 x (prefetch / 16).
 multiplier=$(( (prefetch + 15) / 16 ))
 for run in $(seq 1 "$runs"); do
   r=$(RUST_LOG=warn timeout 600 "$peer" "$tasks" "$producers" "$prefetch" "$broker" 2000 500 | tail -1)
-  c=$(timeout 600 target/release/celeriac bench --tasks "$tasks" --producers "$producers" \
+  c=$(timeout 600 target/release/celeriac-bench --tasks "$tasks" --producers "$producers" \
       --concurrency 16 --prefetch-multiplier "$multiplier" --latency-tasks 2000 --rate 500 --json | tail -1)
   python3 - "$run" "$r" "$c" <<'PY'
 import json, sys

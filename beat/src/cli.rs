@@ -50,9 +50,6 @@ enum Command {
     },
     /// Print the next fire times of a trigger, one RFC 3339 timestamp per line.
     Preview(PreviewArgs),
-    /// Measure beat with many entries (see README, "Schedules (beat)").
-    #[command(hide = true)]
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,9 +266,6 @@ async fn dispatch(command: Command, mut config: Config) -> Result<(), CliError> 
             let schedule = schedule.or_else(|| config.beat_schedule.clone().map(PathBuf::from));
             cli_schedule::run(command, &config, schedule.as_deref()).await
         }
-        Command::Bench(args) => crate::bench::run(args, config)
-            .await
-            .map_err(|e| CliError::Usage(one_line(&*e))),
         Command::Preview(_) => Ok(()),
     }
 }

@@ -39,8 +39,6 @@
 //! ```
 
 pub mod beat;
-#[doc(hidden)]
-pub mod bench;
 mod changes;
 pub mod cli;
 mod cli_schedule;

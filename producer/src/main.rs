@@ -1,8 +1,6 @@
 //! `celeriac`: the admin command line. Call tasks, read results, purge
 //! queues, run migrations.
 
-mod bench;
-
 use celeriac::{ApplyOptions, Client, ClientError, ResultError};
 use celeriac_common::backend::{ResultBackend, TaskRecord};
 use celeriac_common::cli::{ConnectionArgs, one_line};
@@ -78,8 +76,6 @@ enum Command {
     },
     /// Create or upgrade every table celeriac uses (results and beat).
     Migrate,
-    /// Measure throughput, latency and worker footprint (see README, "Performance").
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,7 +245,6 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => Ok(bench::run(args, config).await),
         Command::Migrate => {
             let backend = ResultBackend::connect(&config.result_backend).await?;
             backend.migrate().await?;

@@ -4,10 +4,10 @@
 //! Prints one JSON line: publish rate, end-to-end rate (first publish ->
 //! N-th execution), CPU seconds per 1,000 tasks for this process, and the
 //! latency from just before a publish to the task's start at a fixed rate
-//! (as `celeriac bench` measures it: LATENCY_TASKS tasks at RATE per second).
+//! (as `celeriac-bench` measures it: LATENCY_TASKS tasks at RATE per second).
 //!
 //! Usage: rusty-celery-bench N PRODUCERS PREFETCH [AMQP_URL [LATENCY_TASKS [RATE]]]
-//! (scripts/rusty-celery-bench.sh builds and runs it next to `celeriac bench`).
+//! (scripts/rusty-celery-bench.sh builds and runs it next to `celeriac-bench`).
 //!
 //! The crate's defaults are kept where they matter: it acknowledges a
 //! message before running it (acks_late off), publishes without publisher
@@ -161,6 +161,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::timeout(Duration::from_secs(120), done).await?;
         let mut ms = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
         ms.sort_by(f64::total_cmp);
+        // Nearest rank (the smallest sample with at least q of them at or
+        // below it), the one definition celeriac-bench reports with.
         let pick = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
         latency = serde_json::json!({
             "latency_tasks": ms.len(),

@@ -1,4 +1,4 @@
-//! `celeriac-beat bench` (hidden): one beat with many database entries,
+//! `celeriac-bench beat`: one beat with many database entries,
 //! against the configured RabbitMQ and a throw-away SQLite file (or
 //! `--database URL`, which must be an empty database).
 //!
@@ -9,26 +9,32 @@
 //! window, and `--burst` of them all at the same instant in the middle of
 //! the window (a top-of-the-minute crowd). Reported: load time, resident
 //! memory, the process's CPU use while idle, and lateness of each run
-//! (broker confirm minus due time) as p50 / p99 / max.
+//! (broker confirm minus due time) as p50 / p99 / max, p50 and p99
+//! nearest-rank ([`crate::stats`]).
 
 use std::collections::HashMap;
-use std::error::Error;
 use std::time::Duration;
 
+use celeriac_beat::clock::format_instant;
+use celeriac_beat::entry::Entry;
+use celeriac_beat::events::EventKind;
+use celeriac_beat::runner::Service;
+use celeriac_beat::store::Store;
+use celeriac_beat::trigger::TriggerSpec;
+use celeriac_common::cli::one_line;
+use celeriac_common::shutdown::stop_signal;
 use celeriac_common::{Config, ResultBackend};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use tokio::sync::oneshot;
 
-use crate::clock::format_instant;
-use crate::entry::Entry;
-use crate::events::EventKind;
-use crate::runner::Service;
-use crate::store::Store;
-use crate::trigger::TriggerSpec;
+use crate::cleanup::delete_queues;
+use crate::error::BenchError;
+use crate::procfs;
+use crate::stats::Samples;
 
-/// Flags of `celeriac-beat bench`.
+/// Flags of `celeriac-bench beat`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BeatArgs {
     /// Entries in the schedule.
     #[arg(long, default_value_t = 100_000)]
     entries: usize,
@@ -52,10 +58,9 @@ pub struct BenchArgs {
     database: Option<String>,
 }
 
-type BoxError = Box<dyn Error + Send + Sync>;
-
-/// Runs the benchmark and prints the figures.
-pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
+/// Runs the benchmark and prints the figures; deletes its queue and
+/// temporary directory at the end, also after an error, Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: BeatArgs, mut config: Config) -> Result<(), BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "celeriac-beat-bench-{}",
         uuid::Uuid::new_v4().simple()
@@ -71,13 +76,24 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
     );
     config.default_queue = queue.clone();
     config.beat_lease_secs = 5;
+    let outcome = tokio::select! {
+        r = measure(&args, &config) => r,
+        s = stop_signal() => Err(BenchError::new(format!("stopped by {s}"))),
+    };
+    let queue = std::slice::from_ref(&queue);
+    delete_queues(&config, queue, queue).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
     let backend = ResultBackend::connect(&config.result_backend).await?;
     backend.migrate().await?;
     let store = Store::new(backend.connection().clone());
 
     let now = Utc::now().trunc_subsecs(0);
     let base = now + TimeDelta::seconds(i64::try_from(args.lead_in)?);
-    let entries = schedule(&args, base)?;
+    let entries = schedule(args, base)?;
     let started = std::time::Instant::now();
     store.add_many(&entries, now).await?;
     println!(
@@ -88,7 +104,7 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
     );
     drop(entries);
 
-    let rss_before = memory("VmRSS");
+    let rss_before = memory("VmRSS:");
     let service = Service::new(config.clone(), None);
     let mut events = service.events().subscribe();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -128,12 +144,17 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
                 println!("warning: {n} events lost");
                 continue;
             }
-            Ok(Err(_)) => return Err("beat stopped early".into()),
+            Ok(Err(_)) => {
+                return Err(match handle.await {
+                    Ok(Err(e)) => BenchError::new(format!("beat stopped: {}", one_line(&e))),
+                    _ => BenchError::new("beat stopped early"),
+                });
+            }
             Err(_) => continue,
         };
         match event.kind {
             EventKind::Loaded => {
-                rss_loaded = memory("VmRSS");
+                rss_loaded = memory("VmRSS:");
                 loaded_at = Some(event.at);
                 println!("{}", event.detail.unwrap_or_default());
             }
@@ -158,10 +179,10 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
             _ => {}
         }
     }
-    let rss_steady = memory("VmRSS");
+    let rss_steady = memory("VmRSS:");
     let _ = stop_tx.send(());
     handle.await??;
-    let hwm = memory("VmHWM");
+    let hwm = memory("VmHWM:");
 
     println!(
         "memory (RSS): {} MiB before beat, {} MiB just after loading, {} MiB after the run and idle window, peak {} MiB",
@@ -180,19 +201,15 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
         None => println!("cpu while nothing is due: not measured"),
     }
     for (burst, label) in [(false, "spread"), (true, "burst ")] {
-        let mut v = lateness.remove(&burst).unwrap_or_default();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
+        let v = Samples::new(lateness.remove(&burst).unwrap_or_default());
+        let (Some(p50), Some(p99), Some(max)) = (v.percentile(50.0), v.percentile(99.0), v.max())
+        else {
             println!("lateness {label}: no runs");
             continue;
-        }
-        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        };
         println!(
-            "lateness {label}: {} runs, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            v.len(),
-            pct(0.5),
-            pct(0.99),
-            v[v.len() - 1]
+            "lateness {label}: {} runs, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+            v.len()
         );
     }
     worst.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -208,31 +225,21 @@ pub async fn run(args: BenchArgs, mut config: Config) -> Result<(), BoxError> {
         })
         .collect();
     println!("latest spread runs: {}", worst.join(", "));
-    delete_queue(&config, &queue).await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
-/// Deletes the bench queue and its exchange.
-async fn delete_queue(config: &Config, queue: &str) {
-    if let Ok(conn) = celeriac_common::broker::connect_config(config, "celeriac-beat-bench").await {
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = ch.queue_delete(queue.into(), Default::default()).await;
-            let _ = ch.exchange_delete(queue.into(), Default::default()).await;
-            // Dropped open, its close would race the connection's.
-            let _ = ch.close(200, "bench done".into()).await;
-        }
-        let _ = conn.close(200, "bench done".into()).await;
-    }
-}
-
 /// The entries: spread over the period (with an idle gap) and a burst.
-fn schedule(args: &BenchArgs, base: DateTime<Utc>) -> Result<Vec<Entry>, BoxError> {
-    let period_ms = args.period.checked_mul(1000).ok_or("period too long")?;
+fn schedule(args: &BeatArgs, base: DateTime<Utc>) -> Result<Vec<Entry>, BenchError> {
+    let period_ms = args
+        .period
+        .checked_mul(1000)
+        .ok_or_else(|| BenchError::new("--period too long"))?;
     let idle_ms = args.idle * 1000;
     let window_ms = args.duration * 1000;
     if window_ms + idle_ms >= period_ms {
-        return Err("--duration + --idle must be shorter than --period".into());
+        return Err(BenchError::new(
+            "--duration + --idle must be shorter than --period",
+        ));
     }
     let burst = args.burst.min(args.entries);
     let spread = args.entries - burst;
@@ -266,28 +273,12 @@ fn schedule(args: &BenchArgs, base: DateTime<Utc>) -> Result<Vec<Entry>, BoxErro
     Ok(out)
 }
 
-/// A `/proc/self/status` figure in KiB (0 where unavailable).
+/// A figure of this process's `/proc/self/status` in KiB (0 where unavailable).
 fn memory(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
+    procfs::status_kb(std::process::id(), key).unwrap_or(0)
 }
 
 /// CPU time used by this process so far (user + system), in seconds.
 fn cpu_seconds() -> f64 {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        });
-    ticks.unwrap_or(0.0) / 100.0
+    procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }

@@ -1,7 +1,7 @@
 //! Throw-away result databases: an SQLite file in the temp directory, or a
 //! fresh database on a PostgreSQL / MySQL server, dropped afterwards.
 
-use super::BenchError;
+use crate::error::BenchError;
 use celeriac_common::cli::one_line;
 use celeriac_common::mask_url;
 use sea_orm::{ConnectionTrait, Database};
@@ -111,7 +111,7 @@ impl ThrowAway {
                     .await
                 {
                     eprintln!(
-                        "celeriac bench: could not drop database {}: {}",
+                        "celeriac-bench: could not drop database {}: {}",
                         self.name,
                         one_line(&e)
                     );
@@ -119,7 +119,7 @@ impl ThrowAway {
                 let _ = admin.close().await;
             }
             Err(e) => eprintln!(
-                "celeriac bench: could not drop database {}: {}",
+                "celeriac-bench: could not drop database {}: {}",
                 self.name,
                 one_line(&e)
             ),

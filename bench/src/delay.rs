@@ -1,28 +1,36 @@
-//! Delayed-delivery benchmark: schedules many tasks spread over a few
-//! minutes through the broker's delay queues, then reports how precisely they
-//! started, the worker's memory while they waited, and `apply_at`'s publish
-//! rate next to `delay`'s, measured in the same run.
+//! `celeriac-bench delay`: delayed delivery. Schedules many tasks spread
+//! over a few minutes through the broker's delay queues, then reports how
+//! precisely they started (start − due, p50 and p99 nearest-rank,
+//! [`crate::stats`]), the worker's memory while they waited, and
+//! `apply_at`'s publish rate next to `delay`'s, measured in the same run.
 //!
-//! Run (release build; RabbitMQ on localhost):
-//! `cargo run --release -p celeriac-examples --example delay_bench -- --tasks 100000 --spread 120`
+//! Run (release build; RabbitMQ from `--broker` / `CELERIAC_BROKER_URL`):
+//! `cargo run --release -p celeriac-bench -- delay --tasks 100000 --spread 120`
 //! It prints a table and, last, one JSON line with the figures. It spawns
-//! `celeriac-worker` from the same target directory (build it first with
-//! `cargo build --release -p celeriac-worker`).
+//! the `celeriac-worker` built next to `celeriac-bench` (`cargo build
+//! --release -p celeriac-worker -p celeriac-bench`), or `--worker-bin`.
 
+use crate::cleanup::delete_queues;
+use crate::error::BenchError;
+use crate::procfs;
+use crate::stats::Samples;
+use crate::throughput::worker;
 use celeriac::{ApplyOptions, Client, Config};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::entity::{Column, Entity};
 use celeriac_common::diagnostics::Noop;
+use celeriac_common::shutdown::stop_signal;
 use chrono::{Duration as Span, Utc};
-use clap::Parser;
 use futures_util::{StreamExt, TryStreamExt};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::process::Command;
 
-#[derive(Debug, Parser)]
-struct Args {
+/// Flags of `celeriac-bench delay`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DelayArgs {
     /// Tasks to schedule.
     #[arg(long, default_value_t = 100_000)]
     tasks: usize,
@@ -42,17 +50,14 @@ struct Args {
     /// backlog builds up over the run).
     #[arg(long)]
     timeline: bool,
-    /// The worker binary [default: celeriac-worker beside this program's target dir].
-    #[arg(long)]
-    worker: Option<PathBuf>,
+    /// The celeriac-worker binary [default: next to this executable].
+    #[arg(long, alias = "worker", env = "CELERIAC_BENCH_WORKER")]
+    worker_bin: Option<PathBuf>,
 }
 
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+/// The worker's peak resident memory so far, in KiB (0 where unknown).
+fn peak_kb(pid: u32) -> u64 {
+    procfs::status_kb(pid, "VmHWM:").unwrap_or(0)
 }
 
 async fn publish_rate(
@@ -70,20 +75,18 @@ async fn publish_rate(
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// Runs the benchmark and prints the figures; deletes its queues at the end,
+/// also after an error, Ctrl-C or SIGTERM (the worker is killed with it).
+pub(crate) async fn run(args: DelayArgs, mut config: Config) -> Result<(), BenchError> {
+    let worker_bin = worker::locate(args.worker_bin.as_deref())?;
+    if !worker_bin.is_file() {
+        return Err(BenchError::new(format!(
+            "no worker binary at {}",
+            worker_bin.display()
+        )));
     }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let run = format!("delaybench-{}", uuid::Uuid::new_v4().simple());
-    let mut config = Config::load(None)?;
     config.result_backend = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("results.db").display()
@@ -92,41 +95,66 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.queues = vec![run.clone()];
     config.dead_letter_queue = format!("{run}.dlq");
     config.delay_prefix = format!("{run}.delay");
+    let idle = format!("{run}.idle");
+    let client = Client::connect(config.clone()).await?;
+    let outcome = tokio::select! {
+        r = measure(&args, &config, &client, &worker_bin, &idle) => r,
+        s = stop_signal() => Err(BenchError::new(format!("stopped by {s}"))),
+    };
+    client.purge(&idle).await.ok();
+    client.close().await;
+    let queues = [run.clone(), idle.clone(), config.dead_letter_queue.clone()];
+    delete_queues(&config, &queues, &[run, idle]).await;
+    if let Ok(conn) =
+        celeriac_common::broker::connect_config(&config, "celeriac-bench-cleanup").await
+    {
+        if let Ok(ch) = conn.create_channel().await {
+            celeriac_common::delay::delete_topology(&ch, &config).await;
+            let _ = ch.close(200, "bench cleanup".into()).await;
+        }
+        let _ = conn.close(200, "bench cleanup".into()).await;
+    }
+    drop(dir);
+    outcome
+}
+
+async fn measure(
+    args: &DelayArgs,
+    config: &Config,
+    client: &Client,
+    worker_bin: &std::path::Path,
+    idle: &str,
+) -> Result<(), BenchError> {
+    let run = &config.default_queue;
     let backend = ResultBackend::connect(&config.result_backend).await?;
     backend.migrate().await?;
-    let client = Client::connect(config.clone()).await?;
 
     // 1. Publish rates: `delay` to a queue nobody consumes, then `apply_at` an hour ahead.
-    let idle = format!("{run}.idle");
-    let delay_rate = publish_rate(&client, args.rate_tasks, args.in_flight, || {
-        ApplyOptions::new().queue(idle.clone())
+    let delay_rate = publish_rate(client, args.rate_tasks, args.in_flight, || {
+        ApplyOptions::new().queue(idle.to_owned())
     })
     .await?;
     let at = Utc::now() + Span::hours(1);
-    let apply_at_rate = publish_rate(&client, args.rate_tasks, args.in_flight, || {
-        ApplyOptions::new().queue(idle.clone()).eta(at)
+    let apply_at_rate = publish_rate(client, args.rate_tasks, args.in_flight, || {
+        ApplyOptions::new().queue(idle.to_owned()).eta(at)
     })
     .await?;
 
     // 2. The worker, and N tasks spread over the window.
-    let worker_bin = args.worker.clone().unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        exe.parent()
-            .and_then(|p| p.parent())
-            .map(|p| p.join("celeriac-worker"))
-            .unwrap_or_default()
-    });
-    let mut worker: Child = Command::new(&worker_bin)
+    let mut worker = Command::new(worker_bin)
         .env("CELERIAC_BROKER_URL", &config.broker_url)
         .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
-        .env("CELERIAC_QUEUES", &run)
+        .env("CELERIAC_QUEUES", run)
         .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
         .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
+        .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", worker_bin.display()))?;
-    let pid = worker.id();
+        .map_err(|e| BenchError::new(format!("cannot start {}: {e}", worker_bin.display())))?;
+    let pid = worker
+        .id()
+        .ok_or_else(|| BenchError::new("the worker exited at once"))?;
     let start = Utc::now() + Span::seconds(i64::try_from(args.lead)?);
     let spread_ms = i64::try_from(args.spread * 1000)?;
     let n = args.tasks;
@@ -165,7 +193,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + Duration::from_secs(args.lead + args.spread + 120);
     loop {
         if waiting_peak_kb.is_none() && Utc::now() >= start {
-            waiting_peak_kb = Some(rss_kb(pid, "VmHWM:"));
+            waiting_peak_kb = Some(peak_kb(pid));
         }
         let done = Entity::find()
             .filter(Column::State.eq("SUCCESS"))
@@ -176,13 +204,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let peak_kb = rss_kb(pid, "VmHWM:");
+    let peak_kb = peak_kb(pid);
     let waiting_peak_kb = waiting_peak_kb.unwrap_or(peak_kb);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
-        .status();
-    let _ = worker.wait();
+        .status()
+        .await;
+    let _ = worker.wait().await;
 
     // 3. Precision: started_at − eta, per task.
     let rows = Entity::find().all(backend.connection()).await?;
@@ -208,13 +237,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let mut late_ms: Vec<f64> = by_eta.iter().map(|(_, late)| *late).collect();
+    let late_ms = Samples::new(by_eta.iter().map(|(_, late)| *late).collect());
     let missing = n - late_ms.len();
-    late_ms.sort_by(f64::total_cmp);
+    let figure = |v: Option<f64>| v.unwrap_or(f64::NAN);
     let (p50, p99, max) = (
-        percentile(&late_ms, 0.5),
-        percentile(&late_ms, 0.99),
-        late_ms.last().copied().unwrap_or(f64::NAN),
+        figure(late_ms.percentile(50.0)),
+        figure(late_ms.percentile(99.0)),
+        figure(late_ms.max()),
     );
     println!("| figure | value |\n| --- | --- |");
     println!("| delay() publish rate | {delay_rate:.0} tasks/s |");
@@ -240,8 +269,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "late_p50_ms": p50, "late_p99_ms": p99, "late_max_ms": max,
         })
     );
-    client.purge(&idle).await.ok();
-    celeriac_common::testing::cleanup(&config).await;
-    celeriac_common::testing::delete_queues(&[&idle]).await;
     Ok(())
 }

@@ -1,7 +1,8 @@
-//! `celeriac bench`: throughput, latency and footprint of celeriac against the
-//! configured RabbitMQ, next to a plain lapin reference loop run in the same
-//! invocation. It drives external `celeriac-worker` processes (found next to
-//! the `celeriac` executable) running the stock `celeriac.noop` task.
+//! `celeriac-bench` (no subcommand): throughput, latency and footprint of
+//! celeriac against the configured RabbitMQ, next to a plain lapin reference
+//! loop run in the same invocation. It drives external `celeriac-worker`
+//! processes (found next to the `celeriac-bench` executable, or
+//! `--worker-bin`) running the stock `celeriac.noop` task.
 //!
 //! Phases, each on its own throw-away queue (`celeriac-bench-<id>...`):
 //!
@@ -35,7 +36,7 @@
 //!    if it keeps sub-millisecond times, else a temporary SQLite file) gets
 //!    tasks at a fixed `--rate`; latency = the task's stored `started_at`
 //!    minus the wall-clock instant taken just before the publish call (same
-//!    machine, same clock).
+//!    machine, same clock); p50 and p99 are nearest-rank ([`crate::stats`]).
 //!
 //! Every queue, exchange and database it made is deleted at the end, also on
 //! error, Ctrl-C or SIGTERM (best effort). A worker that exits mid-run ends
@@ -43,17 +44,23 @@
 
 mod database;
 mod reference;
-mod worker;
+mod report;
+pub(crate) mod worker;
 
+use crate::cleanup::delete_queues;
+use crate::error::{BenchError, err};
+use crate::procfs;
+use crate::stats::{Samples, median};
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::entity::{Column, Entity};
-use celeriac_common::cli::one_line;
+use celeriac_common::shutdown::{StopSignal, stop_signal};
 use celeriac_common::{Config, TaskMessage, broker};
 use chrono::{DateTime, Utc};
 use database::{Results, ThrowAway};
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use report::{Latency, Report, Round};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
@@ -124,26 +131,6 @@ pub(crate) struct BenchArgs {
     timeout: u64,
 }
 
-/// Why the bench stopped.
-#[derive(Debug)]
-pub(crate) struct BenchError(String);
-
-impl BenchError {
-    pub(crate) fn new(msg: impl Into<String>) -> Self {
-        BenchError(msg.into())
-    }
-}
-
-impl std::fmt::Display for BenchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn err<E: std::error::Error + 'static>(what: &str) -> impl Fn(E) -> BenchError + '_ {
-    move |e| BenchError::new(format!("{what}: {}", one_line(&e)))
-}
-
 /// Everything the bench created, for the cleanup.
 #[derive(Default)]
 struct Resources {
@@ -187,141 +174,16 @@ impl Resources {
     }
 }
 
-/// Deletes queues and exchanges; a fresh channel after any failure (a failed
-/// operation closes the channel).
-async fn delete_queues(config: &Config, queues: &[String], exchanges: &[String]) {
-    let conn = match broker::connect_config(config, "celeriac-bench-cleanup").await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "celeriac bench: cannot delete queues {queues:?}: {}",
-                one_line(&e)
-            );
-            return;
-        }
-    };
-    let mut channel = conn.create_channel().await.ok();
-    let all = queues
-        .iter()
-        .map(|q| (q, false))
-        .chain(exchanges.iter().map(|e| (e, true)));
-    for (name, exchange) in all {
-        let Some(ch) = &channel else { break };
-        let res = if exchange {
-            ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                .await
-        } else {
-            ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await
-                .map(|_| ())
-        };
-        if let Err(e) = res {
-            eprintln!("celeriac bench: cannot delete {name}: {}", one_line(&e));
-            channel = conn.create_channel().await.ok();
-        }
-    }
-    let _ = conn.close(200, "bench cleanup".into()).await;
-}
-
-/// The figures of one run.
-struct Report {
-    queue: String,
-    tasks: u64,
-    producers: u64,
-    concurrency: usize,
-    prefetch: u16,
-    results: Results,
-    payload: usize,
-    message_bytes: usize,
-    rounds: Vec<Round>,
-    /// Each figure's median over the rounds.
-    median: Round,
-    /// The median of the rounds' ratios to the reference.
-    ratio: f64,
-    latency: Option<Latency>,
-}
-
-/// One round's throughput figures: the reference loop, then celeriac.
-#[derive(Debug, Clone, Default)]
-struct Round {
-    queue: String,
-    publish_per_s: f64,
-    e2e_per_s: f64,
-    e2e_s: f64,
-    reference_per_s: f64,
-    reference_publish_per_s: f64,
-    worker_idle_rss_mb: Option<f64>,
-    worker_peak_rss_mb: Option<f64>,
-    worker_cpu_s: Option<f64>,
-    /// The local RabbitMQ's CPU time during the run, when it runs here.
-    broker_cpu_s: Option<f64>,
-    /// This process's (the producers') CPU time during the run.
-    bench_cpu_s: Option<f64>,
-}
-
-impl Round {
-    fn ratio(&self) -> f64 {
-        self.e2e_per_s / self.reference_per_s
-    }
-
-    /// Each figure's median over `rounds` (the queue is the first round's).
-    fn median(rounds: &[Round]) -> Round {
-        let all = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
-        let some = |f: fn(&Round) -> Option<f64>| {
-            let v: Vec<f64> = rounds.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| median(v))
-        };
-        Round {
-            queue: rounds.first().map(|r| r.queue.clone()).unwrap_or_default(),
-            publish_per_s: all(|r| r.publish_per_s),
-            e2e_per_s: all(|r| r.e2e_per_s),
-            e2e_s: all(|r| r.e2e_s),
-            reference_per_s: all(|r| r.reference_per_s),
-            reference_publish_per_s: all(|r| r.reference_publish_per_s),
-            worker_idle_rss_mb: some(|r| r.worker_idle_rss_mb),
-            worker_peak_rss_mb: some(|r| r.worker_peak_rss_mb),
-            worker_cpu_s: some(|r| r.worker_cpu_s),
-            broker_cpu_s: some(|r| r.broker_cpu_s),
-            bench_cpu_s: some(|r| r.bench_cpu_s),
-        }
-    }
-}
-
-/// The median of `v` (the mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-struct Latency {
-    tasks: usize,
-    rate: f64,
-    backend: Results,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    mean_ms: f64,
-}
-
 /// Runs the bench; prints the figures or one error line.
 pub(crate) async fn run(args: BenchArgs, config: Config) -> ExitCode {
     let mut res = Resources::default();
     // SIGTERM (a CI job's timeout, `kill`) cleans up as Ctrl-C does.
-    let terminated = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => term.recv().await,
-            Err(_) => std::future::pending().await,
-        }
-    };
     let outcome = tokio::select! {
         r = measure(&args, &config, &mut res) => r,
-        _ = tokio::signal::ctrl_c() => Err(BenchError::new("interrupted")),
-        _ = terminated => Err(BenchError::new("terminated")),
+        s = stop_signal() => Err(BenchError::new(match s {
+            StopSignal::Int => "interrupted",
+            StopSignal::Term => "terminated",
+        })),
     };
     res.cleanup(&config).await;
     match outcome {
@@ -330,7 +192,7 @@ pub(crate) async fn run(args: BenchArgs, config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("celeriac bench: error: {e}");
+            eprintln!("celeriac-bench: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -429,7 +291,7 @@ async fn measure(
         .await
         .map_err(err("channel.open"))?;
     let broker_pid = if is_local(&config.broker_url) {
-        worker::local_broker_pid()
+        procfs::local_broker_pid()
     } else {
         None
     };
@@ -596,8 +458,8 @@ impl Throughput<'_> {
         }
 
         let cpu_before = worker_mut(res, w1)?.cpu_seconds();
-        let broker_cpu_before = self.broker_pid.and_then(worker::cpu_seconds);
-        let bench_cpu_before = worker::cpu_seconds(std::process::id());
+        let broker_cpu_before = self.broker_pid.and_then(procfs::cpu_seconds);
+        let bench_cpu_before = procfs::cpu_seconds(std::process::id());
         let start = Instant::now();
         let timed = async {
             publish_tasks(client, queue, args.tasks, args.producers, self.task_args).await?;
@@ -628,9 +490,9 @@ impl Throughput<'_> {
         let worker_peak_rss_mb = w.peak_rss_mb();
         let broker_cpu_s = delta(
             broker_cpu_before,
-            self.broker_pid.and_then(worker::cpu_seconds),
+            self.broker_pid.and_then(procfs::cpu_seconds),
         );
-        let bench_cpu_s = delta(bench_cpu_before, worker::cpu_seconds(std::process::id()));
+        let bench_cpu_s = delta(bench_cpu_before, procfs::cpu_seconds(std::process::id()));
         if args.results != Results::None {
             let backend = ResultBackend::connect(self.backend_url)
                 .await
@@ -809,7 +671,7 @@ async fn measure_latency(
         .into_iter()
         .filter_map(|m| m.started_at.map(|s| (m.task_id, s)))
         .collect();
-    let mut ms: Vec<f64> = sent
+    let ms: Vec<f64> = sent
         .iter()
         .filter_map(|(id, at)| started.get(id).map(|s| *s - *at))
         .map(|d| d.num_nanoseconds().map_or(f64::MAX, |n| n as f64 / 1e6))
@@ -820,184 +682,17 @@ async fn measure_latency(
             ms.len()
         )));
     }
-    ms.sort_by(f64::total_cmp);
-    let pick = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    let ms = Samples::new(ms);
+    let figure = |v: Option<f64>| v.unwrap_or(f64::NAN);
     Ok(Latency {
         tasks: ms.len(),
         rate,
         backend: Results::None,
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
-        max_ms: pick(1.0),
-        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+        p50_ms: figure(ms.percentile(50.0)),
+        p99_ms: figure(ms.percentile(99.0)),
+        max_ms: figure(ms.max()),
+        mean_ms: figure(ms.mean()),
     })
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
-}
-
-impl Report {
-    fn per_1k(&self, cpu_s: Option<f64>) -> Option<f64> {
-        cpu_s.map(|c| c / self.tasks as f64 * 1000.0)
-    }
-
-    fn print(&self, as_json: bool) {
-        if as_json {
-            println!("{}", self.to_json());
-        } else {
-            self.print_table();
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        let opt = |v: Option<f64>, d| v.map(|v| round(v, d));
-        let lat = self.latency.as_ref();
-        let m = &self.median;
-        let rounds: Vec<Value> = self
-            .rounds
-            .iter()
-            .map(|r| {
-                json!({
-                    "queue": r.queue,
-                    "publish_per_s": round(r.publish_per_s, 0),
-                    "e2e_per_s": round(r.e2e_per_s, 0),
-                    "reference_per_s": round(r.reference_per_s, 0),
-                    "ratio_to_reference": round(r.ratio(), 3),
-                    "worker_peak_rss_mb": opt(r.worker_peak_rss_mb, 1),
-                    "worker_cpu_s_per_1k": opt(self.per_1k(r.worker_cpu_s), 4),
-                    "broker_cpu_s_per_1k": opt(self.per_1k(r.broker_cpu_s), 4),
-                })
-            })
-            .collect();
-        let ratios = self.rounds.iter().map(Round::ratio);
-        let ratio_min = ratios.clone().fold(f64::INFINITY, f64::min);
-        let ratio_max = ratios.fold(f64::NEG_INFINITY, f64::max);
-        json!({
-            "queue": self.queue,
-            "tasks": self.tasks,
-            "producers": self.producers,
-            "concurrency": self.concurrency,
-            "prefetch": self.prefetch,
-            "results": self.results.name(),
-            "payload_bytes": self.payload,
-            "message_body_bytes": self.message_bytes,
-            "publish_per_s": round(m.publish_per_s, 0),
-            "e2e_per_s": round(m.e2e_per_s, 0),
-            "e2e_s": round(m.e2e_s, 3),
-            "latency_p50_ms": lat.map(|l| round(l.p50_ms, 3)),
-            "latency_p99_ms": lat.map(|l| round(l.p99_ms, 3)),
-            "latency_max_ms": lat.map(|l| round(l.max_ms, 3)),
-            "latency_mean_ms": lat.map(|l| round(l.mean_ms, 3)),
-            "latency_tasks": lat.map(|l| l.tasks),
-            "latency_rate_per_s": lat.map(|l| l.rate),
-            "latency_results": lat.map(|l| l.backend.name()),
-            "worker_idle_rss_mb": opt(m.worker_idle_rss_mb, 1),
-            "worker_peak_rss_mb": opt(m.worker_peak_rss_mb, 1),
-            "worker_cpu_s": opt(m.worker_cpu_s, 2),
-            "worker_cpu_s_per_1k": opt(self.per_1k(m.worker_cpu_s), 4),
-            "producer_cpu_s_per_1k": opt(self.per_1k(m.bench_cpu_s), 4),
-            "broker_cpu_s_per_1k": opt(self.per_1k(m.broker_cpu_s), 4),
-            "reference_per_s": round(m.reference_per_s, 0),
-            "reference_publish_per_s": round(m.reference_publish_per_s, 0),
-            "ratio_to_reference": round(self.ratio, 3),
-            "ratio_min": round(ratio_min, 3),
-            "ratio_max": round(ratio_max, 3),
-            "rounds": rounds,
-        })
-    }
-
-    fn print_table(&self) {
-        let mb = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1}"));
-        let m = &self.median;
-        println!(
-            "celeriac bench: {} no-op tasks, {} producers, concurrency {} (prefetch {}), results {}, payload {} B (body {} B)",
-            self.tasks,
-            self.producers,
-            self.concurrency,
-            self.prefetch,
-            self.results.name(),
-            self.payload,
-            self.message_bytes
-        );
-        if self.rounds.len() > 1 {
-            println!(
-                "  {} rounds, each the reference and then celeriac; the figures below are medians",
-                self.rounds.len()
-            );
-        }
-        let rows: Vec<(String, String)> = vec![
-            (
-                "publish (confirmed)".into(),
-                format!("{:>9.0} tasks/s", m.publish_per_s),
-            ),
-            (
-                "end to end".into(),
-                format!("{:>9.0} tasks/s  ({:.2} s)", m.e2e_per_s, m.e2e_s),
-            ),
-            (
-                "plain lapin reference".into(),
-                format!("{:>9.0} msgs/s", m.reference_per_s),
-            ),
-            (
-                "celeriac / reference".into(),
-                format!("{:>9.2}", self.ratio),
-            ),
-            match &self.latency {
-                Some(l) => (
-                    format!(
-                        "latency p50 / p99 / max ({} at {}/s, {})",
-                        l.tasks,
-                        l.rate,
-                        l.backend.name()
-                    ),
-                    format!("{:.3} / {:.3} / {:.3} ms", l.p50_ms, l.p99_ms, l.max_ms),
-                ),
-                None => ("latency".into(), "skipped".into()),
-            },
-            (
-                "worker RSS idle / peak".into(),
-                format!(
-                    "{} / {} MB",
-                    mb(m.worker_idle_rss_mb),
-                    mb(m.worker_peak_rss_mb)
-                ),
-            ),
-            (
-                "worker CPU per 1,000 tasks".into(),
-                secs(self.per_1k(m.worker_cpu_s)),
-            ),
-            (
-                "producers / local broker CPU per 1,000".into(),
-                format!(
-                    "{} / {}",
-                    secs(self.per_1k(m.bench_cpu_s)),
-                    secs(self.per_1k(m.broker_cpu_s))
-                ),
-            ),
-        ];
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (k, v) in rows {
-            println!("  {k:<width$}  {v}");
-        }
-        if self.rounds.len() > 1 {
-            for (i, r) in self.rounds.iter().enumerate() {
-                println!(
-                    "  round {}: reference {:.0} msgs/s, end to end {:.0} tasks/s, ratio {:.2}, worker CPU per 1,000 {}",
-                    i + 1,
-                    r.reference_per_s,
-                    r.e2e_per_s,
-                    r.ratio(),
-                    secs(self.per_1k(r.worker_cpu_s))
-                );
-            }
-        }
-    }
-}
-
-fn secs(v: Option<f64>) -> String {
-    v.map_or("?".into(), |c| format!("{c:.3} s"))
 }
 
 /// Whether the broker URL points at this machine.
@@ -1016,16 +711,4 @@ fn is_local(url: &str) -> bool {
     };
     matches!(host, "127.0.0.1" | "localhost" | "::1" | "")
         || host == celeriac_common::config::host_name()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
-    }
 }

@@ -1,4 +1,5 @@
-//! The latency floor under `celeriac bench`'s latency figure: plain lapin,
+//! `celeriac-bench latency`: the latency floor under the bench's latency
+//! figure (`celeriac-bench` with no subcommand): plain lapin,
 //! no celeriac, from just before a publish to the moment a consumer in
 //! another process has the message, at a fixed rate, with celeriac's
 //! message properties and headers, persistent, with publisher confirms.
@@ -7,16 +8,17 @@
 //! With `--client`, the messages are sent with celeriac's `Client`
 //! (`send_task`, the timestamp as the task's argument) to the same plain
 //! consumer: the difference to the plain run is the producer's share of
-//! `celeriac bench`'s latency, the rest is the worker's.
+//! the bench's latency, the rest is the worker's.
 //!
-//! Run (release build; RabbitMQ from `CELERIAC_BROKER_URL` or localhost):
-//! `cargo run --release -p celeriac-examples --example latency_probe -- --messages 2000 --rate 500`
+//! Run (release build; RabbitMQ from `--broker` / `CELERIAC_BROKER_URL`):
+//! `cargo run --release -p celeriac-bench -- latency --messages 2000 --rate 500`
 //! It starts itself a second time as the consumer, prints p50 / p99 / max
-//! and deletes its queue.
+//! (nearest-rank, [`crate::stats`]) and deletes its queue.
 
+use crate::error::BenchError;
+use crate::stats::Samples;
 use celeriac::{ApplyOptions, Client, Config};
 use celeriac_common::{TaskMessage, broker};
-use clap::Parser;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -26,8 +28,9 @@ use lapin::types::FieldTable;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[derive(Debug, Parser)]
-struct Args {
+/// Flags of `celeriac-bench latency`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LatencyArgs {
     /// Messages to time.
     #[arg(long, default_value_t = 2_000)]
     messages: u32,
@@ -42,18 +45,12 @@ struct Args {
     consume: Option<String>,
 }
 
-type Error = Box<dyn std::error::Error>;
-
-fn main() -> Result<(), Error> {
-    let args = Args::parse();
-    let url = std::env::var("CELERIAC_BROKER_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+/// Runs the probe (or, with `--consume`, its consumer side). Both run on a
+/// one-thread runtime, which the caller provides.
+pub(crate) async fn run(args: LatencyArgs, config: Config) -> Result<(), BenchError> {
     match &args.consume {
-        Some(queue) => rt.block_on(consume(&url, queue)),
-        None => rt.block_on(publish(&url, &args)),
+        Some(queue) => consume(&config, queue).await,
+        None => publish(&config, &args).await,
     }
 }
 
@@ -64,8 +61,11 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-async fn declare(url: &str, queue: &str) -> Result<(lapin::Connection, lapin::Channel), Error> {
-    let conn = broker::connect(url, "latency-probe").await?;
+async fn declare(
+    config: &Config,
+    queue: &str,
+) -> Result<(lapin::Connection, lapin::Channel), BenchError> {
+    let conn = broker::connect_config(config, "latency-probe").await?;
     let ch = conn.create_channel().await?;
     let durable = QueueDeclareOptions {
         durable: true,
@@ -77,8 +77,8 @@ async fn declare(url: &str, queue: &str) -> Result<(lapin::Connection, lapin::Ch
 }
 
 /// Receives until the empty end marker; prints the latencies of the others.
-async fn consume(url: &str, queue: &str) -> Result<(), Error> {
-    let (_conn, ch) = declare(url, queue).await?;
+async fn consume(config: &Config, queue: &str) -> Result<(), BenchError> {
+    let (_conn, ch) = declare(config, queue).await?;
     ch.basic_qos(128, BasicQosOptions::default()).await?;
     let mut deliveries = ch
         .basic_consume(
@@ -99,18 +99,14 @@ async fn consume(url: &str, queue: &str) -> Result<(), Error> {
         };
         ms.push(at.saturating_sub(sent) as f64 / 1e6);
     }
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        ms.get(((ms.len().max(1) - 1) as f64 * q) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let ms = Samples::new(ms);
+    let at = |v: Option<f64>| v.unwrap_or(0.0);
     println!(
         "latency to a plain lapin consumer, {} messages: p50 {:.3} / p99 {:.3} / max {:.3} ms",
         ms.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
+        at(ms.percentile(50.0)),
+        at(ms.percentile(99.0)),
+        at(ms.max())
     );
     ch.queue_delete(queue.into(), QueueDeleteOptions::default())
         .await?;
@@ -128,24 +124,43 @@ fn sent_at(body: &[u8]) -> Option<u128> {
     value.get(0)?.get(0)?.as_str()?.parse().ok()
 }
 
-async fn publish(url: &str, args: &Args) -> Result<(), Error> {
+async fn publish(config: &Config, args: &LatencyArgs) -> Result<(), BenchError> {
     let queue = format!("celeriac-latency-probe-{}", uuid::Uuid::new_v4().simple());
-    let (_conn, ch) = declare(url, &queue).await?;
-    let mut consumer = Command::new(std::env::current_exe()?)
-        .args(["--consume", &queue])
-        .env("CELERIAC_BROKER_URL", url)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = consumer.stdout.take().ok_or("no consumer output")?;
+    let (_conn, ch) = declare(config, &queue).await?;
+    // The same broker and TLS settings, whether they came from flags, the
+    // environment or a config file.
+    let mut consumer = Command::new(std::env::current_exe()?);
+    consumer
+        .args(["latency", "--consume", &queue])
+        .env("CELERIAC_BROKER_URL", &config.broker_url)
+        .stdout(Stdio::piped());
+    for (var, file) in [
+        ("CELERIAC_BROKER_TLS_CA_FILE", &config.broker_tls_ca_file),
+        (
+            "CELERIAC_BROKER_TLS_CLIENT_CERT",
+            &config.broker_tls_client_cert,
+        ),
+        (
+            "CELERIAC_BROKER_TLS_CLIENT_KEY",
+            &config.broker_tls_client_key,
+        ),
+    ] {
+        if let Some(f) = file {
+            consumer.env(var, f);
+        }
+    }
+    let mut consumer = consumer.spawn()?;
+    let stdout = consumer
+        .stdout
+        .take()
+        .ok_or_else(|| BenchError::new("no consumer output"))?;
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
-        return Err("the consumer did not start".into());
+        return Err(BenchError::new("the consumer did not start"));
     }
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let client = if args.client {
-        let mut config = Config::load(None)?;
-        config.broker_url = url.to_owned();
-        Some(Client::connect(config).await?)
+        Some(Client::connect(config.clone()).await?)
     } else {
         None
     };

@@ -4,7 +4,7 @@
 //! publisher confirms, per-message acks at the same prefetch), and nothing
 //! else. Its rate is the ceiling the broker allows on this machine.
 
-use super::BenchError;
+use crate::error::BenchError;
 use celeriac_common::Config;
 use celeriac_common::broker;
 use celeriac_common::cli::one_line;

@@ -2,7 +2,8 @@
 //! environment variables, watched for its "worker ready" log line, measured
 //! through `/proc` (RSS, CPU time), stopped with SIGTERM.
 
-use super::BenchError;
+use crate::error::BenchError;
+use crate::procfs;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,13 +34,14 @@ pub(crate) struct WorkerProc {
 
 const LOG_KEEP: usize = 30;
 
-/// `celeriac-worker` next to the running `celeriac` executable.
+/// `explicit`, or else `celeriac-worker` next to the running `celeriac-bench`
+/// executable (cargo builds both into the same target directory).
 pub(crate) fn locate(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
     if let Some(p) = explicit {
         return Ok(p.to_owned());
     }
     let exe = std::env::current_exe()
-        .map_err(|e| BenchError::new(format!("cannot find the celeriac executable: {e}")))?;
+        .map_err(|e| BenchError::new(format!("cannot find the celeriac-bench executable: {e}")))?;
     let bin = exe
         .parent()
         .map(|d| d.join("celeriac-worker"))
@@ -166,17 +168,17 @@ impl WorkerProc {
 
     /// User + system CPU seconds used so far.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.pid)
+        procfs::cpu_seconds(self.pid)
     }
 
     /// Resident set size now, in MB.
     pub(crate) fn rss_mb(&self) -> Option<f64> {
-        status_kb(self.pid, "VmRSS:").map(kb_to_mb)
+        procfs::status_mb(self.pid, "VmRSS:")
     }
 
     /// Peak resident set size so far, in MB.
     pub(crate) fn peak_rss_mb(&self) -> Option<f64> {
-        status_kb(self.pid, "VmHWM:").map(kb_to_mb)
+        procfs::status_mb(self.pid, "VmHWM:")
     }
 
     /// SIGKILL: unacknowledged messages go back to their queue.
@@ -203,56 +205,4 @@ impl WorkerProc {
             let _ = self.child.kill().await;
         }
     }
-}
-
-fn kb_to_mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-/// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// utime + stime of `/proc/<pid>/stat`, in seconds.
-pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
-}
-
-/// `sysconf(_SC_CLK_TCK)`, read once through `getconf` (100 on Linux).
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|t| *t > 0.0)
-            .unwrap_or(100.0)
-    })
-}
-
-/// The local RabbitMQ's pid (a process named `beam.smp`), to report the
-/// broker's CPU time when it runs on this machine.
-pub(crate) fn local_broker_pid() -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "beam.smp")
-        })
 }

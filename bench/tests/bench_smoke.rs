@@ -1,7 +1,7 @@
-//! A short run of `celeriac bench` so it never rots: it must run against the
+//! A short run of `celeriac-bench` so it never rots: it must run against the
 //! local services, print its JSON figures and delete its queues. No timing
-//! assertions. Needs the `celeriac-worker` binary built next to `celeriac`
-//! (any workspace build does it: `cargo build --workspace`).
+//! assertions. Needs the `celeriac-worker` binary built next to
+//! `celeriac-bench` (any workspace build does it: `cargo build --workspace`).
 
 use serde_json::Value;
 use std::process::Command;
@@ -19,9 +19,9 @@ const KEYS: [&str; 10] = [
     "ratio_to_reference",
 ];
 
-/// The `celeriac-worker` built next to `celeriac`.
+/// The `celeriac-worker` built next to `celeriac-bench`.
 fn worker_bin() -> std::path::PathBuf {
-    let exe = env!("CARGO_BIN_EXE_celeriac");
+    let exe = env!("CARGO_BIN_EXE_celeriac-bench");
     let worker = std::path::Path::new(exe).with_file_name("celeriac-worker");
     assert!(
         worker.is_file(),
@@ -40,26 +40,24 @@ fn failed_saying(out: &std::process::Output, says: &str) -> String {
 }
 
 fn bench(results: &str, extra: &[&str]) -> Value {
-    let exe = env!("CARGO_BIN_EXE_celeriac");
+    let exe = env!("CARGO_BIN_EXE_celeriac-bench");
     // The bench finds it there itself; a missing one fails here, plainly.
     worker_bin();
     let broker = test_broker();
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "--broker", &broker, "bench", "--tasks", "200", "--warmup", "20",
-    ])
-    .args(["--latency-tasks", "20", "--timeout", "60", "--json"])
-    .args(["--results", results])
-    .args(extra);
+    cmd.args(["--broker", &broker, "--tasks", "200", "--warmup", "20"])
+        .args(["--latency-tasks", "20", "--timeout", "60", "--json"])
+        .args(["--results", results])
+        .args(extra);
     if let Ok(url) = std::env::var("CELERIAC_TEST_POSTGRES_URL") {
         cmd.args(["--postgres-url", &url]);
     }
-    let out = cmd.output().expect("run celeriac bench");
+    let out = cmd.output().expect("run celeriac-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "celeriac bench --results {results} failed ({}):\n{stdout}\n{stderr}",
+        "celeriac-bench --results {results} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     let last = stdout.lines().last().unwrap_or_default();
@@ -140,16 +138,16 @@ fn bench_runs_several_rounds_and_deletes_every_rounds_queue() {
 
 #[test]
 fn bench_refuses_bad_options_with_one_clear_line() {
-    let exe = env!("CARGO_BIN_EXE_celeriac");
+    let exe = env!("CARGO_BIN_EXE_celeriac-bench");
     for (flag, value, says) in [
         ("--rounds", "0", "--rounds must be at least 1"),
         ("--tasks", "0", "--tasks must be at least 1"),
         ("--rate", "0", "--rate must be a positive number"),
     ] {
         let out = Command::new(exe)
-            .args(["bench", flag, value])
+            .args([flag, value])
             .output()
-            .expect("run celeriac bench");
+            .expect("run celeriac-bench");
         let stderr = failed_saying(&out, says);
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
@@ -158,12 +156,12 @@ fn bench_refuses_bad_options_with_one_clear_line() {
 #[test]
 fn bench_without_a_broker_says_so_in_one_line() {
     // Port 9 (discard) has no AMQP server on loopback.
-    let out = Command::new(env!("CARGO_BIN_EXE_celeriac"))
-        .args(["--broker", "amqp://guest:guest@127.0.0.1:9/%2f", "bench"])
+    let out = Command::new(env!("CARGO_BIN_EXE_celeriac-bench"))
+        .args(["--broker", "amqp://guest:guest@127.0.0.1:9/%2f"])
         .arg("--worker-bin")
         .arg(worker_bin())
         .output()
-        .expect("run celeriac bench");
+        .expect("run celeriac-bench");
     let stderr = failed_saying(&out, "cannot connect to RabbitMQ");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
@@ -202,8 +200,8 @@ fn wrapped_worker(dir: &std::path::Path, then: &str) -> std::path::PathBuf {
 /// A bench whose warm-up is long (the reference before it times only
 /// `--tasks`), with `worker` as its worker.
 fn long_bench(broker: &str, worker: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac"));
-    cmd.args(["--broker", broker, "bench", "--tasks", "10"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-bench"));
+    cmd.args(["--broker", broker, "--tasks", "10"])
         .args(["--warmup", "1000000", "--latency-tasks", "0"])
         .args(["--timeout", "120", "--worker-bin"])
         .arg(worker);
@@ -235,7 +233,7 @@ fn bench_stops_at_once_when_its_worker_dies() {
     let broker = test_broker();
     let out = long_bench(&broker, &worker)
         .output()
-        .expect("run celeriac bench");
+        .expect("run celeriac-bench");
     failed_saying(&out, "the worker exited during the run");
     assert_cleaned_up(&broker, dir.path());
 }
@@ -250,7 +248,7 @@ fn bench_cleans_up_on_sigterm() {
     let child = long_bench(&broker, &worker)
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run celeriac bench");
+        .expect("run celeriac-bench");
     let ready = dir.path().join("ready");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !ready.exists() && std::time::Instant::now() < deadline {
