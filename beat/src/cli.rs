@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use celeriac_common::cli::{ConnectionArgs, one_line};
+use celeriac_common::shutdown::stop_signal;
 use celeriac_common::{Config, ConfigError};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
@@ -262,7 +263,10 @@ async fn dispatch(command: Command, mut config: Config) -> Result<(), CliError> 
             no_migrate,
         } => {
             config.migrate_on_start &= !no_migrate;
-            Service::new(config, schedule).run(stop_signal()).await?;
+            let stop = async {
+                stop_signal().await;
+            };
+            Service::new(config, schedule).run(stop).await?;
             Ok(())
         }
         Command::Schedule { schedule, command } => {
@@ -273,21 +277,6 @@ async fn dispatch(command: Command, mut config: Config) -> Result<(), CliError> 
             .await
             .map_err(|e| CliError::Usage(one_line(&*e))),
         Command::Preview(_) => Ok(()),
-    }
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
