@@ -274,7 +274,7 @@ async fn list(
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let table: Vec<[String; 8]> = rows
+    let table: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -290,11 +290,24 @@ async fn list(
                 text(r, "next_run_at"),
                 text(r, "last_run_at"),
                 text(r, "total_runs"),
+                // One line, whatever the file's string holds.
+                text(r, "description")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ]
         })
         .collect();
     let header = [
-        "NAME", "SOURCE", "ENABLED", "TRIGGER", "TASK", "NEXT RUN", "LAST RUN", "RUNS",
+        "NAME",
+        "SOURCE",
+        "ENABLED",
+        "TRIGGER",
+        "TASK",
+        "NEXT RUN",
+        "LAST RUN",
+        "RUNS",
+        "DESCRIPTION",
     ]
     .map(str::to_owned);
     let mut widths = header.clone().map(|h| h.chars().count());
@@ -354,5 +367,6 @@ fn row(e: &Entry, s: RunState, defaults: &Firing, now: DateTime<Utc>) -> Value {
         "run_now_at": at(s.run_now_at),
         "created_at": at(e.created_at),
         "done": e.enabled && next.is_none(),
+        "description": e.description,
     })
 }

@@ -356,5 +356,6 @@ fn read_row(m: entry::Model) -> Result<Entry, String> {
         source: Source::Database,
         anchor,
         created_at: parse_instant(&m.created_at),
+        description: None,
     })
 }
