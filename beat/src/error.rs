@@ -4,8 +4,8 @@ use celeriac::ClientError;
 use celeriac_common::BackendError;
 use sea_orm::DbErr;
 
-use crate::file_source::FileError;
-use crate::run_state::SaveError;
+use crate::firing::run_state::SaveError;
+use crate::schedule::file_source::FileError;
 
 /// Why beat (or one step of it) failed.
 #[derive(Debug, thiserror::Error)]

@@ -174,7 +174,7 @@ impl Trigger {
     /// never applies it, so schedules stay deterministic: the next fire is
     /// computed from the un-jittered time, and beat delays each run by a
     /// fixed amount in `0..=jitter` derived from the run's task id, the same
-    /// in every beat (see [`crate::plan`]).
+    /// in every beat (see [`crate::firing::plan`]).
     pub fn jitter(&self) -> Option<Duration> {
         match &self.kind {
             Kind::Interval(_, jitter) => *jitter,

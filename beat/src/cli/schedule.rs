@@ -9,13 +9,13 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{CliError, ScheduleCommand};
 use crate::clock::format_instant;
-use crate::dispatch::{run_now_task_id, task_id};
-use crate::entry::{Entry, EntryError, Firing, Grace, parse_secs, validate_name};
-use crate::file_source;
-use crate::run_state::{self, RunState};
-use crate::store::{Store, StoreError};
+use crate::firing::dispatch::{run_now_task_id, task_id};
+use crate::firing::run_state::{self, RunState};
+use crate::schedule::entry::{Entry, EntryError, Firing, Grace, parse_secs, validate_name};
+use crate::schedule::file_source;
+use crate::schedule::store::{Store, StoreError};
+use crate::schedule::trigger_input::describe;
 use crate::trigger::Schedule;
-use crate::trigger_input::describe;
 
 /// Entry options shared by `schedule add` and `schedule modify`.
 #[derive(Debug, Clone, Args, Default)]

@@ -10,16 +10,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 
 use crate::clock::Clock;
-use crate::dispatch::Publisher;
-use crate::entry::{Entry, Firing};
 use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events};
-use crate::instances;
-use crate::lease::Fence;
-use crate::plan::{Batch, Planned, Sent, jobs};
-use crate::run_state::{self, RunState};
-use crate::scheduler::Scheduler;
-use crate::store::Store;
+use crate::firing::dispatch::Publisher;
+use crate::firing::instances;
+use crate::firing::plan::{Batch, Planned, Sent, jobs};
+use crate::firing::run_state::{self, RunState};
+use crate::firing::scheduler::Scheduler;
+use crate::leadership::lease::Fence;
+use crate::schedule::entry::{Entry, Firing};
+use crate::schedule::store::Store;
 
 /// How long before a run is due its tick starts: the run is decided and
 /// recorded ("being sent") ahead, so at the due instant only the publish is

@@ -8,9 +8,9 @@ use celeriac_common::backoff::Backoff;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::dispatch::RunMessage;
-use crate::misfire::Runs;
-use crate::scheduler::Scheduler;
+use crate::firing::dispatch::RunMessage;
+use crate::firing::misfire::Runs;
+use crate::firing::scheduler::Scheduler;
 
 /// A run chosen to be sent now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,11 +63,11 @@ pub(crate) fn jitter_for(id: Uuid, max: Duration) -> TimeDelta {
     TimeDelta::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
 }
 
-/// Runs recorded as being sent, to publish ([`crate::beat::Beat::prepare`]).
+/// Runs recorded as being sent, to publish ([`crate::firing::beat::Beat::prepare`]).
 pub struct Batch {
     pub(crate) planned: Vec<Planned>,
     pub(crate) jobs: Vec<Job>,
-    pub(crate) report: crate::beat::TickReport,
+    pub(crate) report: crate::firing::beat::TickReport,
     pub(crate) now: DateTime<Utc>,
 }
 
@@ -79,11 +79,11 @@ impl std::fmt::Debug for Batch {
     }
 }
 
-/// A published batch, to record ([`crate::beat::Beat::complete`]).
+/// A published batch, to record ([`crate::firing::beat::Beat::complete`]).
 pub struct Sent {
     pub(crate) planned: Vec<Planned>,
     pub(crate) results: Vec<(Job, Result<DateTime<Utc>, String>)>,
-    pub(crate) report: crate::beat::TickReport,
+    pub(crate) report: crate::firing::beat::TickReport,
     pub(crate) now: DateTime<Utc>,
 }
 

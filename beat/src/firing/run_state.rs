@@ -24,7 +24,7 @@ use uuid::Uuid;
 use celeriac_common::backend::beat::state::{ActiveModel, Column, Entity, Model};
 
 use crate::clock::{format_instant, parse_instant};
-use crate::lease::{Fence, check_fence};
+use crate::leadership::lease::{Fence, check_fence};
 use crate::sql::statement;
 
 /// How many recent runs are remembered for `max_instances`.

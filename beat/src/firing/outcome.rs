@@ -7,9 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::plan::backoff;
-use crate::run_state::{RECENT_MAX, RecentRun};
-use crate::scheduler::Scheduler;
+use crate::firing::plan::backoff;
+use crate::firing::run_state::{RECENT_MAX, RecentRun};
+use crate::firing::scheduler::Scheduler;
 
 impl Scheduler {
     /// A planned run was not sent because `max_instances` runs are unfinished.

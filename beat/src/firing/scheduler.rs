@@ -1,6 +1,6 @@
 //! The scheduling core, free of I/O and of the wall clock: entries, their
 //! run state and a heap of wake-up times. [`Scheduler::take_due`] says what
-//! is due at an instant; the caller (see [`crate::beat`]) persists, sends,
+//! is due at an instant; the caller (see [`crate::firing::beat`]) persists, sends,
 //! and reports back with [`Scheduler::sent`], [`Scheduler::send_failed`] or
 //! [`Scheduler::hold`], then [`Scheduler::finish`].
 //!
@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::dispatch::{run_now_task_id, task_id};
-use crate::entry::{Entry, Firing, Source};
-use crate::entry_def::EntryDef;
-use crate::misfire::decide;
-use crate::plan::{Planned, PlannedFire, jitter_for};
-use crate::run_state::RunState;
+use crate::firing::dispatch::{run_now_task_id, task_id};
+use crate::firing::entry_def::EntryDef;
+use crate::firing::misfire::decide;
+use crate::firing::plan::{Planned, PlannedFire, jitter_for};
+use crate::firing::run_state::RunState;
+use crate::schedule::entry::{Entry, Firing, Source};
 use crate::trigger::{Schedule, Trigger, TriggerError};
 
 pub(crate) struct Slot {

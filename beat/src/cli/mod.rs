@@ -11,13 +11,15 @@ use celeriac_common::{Config, ConfigError};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::cli_schedule::{self, EntryArgs};
-use crate::entry::EntryError;
+mod schedule;
+
+use self::schedule::EntryArgs;
 use crate::error::BeatError;
 use crate::runner::Service;
-use crate::store::StoreError;
+use crate::schedule::entry::EntryError;
+use crate::schedule::store::StoreError;
+use crate::schedule::trigger_input::TriggerInput;
 use crate::trigger::preview;
-use crate::trigger_input::TriggerInput;
 
 /// celeriac beat: cron, interval and one-shot schedules, with leader election.
 #[derive(Debug, Parser)]
@@ -271,7 +273,7 @@ async fn dispatch(command: Command, mut config: Config) -> Result<(), CliError> 
         }
         Command::Schedule { schedule, command } => {
             let schedule = schedule.or_else(|| config.beat_schedule.clone().map(PathBuf::from));
-            cli_schedule::run(command, &config, schedule.as_deref()).await
+            self::schedule::run(command, &config, schedule.as_deref()).await
         }
         Command::Bench(args) => crate::bench::run(args, config)
             .await

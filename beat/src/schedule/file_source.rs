@@ -40,9 +40,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::entry::{Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs};
+use crate::schedule::entry::{
+    Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs,
+};
+use crate::schedule::trigger_input::TriggerInput;
 use crate::trigger::suggest;
-use crate::trigger_input::TriggerInput;
 
 /// Keys an entry table accepts.
 const KEYS: [&str; 22] = [

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::beat::Beat;
-use crate::dispatch::Publisher;
-use crate::entry::{Entry, Source};
 use crate::error::BeatError;
-use crate::run_state;
-use crate::store::EntryChange;
+use crate::firing::beat::Beat;
+use crate::firing::dispatch::Publisher;
+use crate::firing::run_state;
+use crate::schedule::entry::{Entry, Source};
+use crate::schedule::store::EntryChange;
 
 impl<P: Publisher> Beat<P> {
     /// Reads and applies database changes if the schedule version moved

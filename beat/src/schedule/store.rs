@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use celeriac_common::backend::beat::{entry, meta, state};
 
 use crate::clock::{format_instant, parse_instant};
-use crate::entry::{Entry, FiringOverrides, Grace, SendOptions, Source};
+use crate::schedule::entry::{Entry, FiringOverrides, Grace, SendOptions, Source};
 use crate::sql::statement;
 use crate::trigger::TriggerSpec;
 
