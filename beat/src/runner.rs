@@ -21,9 +21,10 @@ use tokio::time::MissedTickBehavior;
 use crate::clock::{Clock, SystemClock};
 use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events, publish_to_broker};
+use crate::firing::batch::Sent;
 use crate::firing::beat::{Beat, BeatParts};
-use crate::firing::plan::Sent;
-use crate::leadership::lease::{self, Fence, Leadership, Lease};
+use crate::leadership::keeper::{self, Leadership};
+use crate::leadership::lease::{Fence, Lease};
 use crate::schedule::entry::{Entry, Firing};
 use crate::schedule::file_source;
 use crate::schedule::store::Store;
@@ -99,7 +100,7 @@ impl Service {
         let (lead_tx, mut lead_rx) = watch::channel(Leadership::Standby);
         let recheck = Arc::new(Notify::new());
         let lease = Lease::new(db.clone(), self.holder.clone(), ttl);
-        tasks.push(tokio::spawn(lease::keep(
+        tasks.push(tokio::spawn(keeper::keep(
             lease,
             lead_tx,
             recheck.clone(),

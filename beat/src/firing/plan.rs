@@ -8,9 +8,7 @@ use celeriac_common::backoff::Backoff;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::firing::dispatch::RunMessage;
 use crate::firing::misfire::Runs;
-use crate::firing::scheduler::Scheduler;
 
 /// A run chosen to be sent now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,73 +59,6 @@ pub(crate) fn jitter_for(id: Uuid, max: Duration) -> TimeDelta {
     let bits = id.as_u64_pair().0 ^ id.as_u64_pair().1;
     let ns = bits % max_ns.saturating_add(1);
     TimeDelta::nanoseconds(i64::try_from(ns).unwrap_or(i64::MAX))
-}
-
-/// Runs recorded as being sent, to publish ([`crate::firing::beat::Beat::prepare`]).
-pub struct Batch {
-    pub(crate) planned: Vec<Planned>,
-    pub(crate) jobs: Vec<Job>,
-    pub(crate) report: crate::firing::beat::TickReport,
-    pub(crate) now: DateTime<Utc>,
-}
-
-impl std::fmt::Debug for Batch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("runs", &self.jobs.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A published batch, to record ([`crate::firing::beat::Beat::complete`]).
-pub struct Sent {
-    pub(crate) planned: Vec<Planned>,
-    pub(crate) results: Vec<(Job, Result<DateTime<Utc>, String>)>,
-    pub(crate) report: crate::firing::beat::TickReport,
-    pub(crate) now: DateTime<Utc>,
-}
-
-impl std::fmt::Debug for Sent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sent")
-            .field("runs", &self.results.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// One message a tick sends.
-pub(crate) struct Job {
-    pub(crate) message: RunMessage,
-    pub(crate) due: DateTime<Utc>,
-    pub(crate) resend: bool,
-    pub(crate) run_now: bool,
-}
-
-/// The messages for `planned`.
-pub(crate) fn jobs(scheduler: &Scheduler, planned: &[Planned]) -> Vec<Job> {
-    let mut jobs = Vec::new();
-    for p in planned {
-        let Some(entry) = scheduler.entry(&p.name) else {
-            continue;
-        };
-        if let Some(fire) = p.fire {
-            jobs.push(Job {
-                message: RunMessage::from_def(&p.name, entry, fire.at, fire.task_id),
-                due: fire.due,
-                resend: fire.resend,
-                run_now: false,
-            });
-        }
-        if let Some((at, id)) = p.run_now {
-            jobs.push(Job {
-                message: RunMessage::from_def(&p.name, entry, at, id),
-                due: at,
-                resend: false,
-                run_now: true,
-            });
-        }
-    }
-    jobs
 }
 
 #[cfg(test)]
