@@ -1,5 +1,5 @@
 //! A tick's runs on their way out: `Beat::prepare` hands a [`Batch`] of
-//! messages to `Beat::send`, which publishes them ([`publish`]) and hands
+//! messages to `Beat::send`, which publishes them (`publish`) and hands
 //! what became of each ([`Sent`]) to `Beat::complete`; a [`TickReport`]
 //! counts what the tick did.
 
