@@ -4,8 +4,7 @@ use celeriac::ClientError;
 use celeriac_common::BackendError;
 use sea_orm::DbErr;
 
-use crate::file_source::FileError;
-use crate::run_state::SaveError;
+use crate::schedule::file_source::FileError;
 
 /// Why beat (or one step of it) failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +32,4 @@ pub enum BeatError {
     /// The process could not set up (runtime, signals).
     #[error("cannot start: {0}")]
     Setup(#[from] std::io::Error),
-}
-
-impl From<SaveError> for BeatError {
-    fn from(e: SaveError) -> Self {
-        match e {
-            SaveError::LostLease => BeatError::LostLease,
-            SaveError::Db(e) => BeatError::Db(e),
-        }
-    }
 }

@@ -2,19 +2,22 @@
 //! database), and when an entry is due it publishes the task through the
 //! producer library, with publisher confirms.
 //!
-//! * [`trigger`]: crontab strings, APScheduler-style fields, intervals and
-//!   one-shot dates, evaluated in IANA time zones, DST included.
-//! * [`entry`]: an entry (task, arguments, trigger, message options and the
-//!   firing options `misfire_grace_time`, `coalesce`, `max_instances`).
-//! * [`file_source`] and [`store`]: the static (file) and dynamic (database)
-//!   schedules; [`run_state`]: each entry's persisted run state.
-//! * [`lease`]: leader election with a fenced lease, so any number of beats
-//!   can run against one database and exactly one leads.
-//! * [`scheduler`] (entries in memory, compact: [`entry_def`]), [`misfire`],
-//!   [`plan`] and [`beat`]: deciding what is due and sending it exactly
-//!   once; [`instances`]: `max_instances`; [`runner`]: the service loop.
-//! * [`dispatch`]: deterministic task ids (`uuid5(entry, fire time)`).
-//! * [`events`]: every decision, logged and published.
+//! The source is grouped by role:
+//!
+//! * [`trigger`]: when. Crontab strings, APScheduler-style fields,
+//!   intervals and one-shot dates, evaluated in IANA time zones, DST included.
+//! * [`schedule`]: what. An entry (task, arguments, trigger, message options
+//!   and the firing options `misfire_grace_time`, `coalesce`,
+//!   `max_instances`) and its two sources, the TOML file and the database.
+//! * [`leadership`]: who. A fenced lease, so any number of beats can run
+//!   against one database and exactly one leads.
+//! * [`firing`]: deciding what is due and sending it exactly once: the
+//!   scheduler in memory, the misfire rules, `max_instances`, deterministic
+//!   task ids, each entry's persisted run state, and one leader's tick.
+//! * [`runner`]: the `celeriac-beat run` service that ties them together;
+//!   [`cli`]: the command line.
+//! * [`events`]: every decision, logged and published; [`clock`]: the clock
+//!   seam that tests replace; [`error`]: the service's errors.
 //!
 //! # Guarantees
 //!
@@ -26,7 +29,7 @@
 //! final state without running it).
 //! So a restart or failover neither loses a due run nor sends it under a
 //! second id; runs that fall due while no beat leads follow the misfire
-//! rules ([`misfire`]).
+//! rules ([`firing::misfire`]).
 //!
 //! ```no_run
 //! use celeriac_beat::runner::Service;
@@ -38,26 +41,13 @@
 //! # }
 //! ```
 
-pub mod beat;
-mod changes;
 pub mod cli;
-mod cli_schedule;
 pub mod clock;
-pub mod dispatch;
-pub mod entry;
-pub mod entry_def;
 pub mod error;
 pub mod events;
-pub mod file_source;
-pub mod instances;
-pub mod lease;
-pub mod misfire;
-mod outcome;
-pub mod plan;
-pub mod run_state;
+pub mod firing;
+pub mod leadership;
 pub mod runner;
-pub mod scheduler;
+pub mod schedule;
 mod sql;
-pub mod store;
 pub mod trigger;
-pub mod trigger_input;

@@ -18,15 +18,16 @@ use celeriac_common::{Config, ResultBackend};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use crate::beat::{Beat, BeatParts};
 use crate::clock::{Clock, SystemClock};
-use crate::entry::{Entry, Firing};
 use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events, publish_to_broker};
-use crate::file_source;
-use crate::lease::{self, Fence, Leadership, Lease};
-use crate::plan::Sent;
-use crate::store::Store;
+use crate::firing::batch::Sent;
+use crate::firing::beat::{Beat, BeatParts};
+use crate::leadership::keeper::{self, Leadership};
+use crate::leadership::lease::{Fence, Lease};
+use crate::schedule::entry::{Entry, Firing};
+use crate::schedule::file_source;
+use crate::schedule::store::Store;
 
 /// How often the leader checks the database schedule version.
 pub const CHANGE_POLL: Duration = Duration::from_millis(500);
@@ -99,7 +100,7 @@ impl Service {
         let (lead_tx, mut lead_rx) = watch::channel(Leadership::Standby);
         let recheck = Arc::new(Notify::new());
         let lease = Lease::new(db.clone(), self.holder.clone(), ttl);
-        tasks.push(tokio::spawn(lease::keep(
+        tasks.push(tokio::spawn(keeper::keep(
             lease,
             lead_tx,
             recheck.clone(),

@@ -355,6 +355,31 @@ async fn bad_schedule_files_stop_beat_with_one_line() {
     );
 }
 
+#[tokio::test]
+async fn list_shows_the_description_of_a_file_entry() {
+    let (_db, config) = config().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = schedule_file(
+        dir.path(),
+        "[entries.nightly]\ntask = \"celeriac.noop\"\ncron = \"0 3 * * *\"\ndescription = \"the nightly report\"\n\n[entries.plain]\ntask = \"celeriac.noop\"\nevery = \"1m\"\n",
+    );
+    let path = file.to_str().unwrap();
+    let table = ok(&config, &["schedule", "--schedule", path, "list"]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.ends_with("DESCRIPTION"), "{table}");
+    let nightly = table.lines().find(|l| l.starts_with("nightly")).unwrap();
+    assert!(nightly.ends_with("the nightly report"), "{table}");
+    let list: serde_json::Value = serde_json::from_str(&ok(
+        &config,
+        &["schedule", "--schedule", path, "list", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(list[0]["name"], "nightly");
+    assert_eq!(list[0]["description"], "the nightly report");
+    assert_eq!(list[1]["name"], "plain");
+    assert!(list[1]["description"].is_null());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_shows_file_and_database_entries_and_beat_follows_the_file() {
     let (_db, mut config) = config().await;

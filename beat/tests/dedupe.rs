@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use celeriac::Client;
-use celeriac_beat::dispatch::{Publisher, RunMessage, task_id};
-use celeriac_beat::entry::Entry;
+use celeriac_beat::firing::dispatch::{Publisher, RunMessage, task_id};
+use celeriac_beat::schedule::entry::Entry;
 use celeriac_beat::trigger::TriggerSpec;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use celeriac_common::{ResultBackend, TaskState};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use celeriac_beat::lease::{Lease, LeaseStatus, check_fence};
-use celeriac_beat::run_state::{self, RunState, SaveError};
+use celeriac_beat::firing::run_state::{self, RunState, SaveError};
+use celeriac_beat::leadership::lease::{Lease, LeaseStatus, check_fence};
 use celeriac_common::ResultBackend;
 use celeriac_common::testing::{DbKind, TestDatabase};
 use chrono::Utc;
@@ -18,14 +18,17 @@ async fn database(kind: DbKind) -> (TestDatabase, DatabaseConnection) {
     (db, conn)
 }
 
-fn held(status: LeaseStatus) -> celeriac_beat::lease::Fence {
+fn held(status: LeaseStatus) -> celeriac_beat::leadership::lease::Fence {
     match status {
         LeaseStatus::Held(f) => f,
         other => panic!("expected to hold the lease, got {other:?}"),
     }
 }
 
-async fn fence_ok(conn: &DatabaseConnection, fence: &celeriac_beat::lease::Fence) -> bool {
+async fn fence_ok(
+    conn: &DatabaseConnection,
+    fence: &celeriac_beat::leadership::lease::Fence,
+) -> bool {
     let txn = conn.begin().await.unwrap();
     let ok = check_fence(&txn, fence).await.unwrap();
     txn.rollback().await.unwrap();

@@ -60,6 +60,12 @@ fn random_expressions_never_panic() {
         ));
     }
     println!("{accepted} of 5000 random crontab strings were valid");
+    // Both paths must be exercised: valid expressions (so evaluation runs
+    // too) and garbage that is rejected. With this seed about half are valid.
+    assert!(
+        (1000..=4000).contains(&accepted),
+        "{accepted} of 5000 random crontab strings were valid; expected 20% to 80%"
+    );
 }
 
 #[test]

@@ -127,7 +127,7 @@ async fn sigkill_and_restart_neither_repeats_nor_loses_runs() {
     for m in &latest {
         assert_eq!(
             m.id,
-            celeriac_beat::dispatch::task_id("latest", m.scheduled_at).to_string()
+            celeriac_beat::firing::dispatch::task_id("latest", m.scheduled_at).to_string()
         );
     }
     assert!(

@@ -10,15 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use celeriac_beat::beat::{Beat, BeatParts};
 use celeriac_beat::clock::FakeClock;
-use celeriac_beat::dispatch::{DispatchError, Publisher, RunMessage, task_id};
-use celeriac_beat::entry::{Entry, Firing, Grace, Source};
 use celeriac_beat::error::BeatError;
 use celeriac_beat::events::{BeatEvent, EventKind, Events};
-use celeriac_beat::lease::{Fence, Lease, LeaseStatus};
-use celeriac_beat::run_state;
-use celeriac_beat::store::Store;
+use celeriac_beat::firing::beat::{Beat, BeatParts};
+use celeriac_beat::firing::dispatch::{DispatchError, Publisher, RunMessage, task_id};
+use celeriac_beat::firing::run_state;
+use celeriac_beat::leadership::lease::{Fence, Lease, LeaseStatus};
+use celeriac_beat::schedule::entry::{Entry, Firing, Grace, Source};
+use celeriac_beat::schedule::store::Store;
 use celeriac_beat::trigger::TriggerSpec;
 use celeriac_common::backend::TaskOutcome;
 use celeriac_common::testing::{DbKind, TestDatabase};
@@ -138,7 +138,11 @@ impl World {
         beat
     }
 
-    async fn tick(&self, beat: &mut Beat<Recorder>, now: &str) -> celeriac_beat::beat::TickReport {
+    async fn tick(
+        &self,
+        beat: &mut Beat<Recorder>,
+        now: &str,
+    ) -> celeriac_beat::firing::beat::TickReport {
         self.clock.set(t(now));
         beat.tick(t(now)).await.unwrap()
     }

@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use celeriac_beat::clock::format_instant;
-use celeriac_beat::entry::Entry;
 use celeriac_beat::events::EventKind;
 use celeriac_beat::runner::Service;
-use celeriac_beat::store::Store;
+use celeriac_beat::schedule::entry::Entry;
+use celeriac_beat::schedule::store::Store;
 use celeriac_beat::trigger::TriggerSpec;
 use celeriac_common::cli::one_line;
 use celeriac_common::shutdown::stop_signal;

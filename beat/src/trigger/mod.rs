@@ -227,30 +227,15 @@ impl Trigger {
 
     /// The maximum random delay the caller should add to each fire time
     /// (`jitter_seconds` of an interval trigger). [`Schedule::next_after`]
-    /// never applies it, so schedules stay deterministic; compute the next
-    /// fire from the un-jittered time, then delay the run by
-    /// [`Trigger::apply_jitter`] or any uniform value in `0..=jitter`.
+    /// never applies it, so schedules stay deterministic: the next fire is
+    /// computed from the un-jittered time, and beat delays each run by a
+    /// fixed amount in `0..=jitter` derived from the run's task id, the same
+    /// in every beat (see [`crate::firing::plan`]).
     pub fn jitter(&self) -> Option<Duration> {
         match &self.kind {
             Kind::Interval(_, jitter) => *jitter,
             _ => None,
         }
-    }
-
-    /// `fire` delayed by a uniformly random amount in `0..=jitter()` (or
-    /// unchanged without jitter).
-    pub fn apply_jitter<R: rand::Rng + ?Sized>(
-        &self,
-        fire: DateTime<Utc>,
-        rng: &mut R,
-    ) -> DateTime<Utc> {
-        let Some(max) = self.jitter() else {
-            return fire;
-        };
-        let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        let delay = rng.random_range(0..=max);
-        let delay = TimeDelta::nanoseconds(i64::try_from(delay).unwrap_or(i64::MAX));
-        fire.checked_add_signed(delay).unwrap_or(fire)
     }
 
     /// An instant shown in the trigger's time zone with the offset in force

@@ -143,7 +143,8 @@ pub enum TriggerSpec {
         /// No fire after this (inclusive).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         end_date: Option<String>,
-        /// Maximum random delay in seconds, applied by the caller ([`Trigger::apply_jitter`]).
+        /// Maximum delay of each run in seconds, applied by the caller
+        /// (see [`Trigger::jitter`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         jitter_seconds: Option<f64>,
         /// Zone for naive dates and for displaying fire times; default UTC.

@@ -317,7 +317,7 @@ pub fn check_history(entry: &str, got: &[Received], step: chrono::TimeDelta) -> 
         );
     }
     for m in got {
-        let expected = celeriac_beat::dispatch::task_id(entry, m.scheduled_at).to_string();
+        let expected = celeriac_beat::firing::dispatch::task_id(entry, m.scheduled_at).to_string();
         assert_eq!(
             m.id, expected,
             "{entry}: run {} has a non-deterministic id",
@@ -337,10 +337,12 @@ pub fn schedule_file(dir: &Path, text: &str) -> PathBuf {
 /// The process id in the lease holder (`host:pid:random`), if anyone holds it.
 pub async fn leader_pid(db_url: &str) -> Option<u32> {
     let backend = celeriac_common::ResultBackend::connect(db_url).await.ok()?;
-    let row =
-        celeriac_beat::lease::read_lease(backend.connection(), celeriac_beat::lease::LEASE_NAME)
-            .await
-            .ok()??;
+    let row = celeriac_beat::leadership::lease::read_lease(
+        backend.connection(),
+        celeriac_beat::leadership::lease::LEASE_NAME,
+    )
+    .await
+    .ok()??;
     if row.expires_in.is_zero() {
         return None;
     }

@@ -1,25 +1,28 @@
 //! One leader's work: load the schedule, and at each due instant decide,
-//! persist, send and record ([`Beat::tick`]). Tests drive `tick` with exact
-//! instants; [`crate::runner`] drives it from the wall clock.
+//! persist, send and record ([`Beat::tick`]); between ticks, follow the
+//! schedule's changes (database changes polled by schedule version, and
+//! schedule file reloads). Tests drive `tick` with exact instants;
+//! [`crate::runner`] drives it from the wall clock.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::StreamExt;
 
 use crate::clock::Clock;
-use crate::dispatch::Publisher;
-use crate::entry::{Entry, Firing};
 use crate::error::BeatError;
 use crate::events::{BeatEvent, EventKind, Events};
-use crate::instances;
-use crate::lease::Fence;
-use crate::plan::{Batch, Planned, Sent, jobs};
-use crate::run_state::{self, RunState};
-use crate::scheduler::Scheduler;
-use crate::store::Store;
+use crate::firing::batch::{self, Batch, Sent};
+use crate::firing::dispatch::Publisher;
+use crate::firing::instances;
+use crate::firing::run_state::{self, RunState};
+use crate::firing::scheduler::Scheduler;
+use crate::leadership::lease::Fence;
+use crate::schedule::entry::{Entry, Firing, Source};
+use crate::schedule::store::{EntryChange, Store};
+
+pub use crate::firing::batch::TickReport;
 
 /// How long before a run is due its tick starts: the run is decided and
 /// recorded ("being sent") ahead, so at the due instant only the publish is
@@ -29,33 +32,15 @@ pub const PREPARE_AHEAD: std::time::Duration = std::time::Duration::from_millis(
 /// Entries read per query when loading the schedule.
 const LOAD_PAGE: u64 = 2000;
 
-/// Runs published at once (pipelined on one confirm channel).
-const PUBLISH_CONCURRENCY: usize = 512;
-
-/// What one tick did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TickReport {
-    /// Runs sent (scheduled, re-sent and run-now).
-    pub sent: usize,
-    /// Runs that could not be sent (retried later).
-    pub failed: usize,
-    /// Runs held by `max_instances`.
-    pub held: usize,
-    /// Runs skipped as missed.
-    pub missed: u64,
-    /// Runs folded into others by coalescing.
-    pub coalesced: u64,
-}
-
 /// The leader's scheduler with its database, publisher and events.
 pub struct Beat<P: Publisher> {
-    pub(crate) store: Store,
+    store: Store,
     publisher: Arc<P>,
     events: Events,
-    pub(crate) clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
     fence: Fence,
-    pub(crate) scheduler: Scheduler,
-    pub(crate) revision: i64,
+    scheduler: Scheduler,
+    revision: i64,
     prepare_ahead: TimeDelta,
 }
 
@@ -146,7 +131,7 @@ impl<P: Publisher> Beat<P> {
         Ok(beat)
     }
 
-    pub(crate) fn upsert(&mut self, entry: Entry, state: Option<RunState>, now: DateTime<Utc>) {
+    fn upsert(&mut self, entry: Entry, state: Option<RunState>, now: DateTime<Utc>) {
         let name = entry.name.clone();
         if let Err(e) = self.scheduler.upsert(entry, state, now) {
             tracing::error!(entry = %name, "invalid trigger, entry ignored: {e}");
@@ -224,7 +209,7 @@ impl<P: Publisher> Beat<P> {
             return Ok(None);
         }
         let mut report = TickReport::default();
-        self.report_skips(&planned, now, &mut report);
+        batch::report_skips(&self.scheduler, &self.events, &planned, now, &mut report);
         report.held = instances::hold_busy(
             &mut self.scheduler,
             self.store.db(),
@@ -242,7 +227,7 @@ impl<P: Publisher> Beat<P> {
             }
             return Err(e);
         }
-        let jobs = jobs(&self.scheduler, &planned);
+        let jobs = batch::jobs(&self.scheduler, &planned);
         Ok(Some(Batch {
             planned,
             jobs,
@@ -254,35 +239,7 @@ impl<P: Publisher> Beat<P> {
     /// Publishes a prepared batch, each run when it is due. The future does
     /// not borrow the beat: the service runs it beside further ticks.
     pub fn send(&self, batch: Batch) -> impl Future<Output = Sent> + Send + 'static {
-        let publisher = self.publisher.clone();
-        let clock = self.clock.clone();
-        async move {
-            let results = futures_util::stream::iter(batch.jobs)
-                .map(|job| {
-                    let publisher = publisher.clone();
-                    let clock = clock.clone();
-                    async move {
-                        // Prepared ahead: recorded already, sent when due.
-                        if let Ok(wait) = (job.due - clock.now()).to_std() {
-                            tokio::time::sleep(wait).await;
-                        }
-                        let res = publisher.publish(&job.message).await;
-                        let res = res
-                            .map(|()| clock.now())
-                            .map_err(|e| celeriac_common::cli::one_line(&e));
-                        (job, res)
-                    }
-                })
-                .buffer_unordered(PUBLISH_CONCURRENCY)
-                .collect()
-                .await;
-            Sent {
-                planned: batch.planned,
-                results,
-                report: batch.report,
-                now: batch.now,
-            }
-        }
+        batch::publish(self.publisher.clone(), self.clock.clone(), batch)
     }
 
     /// Records a published batch: runs sent, or to retry with the same id.
@@ -340,34 +297,75 @@ impl<P: Publisher> Beat<P> {
         Ok(report)
     }
 
-    fn report_skips(&self, planned: &[Planned], now: DateTime<Utc>, report: &mut TickReport) {
-        for p in planned {
-            let Some(entry) = self.scheduler.entry(&p.name) else {
-                continue;
-            };
-            if let Some((runs, last)) = p.missed {
-                report.missed += runs.count;
-                let grace = self
-                    .scheduler
-                    .firing(&p.name)
-                    .map(|f| f.misfire_grace.to_string())
-                    .unwrap_or_default();
-                let mut ev = BeatEvent::new(EventKind::Missed, now).entry(&p.name, &entry.task);
-                ev.count = Some(runs.count);
-                ev.scheduled_at = Some(last);
-                ev.detail = Some(format!(
-                    "{runs} runs later than misfire_grace_time ({grace}), the last scheduled at {}",
-                    crate::clock::format_instant(last)
-                ));
-                self.events.emit(ev);
-            }
-            if let (Some(runs), Some(fire)) = (p.coalesced, p.fire) {
-                report.coalesced += runs.count;
-                let mut ev = BeatEvent::new(EventKind::Coalesced, now).entry(&p.name, &entry.task);
-                ev.count = Some(runs.count);
-                ev.scheduled_at = Some(fire.at);
-                self.events.emit(ev);
+    /// Reads and applies database changes if the schedule version moved
+    /// (one cheap query when nothing changed). Returns whether it did.
+    pub async fn poll_changes(&mut self, now: DateTime<Utc>) -> Result<bool, BeatError> {
+        let version = self.store.version().await?;
+        if version == self.revision {
+            return Ok(false);
+        }
+        let changes = self.store.changes_since(self.revision).await?;
+        let file_names: HashSet<Arc<str>> =
+            self.scheduler.names(Source::File).into_iter().collect();
+        let new_names: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                EntryChange::Upsert(e) if self.scheduler.entry(&e.name).is_none() => {
+                    Some(e.name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut states = run_state::load_some(self.store.db(), &new_names).await?;
+        for change in changes {
+            match change {
+                EntryChange::Upsert(entry) => {
+                    if file_names.contains(entry.name.as_str()) {
+                        tracing::warn!(entry = %entry.name, "a file entry has the same name: the database entry is ignored");
+                        continue;
+                    }
+                    tracing::info!(entry = %entry.name, enabled = entry.enabled, "schedule change picked up");
+                    let state = states.remove(&entry.name);
+                    self.upsert(*entry, state, now);
+                }
+                EntryChange::Removed(name) => {
+                    if !file_names.contains(name.as_str()) && self.scheduler.remove(&name) {
+                        tracing::info!(entry = %name, "entry removed");
+                    }
+                }
             }
         }
+        for (name, at) in run_state::run_now_requests(self.store.db()).await? {
+            if !self.scheduler.request_run_now(&name, at) {
+                tracing::warn!(entry = %name, "run-now requested for an unknown entry");
+            }
+        }
+        self.revision = version;
+        self.flush(now).await?;
+        Ok(true)
+    }
+
+    /// Replaces the file entries with `entries` (a reloaded schedule file).
+    pub async fn apply_file(
+        &mut self,
+        entries: Vec<Entry>,
+        now: DateTime<Utc>,
+    ) -> Result<(), BeatError> {
+        let keep: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        for name in self.scheduler.names(Source::File) {
+            if !keep.contains(&*name) {
+                self.scheduler.remove(&name);
+                tracing::info!(entry = %name, "entry removed from the schedule file");
+            }
+        }
+        for entry in entries {
+            if self.scheduler.is_current(&entry) {
+                continue;
+            }
+            tracing::info!(entry = %entry.name, "schedule file entry loaded");
+            let stored = run_state::load_one(self.store.db(), &entry.name).await?;
+            self.upsert(entry, stored, now);
+        }
+        self.flush(now).await
     }
 }

@@ -180,6 +180,9 @@ pub struct Entry {
     /// When a database entry was created; a new value means a new entry
     /// with fresh run state.
     pub created_at: Option<DateTime<Utc>>,
+    /// Free text for people reading the schedule (`description` in the
+    /// schedule file), shown by `schedule list`; beat does nothing with it.
+    pub description: Option<String>,
 }
 
 impl Entry {
@@ -197,6 +200,7 @@ impl Entry {
             source: Source::Database,
             anchor: DateTime::UNIX_EPOCH,
             created_at: None,
+            description: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::entry::EntryError;
+use crate::schedule::entry::EntryError;
 use crate::trigger::{TriggerError, TriggerSpec, parse_duration};
 
 /// A trigger as the user wrote it, before it becomes a [`TriggerSpec`].

@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::entry::{Firing, Grace};
+use crate::schedule::entry::{Firing, Grace};
 use crate::trigger::{Schedule, Trigger};
 
 /// Backlogs longer than this are counted as "at least this many".

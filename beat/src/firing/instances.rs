@@ -2,7 +2,7 @@
 //! result backend records them.
 //!
 //! Beat remembers the task ids of each entry's recent runs (they are
-//! deterministic, see [`crate::dispatch`]); before sending a run it looks
+//! deterministic, see [`crate::firing::dispatch`]); before sending a run it looks
 //! those ids up in `celeriac_taskmeta`. A run counts as unfinished until its
 //! row has a final state (SUCCESS, FAILURE, REVOKED, REJECTED), or until its
 //! `expires` has passed: a worker revokes an expired message rather than
@@ -21,9 +21,9 @@ use uuid::Uuid;
 use celeriac_common::backend::entity::{Column, Entity};
 
 use crate::events::{BeatEvent, EventKind, Events};
-use crate::plan::Planned;
-use crate::run_state::RecentRun;
-use crate::scheduler::Scheduler;
+use crate::firing::plan::Planned;
+use crate::firing::run_state::RecentRun;
+use crate::firing::scheduler::Scheduler;
 
 const FINAL_STATES: [&str; 4] = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
 

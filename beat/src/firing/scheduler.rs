@@ -1,6 +1,6 @@
 //! The scheduling core, free of I/O and of the wall clock: entries, their
 //! run state and a heap of wake-up times. [`Scheduler::take_due`] says what
-//! is due at an instant; the caller (see [`crate::beat`]) persists, sends,
+//! is due at an instant; the caller (see [`crate::firing::beat`]) persists, sends,
 //! and reports back with [`Scheduler::sent`], [`Scheduler::send_failed`] or
 //! [`Scheduler::hold`], then [`Scheduler::finish`].
 //!
@@ -12,35 +12,26 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
 
-use crate::dispatch::{run_now_task_id, task_id};
-use crate::entry::{Entry, Firing, Source};
-use crate::entry_def::EntryDef;
-use crate::misfire::decide;
-use crate::plan::{Planned, PlannedFire, jitter_for};
-use crate::run_state::RunState;
-use crate::trigger::{Schedule, Trigger, TriggerError};
-
-pub(crate) struct Slot {
-    pub(crate) def: EntryDef,
-    pub(crate) trigger: Trigger,
-    pub(crate) firing: Firing,
-    pub(crate) state: RunState,
-    pub(crate) next: Option<DateTime<Utc>>,
-    pub(crate) epoch: u64,
-    pub(crate) failures: u32,
-    pub(crate) retry_at: Option<DateTime<Utc>>,
-}
+use crate::firing::dispatch::{run_now_task_id, task_id};
+use crate::firing::entry_def::EntryDef;
+use crate::firing::misfire::decide;
+use crate::firing::plan::{Planned, PlannedFire};
+use crate::firing::run_state::RunState;
+use crate::firing::slot::Slot;
+use crate::schedule::entry::{Entry, Firing, Source};
+use crate::trigger::{Schedule, TriggerError};
 
 type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
 
 /// Entries, run state and wake-ups.
 pub struct Scheduler {
     /// Boxed: a table of 100,000 slots grows by moving pointers, not slots.
-    pub(crate) slots: HashMap<Arc<str>, Box<Slot>>,
+    slots: HashMap<Arc<str>, Box<Slot>>,
     heap: BinaryHeap<Item>,
     defaults: Firing,
-    pub(crate) dirty: HashSet<Arc<str>>,
+    dirty: HashSet<Arc<str>>,
     /// Entries with runs being sent: no wake-up until [`Scheduler::finish`].
     in_flight: HashSet<Arc<str>>,
     /// Source of heap item epochs, unique for the scheduler's lifetime, so
@@ -239,12 +230,7 @@ impl Scheduler {
                     resend: true,
                 });
             } else if let Some(first) = slot.next.filter(|_| slot.def.enabled) {
-                let id = task_id(&name, first);
-                let due = first
-                    + slot
-                        .trigger
-                        .jitter()
-                        .map_or(TimeDelta::zero(), |j| jitter_for(id, j));
+                let due = first + slot.jitter(|| task_id(&name, first));
                 if due <= until {
                     let decision = decide(&slot.trigger, &slot.firing, first, now.max(due));
                     slot.state.cursor_at = Some(decision.cursor);
@@ -253,11 +239,7 @@ impl Scheduler {
                     if let Some(at) = decision.fire {
                         slot.state.sending_at = Some(at);
                         let id = task_id(&name, at);
-                        let due = at
-                            + slot
-                                .trigger
-                                .jitter()
-                                .map_or(TimeDelta::zero(), |j| jitter_for(id, j));
+                        let due = at + slot.jitter(|| id);
                         planned.fire = Some(PlannedFire {
                             at,
                             due,
@@ -303,13 +285,7 @@ impl Scheduler {
         let wake = if slot.state.sending_at.is_some() || slot.state.run_now_at.is_some() {
             Some(slot.retry_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
         } else {
-            slot.next.map(|t| {
-                let j = slot
-                    .trigger
-                    .jitter()
-                    .map_or(TimeDelta::zero(), |j| jitter_for(task_id(&key, t), j));
-                t + j
-            })
+            slot.next.map(|t| t + slot.jitter(|| task_id(&key, t)))
         };
         self.epochs += 1;
         slot.epoch = self.epochs;
@@ -323,7 +299,7 @@ impl Scheduler {
         if self.heap.len() > 2 * self.slots.len() + 1024 {
             self.compact();
         }
-        had_next && slot_is_done(self.slots.get(&key).map(|s| &**s))
+        had_next && self.slots.get(&key).is_some_and(|s| s.is_done())
     }
 
     fn compact(&mut self) {
@@ -348,13 +324,44 @@ impl Scheduler {
     pub fn mark_dirty(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
         self.dirty.extend(names);
     }
-}
 
-fn slot_is_done(slot: Option<&Slot>) -> bool {
-    slot.is_some_and(|s| {
-        s.def.enabled
-            && s.next.is_none()
-            && s.state.sending_at.is_none()
-            && s.state.run_now_at.is_none()
-    })
+    /// A planned run was not sent because `max_instances` runs are unfinished.
+    pub fn hold(&mut self, name: &str) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.hold();
+            self.dirty.insert(Arc::from(name));
+        }
+    }
+
+    /// A run (scheduled at `at`, or a run-now request if `run_now`) was
+    /// confirmed by the broker at `sent_at`.
+    pub fn sent(
+        &mut self,
+        name: &str,
+        at: DateTime<Utc>,
+        id: Uuid,
+        run_now: bool,
+        sent_at: DateTime<Utc>,
+    ) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.sent(at, id, run_now, sent_at);
+            self.dirty.insert(Arc::from(name));
+        }
+    }
+
+    /// Sending failed (broker or database); retry later with backoff.
+    pub fn send_failed(&mut self, name: &str, now: DateTime<Utc>) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.send_failed(now);
+        }
+    }
+
+    /// Keeps only the recent runs of `name` that are still unfinished.
+    pub fn set_unfinished(&mut self, name: &str, unfinished: &HashSet<Uuid>) {
+        if let Some(slot) = self.slots.get_mut(name)
+            && slot.set_unfinished(unfinished)
+        {
+            self.dirty.insert(Arc::from(name));
+        }
+    }
 }

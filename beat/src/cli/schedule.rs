@@ -4,113 +4,78 @@ use std::path::Path;
 
 use celeriac_common::{Config, ResultBackend};
 use chrono::{DateTime, Utc};
-use clap::Args;
+use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
-use crate::cli::{CliError, ScheduleCommand};
+use crate::cli::args::{EntryArgs, TriggerArgs};
+use crate::cli::error::CliError;
 use crate::clock::format_instant;
-use crate::dispatch::{run_now_task_id, task_id};
-use crate::entry::{Entry, EntryError, Firing, Grace, parse_secs, validate_name};
-use crate::file_source;
-use crate::run_state::{self, RunState};
-use crate::store::{Store, StoreError};
+use crate::firing::dispatch::{run_now_task_id, task_id};
+use crate::firing::run_state::{self, RunState};
+use crate::schedule::entry::{Entry, EntryError, Firing, Grace, validate_name};
+use crate::schedule::file_source;
+use crate::schedule::store::{Store, StoreError};
+use crate::schedule::trigger_input::describe;
 use crate::trigger::Schedule;
-use crate::trigger_input::describe;
 
-/// Entry options shared by `schedule add` and `schedule modify`.
-#[derive(Debug, Clone, Args, Default)]
-pub(crate) struct EntryArgs {
-    /// Positional arguments as a JSON array.
-    #[arg(long)]
-    args: Option<String>,
-    /// Keyword arguments as a JSON object.
-    #[arg(long)]
-    kwargs: Option<String>,
-    /// Queue to send to [default: the configured default queue].
-    #[arg(long)]
-    queue: Option<String>,
-    /// Exchange to publish to [default: the queue's own].
-    #[arg(long)]
-    exchange: Option<String>,
-    /// Routing key [default: the queue's name].
-    #[arg(long)]
-    routing_key: Option<String>,
-    /// Message priority (0-255).
-    #[arg(long)]
-    priority: Option<u8>,
-    /// Revoke a run not started within this long after its scheduled time, e.g. 1h.
-    #[arg(long)]
-    expires: Option<String>,
-    /// Skip runs later than this, e.g. 30s, or "unlimited" [default: beat_misfire_grace_secs].
-    #[arg(long)]
-    misfire_grace: Option<String>,
-    /// Send a backlog of due runs as one run [default: beat_coalesce].
-    #[arg(long)]
-    coalesce: Option<bool>,
-    /// Hold a run while this many runs are unfinished; 0 = no limit [default: beat_max_instances].
-    #[arg(long)]
-    max_instances: Option<u32>,
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ScheduleCommand {
+    /// List file and database entries with their run state.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a database entry.
+    Add {
+        /// Unique entry name.
+        name: String,
+        /// Task name, e.g. tasks.report.
+        task: String,
+        #[command(flatten)]
+        trigger: TriggerArgs,
+        #[command(flatten)]
+        entry: EntryArgs,
+        /// Add it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Change a database entry; only what is given changes.
+    Modify {
+        /// Entry name.
+        name: String,
+        /// New task name.
+        #[arg(long)]
+        task: Option<String>,
+        #[command(flatten)]
+        trigger: TriggerArgs,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
+    /// Remove a database entry and its run state.
+    Remove {
+        /// Entry name.
+        name: String,
+    },
+    /// Pause a database entry: it does not fire until resumed.
+    Pause {
+        /// Entry name.
+        name: String,
+    },
+    /// Resume a paused entry; it fires from now on (runs while paused are not sent).
+    Resume {
+        /// Entry name.
+        name: String,
+    },
+    /// Send one run of an entry now (file or database), besides its schedule.
+    RunNow {
+        /// Entry name.
+        name: String,
+    },
 }
 
-impl EntryArgs {
-    fn apply(&self, entry: &mut Entry) -> Result<(), CliError> {
-        if let Some(a) = &self.args {
-            entry.args = match serde_json::from_str(a) {
-                Ok(Value::Array(v)) => v,
-                _ => {
-                    return Err(EntryError::invalid(
-                        "args",
-                        "expected a JSON array, e.g. '[1, \"a\"]'",
-                    )
-                    .into());
-                }
-            };
-        }
-        if let Some(k) = &self.kwargs {
-            entry.kwargs = match serde_json::from_str(k) {
-                Ok(Value::Object(m)) => m,
-                _ => {
-                    return Err(EntryError::invalid(
-                        "kwargs",
-                        "expected a JSON object, e.g. '{\"x\": 1}'",
-                    )
-                    .into());
-                }
-            };
-        }
-        let o = &mut entry.options;
-        for (slot, value) in [
-            (&mut o.queue, &self.queue),
-            (&mut o.exchange, &self.exchange),
-            (&mut o.routing_key, &self.routing_key),
-        ] {
-            if let Some(v) = value {
-                *slot = (!v.is_empty()).then(|| v.clone());
-            }
-        }
-        if self.priority.is_some() {
-            o.priority = self.priority;
-        }
-        if let Some(e) = &self.expires {
-            o.expires_secs = if e == "none" {
-                None
-            } else {
-                Some(parse_secs("expires", e)?)
-            };
-        }
-        if let Some(g) = &self.misfire_grace {
-            entry.firing.misfire_grace = Some(Grace::parse(g)?);
-        }
-        if self.coalesce.is_some() {
-            entry.firing.coalesce = self.coalesce;
-        }
-        if self.max_instances.is_some() {
-            entry.firing.max_instances = self.max_instances;
-        }
-        Ok(())
-    }
-}
-
+/// Runs a `schedule` subcommand.
 pub(crate) async fn run(
     command: ScheduleCommand,
     config: &Config,
@@ -274,7 +239,7 @@ async fn list(
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let table: Vec<[String; 8]> = rows
+    let table: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -290,11 +255,24 @@ async fn list(
                 text(r, "next_run_at"),
                 text(r, "last_run_at"),
                 text(r, "total_runs"),
+                // One line, whatever the file's string holds.
+                text(r, "description")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ]
         })
         .collect();
     let header = [
-        "NAME", "SOURCE", "ENABLED", "TRIGGER", "TASK", "NEXT RUN", "LAST RUN", "RUNS",
+        "NAME",
+        "SOURCE",
+        "ENABLED",
+        "TRIGGER",
+        "TASK",
+        "NEXT RUN",
+        "LAST RUN",
+        "RUNS",
+        "DESCRIPTION",
     ]
     .map(str::to_owned);
     let mut widths = header.clone().map(|h| h.chars().count());
@@ -354,5 +332,6 @@ fn row(e: &Entry, s: RunState, defaults: &Firing, now: DateTime<Utc>) -> Value {
         "run_now_at": at(s.run_now_at),
         "created_at": at(e.created_at),
         "done": e.enabled && next.is_none(),
+        "description": e.description,
     })
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::clock::format_instant;
-use crate::entry::{Entry, FiringOverrides, SendOptions, Source};
+use crate::schedule::entry::{Entry, FiringOverrides, SendOptions, Source};
 
 /// A compact entry, without its name (the scheduler's key) or trigger spec.
 #[derive(Clone, Debug, PartialEq)]

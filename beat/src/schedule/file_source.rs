@@ -22,7 +22,8 @@
 //! exactly one trigger (`cron`, `fields`, `every`, `at`, or a full
 //! `trigger = { type = ..., ... }`), `timezone`, `start_date`, `end_date`,
 //! `jitter`, `queue`, `exchange`, `routing_key`, `priority`, `expires`,
-//! `misfire_grace_time`, `coalesce`, `max_instances` and `enabled`.
+//! `misfire_grace_time`, `coalesce`, `max_instances`, `enabled` and
+//! `description` (free text, shown by `celeriac-beat schedule list`).
 //! Durations are strings (`"90s"`, `"1h30m"`) or numbers of seconds. An
 //! interval without `start_date` is anchored at the Unix epoch (`every =
 //! "10s"` fires at :00, :10, ...), the same in every beat.
@@ -39,9 +40,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::entry::{Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs};
+use crate::schedule::entry::{
+    Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs,
+};
+use crate::schedule::trigger_input::TriggerInput;
 use crate::trigger::suggest;
-use crate::trigger_input::TriggerInput;
 
 /// Keys an entry table accepts.
 const KEYS: [&str; 22] = [
@@ -144,7 +147,6 @@ struct FileEntry {
     coalesce: Option<bool>,
     max_instances: Option<u32>,
     enabled: Option<bool>,
-    #[allow(dead_code)]
     description: Option<String>,
 }
 
@@ -253,6 +255,7 @@ fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
         max_instances: raw.max_instances,
     };
     entry.enabled = raw.enabled.unwrap_or(true);
+    entry.description = raw.description;
     Ok(entry)
 }
 
@@ -341,6 +344,7 @@ task = "t.e"
 trigger = { type = "interval", minutes = 5 }
 start_date = "2024-01-01"
 enabled = false
+description = "every five minutes, paused"
 "#;
         let entries = parse(text, Path::new("s.toml")).expect("parses");
         assert_eq!(entries.len(), 5);
@@ -348,6 +352,11 @@ enabled = false
         assert_eq!(entries[1].firing.misfire_grace, Some(Grace::Unlimited));
         assert_eq!(entries[1].firing.max_instances, Some(2));
         assert!(!entries[4].enabled);
+        assert_eq!(
+            entries[4].description.as_deref(),
+            Some("every five minutes, paused")
+        );
+        assert_eq!(entries[0].description, None);
         assert!(entries.iter().all(|e| e.source == Source::File));
     }
 

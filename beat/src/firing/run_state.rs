@@ -24,7 +24,8 @@ use uuid::Uuid;
 use celeriac_common::backend::beat::state::{ActiveModel, Column, Entity, Model};
 
 use crate::clock::{format_instant, parse_instant};
-use crate::lease::{Fence, check_fence};
+use crate::error::BeatError;
+use crate::leadership::lease::{Fence, check_fence};
 use crate::sql::statement;
 
 /// How many recent runs are remembered for `max_instances`.
@@ -173,6 +174,15 @@ pub enum SaveError {
     /// The database failed.
     #[error("cannot write beat run state")]
     Db(#[from] DbErr),
+}
+
+impl From<SaveError> for BeatError {
+    fn from(e: SaveError) -> Self {
+        match e {
+            SaveError::LostLease => BeatError::LostLease,
+            SaveError::Db(e) => BeatError::Db(e),
+        }
+    }
 }
 
 /// One fenced write: the states of `states` (every column but `run_now_at`,

@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::clock::format_instant;
-use crate::entry::Entry;
-use crate::entry_def::EntryDef;
+use crate::firing::entry_def::EntryDef;
+use crate::schedule::entry::Entry;
 
 /// Namespace of run task ids (a fixed random UUID).
 pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_3c2e_9b7a_4d0e_8f51_2a9d_c4e7_b013);

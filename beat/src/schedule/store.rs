@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use celeriac_common::backend::beat::{entry, meta, state};
 
 use crate::clock::{format_instant, parse_instant};
-use crate::entry::{Entry, FiringOverrides, Grace, SendOptions, Source};
+use crate::schedule::entry::{Entry, FiringOverrides, Grace, SendOptions, Source};
 use crate::sql::statement;
 use crate::trigger::TriggerSpec;
 
@@ -356,5 +356,6 @@ fn read_row(m: entry::Model) -> Result<Entry, String> {
         source: Source::Database,
         anchor,
         created_at: parse_instant(&m.created_at),
+        description: None,
     })
 }
