@@ -3,12 +3,14 @@
 //! [`Handling`]: one ack (after its outcome is recorded), requeue,
 //! give-back or dead-letter.
 
-use crate::carry_out::Handling;
+use crate::carry_out::{Handling, task_error};
 use crate::context::TaskFailure;
-use crate::disposition::{self, DeliveryFacts, Disposition, Stage, WorkerView, decide};
+use crate::disposition::{DeliveryFacts, Disposition, End, Stage, WorkerView, decide};
 use crate::execute;
 use crate::followup;
+use crate::registry::Handler;
 use celeriac_common::TaskState;
+use celeriac_common::backend::TaskOutcome;
 use celeriac_common::protocol::TaskMessage;
 use chrono::Utc;
 use futures_util::future::Either;
@@ -48,47 +50,65 @@ pub(crate) fn handle(
         queue = %hand.queue,
         attempt = msg.retries
     );
-    let facts = DeliveryFacts::of(&delivery, received);
-    Either::Right(deliver(hand, msg, delivery, facts).instrument(span))
+    Either::Right(deliver(hand, msg, delivery, received).instrument(span))
 }
 
-/// Decides at each stage until the delivery ends or runs.
-async fn deliver(hand: Handling, msg: TaskMessage, delivery: Delivery, mut facts: DeliveryFacts) {
-    let shared = &hand.shared;
-    let mut stage = Stage::Received;
-    let mut permit = None;
-    loop {
-        let view = WorkerView {
-            revocations: &shared.revocations,
-            registry: &shared.registry,
-            max_deliveries: shared.config.max_deliveries,
-            queue: &hand.queue,
-        };
-        match decide(&msg, stage, &facts, &view) {
-            Disposition::Run if stage == Stage::Admitted => break,
-            Disposition::Run if stage == Stage::Received => stage = Stage::Due,
-            Disposition::Run => match admit(&hand, &msg).await {
-                Some(p) => (permit, stage) = (Some(p), Stage::Admitted),
-                None => return Box::pin(hand.give_back(delivery)).await,
-            },
-            Disposition::Hold(wait) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => stage = Stage::Due,
-                    _ = hand.window.retired() => return Box::pin(hand.give_back(delivery)).await,
+/// Decides at each stage until the delivery ends or runs. A plain `async`
+/// block, not an `async fn`: its captures are its only copy of the message
+/// and the delivery (an `async fn` would hold its arguments twice).
+fn deliver(
+    hand: Handling,
+    msg: TaskMessage,
+    delivery: Delivery,
+    received: chrono::DateTime<Utc>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let mut facts = DeliveryFacts::of(&delivery, received);
+    async move {
+        let shared = &hand.shared;
+        let mut stage = Stage::Received;
+        let mut permit = None;
+        loop {
+            let view = WorkerView {
+                revocations: &shared.revocations,
+                registry: &shared.registry,
+                max_deliveries: shared.config.max_deliveries,
+                queue: &hand.queue,
+            };
+            match decide(&msg, stage, &facts, &view) {
+                Disposition::Run if stage == Stage::Admitted => break,
+                Disposition::Run if stage == Stage::Received => stage = Stage::Due,
+                Disposition::Run => match admit(&hand, &msg).await {
+                    Some(p) => (permit, stage) = (Some(p), Stage::Admitted),
+                    None => return Box::pin(hand.give_back(delivery)).await,
+                },
+                Disposition::Hold(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => stage = Stage::Due,
+                        _ = hand.window.retired() => {
+                            return Box::pin(hand.give_back(delivery)).await;
+                        }
+                    }
+                }
+                Disposition::CheckDone => {
+                    facts.already_done = Some(Box::pin(already_done(&hand, &msg.id)).await);
+                }
+                Disposition::End(end) => {
+                    drop(permit);
+                    return Box::pin(hand.carry_out(end, &msg, delivery)).await;
                 }
             }
-            Disposition::CheckDone => {
-                facts.already_done = Some(Box::pin(already_done(&hand, &msg.id)).await);
-            }
-            Disposition::End(end) => {
-                drop(permit);
-                return hand.carry_out(end, &msg, delivery).await;
-            }
         }
+        let Some(handler) = shared.registry.get(&msg.task) else {
+            // Decided at `Stage::Received`; the registry does not change.
+            return Box::pin(hand.carry_out(End::UnknownTask, &msg, delivery)).await;
+        };
+        shared.task_started();
+        match run(&hand, &msg, handler, facts.earlier, permit).await {
+            Some(outcome) => hand.finish(&msg, delivery, Some(outcome)).await,
+            None => Box::pin(hand.requeue(delivery)).await,
+        }
+        shared.task_ended();
     }
-    shared.task_started();
-    run(&hand, &msg, delivery, facts.earlier, permit).await;
-    shared.task_ended();
 }
 
 /// Waits for the task's rate limiter and a slot; `None` if the session is
@@ -106,20 +126,16 @@ async fn admit<'a>(hand: &'a Handling, msg: &TaskMessage) -> Option<SemaphorePer
     }
 }
 
-/// Runs the task holding `permit`, then records its outcome (or returns it
-/// to its queue if its retry could not be published).
+/// Runs the task holding `permit`, and says what to record; `None` if its
+/// retry could not be published (the message then goes back to its queue).
 async fn run(
     hand: &Handling,
     msg: &TaskMessage,
-    delivery: Delivery,
+    handler: &Handler,
     earlier: u32,
     permit: Option<SemaphorePermit<'_>>,
-) {
+) -> Option<TaskOutcome> {
     let shared = &hand.shared;
-    let Some(handler) = shared.registry.get(&msg.task) else {
-        let end = disposition::End::UnknownTask;
-        return hand.carry_out(end, msg, delivery).await;
-    };
     let started_at = Utc::now();
     // An ignored result leaves no row at all (a STARTED one would stay).
     if shared.config.track_started && !msg.ignore_result {
@@ -148,17 +164,15 @@ async fn run(
             tracing::warn!(duration_ms = ms, kind = %f.kind, "failed: {}", f.message);
             let concluded =
                 execute::conclude_failure(&hand.publisher, msg, &hand.queue, options, f);
-            match Box::pin(concluded).await {
-                Some((state, failure)) => (state, None, Some(failure)),
-                None => return Box::pin(hand.requeue(delivery)).await,
-            }
+            let (state, failure) = Box::pin(concluded).await?;
+            (state, None, Some(failure))
         }
     };
     let mut outcome = hand.outcome(msg, state);
     outcome.result = value;
-    outcome.error = failure.map(crate::carry_out::task_error);
+    outcome.error = failure.map(task_error);
     (outcome.started_at, outcome.done_at) = (Some(started_at), done_at);
-    hand.finish(msg, delivery, Some(outcome)).await;
+    Some(outcome)
 }
 
 /// Whether the result backend holds a final outcome for `id`.
