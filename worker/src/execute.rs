@@ -1,13 +1,13 @@
 //! Running one task: its context, time limits, panics, and what a failure
 //! turns into (a retry or a final FAILURE).
 
-use crate::consumer::{Shared, task_error};
 use crate::context::{RetryAt, TaskContext, TaskFailure};
 use crate::followup;
 use crate::options::TaskOptions;
+use crate::publish::Publisher;
 use crate::registry::Handler;
+use crate::shared::Shared;
 use celeriac_common::TaskState;
-use celeriac_common::backend::TaskOutcome;
 use celeriac_common::protocol::TaskMessage;
 use chrono::Utc;
 use std::time::Duration;
@@ -119,17 +119,17 @@ async fn run_inner(
 
 /// Turns a failure into a retry (a new message, same id, `retries + 1`,
 /// through the delay queues; RETRY recorded) while retries remain, else a
-/// final FAILURE (errbacks sent). Returns false if the retry could not be
-/// published: the caller then returns the message to its queue, so it is
-/// neither lost nor recorded.
+/// final FAILURE (errbacks sent): returns the state to record and the
+/// failure. Returns `None` if the retry could not be published: the caller
+/// then returns the message to its queue, so it is neither lost nor
+/// recorded.
 pub(crate) async fn conclude_failure(
-    shared: &Shared,
+    publisher: &Publisher,
     msg: &TaskMessage,
     queue: &str,
     options: &TaskOptions,
     mut failure: TaskFailure,
-    outcome: &mut TaskOutcome,
-) -> bool {
+) -> Option<(TaskState, TaskFailure)> {
     let wanted = failure.retry.or_else(|| {
         options
             .autoretry_for
@@ -147,21 +147,20 @@ pub(crate) async fn conclude_failure(
             let mut next = msg.clone();
             next.retries += 1;
             next.eta = Some(eta.fixed_offset());
-            if let Err(e) = shared.client.send_message(&next, queue).await {
-                tracing::error!(error = %e, "cannot publish the retry; returning the message to the queue");
-                return false;
+            if let Err(e) = publisher.send(&next, queue).await {
+                tracing::error!(
+                    error = %e,
+                    "cannot publish the retry; returning the message to the queue"
+                );
+                return None;
             }
             tracing::info!(retry = next.retries, eta = %eta.to_rfc3339(), "retry scheduled");
-            outcome.state = TaskState::Retry;
-            outcome.error = Some(task_error(failure));
-            return true;
+            return Some((TaskState::Retry, failure));
         }
         failure
             .causes
             .push(format!("gave up after {} retries", msg.retries));
     }
-    followup::on_failure(&shared.client, msg, queue).await;
-    outcome.state = TaskState::Failure;
-    outcome.error = Some(task_error(failure));
-    true
+    followup::on_failure(publisher, msg, queue).await;
+    Some((TaskState::Failure, failure))
 }

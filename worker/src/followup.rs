@@ -3,7 +3,7 @@
 //! A follow-up that cannot be sent is logged; it never changes the outcome
 //! of the task that finished.
 
-use celeriac::Client;
+use crate::publish::Publisher;
 use celeriac_common::protocol::{Embed, Signature, TaskMessage, parse_time};
 use chrono::Utc;
 use serde_json::Value;
@@ -71,14 +71,14 @@ fn message_for(
 }
 
 async fn send(
-    client: &Client,
+    publisher: &Publisher,
     msg: &TaskMessage,
     queue: Option<String>,
     default_queue: &str,
     what: &str,
 ) {
     let queue = queue.unwrap_or_else(|| default_queue.to_owned());
-    match client.send_message(msg, &queue).await {
+    match publisher.send(msg, &queue).await {
         Ok(()) => tracing::info!(next.id = %msg.id, next.name = %msg.task, "{what} sent"),
         Err(e) => {
             tracing::error!(next.id = %msg.id, next.name = %msg.task, error = %e, "{what} could not be sent")
@@ -90,7 +90,7 @@ async fn send(
 /// Their sending is boxed: most tasks have none, and this future is part
 /// of every delivery's task.
 pub(crate) async fn on_success(
-    client: &Client,
+    publisher: &Publisher,
     parent: &TaskMessage,
     result: &Value,
     default_queue: &str,
@@ -100,18 +100,18 @@ pub(crate) async fn on_success(
     if none(&embed.callbacks) && none(&embed.chain) {
         return;
     }
-    Box::pin(send_on_success(client, parent, result, default_queue)).await;
+    Box::pin(send_on_success(publisher, parent, result, default_queue)).await;
 }
 
 async fn send_on_success(
-    client: &Client,
+    publisher: &Publisher,
     parent: &TaskMessage,
     result: &Value,
     default_queue: &str,
 ) {
     for sig in parent.embed.callbacks.iter().flatten() {
         let (msg, queue) = message_for(sig, parent, Some(result));
-        send(client, &msg, queue, default_queue, "callback").await;
+        send(publisher, &msg, queue, default_queue, "callback").await;
     }
     if let Some(chain) = parent.embed.chain.as_ref().filter(|c| !c.is_empty()) {
         let mut rest = chain.clone();
@@ -120,18 +120,18 @@ async fn send_on_success(
             if !rest.is_empty() {
                 msg.embed.chain = Some(rest);
             }
-            send(client, &msg, queue, default_queue, "chain step").await;
+            send(publisher, &msg, queue, default_queue, "chain step").await;
         }
     }
 }
 
 /// Sends the errbacks, each called with the failed task's id (Celery's
 /// form for errbacks that run in another process).
-pub(crate) async fn on_failure(client: &Client, parent: &TaskMessage, default_queue: &str) {
+pub(crate) async fn on_failure(publisher: &Publisher, parent: &TaskMessage, default_queue: &str) {
     let id = Value::String(parent.id.clone());
     for sig in parent.embed.errbacks.iter().flatten() {
         let (msg, queue) = message_for(sig, parent, Some(&id));
-        send(client, &msg, queue, default_queue, "errback").await;
+        send(publisher, &msg, queue, default_queue, "errback").await;
     }
 }
 

@@ -56,7 +56,8 @@ async fn sweep(backend: &ResultBackend) {
                 tracing::warn!(
                     task.id = %task.task_id,
                     lost_worker = %task.worker_id,
-                    "task left STARTED by a worker with no heartbeat for {MISSED_HEARTBEATS} intervals: RETRY (WorkerLostError) until its message is redelivered"
+                    "task left STARTED by a worker with no heartbeat for {MISSED_HEARTBEATS} \
+                     intervals: RETRY (WorkerLostError) until its message is redelivered"
                 );
             }
         }

@@ -14,7 +14,9 @@
 //!
 //! # async fn run() -> Result<(), celeriac_worker::WorkerError> {
 //! Worker::builder(Config::default())
-//!     .register::<Add, _, _, _>(|_ctx: TaskContext, (x, y)| async move { Ok::<_, TaskFailure>(x + y) })
+//!     .register::<Add, _, _, _>(|_ctx: TaskContext, (x, y)| async move {
+//!         Ok::<_, TaskFailure>(x + y)
+//!     })
 //!     .build()
 //!     .await?
 //!     .run() // until SIGTERM or SIGINT
@@ -27,16 +29,21 @@
 //! before it started). A task that fails, panics, is unknown or expired is
 //! recorded (FAILURE / REVOKED) and acked; the worker goes on.
 
-mod consumer;
+mod carry_out;
 mod context;
+mod deliver;
 mod diagnostics;
+mod disposition;
 mod execute;
 mod followup;
 mod heartbeat;
 mod options;
+mod publish;
 mod recorder;
 mod registry;
 mod revoke;
+mod session;
+mod shared;
 mod worker;
 
 pub use context::{RetryAt, TaskContext, TaskFailure};

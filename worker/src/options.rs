@@ -1,6 +1,7 @@
 //! Per-task options: retry policy, time limits and rate limit, with
 //! Celery's names and defaults.
 
+use celeriac_common::backoff::{Backoff, Jitter};
 use std::time::Duration;
 
 /// How a task is retried and limited. `TaskOptions::default()` matches
@@ -52,16 +53,14 @@ impl TaskOptions {
         if !self.retry_backoff {
             return self.retry_delay;
         }
-        let factor = 2u32.saturating_pow(retries.min(31));
-        let delay = self
-            .retry_delay
-            .saturating_mul(factor)
-            .min(self.retry_backoff_max);
-        if self.retry_jitter {
-            delay.mul_f64(rand::random::<f64>())
+        let jitter = if self.retry_jitter {
+            Jitter::Full
         } else {
-            delay
-        }
+            Jitter::None
+        };
+        Backoff::new(self.retry_delay, self.retry_backoff_max)
+            .jitter(jitter)
+            .delay_for(retries)
     }
 }
 

@@ -20,6 +20,7 @@
 //! prefetch of 1 to 7 every ack goes out at once.
 
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
+use celeriac_common::backoff::Backoff;
 use lapin::Acker;
 use lapin::options::BasicAckOptions;
 use std::collections::BTreeSet;
@@ -236,7 +237,7 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
     if outcomes.is_empty() {
         return;
     }
-    let mut wait = RETRY_START;
+    let mut backoff = Backoff::new(RETRY_START, RETRY_MAX);
     let mut logged = false;
     let mut refusals = 0;
     loop {
@@ -265,15 +266,14 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
                     tracing::error!(task.id = %outcomes[0].task_id, error = %e, source = ?std::error::Error::source(&e), "result backend refuses this task's outcome; it is not stored and its message is acked");
                     return;
                 }
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(backoff.delay_for(backoff.failures())).await;
             }
             Err(e) => {
                 if !logged {
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), count = outcomes.len(), "cannot store outcomes; retrying until the result backend is back (messages stay unacknowledged)");
                     logged = true;
                 }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(RETRY_MAX);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

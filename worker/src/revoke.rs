@@ -37,7 +37,8 @@ impl Revocations {
             .unwrap_or(false)
     }
 
-    /// Stops a running async task (blocking ones cannot be stopped); returns whether one was running.
+    /// Stops a running async task (blocking ones cannot be stopped); returns
+    /// whether one was running.
     pub(crate) fn terminate(&self, id: &str) -> bool {
         self.active
             .lock()

@@ -1,14 +1,16 @@
 //! `Worker`: builder, run loop, reconnection and warm shutdown.
 
-use crate::consumer::{Session, Shared};
 use crate::context::{TaskContext, TaskFailure};
 use crate::heartbeat;
 use crate::options::TaskOptions;
 use crate::recorder;
 use crate::registry::Registry;
+use crate::session::Session;
+use crate::shared::Shared;
 use celeriac_common::backend::workers::WorkerInfo;
 use celeriac_common::backend::{BackendError, ResultBackend};
-use celeriac_common::broker::BrokerError;
+use celeriac_common::backoff::{Backoff, Jitter};
+use celeriac_common::broker::{self, BrokerError};
 use celeriac_common::{Config, TaskDef, mask_url};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -29,9 +31,6 @@ pub enum WorkerError {
     /// The configuration is unusable.
     #[error("invalid worker configuration: {0}")]
     Config(String),
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers")]
-    Signals(#[source] std::io::Error),
 }
 
 /// Collects task handlers, then builds a [`Worker`].
@@ -110,16 +109,10 @@ impl WorkerBuilder {
         } else {
             None
         };
-        // The worker's producer: retries, callbacks and chain steps. Connecting
-        // it also checks that the broker is reachable.
-        let client = celeriac::Client::connect(config.clone())
-            .await
-            .map_err(|e| match e {
-                celeriac::ClientError::Broker(b) => WorkerError::Broker(b),
-                other => WorkerError::Config(other.to_string()),
-            })?;
+        // Fail fast, with a clear error, if the broker is unreachable.
+        let probe = broker::connect_config(&config, &config.hostname).await?;
+        let _ = probe.close(200, "reachable".into()).await;
         Ok(Worker {
-            client,
             config,
             registry: Arc::new(self.registry),
             backend,
@@ -129,7 +122,6 @@ impl WorkerBuilder {
 
 /// A configured worker, ready to run.
 pub struct Worker {
-    client: celeriac::Client,
     config: Config,
     registry: Arc<Registry>,
     backend: Option<ResultBackend>,
@@ -152,14 +144,16 @@ impl Worker {
 
     /// Runs until SIGTERM or SIGINT, then shuts down warmly.
     pub async fn run(self) -> Result<(), WorkerError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signals)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signals)?;
+        let mut stop = Box::pin(celeriac_common::shutdown::stop_signal());
+        // Polled once now, so that its handlers are in place before the
+        // worker starts: a signal during startup is not lost.
+        let early = futures_util::FutureExt::now_or_never(&mut stop);
         self.run_until(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received: warm shutdown"),
-                _ = int.recv() => tracing::info!("SIGINT received: warm shutdown"),
-            }
+            let signal = match early {
+                Some(signal) => signal,
+                None => stop.await,
+            };
+            tracing::info!("{signal} received: warm shutdown");
         })
         .await
     }
@@ -195,7 +189,6 @@ impl Worker {
         let backend = self.backend.clone();
         let shared = Arc::new(Shared {
             revocations,
-            client: self.client,
             registry: self.registry,
             backend: self.backend,
             permits: Semaphore::new(config.concurrency),
@@ -217,7 +210,7 @@ impl Worker {
             "worker starting"
         );
         tokio::pin!(shutdown);
-        let mut backoff = RECONNECT_START;
+        let mut backoff = Backoff::new(RECONNECT_START, RECONNECT_MAX).jitter(Jitter::Equal);
         let mut session = None;
         let mut retired = tokio::task::JoinSet::new();
         loop {
@@ -228,12 +221,16 @@ impl Worker {
             let s = match opened {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "cannot consume; reconnecting in {backoff:?}");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        "cannot consume; reconnecting in {wait:?}"
+                    );
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(RECONNECT_MAX);
                     continue;
                 }
             };
@@ -265,11 +262,10 @@ impl Worker {
                 // Ended again right away: back off as for a failed connect.
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(RECONNECT_MAX);
             } else {
-                backoff = RECONNECT_START;
+                backoff.reset();
             }
         }
         if let Some(s) = &session {
@@ -293,7 +289,8 @@ impl Worker {
             .is_err()
         {
             tracing::warn!(
-                "outcomes not yet stored are left unacknowledged; their messages will be redelivered"
+                "outcomes not yet stored are left unacknowledged; \
+                 their messages will be redelivered"
             );
         }
         // Sessions retired earlier close once their last acks are out.
@@ -324,7 +321,10 @@ impl Worker {
             {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot remove the worker's heartbeat row; it expires by itself")
+                    tracing::warn!(
+                        error = %e,
+                        "cannot remove the worker's heartbeat row; it expires by itself"
+                    )
                 }
                 Err(_) => tracing::warn!(
                     "removing the worker's heartbeat row timed out; it expires by itself"

@@ -1,0 +1,195 @@
+//! One delivery's way: decoded, decided at each stage ([`decide`]), held
+//! for its eta, a slot and its rate limiter, run, and ended by
+//! [`Handling`]: one ack (after its outcome is recorded), requeue,
+//! give-back or dead-letter.
+
+use crate::carry_out::{Handling, task_error};
+use crate::context::TaskFailure;
+use crate::disposition::{DeliveryFacts, Disposition, End, Stage, WorkerView, decide};
+use crate::execute;
+use crate::followup;
+use crate::registry::Handler;
+use celeriac_common::TaskState;
+use celeriac_common::backend::TaskOutcome;
+use celeriac_common::protocol::TaskMessage;
+use chrono::Utc;
+use futures_util::future::Either;
+use lapin::message::Delivery;
+use std::time::Instant;
+use tokio::sync::SemaphorePermit;
+use tracing::Instrument;
+
+/// The work for one delivery: decodes it, and returns a future that holds
+/// only what the delivery's path needs while it waits (its rare paths are
+/// boxed), because tokio copies a task's whole future when it spawns it
+/// and again when it finishes.
+pub(crate) fn handle(
+    hand: Handling,
+    delivery: Delivery,
+) -> impl Future<Output = ()> + Send + 'static {
+    let received = Utc::now();
+    let decoded = TaskMessage::decode(
+        &delivery.properties,
+        &delivery.data,
+        hand.shared.config.max_message_bytes,
+    );
+    let msg = match decoded {
+        Ok(m) => m,
+        Err(e) => {
+            // Nothing to decide: it cannot be run, so it is dead-lettered.
+            let reason = e.to_string();
+            return Either::Left(Box::pin(async move {
+                hand.dead_letter(delivery, &reason, None).await;
+            }));
+        }
+    };
+    let span = tracing::info_span!(
+        "task",
+        task.id = %msg.id,
+        task.name = %msg.display_name(),
+        queue = %hand.queue,
+        attempt = msg.retries
+    );
+    Either::Right(deliver(hand, msg, delivery, received).instrument(span))
+}
+
+/// Decides at each stage until the delivery ends or runs. A plain `async`
+/// block, not an `async fn`: its captures are its only copy of the message
+/// and the delivery (an `async fn` would hold its arguments twice).
+fn deliver(
+    hand: Handling,
+    msg: TaskMessage,
+    delivery: Delivery,
+    received: chrono::DateTime<Utc>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let mut facts = DeliveryFacts::of(&delivery, received);
+    async move {
+        let shared = &hand.shared;
+        let mut stage = Stage::Received;
+        let mut permit = None;
+        loop {
+            let view = WorkerView {
+                revocations: &shared.revocations,
+                registry: &shared.registry,
+                max_deliveries: shared.config.max_deliveries,
+                queue: &hand.queue,
+            };
+            match decide(&msg, stage, &facts, &view) {
+                Disposition::Run if stage == Stage::Admitted => break,
+                Disposition::Run if stage == Stage::Received => stage = Stage::Due,
+                Disposition::Run => match admit(&hand, &msg).await {
+                    Some(p) => (permit, stage) = (Some(p), Stage::Admitted),
+                    None => return Box::pin(hand.give_back(delivery)).await,
+                },
+                Disposition::Hold(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => stage = Stage::Due,
+                        _ = hand.window.retired() => {
+                            return Box::pin(hand.give_back(delivery)).await;
+                        }
+                    }
+                }
+                Disposition::CheckDone => {
+                    facts.already_done = Some(Box::pin(already_done(&hand, &msg.id)).await);
+                }
+                Disposition::End(end) => {
+                    drop(permit);
+                    return Box::pin(hand.carry_out(end, &msg, delivery)).await;
+                }
+            }
+        }
+        let Some(handler) = shared.registry.get(&msg.task) else {
+            // Decided at `Stage::Received`; the registry does not change.
+            return Box::pin(hand.carry_out(End::UnknownTask, &msg, delivery)).await;
+        };
+        shared.task_started();
+        match run(&hand, &msg, handler, facts.earlier, permit).await {
+            Some(outcome) => hand.finish(&msg, delivery, Some(outcome)).await,
+            None => Box::pin(hand.requeue(delivery)).await,
+        }
+        shared.task_ended();
+    }
+}
+
+/// Waits for the task's rate limiter and a slot; `None` if the session is
+/// retired meanwhile (the delivery then goes back to its queue).
+async fn admit<'a>(hand: &'a Handling, msg: &TaskMessage) -> Option<SemaphorePermit<'a>> {
+    if let Some(limiter) = hand.shared.registry.limiter(&msg.task) {
+        tokio::select! {
+            _ = limiter.wait() => {}
+            _ = hand.window.retired() => return None,
+        }
+    }
+    tokio::select! {
+        p = hand.shared.permits.acquire() => p.ok(),
+        _ = hand.window.retired() => None,
+    }
+}
+
+/// Runs the task holding `permit`, and says what to record; `None` if its
+/// retry could not be published (the message then goes back to its queue).
+async fn run(
+    hand: &Handling,
+    msg: &TaskMessage,
+    handler: &Handler,
+    earlier: u32,
+    permit: Option<SemaphorePermit<'_>>,
+) -> Option<TaskOutcome> {
+    let shared = &hand.shared;
+    let started_at = Utc::now();
+    // An ignored result leaves no row at all (a STARTED one would stay).
+    if shared.config.track_started && !msg.ignore_result {
+        Box::pin(mark_started(hand, msg, started_at)).await;
+    }
+    let options = shared.registry.options(&msg.task);
+    let (hard, soft) = execute::limits(msg, options);
+    let ctx = execute::task_context(shared, msg, &hand.queue, earlier, soft);
+    let clock = Instant::now();
+    let result = execute::run(shared, handler, ctx, msg, hard).await;
+    drop(permit);
+    let done_at = Some(Utc::now());
+    let ms = clock.elapsed().as_secs_f64() * 1e3;
+    let (state, value, failure) = match result {
+        Ok(value) => {
+            tracing::info!(duration_ms = ms, "succeeded");
+            followup::on_success(&hand.publisher, msg, &value, &hand.queue).await;
+            (TaskState::Success, Some(value), None)
+        }
+        Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
+            tracing::info!(duration_ms = ms, "terminated by revoke");
+            let failure = TaskFailure::new("TaskRevoked", "terminated while running");
+            (TaskState::Revoked, None, Some(failure))
+        }
+        Err(f) => {
+            tracing::warn!(duration_ms = ms, kind = %f.kind, "failed: {}", f.message);
+            let concluded =
+                execute::conclude_failure(&hand.publisher, msg, &hand.queue, options, f);
+            let (state, failure) = Box::pin(concluded).await?;
+            (state, None, Some(failure))
+        }
+    };
+    let mut outcome = hand.outcome(msg, state);
+    outcome.result = value;
+    outcome.error = failure.map(task_error);
+    (outcome.started_at, outcome.done_at) = (Some(started_at), done_at);
+    Some(outcome)
+}
+
+/// Whether the result backend holds a final outcome for `id`.
+async fn already_done(hand: &Handling, id: &str) -> bool {
+    let Some(backend) = &hand.shared.backend else {
+        return false;
+    };
+    matches!(backend.get(id).await, Ok(Some(r)) if r.state.is_ready())
+}
+
+/// Records STARTED (a failure to is logged; the task runs anyway).
+async fn mark_started(hand: &Handling, msg: &TaskMessage, at: chrono::DateTime<Utc>) {
+    if let Some(backend) = &hand.shared.backend {
+        let mut started = hand.outcome(msg, TaskState::Started);
+        started.started_at = Some(at);
+        if let Err(e) = backend.store_progress(started).await {
+            tracing::warn!(error = %e, "cannot record STARTED; running anyway");
+        }
+    }
+}

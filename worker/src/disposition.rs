@@ -1,0 +1,230 @@
+//! What happens to a delivery, decided without acting: [`decide`] maps what
+//! is known about a delivery (the message, [`DeliveryFacts`], the worker's
+//! [`WorkerView`]) to a [`Disposition`]. It is pure, so every branch is
+//! tested without a broker; `carry_out` acts on what it decides.
+//!
+//! A delivery is decided at three [`Stage`]s, since some facts change while
+//! it waits: a revoke can arrive while it waits for its eta or for a slot,
+//! and whether it already ran is looked up in the result backend only when
+//! the decision asks for it ([`Disposition::CheckDone`]).
+
+use crate::registry::Registry;
+use crate::revoke::Revocations;
+use celeriac_common::delay;
+use celeriac_common::protocol::TaskMessage;
+use chrono::{DateTime, Utc};
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::types::AMQPValue;
+use std::time::Duration;
+
+/// Header beat puts on the runs it sends (their ids are deterministic).
+const BEAT_ENTRY_HEADER: &str = "beat_entry";
+
+/// Header counting deliveries that did not finish (classic queues, which
+/// keep no count of their own).
+pub(crate) const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
+
+/// The count a quorum queue keeps itself: earlier deliveries of this message
+/// that ended without an ack.
+pub(crate) const BROKER_DELIVERIES_HEADER: &str = "x-delivery-count";
+
+/// Where a delivery is on its way to running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Just received and decoded.
+    Received,
+    /// Due (it waited for its eta, if it had one within one delay unit).
+    Due,
+    /// Holds a slot (and its rate limiter's turn): about to start.
+    Admitted,
+}
+
+/// What is known about one delivery, apart from its message.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryFacts {
+    /// When the worker received it.
+    pub(crate) received: DateTime<Utc>,
+    /// The broker flags it as delivered before.
+    pub(crate) redelivered: bool,
+    /// Earlier deliveries that did not finish.
+    pub(crate) earlier: u32,
+    /// Whether the broker counts those itself (a quorum queue) or only
+    /// celeriac's header does.
+    pub(crate) counted_by_broker: bool,
+    /// Whether its task id already has a final outcome; `None` until looked
+    /// up (only when [`decide`] asks for it).
+    pub(crate) already_done: Option<bool>,
+}
+
+impl DeliveryFacts {
+    /// The facts a delivery carries (its flags and headers).
+    pub(crate) fn of(delivery: &Delivery, received: DateTime<Utc>) -> Self {
+        let (earlier, counted_by_broker) =
+            earlier_deliveries(&delivery.properties, delivery.redelivered);
+        DeliveryFacts {
+            received,
+            redelivered: delivery.redelivered,
+            earlier,
+            counted_by_broker,
+            already_done: None,
+        }
+    }
+}
+
+/// What the worker knows that bears on a delivery.
+pub(crate) struct WorkerView<'a> {
+    /// Task ids revoked.
+    pub(crate) revocations: &'a Revocations,
+    /// The tasks this worker runs.
+    pub(crate) registry: &'a Registry,
+    /// Deliveries without finishing after which a message is poison.
+    pub(crate) max_deliveries: u32,
+    /// The queue the delivery came from.
+    pub(crate) queue: &'a str,
+}
+
+/// What to do with a delivery at a stage.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Disposition {
+    /// Nothing stops it at this stage: on to the next, or run it.
+    Run,
+    /// Due within one delay unit: wait in memory until its eta, then
+    /// decide again at [`Stage::Due`].
+    Hold(Duration),
+    /// It may have run already: look its id up, then decide again with
+    /// [`DeliveryFacts::already_done`] known.
+    CheckDone,
+    /// It ends here, without running.
+    End(End),
+}
+
+/// How a delivery ends without running.
+#[derive(Debug, PartialEq)]
+pub(crate) enum End {
+    /// Revoked: REVOKED recorded, acked.
+    Revoked(Stage),
+    /// Expired before it ran: REVOKED recorded, acked.
+    Expired,
+    /// No handler for its task: FAILURE recorded, acked.
+    UnknownTask,
+    /// Not due yet: into the delay queues with this routing key, then acked.
+    Redelay {
+        /// How long it still waits.
+        wait: Duration,
+        /// Its routing key into the delay queues.
+        routing_key: String,
+    },
+    /// Its id already has a final outcome (a redelivered copy, or a second
+    /// beat run with the same id): acked, nothing recorded.
+    AlreadyDone,
+    /// Redelivered from a classic queue: published again carrying the
+    /// count of earlier deliveries, then acked; the copy runs.
+    CountRedelivery {
+        /// Earlier deliveries that did not finish.
+        earlier: u32,
+    },
+    /// Delivered too often without finishing: FAILURE recorded,
+    /// dead-lettered.
+    Poison {
+        /// Earlier deliveries that did not finish.
+        earlier: u32,
+    },
+    /// Cannot be handled (a delay too long for the delay queues):
+    /// dead-lettered with the reason. (A message that cannot be decoded
+    /// never reaches [`decide`]: it is dead-lettered at once.)
+    DeadLetter(String),
+}
+
+/// Decides what to do with the delivery of `msg` at `stage`.
+pub(crate) fn decide(
+    msg: &TaskMessage,
+    stage: Stage,
+    facts: &DeliveryFacts,
+    view: &WorkerView<'_>,
+) -> Disposition {
+    use Disposition::{CheckDone, Hold, Run};
+    let end = Disposition::End;
+    if view.revocations.is_revoked(&msg.id) {
+        return end(End::Revoked(stage));
+    }
+    match stage {
+        Stage::Received => {
+            if msg.is_expired(facts.received) {
+                return end(End::Expired);
+            }
+            let eta = msg.eta.map(|eta| eta.with_timezone(&Utc));
+            if let Some(wait) = eta.and_then(|eta| delay::remaining(eta, facts.received)) {
+                // Not due yet: back into the delay queues, not into memory.
+                return end(match delay::routing_key(wait, view.queue) {
+                    Ok(routing_key) => End::Redelay { wait, routing_key },
+                    Err(e) => End::DeadLetter(e.to_string()),
+                });
+            }
+            if view.registry.get(&msg.task).is_none() {
+                return end(End::UnknownTask);
+            }
+            match eta.and_then(|eta| (eta - facts.received).to_std().ok()) {
+                Some(wait) if !wait.is_zero() => Hold(wait),
+                _ => Run,
+            }
+        }
+        Stage::Due => {
+            // A redelivered message may have run already; a beat run may be
+            // a second copy of one that already finished (two beats in a
+            // split brain send the same task id).
+            let beat_run = msg.extra_headers.contains_key(BEAT_ENTRY_HEADER);
+            if facts.redelivered || beat_run {
+                match facts.already_done {
+                    None => return CheckDone,
+                    Some(true) => return end(End::AlreadyDone),
+                    Some(false) => {}
+                }
+            }
+            if !facts.redelivered {
+                return Run;
+            }
+            // A worker died (or lost its connection) holding it: counted, so
+            // a message that kills every worker that runs it is
+            // dead-lettered instead of looping forever.
+            let earlier = facts.earlier;
+            if earlier >= view.max_deliveries {
+                end(End::Poison { earlier })
+            } else if !facts.counted_by_broker {
+                // A classic queue keeps no count: the copy carries it.
+                end(End::CountRedelivery { earlier })
+            } else {
+                Run
+            }
+        }
+        Stage::Admitted => Run,
+    }
+}
+
+fn count_header(props: &BasicProperties, name: &str) -> Option<u32> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        _ => None,
+    }
+}
+
+/// Earlier deliveries of a message that did not finish, and whether the
+/// broker counts them itself (a quorum queue's `x-delivery-count`, added to
+/// what earlier copies carried in celeriac's header) or only celeriac's
+/// header does.
+pub(crate) fn earlier_deliveries(props: &BasicProperties, redelivered: bool) -> (u32, bool) {
+    let own = count_header(props, DELIVERIES_HEADER).unwrap_or(0);
+    match count_header(props, BROKER_DELIVERIES_HEADER) {
+        Some(n) if redelivered => (own.saturating_add(n), true),
+        _ => (own + u32::from(redelivered), false),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! One broker session: a connection with one consuming channel and one
+//! channel in confirm mode (publishing, remote control), its consumers, and
+//! the loop handing each delivery to a task of its own.
+
+use crate::carry_out::{Handling, give_back};
+use crate::deliver;
+use crate::publish::Publisher;
+use crate::recorder::AckWindow;
+use crate::shared::Shared;
+use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::{delay, pidbox};
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A connection with one consuming channel and one channel (in confirm mode)
+/// for everything the worker publishes and for remote control.
+pub(crate) struct Session {
+    connection: Arc<Connection>,
+    channel: Channel,
+    publisher: Arc<Publisher>,
+    consumers: Vec<(String, lapin::Consumer)>,
+    control: lapin::Consumer,
+    window: Arc<AckWindow>,
+}
+
+impl Session {
+    /// Connects, declares the queues (and the delay and dead-letter ones)
+    /// and starts consuming.
+    pub(crate) async fn open(shared: &Shared) -> Result<Session, BrokerError> {
+        let config = &shared.config;
+        let connection = broker::connect_config(config, &config.hostname).await?;
+        let op = |op| move |source| BrokerError::Channel { op, source };
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(op("channel.open"))?;
+        // Per-consumer prefetch (global = false): recent RabbitMQ rejects global QoS.
+        channel
+            .basic_qos(config.prefetch(), BasicQosOptions { global: false })
+            .await
+            .map_err(op("basic.qos"))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(op("channel.open"))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(op("confirm.select"))?;
+        broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue).await?;
+        let mut consumers = Vec::new();
+        delay::declare_topology(&channel, config).await?;
+        for queue in &config.queues {
+            broker::declare_task_queue(&channel, queue, config).await?;
+            delay::bind_queue(&channel, config, queue).await?;
+            let tag = format!(
+                "{}.{}.{}",
+                config.hostname,
+                queue,
+                uuid::Uuid::new_v4().simple()
+            );
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(op("basic.consume"))?;
+            consumers.push((queue.clone(), consumer));
+        }
+        // Remote control (revoke): a queue of our own on the pidbox fanout.
+        let control_queue = pidbox::declare_worker_queue(
+            &publisher,
+            &format!("{}.{}", config.hostname, uuid::Uuid::new_v4().simple()),
+        )
+        .await?;
+        let control = publisher
+            .basic_consume(
+                control_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(op("basic.consume"))?;
+        let connection = Arc::new(connection);
+        let ready: HashSet<String> = config.queues.iter().cloned().collect();
+        let publisher = Publisher::new(publisher, connection.clone(), config.clone(), ready);
+        Ok(Session {
+            connection,
+            channel,
+            publisher: Arc::new(publisher),
+            consumers,
+            control,
+            window: Arc::new(AckWindow::default()),
+        })
+    }
+
+    /// Handles deliveries until the connection is lost; returns why.
+    pub(crate) async fn consume(&self, shared: Arc<Shared>) -> String {
+        // `select_all` drops a stream that ends and goes on with the rest, so
+        // each consumer ends with an item saying so: a queue deleted under
+        // the worker (the broker cancels its consumer) ends the session, and
+        // the next one declares the queue again.
+        let tasks = self.consumers.iter().map(|(queue, consumer)| {
+            let (queue, ended) = (queue.clone(), queue.clone());
+            consumer
+                .clone()
+                .map(move |d| Event::Task(queue.clone(), d))
+                .chain(futures_util::stream::once(async move {
+                    Event::Ended(format!("of queue {ended}"))
+                }))
+                .boxed()
+        });
+        let control_stream = self
+            .control
+            .clone()
+            .map(Event::Control)
+            .chain(futures_util::stream::once(async {
+                Event::Ended("of remote control".to_owned())
+            }))
+            .boxed();
+        let mut all =
+            futures_util::stream::select_all(tasks.chain(std::iter::once(control_stream)));
+        // Belt and braces: also notice a dead connection whose consumer
+        // streams stay silent.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let next = tokio::select! {
+                next = all.next() => next,
+                _ = check.tick() => {
+                    if self.connected() {
+                        continue;
+                    }
+                    return "connection or channel closed".to_owned();
+                }
+            };
+            match next {
+                Some(Event::Control(Ok(delivery))) => control(&shared, &delivery.data),
+                Some(Event::Task(queue, Ok(delivery))) => {
+                    self.window.received(delivery.delivery_tag);
+                    let hand = Handling {
+                        shared: shared.clone(),
+                        publisher: self.publisher.clone(),
+                        queue,
+                        window: self.window.clone(),
+                    };
+                    // Decoded in the task (a large body, or a panic, stays
+                    // there), not in this loop.
+                    let task = futures_util::future::lazy(move |_| deliver::handle(hand, delivery));
+                    tokio::spawn(task.flatten());
+                }
+                Some(Event::Task(_, Err(e)) | Event::Control(Err(e))) => return e.to_string(),
+                Some(Event::Ended(_)) if !self.connected() => {
+                    return "connection or channel closed".to_owned();
+                }
+                Some(Event::Ended(what)) => {
+                    return format!("the broker cancelled the consumer {what}");
+                }
+                None => return "no consumer left".to_owned(),
+            }
+        }
+    }
+
+    /// Stops consuming: the broker sends nothing more.
+    pub(crate) async fn cancel(&self) {
+        for (queue, consumer) in &self.consumers {
+            if let Err(e) = self
+                .channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::debug!(queue, error = %e, "basic.cancel failed");
+            }
+        }
+    }
+
+    /// After [`Session::cancel`]: deliveries the broker sent before it
+    /// stopped that no task was handed yet go back to their queues
+    /// uncounted ([`give_back`]), rather than coming back flagged redelivered
+    /// when the connection closes.
+    /// Bounded: the broker cannot have more than `prefetch` deliveries out
+    /// to a consumer, and a copy given back never reaches this cancelled one.
+    pub(crate) async fn return_unhandled(&self, prefetch: u16) {
+        for (queue, consumer) in &self.consumers {
+            let mut stream = consumer.clone();
+            for _ in 0..prefetch {
+                let Ok(Some(Ok(delivery))) =
+                    tokio::time::timeout(UNHANDLED_WAIT, stream.next()).await
+                else {
+                    break;
+                };
+                self.window.received(delivery.delivery_tag);
+                give_back(&self.publisher, queue, delivery, &self.window).await;
+            }
+        }
+    }
+
+    /// Whether its connection and both its channels are still open.
+    pub(crate) fn connected(&self) -> bool {
+        self.connection.status().connected()
+            && self.channel.status().connected()
+            && self.publisher.channel().status().connected()
+    }
+
+    /// Retires a session that stopped consuming while still connected:
+    /// its consumers (remote control too) are cancelled, deliveries not yet
+    /// running go back to their queues, and the tasks running get up to
+    /// `grace` to finish and ack before the connection closes.
+    pub(crate) async fn retire(self, prefetch: u16, grace: Duration) {
+        // Also when the connection is gone: a delivery of it that waits for
+        // a slot would run although its ack can no longer reach the broker,
+        // which redelivers it anyway.
+        self.give_back_waiting();
+        if self.connected() {
+            self.cancel().await;
+            if let Err(e) = self
+                .publisher
+                .channel()
+                .basic_cancel(self.control.tag(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::debug!(error = %e, "basic.cancel of remote control failed");
+            }
+            self.return_unhandled(prefetch).await;
+            let deadline = Instant::now() + grace;
+            while !self.window.is_empty() && Instant::now() < deadline && self.connected() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self.close().await;
+    }
+
+    /// Its deliveries that wait for a slot, the rate limiter or their eta
+    /// give themselves back to their queues ([`give_back`]) instead of
+    /// running: at shutdown, or when the session is retired.
+    pub(crate) fn give_back_waiting(&self) {
+        self.window.retire();
+    }
+
+    /// Closes the connection; unacknowledged messages return to their queues.
+    pub(crate) async fn close(self) {
+        let _ = self.connection.close(200, "worker shutdown".into()).await;
+    }
+}
+
+/// How long a cancelled consumer is polled for deliveries still on their way.
+const UNHANDLED_WAIT: Duration = Duration::from_millis(100);
+
+/// Acts on a remote-control message (only `revoke`; others are ignored).
+fn control(shared: &Shared, body: &[u8]) {
+    if let Some(pidbox::Control::Revoke { ids, terminate }) =
+        pidbox::parse(body, &shared.config.hostname)
+    {
+        for id in ids {
+            shared.revocations.revoke(&id);
+            let stopped = terminate && shared.revocations.terminate(&id);
+            tracing::info!(task.id = %id, terminated = stopped, "revoked");
+        }
+    }
+}
+
+/// What the session's merged consumer streams yield.
+enum Event {
+    Task(String, Result<Delivery, lapin::Error>),
+    Control(Result<Delivery, lapin::Error>),
+    /// A consumer ended: "of queue NAME" or "of remote control".
+    Ended(String),
+}

@@ -1,0 +1,49 @@
+//! The state every delivery of a worker shares.
+
+use crate::recorder::RecorderTx;
+use crate::registry::Registry;
+use crate::revoke::Revocations;
+use celeriac_common::Config;
+use celeriac_common::backend::ResultBackend;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Notify, Semaphore};
+
+/// State shared by every delivery of a worker.
+pub(crate) struct Shared {
+    pub(crate) revocations: Revocations,
+    pub(crate) config: Arc<Config>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) backend: Option<ResultBackend>,
+    pub(crate) permits: Semaphore,
+    pub(crate) running: AtomicUsize,
+    pub(crate) idle: Notify,
+    pub(crate) recorder: RecorderTx,
+    /// This worker process's id in `celeriac_workers` and on STARTED rows.
+    pub(crate) worker_id: String,
+}
+
+impl Shared {
+    /// Resolves once no task is running.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// One more task is running.
+    pub(crate) fn task_started(&self) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A running task ended; wakes [`Shared::wait_idle`] after the last.
+    pub(crate) fn task_ended(&self) {
+        if self.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
