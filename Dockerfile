@@ -3,7 +3,8 @@
 #   docker run --rm --network host celeriac:local        # a worker; results in /data/celeriac.db
 
 # The workspace's manifests alone (every Cargo.toml and Cargo.lock), with
-# stub sources for every target they name. This stage runs again on any
+# stub sources: an empty lib.rs per crate and an empty main() at each
+# target path a manifest names ([[bin]], [[example]]). This stage runs again on any
 # change, but its output changes only with a manifest, so the dependency
 # layer below is rebuilt only when dependencies change.
 FROM rust:1.95-bookworm AS manifests
@@ -11,13 +12,13 @@ WORKDIR /src
 COPY . .
 RUN set -eu; \
     mkdir /manifests; \
-    find . \( -name Cargo.toml -o -name Cargo.lock \) -exec cp --parents {} /manifests/ \; ; \
+    find . -maxdepth 2 \( -name Cargo.toml -o -name Cargo.lock \) -exec cp --parents {} /manifests/ \; ; \
     cd /manifests; \
     for manifest in */Cargo.toml; do \
       crate=$(dirname "$manifest"); \
       mkdir -p "$crate/src"; \
       echo '//! Stub for caching dependencies.' > "$crate/src/lib.rs"; \
-      for target in src/main.rs $(sed -n 's/^path *= *"\(.*\)"/\1/p' "$manifest"); do \
+      for target in $(sed -n 's/^path *= *"\(.*\.rs\)"/\1/p' "$manifest"); do \
         mkdir -p "$crate/$(dirname "$target")"; \
         printf '//! Stub for caching dependencies.\nfn main() {}\n' > "$crate/$target"; \
       done; \
@@ -28,7 +29,8 @@ WORKDIR /src
 # Dependencies: built from the manifests and stubs, cached until a
 # Cargo.toml or Cargo.lock changes.
 COPY --from=manifests /manifests/ ./
-RUN cargo build --release --locked -p celeriac -p celeriac-worker -p celeriac-beat
+RUN cargo build --release --locked -p celeriac -p celeriac-worker -p celeriac-beat \
+    && find . -path ./target -prune -o -name '*.rs' -exec rm {} +
 # The sources. COPY keeps the files' own modification times, which can be
 # older than the stubs' build: touch them so cargo rebuilds the workspace's
 # crates.
