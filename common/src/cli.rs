@@ -12,7 +12,6 @@ pub const GLOBAL_HEADING: &str = "Global options";
 /// the result backend's. Each also reads its environment variable; a flag
 /// beats the variable, which beats the config file.
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = GLOBAL_HEADING)]
 pub struct ConnectionArgs {
     /// Config file, broker and log flags.
     #[command(flatten)]
@@ -23,7 +22,8 @@ pub struct ConnectionArgs {
         long,
         env = "CELERIAC_RESULT_BACKEND",
         hide_env_values = true,
-        global = true
+        global = true,
+        help_heading = GLOBAL_HEADING
     )]
     pub result_backend: Option<String>,
 }
@@ -61,31 +61,57 @@ impl BackendArgs {
 /// The config file, broker and log flags: what every command of every
 /// binary uses.
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = GLOBAL_HEADING)]
 pub struct BrokerArgs {
     /// TOML config file.
-    #[arg(long, env = "CELERIAC_CONFIG", global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_CONFIG",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
     pub config: Option<PathBuf>,
     /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
     #[arg(
         long,
         env = "CELERIAC_BROKER_URL",
         hide_env_values = true,
-        global = true
+        global = true,
+        help_heading = GLOBAL_HEADING
     )]
     pub broker: Option<String>,
     /// PEM file of the CA(s) that signed the broker's certificate, trusted
     /// besides the system's (amqps:// only).
-    #[arg(long, env = "CELERIAC_BROKER_TLS_CA_FILE", global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_TLS_CA_FILE",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
     pub broker_tls_ca_file: Option<PathBuf>,
     /// PEM client certificate (chain) presented to the broker (amqps:// only).
-    #[arg(long, env = "CELERIAC_BROKER_TLS_CLIENT_CERT", global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_TLS_CLIENT_CERT",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
     pub broker_tls_client_cert: Option<PathBuf>,
     /// PEM private key of the client certificate.
-    #[arg(long, env = "CELERIAC_BROKER_TLS_CLIENT_KEY", global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_TLS_CLIENT_KEY",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
     pub broker_tls_client_key: Option<PathBuf>,
     /// Log format.
-    #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, global = true)]
+    #[arg(
+        long,
+        env = "CELERIAC_LOG_FORMAT",
+        value_enum,
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
     pub log_format: Option<LogFormat>,
 }
 
