@@ -3,7 +3,8 @@
 //!
 //! Run it with `scripts/quickstart.sh` (or, with RabbitMQ already up,
 //! `cargo run -p celeriac-examples --example quickstart`). You should see
-//! each task's id, state and result printed as it completes, three runs
+//! each task's id and result printed as it completes (`celeriac.fail`
+//! fails on purpose: the worker logs a WARN for it), three runs
 //! sent by the beat from `examples/quickstart-schedule.toml` (every second),
 //! then `quickstart: 6 tasks and 3 beat runs, all done`.
 
@@ -86,14 +87,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ApplyOptions::new(),
         )
         .await?;
-    let fail = client
-        .send_task(
-            "celeriac.fail",
-            vec![json!("on purpose")],
-            Default::default(),
-            ApplyOptions::new(),
-        )
-        .await?;
     let at = chrono::Utc::now() + chrono::Duration::seconds(1);
     let scheduled = client.apply_at::<Add>(at, (1, 1)).await?;
 
@@ -112,6 +105,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         echo.id(),
         echo.get(wait).await?
     );
+    // Sent last, after an explanation: the worker logs a task's failure as
+    // a WARN, which a first reader would otherwise take for a problem.
+    println!(
+        "celeriac.fail fails on purpose, to show a FAILURE result (the worker logs a WARN for it):"
+    );
+    let fail = client
+        .send_task(
+            "celeriac.fail",
+            vec![json!("on purpose")],
+            Default::default(),
+            ApplyOptions::new(),
+        )
+        .await?;
     match fail.get(wait).await {
         Err(e) => println!("celeriac.fail(...)         {} -> {e}", fail.id()),
         Ok(v) => println!(

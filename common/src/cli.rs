@@ -4,46 +4,118 @@
 use crate::config::{Config, ConfigError, LogFormat};
 use std::path::PathBuf;
 
-/// Connection flags every binary takes. Each also reads its environment
-/// variable; a flag beats the variable, which beats the config file.
+/// The help heading of the flags every binary shares, so that a
+/// command's own options are listed apart from them.
+pub const GLOBAL_HEADING: &str = "Global options";
+
+/// Connection flags every binary takes: the broker's ([`BrokerArgs`]) and
+/// the result backend's. Each also reads its environment variable; a flag
+/// beats the variable, which beats the config file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
-    /// TOML config file.
-    #[arg(long, env = "CELERIAC_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
-    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
-    #[arg(
-        long,
-        env = "CELERIAC_BROKER_URL",
-        hide_env_values = true,
-        global = true
-    )]
-    pub broker: Option<String>,
-    /// PEM file of the CA(s) that signed the broker's certificate, trusted
-    /// besides the system's (amqps:// only).
-    #[arg(long, env = "CELERIAC_BROKER_TLS_CA_FILE", global = true)]
-    pub broker_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate (chain) presented to the broker (amqps:// only).
-    #[arg(long, env = "CELERIAC_BROKER_TLS_CLIENT_CERT", global = true)]
-    pub broker_tls_client_cert: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[arg(long, env = "CELERIAC_BROKER_TLS_CLIENT_KEY", global = true)]
-    pub broker_tls_client_key: Option<PathBuf>,
+    /// Config file, broker and log flags.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Result backend URL: sqlite://FILE?mode=rwc, postgres://..., mysql://..., or none
     /// [default: sqlite://celeriac.db?mode=rwc].
     #[arg(
         long,
         env = "CELERIAC_RESULT_BACKEND",
         hide_env_values = true,
-        global = true
+        global = true,
+        help_heading = GLOBAL_HEADING
     )]
     pub result_backend: Option<String>,
-    /// Log format.
-    #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, global = true)]
-    pub log_format: Option<LogFormat>,
 }
 
 impl ConnectionArgs {
+    /// Loads the config (file, environment) and applies these flags over it.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = self.broker.load()?;
+        if let Some(r) = &self.result_backend {
+            config.result_backend = r.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// The result backend flag alone, for the commands of a binary that
+/// need it while its other commands do not (the `celeriac` admin tool).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Result backend URL: sqlite://FILE?mode=rwc, postgres://..., mysql://..., or none
+    /// [default: sqlite://celeriac.db?mode=rwc].
+    #[arg(long, env = "CELERIAC_RESULT_BACKEND", hide_env_values = true)]
+    pub result_backend: Option<String>,
+}
+
+impl BackendArgs {
+    /// Applies this flag over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(r) = &self.result_backend {
+            config.result_backend = r.clone();
+        }
+    }
+}
+
+/// The config file, broker and log flags: what every command of every
+/// binary uses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// TOML config file.
+    #[arg(
+        long,
+        env = "CELERIAC_CONFIG",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub config: Option<PathBuf>,
+    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_URL",
+        hide_env_values = true,
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub broker: Option<String>,
+    /// PEM file of the CA(s) that signed the broker's certificate, trusted
+    /// besides the system's (amqps:// only).
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_TLS_CA_FILE",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub broker_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the broker (amqps:// only).
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_TLS_CLIENT_CERT",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub broker_tls_client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(
+        long,
+        env = "CELERIAC_BROKER_TLS_CLIENT_KEY",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub broker_tls_client_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "CELERIAC_LOG_FORMAT",
+        value_enum,
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub log_format: Option<LogFormat>,
+}
+
+impl BrokerArgs {
     /// Loads the config (file, environment) and applies these flags over it.
     pub fn load(&self) -> Result<Config, ConfigError> {
         let mut config = Config::load(self.config.as_deref())?;
@@ -58,9 +130,6 @@ impl ConnectionArgs {
         }
         if let Some(f) = &self.broker_tls_client_key {
             config.broker_tls_client_key = Some(f.clone());
-        }
-        if let Some(r) = &self.result_backend {
-            config.result_backend = r.clone();
         }
         if let Some(f) = self.log_format {
             config.log_format = f;

@@ -11,11 +11,15 @@ use tracing_subscriber::EnvFilter;
 /// is left out: celeriac publishes with `mandatory` and reports a returned
 /// message itself (an unroutable-task error to the caller, or the worker's
 /// own log line), while lapin's line would copy the whole message, its
-/// task arguments included, into the log.
+/// task arguments included, into the log. sea-orm-migration's lines (a
+/// few per migration on a first start) are left out too: the result
+/// backend logs one line naming the migrations it applied.
 pub fn init(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},lapin::returned_messages=error"))
+        EnvFilter::new(format!(
+            "{default_level},lapin::returned_messages=error,sea_orm_migration=warn"
+        ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,20 +1,25 @@
-//! `celeriac`: the admin command line. Call tasks, read results, purge
-//! queues, run migrations.
+//! `celeriac`: the admin command line. Call and revoke tasks, read
+//! results, purge queues, inspect and replay the dead-letter queue, check
+//! a worker's or beat's health, run migrations.
+
+mod health;
 
 use celeriac::{ApplyOptions, Client, ClientError, ResultError};
 use celeriac_common::backend::{ResultBackend, TaskRecord};
-use celeriac_common::cli::{ConnectionArgs, one_line};
+use celeriac_common::cli::{BackendArgs, BrokerArgs, one_line};
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// celeriac admin: call tasks, read results, purge queues, migrate.
+/// celeriac admin: call and revoke tasks, read results, purge queues,
+/// manage the dead-letter queue, check health, migrate the database.
 #[derive(Debug, Parser)]
 #[command(name = "celeriac", version)]
 struct Cli {
     #[command(flatten)]
-    conn: ConnectionArgs,
+    conn: BrokerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +51,8 @@ enum Command {
         /// Wait for the outcome, up to SECS seconds (default 30).
         #[arg(long, num_args = 0..=1, default_missing_value = "30")]
         wait: Option<f64>,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Print a task's outcome as JSON: {"id","state","result","error"}.
     Result {
@@ -54,6 +61,8 @@ enum Command {
         /// Wait up to SECS seconds for a final state.
         #[arg(long)]
         wait: Option<f64>,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Revoke a task by id: a scheduled or redelivered task is then never started.
     Revoke {
@@ -62,6 +71,8 @@ enum Command {
         /// Also stop it if a worker is running it (async tasks only).
         #[arg(long)]
         terminate: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Delete every waiting message in a queue.
     Purge {
@@ -71,11 +82,28 @@ enum Command {
     },
     /// Inspect, replay or drop dead-lettered messages.
     Dlq {
+        /// The dead-letter queue [default: celeriac.dlq].
+        #[arg(long, env = "CELERIAC_DEAD_LETTER_QUEUE", global = true)]
+        dead_letter_queue: Option<String>,
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Exit 0 if this host's worker, or a beat, is alive (for container health checks).
+    Health {
+        /// What to check.
+        #[arg(value_enum, value_name = "WHAT")]
+        of: health::Of,
+        /// The worker's host name [default: celeriac@HOST, as a worker on this host names itself].
+        #[arg(short = 'n', long, env = "CELERIAC_HOSTNAME")]
+        hostname: Option<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Create or upgrade every table celeriac uses (results and beat).
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +138,8 @@ enum CliError {
     Usage(String),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("cannot print JSON")]
+    Json(#[source] serde_json::Error),
 }
 
 fn main() -> ExitCode {
@@ -143,7 +173,7 @@ fn secs(value: f64, what: &str) -> Result<Duration, CliError> {
     })
 }
 
-async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode, CliError> {
+async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitCode, CliError> {
     match command {
         Command::Call {
             task,
@@ -154,7 +184,9 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             expires,
             queue,
             wait,
+            backend,
         } => {
+            backend.apply(&mut config);
             let args: Vec<Value> = serde_json::from_str(&args)
                 .map_err(|e| CliError::Usage(format!("--args must be a JSON list: {e}")))?;
             let kwargs: Map<String, Value> = serde_json::from_str(&kwargs)
@@ -184,7 +216,8 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             };
             print_outcome(result.id(), result.wait(wait).await)
         }
-        Command::Result { id, wait } => {
+        Command::Result { id, wait, backend } => {
+            backend.apply(&mut config);
             let backend = ResultBackend::connect(&config.result_backend).await?;
             if config.migrate_on_start {
                 backend.migrate().await?;
@@ -204,9 +237,14 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
                 }
                 None => backend.get(&id).await?,
             };
-            Ok(print_record(&id, record.as_ref()))
+            print_record(&id, record.as_ref())
         }
-        Command::Revoke { id, terminate } => {
+        Command::Revoke {
+            id,
+            terminate,
+            backend,
+        } => {
+            backend.apply(&mut config);
             let client = Client::connect(config).await?;
             if client.revoke_with(&id, terminate).await? {
                 println!("revoked {id}");
@@ -222,12 +260,22 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             println!("purged {n} messages from {queue}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dlq { action } => {
+        Command::Dlq {
+            dead_letter_queue,
+            action,
+        } => {
+            if let Some(q) = dead_letter_queue {
+                config.dead_letter_queue = q;
+            }
             let client = Client::connect(config).await?;
             match action {
                 DlqAction::List { limit } => {
                     for letter in client.dead_letters(limit).await? {
-                        println!("{}", json!(letter));
+                        // Serialized from the struct: its fields in their order.
+                        println!(
+                            "{}",
+                            serde_json::to_string(&letter).map_err(CliError::Json)?
+                        );
                     }
                 }
                 DlqAction::Replay { ids, all } => {
@@ -245,7 +293,16 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => {
+        Command::Health {
+            of,
+            hostname,
+            backend,
+        } => {
+            backend.apply(&mut config);
+            Ok(health::check(of, hostname, &config).await?)
+        }
+        Command::Migrate { backend } => {
+            backend.apply(&mut config);
             let backend = ResultBackend::connect(&config.result_backend).await?;
             backend.migrate().await?;
             println!(
@@ -259,12 +316,14 @@ async fn execute(command: Command, config: celeriac::Config) -> Result<ExitCode,
 
 fn print_outcome(id: &str, waited: Result<TaskRecord, ResultError>) -> Result<ExitCode, CliError> {
     match waited {
-        Ok(record) => Ok(print_record(id, Some(&record))),
+        Ok(record) => print_record(id, Some(&record)),
         Err(ResultError::Timeout { state, .. }) => {
-            println!(
-                "{}",
-                json!({"id": id, "state": state, "result": null, "error": {"type": "Timeout", "message": "no final state before --wait ran out"}})
-            );
+            print_json(&Outcome {
+                id,
+                state,
+                result: Value::Null,
+                error: json!({"type": "Timeout", "message": "no final state before --wait ran out"}),
+            })?;
             Ok(ExitCode::FAILURE)
         }
         Err(ResultError::Client(e)) => Err(e.into()),
@@ -272,8 +331,23 @@ fn print_outcome(id: &str, waited: Result<TaskRecord, ResultError>) -> Result<Ex
     }
 }
 
+/// A task's outcome as printed: the keys in this order (a derived
+/// `Serialize` keeps the fields' order; a `json!` map would sort them).
+#[derive(Serialize)]
+struct Outcome<'a> {
+    id: &'a str,
+    state: celeriac::TaskState,
+    result: Value,
+    error: Value,
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string(value).map_err(CliError::Json)?);
+    Ok(())
+}
+
 /// Prints `{"id","state","result","error"}`; exit 0 only on SUCCESS.
-fn print_record(id: &str, record: Option<&TaskRecord>) -> ExitCode {
+fn print_record(id: &str, record: Option<&TaskRecord>) -> Result<ExitCode, CliError> {
     let (state, result, error) = match record {
         Some(r) => (
             r.state,
@@ -282,13 +356,15 @@ fn print_record(id: &str, record: Option<&TaskRecord>) -> ExitCode {
         ),
         None => (celeriac::TaskState::Pending, Value::Null, Value::Null),
     };
-    println!(
-        "{}",
-        json!({"id": id, "state": state, "result": result, "error": error})
-    );
-    if state == celeriac::TaskState::Success {
+    print_json(&Outcome {
+        id,
+        state,
+        result,
+        error,
+    })?;
+    Ok(if state == celeriac::TaskState::Success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }

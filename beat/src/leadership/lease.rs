@@ -32,7 +32,7 @@ use crate::sql::statement;
 use celeriac_common::backend::db_clock_ms as now_ms;
 
 /// The lease row's name (one lease per database).
-pub const LEASE_NAME: &str = "default";
+pub use celeriac_common::backend::beat::LEASE_NAME;
 
 /// Proof of leadership, checked by every write of run state.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,6 +6,11 @@
 //! no I/O, no randomness (jitter is applied by the caller, see
 //! [`Trigger::jitter`]).
 //!
+//! The cron and fields parsers are written here on purpose: they follow
+//! croniter's and APScheduler's dialects exactly (Vixie's day-of-month /
+//! day-of-week rule, `L`, `#`, APScheduler's field defaults and Monday-first
+//! weekdays), which the `cron` crate's own dialect does not.
+//!
 //! # Trigger types
 //!
 //! * `cron` — crontab strings, checked against croniter 7.0.0.

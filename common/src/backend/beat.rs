@@ -154,6 +154,40 @@ pub mod lease {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The name of the leader lease's row that every beat shares.
+pub const LEASE_NAME: &str = "default";
+
+impl super::ResultBackend {
+    /// Who holds the leader lease `name`, if it is held (not expired on the
+    /// database's clock), and how many milliseconds ago it was renewed.
+    pub async fn lease_holder(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, i64)>, super::BackendError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        let db = self.connection();
+        let now = super::db_clock_ms(db.get_database_backend());
+        let query = Query::select()
+            .column(lease::Column::Holder)
+            .expr_as(
+                Expr::cust(now).sub(Expr::col(lease::Column::RenewedAtMs)),
+                Alias::new("age_ms"),
+            )
+            .from(lease::Entity)
+            .and_where(Expr::col(lease::Column::Name).eq(name))
+            .and_where(Expr::col(lease::Column::ExpiresAtMs).gt(Expr::cust(now)))
+            .to_owned();
+        match db.query_one(&query).await? {
+            Some(row) => Ok(Some((
+                row.try_get("", "holder")?,
+                row.try_get("", "age_ms")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+}
+
 /// `celeriac_beat_meta`: one row holding the schedule version, bumped in
 /// the same transaction as every schedule change.
 pub mod meta {

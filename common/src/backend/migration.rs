@@ -21,6 +21,27 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Applies the pending migrations and logs one line saying how many
+/// (nothing when none was pending). sea-orm-migration's own lines, a few
+/// per migration, are left out of the default log filter
+/// (`telemetry::init`); `RUST_LOG=sea_orm_migration=info` shows them.
+pub(crate) async fn apply(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
+    let pending: Vec<String> = Migrator::get_pending_migrations(db)
+        .await?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    Migrator::up(db, None).await?;
+    if !pending.is_empty() {
+        tracing::info!(
+            migrations = %pending.join(","),
+            "result backend: applied {} migrations",
+            pending.len()
+        );
+    }
+    Ok(())
+}
+
 struct CreateTaskMeta;
 
 impl MigrationName for CreateTaskMeta {

@@ -377,7 +377,7 @@ impl ResultBackend {
     pub async fn migrate(&self) -> Result<(), BackendError> {
         let mut last = None;
         for attempt in 0..5u32 {
-            match migration::Migrator::up(&self.db, None).await {
+            match migration::apply(&self.db).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     if matches!(migration::Migrator::get_pending_migrations(&self.db).await, Ok(p) if p.is_empty())

@@ -150,6 +150,33 @@ impl ResultBackend {
         Ok(())
     }
 
+    /// The freshest live heartbeat of a worker named `hostname` (its row
+    /// not expired on the database's clock): its pid and the heartbeat's
+    /// age in milliseconds, or `None` when no such worker is alive.
+    pub async fn worker_liveness(
+        &self,
+        hostname: &str,
+    ) -> Result<Option<(i64, i64)>, BackendError> {
+        let db = self.connection();
+        let now = super::db_clock_ms(db.get_database_backend());
+        let query = Query::select()
+            .column(Column::Pid)
+            .expr_as(
+                Expr::cust(now).sub(Expr::col(Column::HeartbeatAtMs)),
+                sea_orm::sea_query::Alias::new("age_ms"),
+            )
+            .from(Entity)
+            .and_where(Expr::col(Column::Hostname).eq(hostname))
+            .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
+            .order_by(Column::HeartbeatAtMs, sea_orm::Order::Desc)
+            .limit(1)
+            .to_owned();
+        match db.query_one(&query).await? {
+            Some(row) => Ok(Some((row.try_get("", "pid")?, row.try_get("", "age_ms")?))),
+            None => Ok(None),
+        }
+    }
+
     /// Removes this worker's row (clean shutdown). Tasks it left STARTED
     /// are then recovered by the next sweep of any worker.
     pub async fn worker_stopped(&self, worker_id: &str) -> Result<(), BackendError> {

@@ -1,0 +1,174 @@
+//! The `celeriac` command line as a user meets it: its help texts, the
+//! order of an outcome's keys, and `dlq list` on a dead-letter queue of
+//! another name. The last one needs the local RabbitMQ.
+
+use celeriac_common::testing::{broker_url, delete_queues, unique};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::process::{Command, Output};
+
+fn celeriac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_celeriac"))
+        .args(args)
+        .env_remove("CELERIAC_CONFIG")
+        .output()
+        .expect("run celeriac")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where `needle` starts in `help`, failing with the whole text if absent.
+fn at(help: &str, needle: &str) -> usize {
+    help.find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in:\n{help}"))
+}
+
+#[test]
+fn the_summary_names_every_command() {
+    let help = stdout(&celeriac(&["--help"]));
+    for command in [
+        "call", "result", "revoke", "purge", "dlq", "health", "migrate",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} not listed:\n{help}"
+        );
+    }
+    let about = help.lines().next().unwrap_or_default();
+    for word in ["revoke", "dead-letter", "health"] {
+        assert!(about.contains(word), "{word:?} not in the summary: {about}");
+    }
+}
+
+#[test]
+fn global_options_come_after_the_commands_own() {
+    let help = stdout(&celeriac(&["call", "--help"]));
+    let heading = at(&help, "Global options:");
+    assert!(at(&help, "--kwargs") < heading, "{help}");
+    assert!(at(&help, "--wait") < heading, "{help}");
+    assert!(at(&help, "--result-backend") < heading, "{help}");
+    assert!(at(&help, "--broker ") > heading, "{help}");
+    assert!(at(&help, "--log-format") > heading, "{help}");
+}
+
+#[test]
+fn dlq_list_offers_the_queue_name_not_the_result_backend() {
+    let help = stdout(&celeriac(&["dlq", "list", "--help"]));
+    at(&help, "--dead-letter-queue");
+    assert!(!help.contains("--result-backend"), "{help}");
+    let help = stdout(&celeriac(&["purge", "--help"]));
+    assert!(!help.contains("--result-backend"), "{help}");
+}
+
+#[test]
+fn an_outcome_lists_id_state_result_error_in_that_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let out = celeriac(&["result", "no-such-task", "--result-backend", &url]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stdout(&out).trim(),
+        r#"{"id":"no-such-task","state":"PENDING","result":null,"error":null}"#
+    );
+}
+
+#[tokio::test]
+async fn dlq_list_reads_the_named_queue() {
+    let queue = unique("celeriac-test-dlq");
+    let conn = Connection::connect(&broker_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ on loopback (scripts/ensure-services.sh rabbitmq)");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let mut headers = FieldTable::default();
+    headers.insert("task".into(), AMQPValue::LongString("tasks.add".into()));
+    headers.insert(
+        "x-celeriac-error".into(),
+        AMQPValue::LongString("bad JSON".into()),
+    );
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"not json",
+            BasicProperties::default()
+                .with_correlation_id("dead-1".into())
+                .with_headers(headers),
+        )
+        .await
+        .expect("publish");
+    let _ = conn.close(200, "published".into()).await;
+
+    let (broker, name) = (broker_url(), queue.clone());
+    let listed = tokio::task::spawn_blocking(move || {
+        celeriac(&[
+            "--broker",
+            &broker,
+            "dlq",
+            "list",
+            "--dead-letter-queue",
+            &name,
+        ])
+    })
+    .await
+    .expect("join");
+    delete_queues(&[&queue]).await;
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(
+        stdout(&listed).trim(),
+        r#"{"id":"dead-1","task":"tasks.add","reason":"bad JSON","queue":null,"failed_at":null,"bytes":8}"#
+    );
+}
+
+#[tokio::test]
+async fn health_reads_this_hosts_worker_row_and_the_beat_lease() {
+    use celeriac_common::backend::ResultBackend;
+    use celeriac_common::backend::workers::WorkerInfo;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display());
+    let backend = ResultBackend::connect(&url).await.expect("sqlite");
+    backend.migrate().await.expect("migrate");
+    let me = WorkerInfo::this_process("celeriac@health-test");
+    backend
+        .worker_heartbeat(&me, std::time::Duration::from_secs(5))
+        .await
+        .expect("heartbeat");
+
+    let check = move |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut all = vec!["health"];
+                all.extend_from_slice(args);
+                all.extend_from_slice(&["--result-backend", &url]);
+                celeriac(&all)
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let alive = check(&["worker", "--hostname", "celeriac@health-test"]).await;
+    assert!(alive.status.success(), "{alive:?}");
+    assert!(stdout(&alive).starts_with("alive: worker celeriac@health-test"));
+    let other = check(&["worker", "--hostname", "celeriac@elsewhere"]).await;
+    assert_eq!(other.status.code(), Some(1), "{other:?}");
+    assert!(stdout(&other).starts_with("not alive"));
+    let beat = check(&["beat"]).await;
+    assert_eq!(beat.status.code(), Some(1), "{beat:?}");
+    assert!(stdout(&beat).contains("no beat holds the leader lease"));
+}
