@@ -12,10 +12,21 @@ use tracing_subscriber::EnvFilter;
 /// message itself (an unroutable-task error to the caller, or the worker's
 /// own log line), while lapin's line would copy the whole message, its
 /// task arguments included, into the log.
+///
+/// Command-line tools (`warn`) also leave out the rest of lapin's lines:
+/// they report every failure in one line of their own, and lapin's lines
+/// about the connection it gave up would come around it.
 pub fn init(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},lapin::returned_messages=error"))
+        let lapin = if default_level == "warn" {
+            ",lapin=off"
+        } else {
+            ""
+        };
+        EnvFilter::new(format!(
+            "{default_level}{lapin},lapin::returned_messages=error"
+        ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
