@@ -105,14 +105,6 @@ pub enum BrokerError {
     },
 }
 
-impl BrokerError {
-    /// Whether the broker stopped answering (a timeout) rather than
-    /// answering with an error.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::ConnectTimeout { .. } | Self::Timeout { .. })
-    }
-}
-
 /// Waits at most `limit` for a broker operation `op` (for example
 /// `"channel.open"`); its error, or its silence, becomes a [`BrokerError`].
 /// Every broker round trip outside of publishing goes through here or
@@ -347,9 +339,16 @@ impl Cutoff {
         self.socket.lock().map_or(None, |mut s| s.take())
     }
 
+    /// Keeps a handle on the attempt's socket; shuts it down at once if
+    /// the attempt was given up meanwhile.
     fn keep(&self, socket: std::net::TcpStream) {
-        if let Ok(mut s) = self.socket.lock() {
-            *s = Some(socket);
+        let Ok(mut slot) = self.socket.lock() else {
+            return;
+        };
+        if self.cut.load(Ordering::SeqCst) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        } else {
+            *slot = Some(socket);
         }
     }
 }
