@@ -304,7 +304,7 @@ pub async fn publish_to_broker(
         }
     }
     if let Some((c, _)) = channel {
-        let _ = c.close(200, "bye".into()).await;
+        celeriac_common::broker::close(&c, config.connect_timeout(), "bye").await;
     }
 }
 
@@ -313,8 +313,11 @@ async fn open(config: &Config) -> Option<(lapin::Connection, lapin::Channel)> {
         .await
         .map_err(|e| tracing::debug!(error = %e, "beat events: no broker"))
         .ok()?;
-    let ch = conn.create_channel().await.ok()?;
-    ch.exchange_declare(
+    let limit = config.connect_timeout();
+    let ch = celeriac_common::broker::bounded("channel.open", limit, conn.create_channel())
+        .await
+        .ok()?;
+    let declare = ch.exchange_declare(
         EVENT_EXCHANGE.into(),
         ExchangeKind::Topic,
         ExchangeDeclareOptions {
@@ -322,9 +325,10 @@ async fn open(config: &Config) -> Option<(lapin::Connection, lapin::Channel)> {
             ..Default::default()
         },
         FieldTable::default(),
-    )
-    .await
-    .map_err(|e| tracing::warn!(error = %e, "cannot declare the {EVENT_EXCHANGE} exchange"))
-    .ok()?;
+    );
+    celeriac_common::broker::bounded("exchange.declare", limit, declare)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot declare the {EVENT_EXCHANGE} exchange"))
+        .ok()?;
     Some((conn, ch))
 }

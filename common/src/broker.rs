@@ -1,11 +1,28 @@
 //! RabbitMQ connection and topology, declared exactly as Celery declares it
 //! so Python and Rust processes can share queues.
 
+//!
+//! Nothing here waits for ever on the network: connecting (TCP, TLS and the
+//! AMQP handshake together) is bounded by `broker_connect_timeout_secs`,
+//! every broker round trip made while setting up (channel open, declares,
+//! `basic.qos`, `confirm.select`, close) goes through [`bounded`] or
+//! [`within`], and AMQP heartbeats (`broker_heartbeat_secs`) make a broker
+//! that goes silent after the handshake (packets dropped, no RST) a closed
+//! connection within two heartbeat intervals.
+
 use crate::config::{Config, QueueType, mask_url};
 use crate::tls::{BrokerTls, TlsError};
+use futures_util::TryFutureExt;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::tcp::AsyncTcpStream;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// A broker operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +83,66 @@ pub enum BrokerError {
         /// The client's error.
         source: lapin::Error,
     },
+    /// The broker accepted no connection, or did not finish the TLS or
+    /// AMQP handshake, within `broker_connect_timeout_secs`.
+    #[error(
+        "cannot connect to RabbitMQ at {url} within {after:?}: no answer; check that it is running and reachable and that --broker / CELERIAC_BROKER_URL is right (--connect-timeout / CELERIAC_BROKER_CONNECT_TIMEOUT_SECS sets the wait)"
+    )]
+    ConnectTimeout {
+        /// The URL, password masked.
+        url: String,
+        /// How long the connection was waited for.
+        after: Duration,
+    },
+    /// The broker did not answer a request in time: it, or the network to
+    /// it, is down or overloaded.
+    #[error("RabbitMQ did not answer {op} within {after:?}")]
+    Timeout {
+        /// What was being done.
+        op: &'static str,
+        /// How long the answer was waited for.
+        after: Duration,
+    },
+}
+
+/// Waits at most `limit` for a broker operation `op` (for example
+/// `"channel.open"`); its error, or its silence, becomes a [`BrokerError`].
+/// Every broker round trip outside of publishing goes through here or
+/// [`within`].
+pub async fn bounded<T>(
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerError> {
+    within(
+        op,
+        limit,
+        fut.map_err(|source| BrokerError::Channel { op, source }),
+    )
+    .await
+}
+
+/// Like [`bounded`], for an operation whose errors are already mapped
+/// (declares name what they declare).
+pub async fn within<T>(
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(BrokerError::Timeout { op, after: limit }))
+}
+
+/// Closes `connection`, waiting at most `limit` for the broker's answer
+/// (when it does not come, the socket is dropped all the same).
+pub async fn close(connection: &Connection, limit: Duration, reason: &str) {
+    let _ = bounded(
+        "connection.close",
+        limit,
+        connection.close(200, reason.into()),
+    )
+    .await;
 }
 
 /// Frame size asked for when the URL does not set one (RabbitMQ's default).
@@ -74,37 +151,88 @@ pub enum BrokerError {
 /// idle footprint small.
 const FRAME_MAX_DEFAULT: u32 = 131_072;
 
-/// Connects to the configured broker (`broker_url` and the `broker_tls_*`
-/// keys) with a connection name that shows in RabbitMQ's management UI.
-/// Every celeriac process connects through here.
+/// How long connecting may take and how often the two sides of a
+/// connection must hear from each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bound on TCP connect, TLS and AMQP handshakes together.
+    pub connect: Duration,
+    /// AMQP heartbeat interval proposed to the broker, in seconds (the
+    /// lower of the two sides' values wins; 0 takes the broker's).
+    pub heartbeat_secs: u16,
+}
+
+impl Limits {
+    /// The limits `config` sets (`broker_connect_timeout_secs`,
+    /// `broker_heartbeat_secs`).
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            connect: config.connect_timeout(),
+            heartbeat_secs: config.broker_heartbeat_secs,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_config(&Config::default())
+    }
+}
+
+/// Connects to the configured broker (`broker_url`, the `broker_tls_*`
+/// keys, `broker_connect_timeout_secs`, `broker_heartbeat_secs`) with a
+/// connection name that shows in RabbitMQ's management UI. Every celeriac
+/// process connects through here.
 pub async fn connect_config(config: &Config, name: &str) -> Result<Connection, BrokerError> {
-    connect_with_tls(&config.broker_url, &BrokerTls::from_config(config), name).await
+    connect_with_limits(
+        &config.broker_url,
+        &BrokerTls::from_config(config),
+        name,
+        Limits::from_config(config),
+    )
+    .await
 }
 
 /// Connects to `url` with the default TLS settings (for `amqps://`: the
-/// system's CAs, no client certificate).
+/// system's CAs, no client certificate) and the default limits.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     connect_with_tls(url, &BrokerTls::default(), name).await
 }
 
-/// Connects to `url`; an `amqps://` URL uses `tls` (server certificates are
-/// always verified). TLS settings with a plain `amqp://` URL are an error
-/// rather than silently unused.
+/// Connects to `url` with the default limits; an `amqps://` URL uses `tls`
+/// (server certificates are always verified). TLS settings with a plain
+/// `amqp://` URL are an error rather than silently unused.
 pub async fn connect_with_tls(
     url: &str,
     tls: &BrokerTls,
     name: &str,
 ) -> Result<Connection, BrokerError> {
+    connect_with_limits(url, tls, name, Limits::default()).await
+}
+
+/// Connects to `url` with `tls`, within `limits.connect`: a broker that
+/// does not accept the connection, or that stops answering during the TLS
+/// or AMQP handshake, gives [`BrokerError::ConnectTimeout`], and the socket
+/// of the abandoned attempt is shut down (no thread or socket is left
+/// waiting on it).
+pub async fn connect_with_limits(
+    url: &str,
+    tls: &BrokerTls,
+    name: &str,
+    limits: Limits,
+) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    let mut uri: lapin::uri::AMQPUri =
-        url.parse().map_err(|reason: String| BrokerError::BadUrl {
-            url: mask_url(url),
-            reason,
-        })?;
+    let mut uri: AMQPUri = url.parse().map_err(|reason: String| BrokerError::BadUrl {
+        url: mask_url(url),
+        reason,
+    })?;
     if uri.query.frame_max.is_none() {
         uri.query.frame_max = Some(FRAME_MAX_DEFAULT);
     }
-    let secure = uri.scheme == lapin::uri::AMQPScheme::AMQPS;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(limits.heartbeat_secs);
+    }
+    let secure = uri.scheme == AMQPScheme::AMQPS;
     if tls.is_set() && !secure {
         return Err(TlsError::Settings(format!(
             "broker_tls_* is set but the broker URL {} is not amqps://",
@@ -117,16 +245,120 @@ pub async fn connect_with_tls(
         url: mask_url(url),
         source,
     })?;
-    Connection::connect_uri_with_config(uri, props, tls_config, runtime)
-        .await
-        .map_err(|source| {
+    let cutoff = Arc::new(Cutoff::default());
+    let tls_config = Arc::new(tls_config);
+    let attempt = cutoff.clone();
+    // lapin's own connector, plus a handle on the socket for `Cutoff` and
+    // a way to stop the TCP connect and TLS handshake when given up.
+    let connecting = Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            use std::os::fd::AsFd;
+            let cancelled = attempt.notify.notified();
+            if attempt.cut.load(Ordering::SeqCst) {
+                return Err(abandoned());
+            }
+            let open = async {
+                let addrs =
+                    runtime.to_socket_addrs((uri.authority.host.clone(), uri.authority.port));
+                let stream = AsyncTcpStream::connect(&runtime, addrs).await?;
+                if let AsyncTcpStream::Plain(tcp) = &stream {
+                    let fd = tcp.get_ref().as_fd().try_clone_to_owned()?;
+                    attempt.keep(std::net::TcpStream::from(fd));
+                }
+                match uri.scheme {
+                    AMQPScheme::AMQP => Ok(stream),
+                    AMQPScheme::AMQPS => {
+                        stream
+                            .into_tls(&uri.authority.host, tls_config.as_ref().as_ref())
+                            .await
+                    }
+                }
+            };
+            tokio::select! {
+                opened = open => opened.map_err(lapin::Error::from),
+                _ = cancelled => Err(abandoned()),
+            }
+        },
+        props,
+    );
+    match tokio::time::timeout(limits.connect, connecting).await {
+        Ok(Ok(connection)) => {
+            cutoff.disarm();
+            Ok(connection)
+        }
+        Ok(Err(source)) => {
+            cutoff.cut();
             let url = mask_url(url);
-            if secure && is_tls_failure(&source) {
+            Err(if secure && is_tls_failure(&source) {
                 BrokerError::TlsHandshake { url, source }
             } else {
                 BrokerError::Connect { url, source }
-            }
-        })
+            })
+        }
+        Err(_) => {
+            cutoff.cut();
+            Err(BrokerError::ConnectTimeout {
+                url: mask_url(url),
+                after: limits.connect,
+            })
+        }
+    }
+}
+
+/// The way to abandon a connection attempt: lapin runs the handshake on a
+/// thread of its own that nothing else can stop, so the socket it uses is
+/// kept here (a second handle on it) and shut down when the attempt is
+/// given up; the thread then sees the connection end and exits.
+#[derive(Default)]
+struct Cutoff {
+    cut: AtomicBool,
+    notify: Notify,
+    socket: Mutex<Option<std::net::TcpStream>>,
+}
+
+impl Cutoff {
+    /// Gives up the attempt: a TCP connect or TLS handshake under way
+    /// stops, an established socket is shut down.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        if let Some(socket) = self.take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// The attempt succeeded: the second handle is closed (it would keep
+    /// the socket open after lapin closes its own).
+    fn disarm(&self) {
+        drop(self.take());
+    }
+
+    fn take(&self) -> Option<std::net::TcpStream> {
+        self.socket.lock().map_or(None, |mut s| s.take())
+    }
+
+    /// Keeps a handle on the attempt's socket; shuts it down at once if
+    /// the attempt was given up meanwhile.
+    fn keep(&self, socket: std::net::TcpStream) {
+        let Ok(mut slot) = self.socket.lock() else {
+            return;
+        };
+        if self.cut.load(Ordering::SeqCst) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        } else {
+            *slot = Some(socket);
+        }
+    }
+}
+
+fn abandoned() -> lapin::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "connection attempt abandoned (connect timeout)",
+    )
+    .into()
 }
 
 /// Whether a connection error came from the TLS layer (rustls' errors name
@@ -167,62 +399,58 @@ pub fn queue_arguments(config: &Config) -> FieldTable {
 
 /// Declares `queue` as Celery does: durable, not exclusive, not auto-deleted,
 /// with `queue_arguments`, bound to a durable direct exchange of the same name
-/// with the queue's name as routing key.
+/// with the queue's name as routing key. Each round trip waits at most
+/// `broker_connect_timeout_secs`.
 pub async fn declare_task_queue(
     channel: &Channel,
     queue: &str,
     config: &Config,
 ) -> Result<(), BrokerError> {
-    channel
-        .exchange_declare(
-            queue.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|source| BrokerError::Declare {
-            what: "exchange",
+    let limit = config.connect_timeout();
+    let err = |what: &'static str| {
+        move |source| BrokerError::Declare {
+            what,
             name: queue.to_owned(),
             source,
-        })?;
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            queue_arguments(config),
-        )
-        .await
-        .map_err(|source| BrokerError::Declare {
-            what: "queue",
-            name: queue.to_owned(),
-            source,
-        })?;
-    channel
-        .queue_bind(
-            queue.into(),
-            queue.into(),
-            queue.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|source| BrokerError::Declare {
-            what: "queue binding",
-            name: queue.to_owned(),
-            source,
-        })
+        }
+    };
+    let exchange = channel.exchange_declare(
+        queue.into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    );
+    within("exchange.declare", limit, exchange.map_err(err("exchange"))).await?;
+    let declare = channel.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        queue_arguments(config),
+    );
+    within("queue.declare", limit, declare.map_err(err("queue"))).await?;
+    let bind = channel.queue_bind(
+        queue.into(),
+        queue.into(),
+        queue.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    within("queue.bind", limit, bind.map_err(err("queue binding"))).await
 }
 
-/// Declares the dead-letter queue: a durable classic queue.
-pub async fn declare_dead_letter_queue(channel: &Channel, queue: &str) -> Result<(), BrokerError> {
-    channel
+/// Declares the dead-letter queue: a durable classic queue. Waits at most
+/// `limit` for the broker's answer.
+pub async fn declare_dead_letter_queue(
+    channel: &Channel,
+    queue: &str,
+    limit: Duration,
+) -> Result<(), BrokerError> {
+    let declare = channel
         .queue_declare(
             queue.into(),
             QueueDeclareOptions {
@@ -231,11 +459,11 @@ pub async fn declare_dead_letter_queue(channel: &Channel, queue: &str) -> Result
             },
             FieldTable::default(),
         )
-        .await
-        .map(|_| ())
+        .map_ok(|_| ())
         .map_err(|source| BrokerError::Declare {
             what: "queue",
             name: queue.to_owned(),
             source,
-        })
+        });
+    within("queue.declare", limit, declare).await
 }

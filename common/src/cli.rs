@@ -104,6 +104,26 @@ pub struct BrokerArgs {
         help_heading = GLOBAL_HEADING
     )]
     pub broker_tls_client_key: Option<PathBuf>,
+    /// Seconds to wait for the broker to accept a connection and finish the
+    /// TLS and AMQP handshakes, and for each answer while setting up [default: 5].
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "CELERIAC_BROKER_CONNECT_TIMEOUT_SECS",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub connect_timeout: Option<f64>,
+    /// AMQP heartbeat interval in seconds; a broker silent for two intervals
+    /// is taken for gone [default: 30; 0 takes the broker's].
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "CELERIAC_BROKER_HEARTBEAT_SECS",
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub broker_heartbeat: Option<u16>,
     /// Log format.
     #[arg(
         long,
@@ -130,6 +150,12 @@ impl BrokerArgs {
         }
         if let Some(f) = &self.broker_tls_client_key {
             config.broker_tls_client_key = Some(f.clone());
+        }
+        if let Some(t) = self.connect_timeout {
+            config.broker_connect_timeout_secs = t;
+        }
+        if let Some(h) = self.broker_heartbeat {
+            config.broker_heartbeat_secs = h;
         }
         if let Some(f) = self.log_format {
             config.log_format = f;

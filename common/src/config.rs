@@ -8,6 +8,8 @@
 //! | `broker_tls_ca_file` | `CELERIAC_BROKER_TLS_CA_FILE` | unset: `amqps://` trusts the system's CAs only |
 //! | `broker_tls_client_cert` | `CELERIAC_BROKER_TLS_CLIENT_CERT` | unset (PEM certificate chain presented to the broker) |
 //! | `broker_tls_client_key` | `CELERIAC_BROKER_TLS_CLIENT_KEY` | unset (its PEM private key) |
+//! | `broker_connect_timeout_secs` | `CELERIAC_BROKER_CONNECT_TIMEOUT_SECS` | `5` (seconds, fractions allowed: bound on the TCP connect, TLS and AMQP handshakes together, and on each broker round trip while setting up: channel open, declares, `basic.qos`, `confirm.select`, close) |
+//! | `broker_heartbeat_secs` | `CELERIAC_BROKER_HEARTBEAT_SECS` | `30` (AMQP heartbeat interval proposed to the broker, the lower side's wins; a broker silent for two intervals is taken for gone and the connection closed; `0` takes the broker's value, RabbitMQ's is 60) |
 //! | `result_backend` | `CELERIAC_RESULT_BACKEND` | `sqlite://celeriac.db?mode=rwc` (`none` stores nothing) |
 //! | `default_queue` | `CELERIAC_DEFAULT_QUEUE` | `celery` |
 //! | `queues` | `CELERIAC_QUEUES` | `["celery"]` (comma-separated in env) |
@@ -45,6 +47,10 @@ pub const BROKER_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const RESULT_BACKEND_DEFAULT: &str = "sqlite://celeriac.db?mode=rwc";
 /// Default queue, exchange and routing key, as Celery's.
 pub const DEFAULT_QUEUE: &str = "celery";
+/// Default bound on connecting to the broker, in seconds.
+pub const CONNECT_TIMEOUT_SECS_DEFAULT: f64 = 5.0;
+/// Default AMQP heartbeat interval proposed to the broker, in seconds.
+pub const BROKER_HEARTBEAT_SECS_DEFAULT: u16 = 30;
 
 /// Queue flavour, as Celery's `task_default_queue_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -78,6 +84,8 @@ pub struct Config {
     pub broker_tls_ca_file: Option<PathBuf>,
     pub broker_tls_client_cert: Option<PathBuf>,
     pub broker_tls_client_key: Option<PathBuf>,
+    pub broker_connect_timeout_secs: f64,
+    pub broker_heartbeat_secs: u16,
     pub result_backend: String,
     pub default_queue: String,
     #[serde(deserialize_with = "list_or_csv")]
@@ -114,6 +122,8 @@ impl Default for Config {
             broker_tls_ca_file: None,
             broker_tls_client_cert: None,
             broker_tls_client_key: None,
+            broker_connect_timeout_secs: CONNECT_TIMEOUT_SECS_DEFAULT,
+            broker_heartbeat_secs: BROKER_HEARTBEAT_SECS_DEFAULT,
             result_backend: RESULT_BACKEND_DEFAULT.to_owned(),
             default_queue: DEFAULT_QUEUE.to_owned(),
             queues: vec![DEFAULT_QUEUE.to_owned()],
@@ -194,12 +204,29 @@ impl Config {
                 table.insert(key.clone(), env_value(&raw));
             }
         }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                origin: "configuration file or CELERIAC_* environment".to_owned(),
-                message: e.message().to_owned(),
-            })
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: "configuration file or CELERIAC_* environment".to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+        config.check("configuration file or CELERIAC_* environment")?;
+        Ok(config)
+    }
+
+    /// Checks values the types alone do not rule out.
+    pub(crate) fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let t = self.broker_connect_timeout_secs;
+        if !(t.is_finite() && t > 0.0) {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                message: format!(
+                    "broker_connect_timeout_secs must be a positive number of seconds, got {t}"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Every key a config file may set (JSON keeps the unset options as null).
@@ -247,6 +274,15 @@ impl Config {
     /// How long a publish waits for a lost broker to come back.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_secs(self.publish_timeout_secs)
+    }
+
+    /// How long connecting to the broker, or one broker round trip while
+    /// setting up, may take (`broker_connect_timeout_secs`).
+    pub fn connect_timeout(&self) -> Duration {
+        // NaN and negative values (refused on load) become 0: every
+        // connection then fails at once, saying so.
+        Duration::try_from_secs_f64(self.broker_connect_timeout_secs.max(0.0))
+            .unwrap_or(Duration::MAX)
     }
 }
 
@@ -369,6 +405,36 @@ mod tests {
         assert!(err.contains("did you mean \"concurrency\""), "{err}");
         std::fs::write(&path, "concurrency = \"many\"\n").expect("write");
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn network_limits() {
+        let c = Config::default();
+        assert_eq!(c.connect_timeout(), Duration::from_secs(5));
+        assert_eq!(c.broker_heartbeat_secs, 30);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "broker_connect_timeout_secs = 2\nbroker_heartbeat_secs = 4\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&path)).expect("load");
+        assert_eq!(c.connect_timeout(), Duration::from_secs(2));
+        assert_eq!(c.broker_heartbeat_secs, 4);
+        std::fs::write(&path, "broker_connect_timeout_secs = 0.25\n").expect("write");
+        let c = Config::load(Some(&path)).expect("load");
+        assert_eq!(c.connect_timeout(), Duration::from_millis(250));
+        for bad in ["0", "-1", "nan"] {
+            std::fs::write(&path, format!("broker_connect_timeout_secs = {bad}\n")).expect("write");
+            let err = Config::load(Some(&path)).expect_err(bad).to_string();
+            assert!(err.contains("positive number of seconds"), "{err}");
+        }
+        let c = Config {
+            broker_connect_timeout_secs: f64::NAN,
+            ..Config::default()
+        };
+        assert_eq!(c.connect_timeout(), Duration::ZERO);
     }
 
     #[test]

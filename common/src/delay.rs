@@ -32,9 +32,10 @@
 //! worker at prefetch 64 could take at most ~130 due tasks/s.
 //! Messages keep their `eta` header, so a worker never runs one early.
 
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, within};
 use crate::config::{Config, QueueType};
 use chrono::{DateTime, Utc};
+use futures_util::TryFutureExt;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
@@ -143,7 +144,9 @@ pub fn routing_key(delay: Duration, queue: &str) -> Result<String, DelayTooLong>
 }
 
 /// Declares the level exchanges and queues and their bindings. Idempotent.
+/// Each round trip waits at most `broker_connect_timeout_secs`.
 pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), BrokerError> {
+    let limit = config.connect_timeout();
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -154,15 +157,18 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
     };
     let delivery = delivery_exchange(config);
     for name in exchange_names(config) {
-        channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(err("exchange", &name))?;
+        let declare = channel.exchange_declare(
+            name.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        );
+        within(
+            "exchange.declare",
+            limit,
+            declare.map_err(err("exchange", &name)),
+        )
+        .await?;
     }
     for level in 0..LEVELS {
         let next = if level > 0 {
@@ -196,17 +202,15 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
                     AMQPValue::LongString(LongString::from("at-least-once")),
                 );
             }
-            channel
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
-                )
-                .await
-                .map_err(err("queue", &name))?;
+            let declare = channel.queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            );
+            within("queue.declare", limit, declare.map_err(err("queue", &name))).await?;
         }
     }
     // From exchange `level`, a message whose highest non-zero digit at or
@@ -221,16 +225,19 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
                     "0.".repeat((level - target) as usize)
                 );
                 let queue = queue_name(config, target, digit);
-                channel
-                    .queue_bind(
-                        queue.as_str().into(),
-                        exchange.as_str().into(),
-                        pattern.as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(err("queue binding", &queue))?;
+                let bind = channel.queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                );
+                within(
+                    "queue.bind",
+                    limit,
+                    bind.map_err(err("queue binding", &queue)),
+                )
+                .await?;
             }
         }
     }
@@ -239,11 +246,13 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
 
 /// Binds `queue` so due messages reach it: on every level's exchange for a
 /// message whose remaining digits are all 0, and on the delivery exchange.
+/// Each round trip waits at most `broker_connect_timeout_secs`.
 pub async fn bind_queue(
     channel: &Channel,
     config: &Config,
     queue: &str,
 ) -> Result<(), BrokerError> {
+    let limit = config.connect_timeout();
     let err = |source| BrokerError::Declare {
         what: "queue binding",
         name: queue.to_owned(),
@@ -255,28 +264,24 @@ pub async fn bind_queue(
             stars(LEVELS - 1 - level),
             "0.".repeat(level as usize + 1)
         );
-        channel
-            .queue_bind(
-                queue.into(),
-                level_exchange(config, level).as_str().into(),
-                pattern.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(err)?;
-    }
-    let key = format!("{}{queue}", stars(LEVELS));
-    channel
-        .queue_bind(
+        let bind = channel.queue_bind(
             queue.into(),
-            delivery_exchange(config).as_str().into(),
-            key.as_str().into(),
+            level_exchange(config, level).as_str().into(),
+            pattern.as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
-        )
-        .await
-        .map_err(err)
+        );
+        within("queue.bind", limit, bind.map_err(err)).await?;
+    }
+    let key = format!("{}{queue}", stars(LEVELS));
+    let bind = channel.queue_bind(
+        queue.into(),
+        delivery_exchange(config).as_str().into(),
+        key.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    within("queue.bind", limit, bind.map_err(err)).await
 }
 
 /// Deletes the delay exchanges and queues (for tests with their own prefix).

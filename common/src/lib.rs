@@ -25,6 +25,8 @@ pub mod cli;
 pub mod config;
 pub mod delay;
 pub mod diagnostics;
+#[cfg(feature = "test-util")]
+pub mod netfault;
 pub mod pidbox;
 pub mod protocol;
 pub mod shutdown;

@@ -4,12 +4,14 @@
 //! by Python's `app.control.revoke(id)` reach Rust workers too, and the other
 //! way round.
 
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, within};
+use futures_util::TryFutureExt;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// The broadcast exchange.
 pub const EXCHANGE: &str = "celery.pidbox";
@@ -18,29 +20,32 @@ pub const EXCHANGE: &str = "celery.pidbox";
 const QUEUE_MESSAGE_TTL_MS: i64 = 300_000;
 const QUEUE_EXPIRES_MS: i64 = 10_000;
 
-/// Declares the exchange as kombu does (fanout, not durable, not auto-deleted).
-pub async fn declare_exchange(channel: &Channel) -> Result<(), BrokerError> {
-    channel
+/// Declares the exchange as kombu does (fanout, not durable, not
+/// auto-deleted), waiting at most `limit` for the broker's answer.
+pub async fn declare_exchange(channel: &Channel, limit: Duration) -> Result<(), BrokerError> {
+    let declare = channel
         .exchange_declare(
             EXCHANGE.into(),
             ExchangeKind::Fanout,
             ExchangeDeclareOptions::default(),
             FieldTable::default(),
         )
-        .await
         .map_err(|source| BrokerError::Declare {
             what: "exchange",
             name: EXCHANGE.to_owned(),
             source,
-        })
+        });
+    within("exchange.declare", limit, declare).await
 }
 
-/// Declares and binds this worker's control queue; returns its name.
+/// Declares and binds this worker's control queue; returns its name. Each
+/// round trip waits at most `limit`.
 pub async fn declare_worker_queue(
     channel: &Channel,
     hostname: &str,
+    limit: Duration,
 ) -> Result<String, BrokerError> {
-    declare_exchange(channel).await?;
+    declare_exchange(channel, limit).await?;
     let name = format!("{hostname}.celery.pidbox");
     let mut args = FieldTable::default();
     args.insert(
@@ -58,20 +63,16 @@ pub async fn declare_worker_queue(
         name: name.clone(),
         source,
     };
-    channel
-        .queue_declare(name.as_str().into(), opts, args)
-        .await
-        .map_err(err)?;
-    channel
-        .queue_bind(
-            name.as_str().into(),
-            EXCHANGE.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
+    let declare = channel.queue_declare(name.as_str().into(), opts, args);
+    within("queue.declare", limit, declare.map_err(err)).await?;
+    let bind = channel.queue_bind(
+        name.as_str().into(),
+        EXCHANGE.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    within("queue.bind", limit, bind.map_err(err)).await?;
     Ok(name)
 }
 

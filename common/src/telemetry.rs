@@ -14,11 +14,20 @@ use tracing_subscriber::EnvFilter;
 /// task arguments included, into the log. sea-orm-migration's lines (a
 /// few per migration on a first start) are left out too: the result
 /// backend logs one line naming the migrations it applied.
+///
+/// Command-line tools (`warn`) also leave out the rest of lapin's lines:
+/// they report every failure in one line of their own, and lapin's lines
+/// about the connection it gave up would come around it.
 pub fn init(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let lapin = if default_level == "warn" {
+            ",lapin=off"
+        } else {
+            ""
+        };
         EnvFilter::new(format!(
-            "{default_level},lapin::returned_messages=error,sea_orm_migration=warn"
+            "{default_level}{lapin},lapin::returned_messages=error,sea_orm_migration=warn"
         ))
     });
     let builder = tracing_subscriber::fmt()

@@ -500,26 +500,34 @@ impl Client {
 
     async fn reset_link(&self) {
         if let Some(link) = self.inner.link.write().await.take() {
-            let _ = link.connection.close(200, "reset".into()).await;
+            let limit = self.inner.config.connect_timeout();
+            broker::close(&link.connection, limit, "reset").await;
         }
     }
 
+    /// Connects, within `broker_connect_timeout_secs` for the handshake and
+    /// again for each round trip after it.
     async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
-        let connection = broker::connect_config(&self.inner.config, "celeriac-producer").await?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|source| BrokerError::Channel {
-                op: "channel.open",
-                source,
-            })?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|source| BrokerError::Channel {
-                op: "confirm.select",
-                source,
-            })?;
+        let config = &self.inner.config;
+        let limit = config.connect_timeout();
+        let connection = broker::connect_config(config, "celeriac-producer").await?;
+        let channel = broker::bounded("channel.open", limit, connection.create_channel()).await;
+        let confirmed = match channel {
+            Ok(channel) => {
+                let select = channel.confirm_select(ConfirmSelectOptions::default());
+                broker::bounded("confirm.select", limit, select)
+                    .await
+                    .map(|()| channel)
+            }
+            Err(e) => Err(e),
+        };
+        let channel = match confirmed {
+            Ok(channel) => channel,
+            Err(e) => {
+                broker::close(&connection, limit, "setup failed").await;
+                return Err(e.into());
+            }
+        };
         Ok(Arc::new(Link {
             connection,
             channel,
@@ -532,30 +540,22 @@ impl Client {
     /// (listing a queue, replaying messages).
     pub(crate) async fn open_channel(&self) -> Result<Channel, ClientError> {
         let link = self.link().await?;
-        link.connection.create_channel().await.map_err(|source| {
-            ClientError::Broker(BrokerError::Channel {
-                op: "channel.open",
-                source,
-            })
-        })
+        let limit = self.inner.config.connect_timeout();
+        Ok(broker::bounded("channel.open", limit, link.connection.create_channel()).await?)
     }
 
     /// Deletes every ready message in `queue`; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u32, ClientError> {
         let link = self.link().await?;
-        let res = link
+        let purge = link
             .channel
-            .queue_purge(queue.into(), QueuePurgeOptions::default())
-            .await;
-        match res {
+            .queue_purge(queue.into(), QueuePurgeOptions::default());
+        let limit = self.inner.config.connect_timeout();
+        match broker::bounded("queue.purge", limit, purge).await {
             Ok(n) => Ok(n),
-            Err(source) => {
+            Err(e) => {
                 self.reset_link().await;
-                Err(BrokerError::Channel {
-                    op: "queue.purge",
-                    source,
-                }
-                .into())
+                Err(e.into())
             }
         }
     }
@@ -619,8 +619,9 @@ impl Client {
 
     async fn broadcast_revoke(&self, ids: &[String], terminate: bool) -> Result<(), ClientError> {
         let link = self.link().await?;
+        let config = &self.inner.config;
         if !link.knows(pidbox::EXCHANGE) {
-            pidbox::declare_exchange(&link.channel).await?;
+            pidbox::declare_exchange(&link.channel, config.connect_timeout()).await?;
             link.remember(pidbox::EXCHANGE);
         }
         let (body, headers) = pidbox::revoke_message(ids, terminate);
@@ -628,24 +629,19 @@ impl Client {
             .with_content_type("application/json".into())
             .with_content_encoding("utf-8".into())
             .with_headers(headers);
-        let channel_err = |source| {
-            ClientError::Broker(BrokerError::Channel {
-                op: "basic.publish",
-                source,
-            })
+        let publish = async {
+            link.channel
+                .basic_publish(
+                    pidbox::EXCHANGE.into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await?
+                .await
         };
-        link.channel
-            .basic_publish(
-                pidbox::EXCHANGE.into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await
-            .map_err(channel_err)?
-            .await
-            .map_err(channel_err)?;
+        broker::bounded("basic.publish", config.publish_timeout(), publish).await?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! send messages back to their queue, or drop them.
 
 use crate::client::{Client, ClientError};
-use celeriac_common::broker::BrokerError;
+use celeriac_common::broker::bounded;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -10,6 +10,7 @@ use lapin::options::{
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel};
 use serde::Serialize;
+use std::time::Duration;
 
 /// One dead-lettered message, as listed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -47,25 +48,34 @@ fn describe(props: &BasicProperties, body: &[u8]) -> DeadLetter {
     }
 }
 
-fn channel_err(op: &'static str) -> impl Fn(lapin::Error) -> ClientError {
-    move |source| ClientError::Broker(BrokerError::Channel { op, source })
-}
-
 impl Client {
+    /// How long one broker round trip here may take.
+    fn limit(&self) -> Duration {
+        self.config().connect_timeout()
+    }
+
     async fn dlq_channel(&self) -> Result<(Channel, u32), ClientError> {
         let channel = self.open_channel().await?;
-        let q = channel
-            .queue_declare(
-                self.config().dead_letter_queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .map_err(channel_err("queue.declare"))?;
+        let declare = channel.queue_declare(
+            self.config().dead_letter_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let q = bounded("queue.declare", self.limit(), declare).await?;
         Ok((channel, q.message_count()))
+    }
+
+    /// Closes a channel of the dead-letter queue; unacked messages return to it.
+    async fn close_channel(&self, channel: &Channel, reason: &str) {
+        let _ = bounded(
+            "channel.close",
+            self.limit(),
+            channel.close(200, reason.into()),
+        )
+        .await;
     }
 
     /// Lists up to `limit` dead-lettered messages without removing them.
@@ -74,17 +84,14 @@ impl Client {
         let mut out = Vec::new();
         let queue = self.config().dead_letter_queue.clone();
         for _ in 0..(count as usize).min(limit) {
-            match channel
-                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(channel_err("basic.get"))?
-            {
+            let get = channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false });
+            match bounded("basic.get", self.limit(), get).await? {
                 Some(m) => out.push(describe(&m.delivery.properties, &m.delivery.data)),
                 None => break,
             }
         }
         // Closing the channel returns every message we looked at, unchanged.
-        let _ = channel.close(200, "listed".into()).await;
+        self.close_channel(&channel, "listed").await;
         Ok(out)
     }
 
@@ -95,18 +102,13 @@ impl Client {
     /// default queue.
     pub async fn replay_dead_letters(&self, ids: &[String]) -> Result<usize, ClientError> {
         let (channel, count) = self.dlq_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(channel_err("confirm.select"))?;
+        let select = channel.confirm_select(ConfirmSelectOptions::default());
+        bounded("confirm.select", self.limit(), select).await?;
         let dlq = self.config().dead_letter_queue.clone();
         let mut replayed = 0;
         for _ in 0..count {
-            let Some(m) = channel
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(channel_err("basic.get"))?
-            else {
+            let get = channel.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false });
+            let Some(m) = bounded("basic.get", self.limit(), get).await? else {
                 break;
             };
             let d = m.delivery;
@@ -127,30 +129,30 @@ impl Client {
             let target = info
                 .queue
                 .unwrap_or_else(|| self.config().default_queue.clone());
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    target.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &d.data,
-                    props,
-                )
-                .await
-                .map_err(channel_err("basic.publish"))?
-                .await
-                .map_err(channel_err("basic.publish"))?;
-            if matches!(confirm, lapin::Confirmation::Ack(None)) {
-                d.acker
-                    .ack(BasicAckOptions::default())
+            let publish = async {
+                channel
+                    .basic_publish(
+                        "".into(),
+                        target.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &d.data,
+                        props,
+                    )
+                    .await?
                     .await
-                    .map_err(channel_err("basic.ack"))?;
+            };
+            let confirm =
+                bounded("basic.publish", self.config().publish_timeout(), publish).await?;
+            if matches!(confirm, lapin::Confirmation::Ack(None)) {
+                let ack = d.acker.ack(BasicAckOptions::default());
+                bounded("basic.ack", self.limit(), ack).await?;
                 replayed += 1;
             }
         }
-        let _ = channel.close(200, "replayed".into()).await;
+        self.close_channel(&channel, "replayed").await;
         Ok(replayed)
     }
 

@@ -142,20 +142,20 @@ impl Publisher {
     /// its own: a declaration the broker refuses closes that channel, not
     /// the session's.
     async fn declare(&self, queue: &str) -> Result<(), BrokerError> {
+        let limit = self.config.connect_timeout();
         let channel =
-            self.connection
-                .create_channel()
-                .await
-                .map_err(|source| BrokerError::Channel {
-                    op: "channel.open",
-                    source,
-                })?;
+            broker::bounded("channel.open", limit, self.connection.create_channel()).await?;
         let declared = async {
             broker::declare_task_queue(&channel, queue, &self.config).await?;
             delay::bind_queue(&channel, &self.config, queue).await
         }
         .await;
-        let _ = channel.close(200, "declared".into()).await;
+        let _ = broker::bounded(
+            "channel.close",
+            limit,
+            channel.close(200, "declared".into()),
+        )
+        .await;
         declared?;
         self.ready
             .lock()

@@ -37,25 +37,16 @@ impl Session {
     pub(crate) async fn open(shared: &Shared) -> Result<Session, BrokerError> {
         let config = &shared.config;
         let connection = broker::connect_config(config, &config.hostname).await?;
-        let op = |op| move |source| BrokerError::Channel { op, source };
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(op("channel.open"))?;
+        // Every round trip below waits at most this long.
+        let limit = config.connect_timeout();
+        let channel = broker::bounded("channel.open", limit, connection.create_channel()).await?;
         // Per-consumer prefetch (global = false): recent RabbitMQ rejects global QoS.
-        channel
-            .basic_qos(config.prefetch(), BasicQosOptions { global: false })
-            .await
-            .map_err(op("basic.qos"))?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(op("channel.open"))?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(op("confirm.select"))?;
-        broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue).await?;
+        let qos = channel.basic_qos(config.prefetch(), BasicQosOptions { global: false });
+        broker::bounded("basic.qos", limit, qos).await?;
+        let publisher = broker::bounded("channel.open", limit, connection.create_channel()).await?;
+        let select = publisher.confirm_select(ConfirmSelectOptions::default());
+        broker::bounded("confirm.select", limit, select).await?;
+        broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue, limit).await?;
         let mut consumers = Vec::new();
         delay::declare_topology(&channel, config).await?;
         for queue in &config.queues {
@@ -67,35 +58,32 @@ impl Session {
                 queue,
                 uuid::Uuid::new_v4().simple()
             );
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(op("basic.consume"))?;
+            let consume = channel.basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            );
+            let consumer = broker::bounded("basic.consume", limit, consume).await?;
             consumers.push((queue.clone(), consumer));
         }
         // Remote control (revoke): a queue of our own on the pidbox fanout.
         let control_queue = pidbox::declare_worker_queue(
             &publisher,
             &format!("{}.{}", config.hostname, uuid::Uuid::new_v4().simple()),
+            limit,
         )
         .await?;
-        let control = publisher
-            .basic_consume(
-                control_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(op("basic.consume"))?;
+        let consume = publisher.basic_consume(
+            control_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        );
+        let control = broker::bounded("basic.consume", limit, consume).await?;
         let connection = Arc::new(connection);
         let ready: HashSet<String> = config.queues.iter().cloned().collect();
         let publisher = Publisher::new(publisher, connection.clone(), config.clone(), ready);
@@ -253,7 +241,12 @@ impl Session {
 
     /// Closes the connection; unacknowledged messages return to their queues.
     pub(crate) async fn close(self) {
-        let _ = self.connection.close(200, "worker shutdown".into()).await;
+        broker::close(
+            &self.connection,
+            crate::publish::BROKER_TIMEOUT,
+            "worker shutdown",
+        )
+        .await;
     }
 }
 

@@ -111,7 +111,7 @@ impl WorkerBuilder {
         };
         // Fail fast, with a clear error, if the broker is unreachable.
         let probe = broker::connect_config(&config, &config.hostname).await?;
-        let _ = probe.close(200, "reachable".into()).await;
+        broker::close(&probe, config.connect_timeout(), "reachable").await;
         Ok(Worker {
             config,
             registry: Arc::new(self.registry),

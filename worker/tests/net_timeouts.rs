@@ -1,0 +1,144 @@
+//! The worker never waits for ever on the network (issue #20): started
+//! against a peer that never speaks AMQP it fails in one line within the
+//! connect timeout; once consuming, a broker that goes silent (no RST) is
+//! noticed within two heartbeats, and each reconnection attempt to it gives
+//! up within the connect timeout, logged, with backoff, for as long as it
+//! lasts. Measured times are printed (`--no-capture` shows them).
+
+use celeriac_common::netfault::{Peer, Proxy, ProxyMode};
+use celeriac_common::testing;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Slack on top of a bound, for a loaded machine.
+const SLACK: Duration = Duration::from_millis(1500);
+
+fn worker(broker: &str, queue: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-worker"));
+    cmd.env_remove("CELERIAC_CONFIG")
+        .env("RUST_LOG", "info")
+        .args(["--broker", broker, "--result-backend", "none", "-Q", queue])
+        .args(["--connect-timeout", "1", "--broker-heartbeat", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The child's log lines, as they come.
+fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// Waits up to `within` for a line containing `text`.
+async fn line_with(
+    lines: &mut mpsc::UnboundedReceiver<String>,
+    text: &str,
+    within: Duration,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, lines.recv()).await {
+            Ok(Some(line)) if line.contains(text) => return Some(line),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_started_against_a_silent_peer_fails_in_one_line() {
+    let peer = Peer::silent().await.expect("peer");
+    let started = Instant::now();
+    let out = worker(&peer.url(), "unused")
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .expect("run the worker");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "worker start, silent peer: exit {:?} after {took:?}: {stderr}",
+        out.status.code()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to RabbitMQ") && stderr.contains("within 1s"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(1) + SLACK, "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_notices_a_silent_broker_and_keeps_retrying() {
+    let proxy = Proxy::start(&testing::broker_url(), ProxyMode::Forward)
+        .await
+        .expect("proxy");
+    let queue = testing::unique("net-timeouts");
+    let mut child = worker(&proxy.url(), &queue).spawn().expect("spawn worker");
+    let mut lines = log_lines(&mut child);
+    assert!(
+        line_with(
+            &mut lines,
+            "worker ready, consuming",
+            Duration::from_secs(20)
+        )
+        .await
+        .is_some(),
+        "the worker did not start consuming"
+    );
+
+    proxy.freeze();
+    let frozen = Instant::now();
+    let lost = line_with(&mut lines, "stopped consuming", Duration::from_secs(10)).await;
+    let noticed = frozen.elapsed();
+    eprintln!("worker: silent broker noticed after {noticed:?}: {lost:?}");
+    assert!(
+        lost.is_some(),
+        "the worker did not notice the silent broker"
+    );
+    // Heartbeat 1 s: two intervals, plus the worker's 1 s connection check.
+    assert!(noticed < Duration::from_secs(3) + SLACK, "{noticed:?}");
+
+    // Each attempt to reconnect meets a silent broker: it gives up within
+    // the connect timeout, says so, and tries again.
+    let mut attempts = Vec::new();
+    while attempts.len() < 3 {
+        let Some(line) = line_with(&mut lines, "cannot consume", Duration::from_secs(6)).await
+        else {
+            break;
+        };
+        attempts.push((frozen.elapsed(), line));
+    }
+    for (at, line) in &attempts {
+        eprintln!("worker: attempt failed at +{at:?}: {line}");
+    }
+    assert!(attempts.len() >= 3, "{attempts:?}");
+    assert!(
+        attempts.iter().all(|(_, l)| l.contains("within 1s")),
+        "{attempts:?}"
+    );
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "the worker exited"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    testing::cleanup(&testing::config("none", &queue)).await;
+}
