@@ -318,8 +318,6 @@ fn last_per_task(mut outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
 /// driver reuse one prepared statement for every full chunk.
 const STORE_CHUNK: usize = 32;
 
-const FINAL_STATES: [&str; 4] = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
-
 /// A connection to the result database.
 #[derive(Debug, Clone)]
 pub struct ResultBackend {
@@ -487,7 +485,7 @@ impl ResultBackend {
             .col_expr(Column::Worker, Expr::value(worker))
             .col_expr(Column::WorkerId, Expr::value(worker_id))
             .filter(Column::TaskId.eq(id))
-            .filter(Column::State.is_not_in(FINAL_STATES));
+            .filter(Column::State.is_not_in(TaskState::ready_names()));
         if let Some(at) = started_at {
             update = update.col_expr(Column::StartedAt, Expr::value(at));
         }
@@ -534,7 +532,7 @@ impl ResultBackend {
     pub async fn purge_finished_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
         let res = Entity::delete_many()
             .filter(Column::DoneAt.lt(before))
-            .filter(Column::State.is_in(FINAL_STATES))
+            .filter(Column::State.is_in(TaskState::ready_names()))
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected)
