@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
-use entity::{ActiveModel, Column, Entity};
+use entity::{ActiveModel, Column, Entity, ID_LEN, NAME_LEN, WORKER_ID_LEN};
 
 /// A result-backend operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,22 +165,22 @@ impl TaskOutcome {
         let fit_opt = |v: Option<String>, max| v.map(|v| fit(v, max));
         ActiveModel {
             task_id: Set(self.task_id),
-            task_name: Set(Some(fit(self.task_name, 255))),
+            task_name: Set(Some(fit(self.task_name, NAME_LEN))),
             state: Set(self.state.as_str().to_owned()),
             result: Set(text(self.result)),
             content_type: Set(crate::protocol::CONTENT_TYPE_JSON.to_owned()),
-            error_type: Set(fit_opt(error_type, 255)),
+            error_type: Set(fit_opt(error_type, NAME_LEN)),
             error_message: Set(error_message.map(without_nul)),
             traceback: Set(traceback.map(without_nul)),
             args: Set(text(self.args)),
             kwargs: Set(text(self.kwargs)),
-            worker: Set(fit_opt(self.worker, 255)),
-            worker_id: Set(fit_opt(self.worker_id, 64)),
+            worker: Set(fit_opt(self.worker, NAME_LEN)),
+            worker_id: Set(fit_opt(self.worker_id, WORKER_ID_LEN)),
             retries: Set(i32::try_from(self.retries).unwrap_or(i32::MAX)),
-            queue: Set(fit_opt(self.queue, 255)),
-            parent_id: Set(fit_opt(self.parent_id, 191)),
-            root_id: Set(fit_opt(self.root_id, 191)),
-            group_id: Set(fit_opt(self.group_id, 191)),
+            queue: Set(fit_opt(self.queue, NAME_LEN)),
+            parent_id: Set(fit_opt(self.parent_id, ID_LEN)),
+            root_id: Set(fit_opt(self.root_id, ID_LEN)),
+            group_id: Set(fit_opt(self.group_id, ID_LEN)),
             meta: Set(text(self.meta)),
             created_at: Set(now),
             started_at: Set(self.started_at),
@@ -293,9 +293,9 @@ fn without_nul(s: String) -> String {
 
 /// `s` without NUL characters and cut to `max` characters (a column's
 /// length, which PostgreSQL and MySQL count in characters).
-fn fit(s: String, max: usize) -> String {
+fn fit(s: String, max: u32) -> String {
     let s = without_nul(s);
-    match s.char_indices().nth(max) {
+    match s.char_indices().nth(max as usize) {
         Some((end, _)) => s[..end].to_owned(),
         None => s,
     }
