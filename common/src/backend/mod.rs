@@ -6,6 +6,7 @@ pub mod entity;
 pub mod migration;
 pub mod workers;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::mask_url;
 use crate::state::TaskState;
 use chrono::{DateTime, Utc};
@@ -318,6 +319,12 @@ fn last_per_task(mut outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
 /// driver reuse one prepared statement for every full chunk.
 const STORE_CHUNK: usize = 32;
 
+/// Between attempts at migrating (another process may be migrating the
+/// same database): 100 ms doubling to 1 s, jittered so that racing
+/// processes do not retry in step.
+const MIGRATE_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::Equal);
+
 /// A connection to the result database.
 #[derive(Debug, Clone)]
 pub struct ResultBackend {
@@ -374,7 +381,8 @@ impl ResultBackend {
     /// processes at once: a process that loses the race re-checks and succeeds.
     pub async fn migrate(&self) -> Result<(), BackendError> {
         let mut last = None;
-        for attempt in 0..5u32 {
+        let mut backoff = MIGRATE_BACKOFF;
+        for _ in 0..5 {
             match migration::Migrator::up(&self.db, None).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -383,7 +391,7 @@ impl ResultBackend {
                         return Ok(());
                     }
                     last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
