@@ -216,8 +216,8 @@ impl Config {
             if !known.contains(key) {
                 let hint = known
                     .iter()
-                    .min_by_key(|k| strsim(k, key))
-                    .filter(|k| strsim(k, key) <= 3)
+                    .min_by_key(|k| strsim::levenshtein(k, key))
+                    .filter(|k| strsim::levenshtein(k, key) <= 3)
                     .map(|k| format!(", did you mean {k:?}?"))
                     .unwrap_or_default();
                 return Err(ConfigError::Invalid {
@@ -287,21 +287,6 @@ pub fn split_csv(s: &str) -> Vec<String> {
         .filter(|q| !q.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// Edit distance, for "did you mean" hints.
-fn strsim(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// This machine's host name.
