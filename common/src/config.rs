@@ -39,6 +39,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) mod env;
+
 /// Default broker: the local RabbitMQ's default vhost.
 pub const BROKER_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default result backend: an SQLite file in the working directory.
@@ -189,7 +191,7 @@ impl Config {
             None => toml::Table::new(),
         };
         for key in Self::keys() {
-            let var = format!("{ENV_PREFIX}{}", key.to_uppercase());
+            let var = env::env_name(&key);
             if let Ok(raw) = std::env::var(&var) {
                 table.insert(key.clone(), env_value(&raw));
             }
