@@ -7,8 +7,9 @@ mod support;
 
 use std::time::Duration;
 
+use celeriac_common::testing::process::spawn_beat;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
-use support::{BeatProcess, Collector, cli, ok, schedule_file};
+use support::{BEAT, Collector, cli, ok, schedule_file};
 
 fn one_line_error(out: &support::Output, code: i32, needle: &str) {
     assert_eq!(out.code, code, "exit code; stderr: {}", out.stderr);
@@ -442,7 +443,7 @@ async fn list_shows_file_and_database_entries_and_beat_follows_the_file() {
     );
 
     let collector = Collector::start(&config).await;
-    let beat = BeatProcess::spawn(&config, &["--schedule", path]);
+    let beat = spawn_beat(BEAT, &config, &["--schedule", path]);
     collector
         .wait_for("from-file", 2, Duration::from_secs(30))
         .await;

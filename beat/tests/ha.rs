@@ -7,9 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use celeriac_common::testing::process::{LoggedProcess, spawn_beat};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use chrono::{TimeDelta, Utc};
-use support::{BeatProcess, Collector, check_history, leader_pid, ok};
+use support::{BEAT, Collector, check_history, leader_pid, ok};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -33,9 +34,8 @@ async fn beats_share_one_schedule(kind: DbKind, count: usize) {
             "60s",
         ],
     );
-    let mut beats: Vec<BeatProcess> = (0..count)
-        .map(|_| BeatProcess::spawn(&config, &[]))
-        .collect();
+    let mut beats: Vec<LoggedProcess> =
+        (0..count).map(|_| spawn_beat(BEAT, &config, &[])).collect();
     // All running: each run exactly once.
     let steady = collector.wait_for("ha", 5, LONG).await;
     assert_eq!(
@@ -51,12 +51,11 @@ async fn beats_share_one_schedule(kind: DbKind, count: usize) {
     let leading: Vec<_> = beats
         .iter()
         .filter(|b| b.log_text().contains("leading: holds the beat lease"))
-        .map(BeatProcess::pid)
+        .map(LoggedProcess::pid)
         .collect();
     assert_eq!(leading, vec![leader], "exactly one beat leads");
-    beats[at].kill9();
+    beats.remove(at).kill();
     let killed = Utc::now();
-    beats.remove(at);
     // A survivor takes over (lease 2 s) and keeps the schedule going.
     collector
         .wait_scheduled_from("ha", killed + TimeDelta::seconds(6), LONG)

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use celeriac_common::testing::process::spawn_beat;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use chrono::{TimeDelta, Utc};
-use support::{BeatProcess, Collector, check_history, ok};
+use support::{BEAT, Collector, check_history, ok};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -23,7 +24,7 @@ async fn every_second_entry_fires_once_per_second_with_events() {
         &config,
         &["schedule", "add", "tick", "celeriac.noop", "--every", "1s"],
     );
-    let beat = BeatProcess::spawn(&config, &[]);
+    let beat = spawn_beat(BEAT, &config, &[]);
     let first = collector.wait_for("tick", 1, LONG).await[0].scheduled_at;
     // A five-second window after the first run: exactly six runs, one per second.
     let end = first + TimeDelta::seconds(5);
@@ -94,14 +95,14 @@ async fn sigkill_and_restart_neither_repeats_nor_loses_runs() {
             "1s",
         ],
     );
-    let mut first = BeatProcess::spawn(&config, &[]);
+    let first = spawn_beat(BEAT, &config, &[]);
     collector.wait_for("all", 3, LONG).await;
     collector.wait_for("latest", 3, LONG).await;
-    first.kill9();
+    first.kill();
     let killed = Utc::now();
     // Down for a while: runs fall due with no beat running.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let second = BeatProcess::spawn(&config, &[]);
+    let second = spawn_beat(BEAT, &config, &[]);
     let resumed = Utc::now() + TimeDelta::seconds(3);
     collector.wait_scheduled_from("all", resumed, LONG).await;
     collector.wait_scheduled_from("latest", resumed, LONG).await;
@@ -145,7 +146,7 @@ async fn command_line_changes_take_effect_within_a_second() {
     let mut config = testing::config(&db.url, &unique("beat-cli"));
     config.beat_lease_secs = 2;
     let collector = Collector::start(&config).await;
-    let beat = BeatProcess::spawn(&config, &[]);
+    let beat = spawn_beat(BEAT, &config, &[]);
     beat.wait_log("leading", LONG);
 
     // run-now: the message arrives within a second of the command.

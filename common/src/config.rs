@@ -41,6 +41,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) mod env;
+
 /// Default broker: the local RabbitMQ's default vhost.
 pub const BROKER_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default result backend: an SQLite file in the working directory.
@@ -199,7 +201,7 @@ impl Config {
             None => toml::Table::new(),
         };
         for key in Self::keys() {
-            let var = format!("{ENV_PREFIX}{}", key.to_uppercase());
+            let var = env::env_name(&key);
             if let Ok(raw) = std::env::var(&var) {
                 table.insert(key.clone(), env_value(&raw));
             }
@@ -243,8 +245,8 @@ impl Config {
             if !known.contains(key) {
                 let hint = known
                     .iter()
-                    .min_by_key(|k| strsim(k, key))
-                    .filter(|k| strsim(k, key) <= 3)
+                    .min_by_key(|k| strsim::levenshtein(k, key))
+                    .filter(|k| strsim::levenshtein(k, key) <= 3)
                     .map(|k| format!(", did you mean {k:?}?"))
                     .unwrap_or_default();
                 return Err(ConfigError::Invalid {
@@ -323,21 +325,6 @@ pub fn split_csv(s: &str) -> Vec<String> {
         .filter(|q| !q.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// Edit distance, for "did you mean" hints.
-fn strsim(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// This machine's host name.

@@ -49,12 +49,24 @@ impl TaskState {
         }
     }
 
-    /// Whether no further transition will happen.
+    /// The final states: once a task is in one, no further transition
+    /// happens (Celery's `READY_STATES`).
+    pub const READY: [TaskState; 4] = [
+        TaskState::Success,
+        TaskState::Failure,
+        TaskState::Revoked,
+        TaskState::Rejected,
+    ];
+
+    /// The stored names of the [`TaskState::READY`] states, for queries
+    /// over the `state` column.
+    pub fn ready_names() -> [&'static str; 4] {
+        Self::READY.map(TaskState::as_str)
+    }
+
+    /// Whether no further transition will happen (one of [`TaskState::READY`]).
     pub fn is_ready(self) -> bool {
-        matches!(
-            self,
-            TaskState::Success | TaskState::Failure | TaskState::Revoked | TaskState::Rejected
-        )
+        Self::READY.contains(&self)
     }
 }
 
@@ -83,5 +95,30 @@ impl FromStr for TaskState {
             "REJECTED" => TaskState::Rejected,
             other => return Err(UnknownState(other.to_owned())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_states_and_their_names() {
+        assert_eq!(
+            TaskState::ready_names(),
+            ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"]
+        );
+        for name in TaskState::ready_names() {
+            let state: TaskState = name.parse().expect("known state");
+            assert!(state.is_ready(), "{state}");
+        }
+        for state in [
+            TaskState::Pending,
+            TaskState::Received,
+            TaskState::Started,
+            TaskState::Retry,
+        ] {
+            assert!(!state.is_ready(), "{state}");
+        }
     }
 }

@@ -8,6 +8,8 @@
 use crate::config::{BROKER_URL_DEFAULT, Config};
 use sea_orm::{ConnectionTrait, Database};
 
+pub mod process;
+
 /// The broker tests use.
 pub fn broker_url() -> String {
     std::env::var("CELERIAC_TEST_BROKER_URL").unwrap_or_else(|_| BROKER_URL_DEFAULT.to_owned())
@@ -148,113 +150,4 @@ pub async fn delete_queues(names: &[&str]) {
         }
     }
     let _ = conn.close(200, "cleanup".into()).await;
-}
-
-/// A child process of a test (a worker, a beat) with its stderr in a log
-/// file of its own, killed when dropped.
-#[derive(Debug)]
-pub struct LoggedProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-    what: String,
-    _dir: tempfile::TempDir,
-}
-
-impl LoggedProcess {
-    /// Starts `cmd` (stdout discarded, stderr to the log) and waits up to
-    /// 30 s for `ready` to appear in the log. `what` names it in failures.
-    ///
-    /// # Panics
-    /// If it cannot start or never logs `ready`: these are test helpers.
-    pub fn spawn(mut cmd: std::process::Command, what: &str, ready: &str) -> LoggedProcess {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("process.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let p = LoggedProcess {
-            child,
-            log,
-            what: what.to_owned(),
-            _dir: dir,
-        };
-        p.wait_log(ready, std::time::Duration::from_secs(30));
-        p
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything it logged so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `needle`.
-    ///
-    /// # Panics
-    /// If it does not within `timeout` (the log is in the message).
-    pub fn wait_log(&self, needle: &str, timeout: std::time::Duration) {
-        let start = std::time::Instant::now();
-        while !self.log_text().contains(needle) {
-            assert!(
-                start.elapsed() < timeout,
-                "{} log never showed {needle:?}:\n{}",
-                self.what,
-                self.log_text()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `kill -SIG`.
-    ///
-    /// # Panics
-    /// If `kill` fails.
-    pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} {} failed", self.what);
-    }
-
-    /// SIGTERM, then its exit code (None if a signal ended it).
-    ///
-    /// # Panics
-    /// If it is still running after `timeout`.
-    pub fn terminate(mut self, timeout: std::time::Duration) -> Option<i32> {
-        self.signal("TERM");
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "{} did not stop:\n{}",
-                self.what,
-                self.log_text()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL, and reap it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for LoggedProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

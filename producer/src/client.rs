@@ -4,6 +4,7 @@
 use crate::options::{ApplyOptions, OptionsError};
 use crate::result::AsyncResult;
 use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
+use celeriac_common::backoff::{Backoff, Jitter};
 use celeriac_common::broker::{self, BrokerError};
 use celeriac_common::delay::{self, DelayTooLong};
 use celeriac_common::pidbox;
@@ -133,8 +134,11 @@ impl std::fmt::Debug for Client {
     }
 }
 
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Between publish attempts while the broker is unreachable: 100 ms
+/// doubling to 5 s, jittered so that many clients that lost the broker
+/// together do not all come back at the same instant.
+const PUBLISH_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jitter(Jitter::Equal);
 
 impl Client {
     /// Connects to the broker now (failing fast with a clear error if it is
@@ -325,7 +329,7 @@ impl Client {
         let mut props = Some(msg.properties());
         let timeout = self.inner.config.publish_timeout();
         let started = Instant::now();
-        let mut backoff = BACKOFF_START;
+        let mut backoff = PUBLISH_BACKOFF;
         loop {
             let props = props.take().unwrap_or_else(|| msg.properties());
             let attempt = async {
@@ -377,9 +381,9 @@ impl Client {
                     last: err.to_string(),
                 });
             }
-            tracing::warn!(task.id = %msg.id, error = %err, "publish failed; retrying after {backoff:?}");
-            tokio::time::sleep(backoff.min(timeout.saturating_sub(started.elapsed()))).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let delay = backoff.next_delay();
+            tracing::warn!(task.id = %msg.id, error = %err, "publish failed; retrying after {delay:?}");
+            tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
         }
     }
 

@@ -7,12 +7,13 @@ mod support;
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::diagnostics::Noop;
+use celeriac_common::testing::process::spawn_worker;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use celeriac_common::{TaskDef, broker, delay};
 use chrono::{Duration as Span, Utc};
 use lapin::options::BasicPublishOptions;
 use std::time::Duration;
-use support::{WorkerProcess, ready_messages};
+use support::{WORKER, ready_messages};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How late a task may start after its eta in these tests (the design aims
@@ -23,7 +24,7 @@ const LATE: Span = Span::milliseconds(2500);
 async fn tasks_run_at_their_eta_and_far_ones_wait_in_the_broker() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("delay"));
-    let worker = WorkerProcess::spawn(&config, "delay@test", &["--track-started", "true"]);
+    let worker = spawn_worker(WORKER, &config, "delay@test", &["--track-started", "true"]);
     let client = Client::connect(config.clone()).await.expect("client");
     let now = Utc::now();
     let mut pending = Vec::new();
@@ -76,7 +77,7 @@ async fn a_worker_killed_during_the_wait_loses_nothing() {
         .migrate()
         .await
         .expect("migrate");
-    let doomed = WorkerProcess::spawn(&config, "doomed@test", &[]);
+    let doomed = spawn_worker(WORKER, &config, "doomed@test", &[]);
     let client = Client::connect(config.clone()).await.expect("client");
     let eta = Utc::now() + Span::seconds(3);
     let mut sent = Vec::new();
@@ -84,7 +85,12 @@ async fn a_worker_killed_during_the_wait_loses_nothing() {
         sent.push(client.apply_at::<Noop>(eta, ()).await.expect("schedule"));
     }
     doomed.kill();
-    let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &["--track-started", "true"]);
+    let rescuer = spawn_worker(
+        WORKER,
+        &config,
+        "rescuer@test",
+        &["--track-started", "true"],
+    );
     for r in &sent {
         let rec = r.wait(WAIT).await.expect("ran");
         assert_eq!(rec.state, TaskState::Success);
@@ -100,7 +106,7 @@ async fn a_worker_killed_during_the_wait_loses_nothing() {
 async fn celery_eta_messages_expiry_and_revocation() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("delayx"));
-    let worker = WorkerProcess::spawn(&config, "x@test", &["--track-started", "true"]);
+    let worker = spawn_worker(WORKER, &config, "x@test", &["--track-started", "true"]);
     let client = Client::connect(config.clone()).await.expect("client");
 
     // As Python Celery sends it: straight to the task queue with an eta header.

@@ -7,13 +7,14 @@ use celeriac::{ApplyOptions, Client};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::entity::Entity;
 use celeriac_common::diagnostics::ECHO;
+use celeriac_common::testing::process::spawn_worker;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use futures_util::{StreamExt, TryStreamExt};
 use sea_orm::EntityTrait;
 use serde_json::{Map, json};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use support::{WorkerProcess, wait_for_state};
+use support::{WORKER, wait_for_state};
 
 const PRODUCERS: usize = 4;
 const PER_PRODUCER: usize = 2_500;
@@ -26,8 +27,8 @@ async fn ten_thousand_tasks(kind: DbKind) {
     let config = testing::config(&db.url, &queue);
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
     backend.migrate().await.expect("migrate");
-    let w1 = WorkerProcess::spawn(&config, "w1@test", &[]);
-    let w2 = WorkerProcess::spawn(&config, "w2@test", &[]);
+    let w1 = spawn_worker(WORKER, &config, "w1@test", &[]);
+    let w2 = spawn_worker(WORKER, &config, "w2@test", &[]);
 
     let producers = (0..PRODUCERS).map(|p| {
         let config = config.clone();

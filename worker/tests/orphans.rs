@@ -9,11 +9,12 @@ use celeriac_common::backend::entity::{Column as TaskColumn, Entity as TaskEntit
 use celeriac_common::backend::workers::{WORKER_LOST, WorkerInfo, entity as workers};
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::diagnostics::Sleep;
+use celeriac_common::testing::process::spawn_worker;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::time::{Duration, Instant};
-use support::WorkerProcess;
+use support::WORKER;
 
 fn started(id: &str, worker_id: Option<&str>) -> TaskOutcome {
     let mut o = TaskOutcome::new(id, "tasks.slow", TaskState::Started);
@@ -210,8 +211,8 @@ async fn a_killed_workers_started_task_becomes_retry_then_runs_again() {
     let file = file.display().to_string();
     let flags = ["--config", file.as_str()];
 
-    let doomed = WorkerProcess::spawn(&config, "doomed@test", &flags);
-    let watcher = WorkerProcess::spawn(&other, "watcher@test", &flags);
+    let doomed = spawn_worker(WORKER, &config, "doomed@test", &flags);
+    let watcher = spawn_worker(WORKER, &other, "watcher@test", &flags);
     let client = Client::connect(config.clone()).await.expect("client");
     let task = client.delay::<Sleep>((8.0,)).await.expect("send");
     let start = Instant::now();
@@ -245,7 +246,7 @@ async fn a_killed_workers_started_task_becomes_retry_then_runs_again() {
     // RETRY is not final: a waiting caller keeps waiting.
     assert!(task.get(Duration::from_millis(300)).await.is_err());
 
-    let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &flags);
+    let rescuer = spawn_worker(WORKER, &config, "rescuer@test", &flags);
     let record = task.wait(Duration::from_secs(30)).await.expect("finished");
     assert_eq!(record.state, TaskState::Success);
     assert_eq!(record.worker.as_deref(), Some("rescuer@test"));

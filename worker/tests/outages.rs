@@ -7,11 +7,12 @@ mod support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::diagnostics::ECHO;
+use celeriac_common::testing::process::{LoggedProcess, sibling_bin, spawn_beat, spawn_worker};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use serde_json::{Map, json};
 use std::process::Command;
 use std::time::Duration;
-use support::{BeatProcess, WorkerProcess, beat_command};
+use support::{WORKER, beat_command};
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
@@ -37,7 +38,7 @@ async fn broker_restart_loses_no_confirmed_task() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let mut config = testing::config(&db.url, &unique("outage"));
     config.publish_timeout_secs = 60;
-    let worker = WorkerProcess::spawn(&config, "survivor@test", &[]);
+    let worker = spawn_worker(WORKER, &config, "survivor@test", &[]);
     let client = Client::connect(config.clone()).await.expect("client");
 
     let publisher = {
@@ -123,7 +124,7 @@ async fn result_database_outage_loses_nothing() {
         .migrate()
         .await
         .expect("migrate");
-    let worker = WorkerProcess::spawn(&config, "dbdown@test", &[]);
+    let worker = spawn_worker(WORKER, &config, "dbdown@test", &[]);
     let client = Client::connect(config.clone()).await.expect("client");
     let mut ids = Vec::new();
     for i in 0..100 {
@@ -188,13 +189,14 @@ async fn chaos_every_task_ends_exactly_once() {
     let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
     let mut config = testing::config(&db.url, &unique("chaos"));
     config.publish_timeout_secs = 90;
+    config.beat_lease_secs = 2;
     let backend = celeriac_common::backend::ResultBackend::connect(&db.url)
         .await
         .expect("backend");
     backend.migrate().await.expect("migrate");
     let args = ["--concurrency", "8"];
-    let mut workers: Vec<WorkerProcess> = (0..3)
-        .map(|i| WorkerProcess::spawn(&config, &format!("chaos{i}@test"), &args))
+    let mut workers: Vec<LoggedProcess> = (0..3)
+        .map(|i| spawn_worker(WORKER, &config, &format!("chaos{i}@test"), &args))
         .collect();
     let mut killed_logs = Vec::new();
     let added = beat_command(
@@ -211,7 +213,8 @@ async fn chaos_every_task_ends_exactly_once() {
     .status()
     .expect("celeriac-beat schedule add");
     assert!(added.success());
-    let mut beat = Some(BeatProcess::spawn(&config));
+    let beat_bin = sibling_bin("celeriac-beat");
+    let mut beat = Some(spawn_beat(&beat_bin, &config, &[]));
     let client = Client::connect(config.clone()).await.expect("client");
     let publisher = {
         let client = client.clone();
@@ -246,7 +249,7 @@ async fn chaos_every_task_ends_exactly_once() {
             if let Some(b) = beat.take() {
                 b.kill();
             }
-            beat = Some(BeatProcess::spawn(&config));
+            beat = Some(spawn_beat(&beat_bin, &config, &[]));
         }
         if round == 4 {
             rabbitmqctl(&["stop_app"]);
@@ -261,7 +264,12 @@ async fn chaos_every_task_ends_exactly_once() {
         dead.kill();
         workers.insert(
             victim,
-            WorkerProcess::spawn(&config, &format!("chaos{victim}r{round}@test"), &args),
+            spawn_worker(
+                WORKER,
+                &config,
+                &format!("chaos{victim}r{round}@test"),
+                &args,
+            ),
         );
         assert!(
             start.elapsed() < Duration::from_secs(240),
@@ -297,7 +305,7 @@ async fn chaos_every_task_ends_exactly_once() {
             Err(e) => {
                 // Everything the workers logged about it, to tell where it went.
                 let mut logs = killed_logs.clone();
-                logs.extend(workers.iter().map(WorkerProcess::log_text));
+                logs.extend(workers.iter().map(LoggedProcess::log_text));
                 let mentions: Vec<&str> = logs
                     .iter()
                     .flat_map(|log| log.lines().filter(|l| l.contains(id.as_str())))
@@ -346,7 +354,7 @@ async fn chaos_every_task_ends_exactly_once() {
             TaskState::Success
         );
     }
-    let mut texts: Vec<String> = workers.iter().map(WorkerProcess::log_text).collect();
+    let mut texts: Vec<String> = workers.iter().map(LoggedProcess::log_text).collect();
     texts.extend(killed_logs);
     let mut runs: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for line in texts.iter().flat_map(|t| t.lines()) {

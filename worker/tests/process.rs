@@ -7,16 +7,18 @@ use celeriac::{Client, TaskState};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::broker;
 use celeriac_common::diagnostics::{Noop, Sleep};
+use celeriac_common::testing::process::{self, sibling_bin, spawn_worker};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use std::process::Command;
 use std::time::Duration;
-use support::{WorkerProcess, bin, ready_messages, wait_for_state};
+use support::{WORKER, ready_messages, wait_for_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_running_work_and_returns_the_rest() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("shutdown"));
-    let worker = WorkerProcess::spawn(
+    let worker = spawn_worker(
+        WORKER,
         &config,
         "warm@test",
         &["--concurrency", "1", "--track-started", "true"],
@@ -61,7 +63,8 @@ async fn sigkill_loses_nothing() {
     let config = testing::config(&db.url, &unique("sigkill"));
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
     backend.migrate().await.expect("migrate");
-    let doomed = WorkerProcess::spawn(
+    let doomed = spawn_worker(
+        WORKER,
         &config,
         "doomed@test",
         &["--concurrency", "4", "--track-started", "true"],
@@ -86,7 +89,7 @@ async fn sigkill_loses_nothing() {
     );
     doomed.kill();
     // A multi-threaded runtime (the default is one thread).
-    let rescuer = WorkerProcess::spawn(&config, "rescuer@test", &["--threads", "2"]);
+    let rescuer = spawn_worker(WORKER, &config, "rescuer@test", &["--threads", "2"]);
     for r in &sent {
         let rec = r.wait(Duration::from_secs(30)).await.expect("finished");
         assert_eq!(rec.state, TaskState::Success);
@@ -111,7 +114,8 @@ async fn sigkill_loses_nothing() {
 async fn lone_tasks_are_acked_without_waiting_for_more() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("lone-ack"));
-    let worker = WorkerProcess::spawn(
+    let worker = spawn_worker(
+        WORKER,
         &config,
         "lone@test",
         &["--concurrency", "4", "--prefetch-multiplier", "4"],
@@ -141,12 +145,7 @@ async fn lone_tasks_are_acked_without_waiting_for_more() {
 }
 
 fn celeriac(config: &celeriac::Config, args: &[&str]) -> std::process::Output {
-    Command::new(bin("celeriac"))
-        .env_remove("CELERIAC_CONFIG")
-        .env("CELERIAC_DEAD_LETTER_QUEUE", &config.dead_letter_queue)
-        .env("CELERIAC_DELAY_PREFIX", &config.delay_prefix)
-        .env("CELERIAC_BROKER_URL", &config.broker_url)
-        .env("CELERIAC_RESULT_BACKEND", &config.result_backend)
+    process::command(sibling_bin("celeriac"), config)
         .args(args)
         .output()
         .expect("run celeriac")
@@ -156,7 +155,7 @@ fn celeriac(config: &celeriac::Config, args: &[&str]) -> std::process::Output {
 async fn cli_call_wait_prints_the_outcome() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("cli"));
-    let worker = WorkerProcess::spawn(&config, "cli@test", &[]);
+    let worker = spawn_worker(WORKER, &config, "cli@test", &[]);
     let q = config.default_queue.as_str();
     let out = celeriac(
         &config,
@@ -307,7 +306,7 @@ fn help_never_shows_a_password() {
         ("celeriac-beat", &["schedule", "add", "--help"]),
     ];
     for (exe, args) in cases {
-        let out = Command::new(bin(exe))
+        let out = Command::new(sibling_bin(exe))
             .env("CELERIAC_BROKER_URL", "amqp://u:s3cret@rabbit:5672/%2f")
             .env("CELERIAC_RESULT_BACKEND", "postgres://u:s3cret@db/r")
             .env("CELERIAC_BENCH_POSTGRES_URL", "postgres://u:s3cret@db/b")
@@ -329,7 +328,7 @@ fn help_never_shows_a_password() {
 async fn dlq_list_replay_and_purge() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("dlq"));
-    let worker = WorkerProcess::spawn(&config, "dlq@test", &[]);
+    let worker = spawn_worker(WORKER, &config, "dlq@test", &[]);
     let conn = broker::connect(&config.broker_url, "test")
         .await
         .expect("connect");

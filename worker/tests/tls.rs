@@ -12,10 +12,11 @@ use celeriac::Client;
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::cli::one_line;
 use celeriac_common::diagnostics::{Noop, Sleep};
+use celeriac_common::testing::process::spawn_worker;
 use celeriac_common::testing::{self, unique};
 use celeriac_common::{Config, TaskState};
 use std::time::Duration;
-use support::{WorkerProcess, ready_messages};
+use support::{WORKER, ready_messages};
 use tls_support::{Pki, PrivateMariaDb, PrivatePostgres, RabbitTlsListener};
 
 fn tls_config(config: &Config, listener: &RabbitTlsListener, pki: &Pki) -> Config {
@@ -204,7 +205,7 @@ async fn worker_runs_tasks_over_amqps_with_results_in_tls_postgres() {
         path(&pki.client_key),
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let worker = WorkerProcess::spawn(&config, "tls@test", &flags);
+    let worker = spawn_worker(WORKER, &config, "tls@test", &flags);
 
     let client = Client::connect(config.clone()).await.expect("client");
     let slept = client

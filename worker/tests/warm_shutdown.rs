@@ -6,9 +6,10 @@ mod support;
 
 use celeriac::{Client, TaskState};
 use celeriac_common::diagnostics::{Noop, Sleep};
+use celeriac_common::testing::process::spawn_worker;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use std::time::Duration;
-use support::WorkerProcess;
+use support::WORKER;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_returned_at_warm_shutdown_do_not_count_as_deliveries() {
@@ -22,7 +23,7 @@ async fn messages_returned_at_warm_shutdown_do_not_count_as_deliveries() {
     let file = file.display().to_string();
     let flags = ["--config", file.as_str(), "--concurrency", "1"];
 
-    let first = WorkerProcess::spawn(&config, "first@test", &flags);
+    let first = spawn_worker(WORKER, &config, "first@test", &flags);
     let client = Client::connect(config.clone()).await.expect("client");
     let slow = client.delay::<Sleep>((1.5,)).await.expect("send");
     let mut rest = Vec::new();
@@ -42,7 +43,7 @@ async fn messages_returned_at_warm_shutdown_do_not_count_as_deliveries() {
         assert_eq!(r.state().await.expect("state"), TaskState::Pending);
     }
 
-    let second = WorkerProcess::spawn(&config, "second@test", &flags);
+    let second = spawn_worker(WORKER, &config, "second@test", &flags);
     for r in &rest {
         let record = r.wait(Duration::from_secs(20)).await.expect("finished");
         assert_eq!(

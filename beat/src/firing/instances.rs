@@ -18,14 +18,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use celeriac_common::TaskState;
 use celeriac_common::backend::entity::{Column, Entity};
 
 use crate::events::{BeatEvent, EventKind, Events};
 use crate::firing::plan::Planned;
 use crate::firing::run_state::RecentRun;
 use crate::firing::scheduler::Scheduler;
-
-const FINAL_STATES: [&str; 4] = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
 
 /// Of `ids`, those the result backend records as finished.
 pub async fn finished<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<HashSet<Uuid>, DbErr> {
@@ -35,7 +34,7 @@ pub async fn finished<C: ConnectionTrait>(db: &C, ids: &[Uuid]) -> Result<HashSe
             .select_only()
             .column(Column::TaskId)
             .filter(Column::TaskId.is_in(chunk.iter().map(Uuid::to_string)))
-            .filter(Column::State.is_in(FINAL_STATES))
+            .filter(Column::State.is_in(TaskState::ready_names()))
             .into_tuple()
             .all(db)
             .await?;

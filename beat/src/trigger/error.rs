@@ -123,9 +123,10 @@ impl TriggerError {
     }
 }
 
-/// The candidate closest to `input` (case-insensitive edit distance), if it is
-/// close enough to be a plausible typo: at most 1 edit for short words, 2 for
-/// words of five or more letters, and fewer edits than the input has letters.
+/// The candidate closest to `input` (case-insensitive edit distance, an
+/// adjacent swap counting as one edit), if it is close enough to be a
+/// plausible typo: at most 1 edit for short words, 2 for words of five or
+/// more letters, and fewer edits than the input has letters.
 pub(crate) fn suggest<'a, I>(input: &str, candidates: I) -> Option<String>
 where
     I: IntoIterator<Item = &'a str>,
@@ -136,30 +137,10 @@ where
     let limit = if len >= 5 { 2 } else { 1 }.min(len.saturating_sub(1));
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&needle, &c.to_ascii_lowercase()), c))
+        .map(|c| (strsim::osa_distance(&needle, &c.to_ascii_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.to_string())
-}
-
-/// Levenshtein distance counting an adjacent transposition as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                cur[j] = cur[j].min(prev2[j - 2] + 1);
-            }
-        }
-        prev2 = std::mem::replace(&mut prev, cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -176,7 +157,8 @@ mod tests {
             suggest("minuet", ["minute", "second"]).as_deref(),
             Some("minute")
         );
-        assert_eq!(edit_distance("ab", "ba"), 1);
+        // A swap of two adjacent letters is one edit.
+        assert_eq!(suggest("mnio", ["mino"]).as_deref(), Some("mino"));
     }
 
     #[test]

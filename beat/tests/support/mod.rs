@@ -1,5 +1,6 @@
-//! Helpers for beat's integration tests: beat processes, the command line,
-//! and a consumer that records every message of a test queue.
+//! Helpers for beat's integration tests: the command line, and a consumer
+//! that records every message of a test queue. Beat processes are
+//! `celeriac_common::testing::process::spawn_beat(BEAT, ..)`.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -9,46 +10,18 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use celeriac_common::testing::LoggedProcess;
+use celeriac_common::testing::process;
 use celeriac_common::{Config, TaskMessage};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
-/// The environment a beat process or CLI call gets for `config`.
-pub fn env(config: &Config) -> Vec<(&'static str, String)> {
-    vec![
-        ("CELERIAC_BROKER_URL", config.broker_url.clone()),
-        ("CELERIAC_RESULT_BACKEND", config.result_backend.clone()),
-        ("CELERIAC_DEFAULT_QUEUE", config.default_queue.clone()),
-        ("CELERIAC_QUEUES", config.queues.join(",")),
-        (
-            "CELERIAC_DEAD_LETTER_QUEUE",
-            config.dead_letter_queue.clone(),
-        ),
-        ("CELERIAC_DELAY_PREFIX", config.delay_prefix.clone()),
-        (
-            "CELERIAC_BEAT_LEASE_SECS",
-            config.beat_lease_secs.to_string(),
-        ),
-        ("CELERIAC_LOG_FORMAT", "json".to_owned()),
-    ]
-}
-
-fn command(config: &Config) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-beat"));
-    cmd.env_remove("CELERIAC_CONFIG")
-        .env_remove("CELERIAC_BEAT_SCHEDULE");
-    for (k, v) in env(config) {
-        cmd.env(k, v);
-    }
-    cmd
-}
+/// This crate's binary, for `testing::process::spawn_beat`.
+pub const BEAT: &str = env!("CARGO_BIN_EXE_celeriac-beat");
 
 /// The outcome of one `celeriac-beat` command.
 #[derive(Debug)]
@@ -60,7 +33,8 @@ pub struct Output {
 
 /// Runs `celeriac-beat ARGS` to completion.
 pub fn cli(config: &Config, args: &[&str]) -> Output {
-    let out = command(config)
+    let out = process::command(BEAT, config)
+        .env("CELERIAC_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
         .args(args)
         .output()
@@ -77,38 +51,6 @@ pub fn ok(config: &Config, args: &[&str]) -> String {
     let out = cli(config, args);
     assert_eq!(out.code, 0, "celeriac-beat {args:?} failed: {}", out.stderr);
     out.stdout
-}
-
-/// A `celeriac-beat run` process with its log in a temp file.
-pub struct BeatProcess(LoggedProcess);
-
-impl BeatProcess {
-    pub fn spawn(config: &Config, args: &[&str]) -> BeatProcess {
-        let mut cmd = command(config);
-        cmd.env("RUST_LOG", "info").arg("run").args(args);
-        BeatProcess(LoggedProcess::spawn(cmd, "beat", "beat started"))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.0.pid()
-    }
-
-    pub fn log_text(&self) -> String {
-        self.0.log_text()
-    }
-
-    pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        self.0.wait_log(needle, timeout);
-    }
-
-    pub fn kill9(&mut self) {
-        self.0.kill();
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    pub fn terminate(self) -> Option<i32> {
-        self.0.terminate(Duration::from_secs(20))
-    }
 }
 
 /// One message a beat sent.

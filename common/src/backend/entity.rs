@@ -2,6 +2,18 @@
 
 use sea_orm::entity::prelude::*;
 
+/// Longest task id (and parent, root and group id) a row holds: 191
+/// characters, the longest a utf8mb4 key MySQL can index (767 bytes).
+pub const ID_LEN: u32 = 191;
+/// Longest task name, error type, worker hostname or queue name a row holds.
+pub const NAME_LEN: u32 = 255;
+/// Longest state name (`RECEIVED`, `REJECTED`, ...).
+pub const STATE_LEN: u32 = 16;
+/// Longest content type (`application/json`).
+pub const CONTENT_TYPE_LEN: u32 = 64;
+/// Longest worker process id (see `backend::workers`).
+pub const WORKER_ID_LEN: u32 = 64;
+
 /// One task's record. JSON values are stored as text with `content_type`
 /// saying how to read them, as django-celery-results does.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -11,18 +23,18 @@ pub struct Model {
     #[sea_orm(
         primary_key,
         auto_increment = false,
-        column_type = "String(StringLen::N(191))"
+        column_type = "String(StringLen::N(ID_LEN))"
     )]
     pub task_id: String,
-    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(NAME_LEN))", nullable)]
     pub task_name: Option<String>,
-    #[sea_orm(column_type = "String(StringLen::N(16))", indexed)]
+    #[sea_orm(column_type = "String(StringLen::N(STATE_LEN))", indexed)]
     pub state: String,
     #[sea_orm(column_type = "Text", nullable)]
     pub result: Option<String>,
-    #[sea_orm(column_type = "String(StringLen::N(64))")]
+    #[sea_orm(column_type = "String(StringLen::N(CONTENT_TYPE_LEN))")]
     pub content_type: String,
-    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(NAME_LEN))", nullable)]
     pub error_type: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub error_message: Option<String>,
@@ -32,19 +44,19 @@ pub struct Model {
     pub args: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub kwargs: Option<String>,
-    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(NAME_LEN))", nullable)]
     pub worker: Option<String>,
     /// The id of the worker process that recorded it (see `backend::workers`).
-    #[sea_orm(column_type = "String(StringLen::N(64))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(WORKER_ID_LEN))", nullable)]
     pub worker_id: Option<String>,
     pub retries: i32,
-    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(NAME_LEN))", nullable)]
     pub queue: Option<String>,
-    #[sea_orm(column_type = "String(StringLen::N(191))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(ID_LEN))", nullable)]
     pub parent_id: Option<String>,
-    #[sea_orm(column_type = "String(StringLen::N(191))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(ID_LEN))", nullable)]
     pub root_id: Option<String>,
-    #[sea_orm(column_type = "String(StringLen::N(191))", nullable)]
+    #[sea_orm(column_type = "String(StringLen::N(ID_LEN))", nullable)]
     pub group_id: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub meta: Option<String>,

@@ -6,6 +6,7 @@ pub mod entity;
 pub mod migration;
 pub mod workers;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::mask_url;
 use crate::state::TaskState;
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
-use entity::{ActiveModel, Column, Entity};
+use entity::{ActiveModel, Column, Entity, ID_LEN, NAME_LEN, WORKER_ID_LEN};
 
 /// A result-backend operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,22 +166,22 @@ impl TaskOutcome {
         let fit_opt = |v: Option<String>, max| v.map(|v| fit(v, max));
         ActiveModel {
             task_id: Set(self.task_id),
-            task_name: Set(Some(fit(self.task_name, 255))),
+            task_name: Set(Some(fit(self.task_name, NAME_LEN))),
             state: Set(self.state.as_str().to_owned()),
             result: Set(text(self.result)),
             content_type: Set(crate::protocol::CONTENT_TYPE_JSON.to_owned()),
-            error_type: Set(fit_opt(error_type, 255)),
+            error_type: Set(fit_opt(error_type, NAME_LEN)),
             error_message: Set(error_message.map(without_nul)),
             traceback: Set(traceback.map(without_nul)),
             args: Set(text(self.args)),
             kwargs: Set(text(self.kwargs)),
-            worker: Set(fit_opt(self.worker, 255)),
-            worker_id: Set(fit_opt(self.worker_id, 64)),
+            worker: Set(fit_opt(self.worker, NAME_LEN)),
+            worker_id: Set(fit_opt(self.worker_id, WORKER_ID_LEN)),
             retries: Set(i32::try_from(self.retries).unwrap_or(i32::MAX)),
-            queue: Set(fit_opt(self.queue, 255)),
-            parent_id: Set(fit_opt(self.parent_id, 191)),
-            root_id: Set(fit_opt(self.root_id, 191)),
-            group_id: Set(fit_opt(self.group_id, 191)),
+            queue: Set(fit_opt(self.queue, NAME_LEN)),
+            parent_id: Set(fit_opt(self.parent_id, ID_LEN)),
+            root_id: Set(fit_opt(self.root_id, ID_LEN)),
+            group_id: Set(fit_opt(self.group_id, ID_LEN)),
             meta: Set(text(self.meta)),
             created_at: Set(now),
             started_at: Set(self.started_at),
@@ -293,9 +294,9 @@ fn without_nul(s: String) -> String {
 
 /// `s` without NUL characters and cut to `max` characters (a column's
 /// length, which PostgreSQL and MySQL count in characters).
-fn fit(s: String, max: usize) -> String {
+fn fit(s: String, max: u32) -> String {
     let s = without_nul(s);
-    match s.char_indices().nth(max) {
+    match s.char_indices().nth(max as usize) {
         Some((end, _)) => s[..end].to_owned(),
         None => s,
     }
@@ -318,7 +319,11 @@ fn last_per_task(mut outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
 /// driver reuse one prepared statement for every full chunk.
 const STORE_CHUNK: usize = 32;
 
-const FINAL_STATES: [&str; 4] = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
+/// Between attempts at migrating (another process may be migrating the
+/// same database): 100 ms doubling to 1 s, jittered so that racing
+/// processes do not retry in step.
+const MIGRATE_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::Equal);
 
 /// A connection to the result database.
 #[derive(Debug, Clone)]
@@ -376,7 +381,8 @@ impl ResultBackend {
     /// processes at once: a process that loses the race re-checks and succeeds.
     pub async fn migrate(&self) -> Result<(), BackendError> {
         let mut last = None;
-        for attempt in 0..5u32 {
+        let mut backoff = MIGRATE_BACKOFF;
+        for _ in 0..5 {
             match migration::apply(&self.db).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -385,7 +391,7 @@ impl ResultBackend {
                         return Ok(());
                     }
                     last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -487,7 +493,7 @@ impl ResultBackend {
             .col_expr(Column::Worker, Expr::value(worker))
             .col_expr(Column::WorkerId, Expr::value(worker_id))
             .filter(Column::TaskId.eq(id))
-            .filter(Column::State.is_not_in(FINAL_STATES));
+            .filter(Column::State.is_not_in(TaskState::ready_names()));
         if let Some(at) = started_at {
             update = update.col_expr(Column::StartedAt, Expr::value(at));
         }
@@ -534,7 +540,7 @@ impl ResultBackend {
     pub async fn purge_finished_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
         let res = Entity::delete_many()
             .filter(Column::DoneAt.lt(before))
-            .filter(Column::State.is_in(FINAL_STATES))
+            .filter(Column::State.is_in(TaskState::ready_names()))
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected)

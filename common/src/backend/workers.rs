@@ -27,6 +27,7 @@ use std::time::Duration;
 
 /// `celeriac_workers`: one row per running worker process.
 pub mod entity {
+    use crate::backend::entity::{NAME_LEN, WORKER_ID_LEN};
     use sea_orm::entity::prelude::*;
 
     /// A worker's heartbeat row.
@@ -37,10 +38,10 @@ pub mod entity {
         #[sea_orm(
             primary_key,
             auto_increment = false,
-            column_type = "String(StringLen::N(64))"
+            column_type = "String(StringLen::N(WORKER_ID_LEN))"
         )]
         pub id: String,
-        #[sea_orm(column_type = "String(StringLen::N(255))")]
+        #[sea_orm(column_type = "String(StringLen::N(NAME_LEN))")]
         pub hostname: String,
         pub pid: i64,
         pub started_at: DateTimeUtc,
