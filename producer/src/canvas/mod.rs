@@ -30,7 +30,7 @@ mod signature;
 mod wire;
 
 pub use plan::{MAX_CHAIN_STEPS, MAX_DEPTH};
-pub use result::{GroupResult, WorkflowResult};
+pub use result::{GroupCounts, GroupResult, WorkflowResult};
 pub use send::CanvasError;
 pub use signature::{PartialArgs, TaskSig, TaskSignatures};
 

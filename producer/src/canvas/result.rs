@@ -135,6 +135,12 @@ impl GroupResult {
         &self.id
     }
 
+    /// The step before the group in a chain (a chord's header: the step
+    /// before the chord), if any.
+    pub fn parent(&self) -> Option<&WorkflowResult> {
+        self.parent.as_deref()
+    }
+
     /// The members' results, in order.
     pub fn results(&self) -> &[WorkflowResult] {
         &self.members
