@@ -168,6 +168,11 @@ impl Client {
         &self.inner.config
     }
 
+    /// The `origin` header of this client's messages (`gen<pid>@<host>`).
+    pub(crate) fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
     /// Calls task `T` now with `args`. Returns once the broker holds the message.
     pub async fn delay<T: TaskDef>(
         &self,

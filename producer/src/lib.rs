@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod canvas;
 mod client;
 mod dlq;
 mod options;

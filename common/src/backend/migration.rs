@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateBeatTables),
             Box::new(CreateWorkers),
             Box::new(LongTextOnMysql),
+            Box::new(super::chord_migration::CreateChords),
         ]
     }
 

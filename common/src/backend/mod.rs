@@ -2,7 +2,10 @@
 //! MySQL/MariaDB by URL. One row per task id; every write is idempotent.
 
 pub mod beat;
+pub mod chord;
+mod chord_migration;
 pub mod entity;
+mod many;
 pub mod migration;
 pub mod workers;
 
