@@ -160,6 +160,7 @@ impl BrokerArgs {
         if let Some(f) = self.log_format {
             config.log_format = f;
         }
+        config.check("command line")?;
         Ok(config)
     }
 }

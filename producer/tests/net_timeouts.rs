@@ -273,9 +273,9 @@ async fn celeriac_call_with_a_silent_broker_fails_in_one_line() {
             .env_remove("CELERIAC_BROKER_CONNECT_TIMEOUT_SECS")
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
-            .args(["--broker", &url, "--result-backend", "none"])
+            .args(["--broker", &url])
             .args(flags)
-            .args(["call", "celeriac.noop"])
+            .args(["call", "celeriac.noop", "--result-backend", "none"])
             .kill_on_drop(true)
             .output()
             .await
