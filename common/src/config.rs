@@ -29,7 +29,8 @@
 //! | `dead_letter_queue` | `CELERIAC_DEAD_LETTER_QUEUE` | `celeriac.dlq` |
 //! | `delay_prefix` | `CELERIAC_DELAY_PREFIX` | `celeriac.delay` (names of the delay exchanges and queues) |
 //! | `migrate_on_start` | `CELERIAC_MIGRATE_ON_START` | `true` |
-//! | `worker_heartbeat_secs` | `CELERIAC_WORKER_HEARTBEAT_SECS` | `5` (a worker silent for 3 intervals is gone: its STARTED tasks become RETRY) |
+//! | `worker_heartbeat_secs` | `CELERIAC_WORKER_HEARTBEAT_SECS` | `5` (a worker silent for 3 intervals is gone: its STARTED tasks become RETRY; also the `worker-heartbeat` event's interval) |
+//! | `worker_send_events` | `CELERIAC_WORKER_SEND_EVENTS` | `false` (send Celery's task events, as `celery worker -E`; worker events are always sent; Flower switches task events on by remote control) |
 //! | `max_deliveries` | `CELERIAC_MAX_DELIVERIES` | `5` (a message delivered this often without finishing is dead-lettered) |
 //! | `beat_schedule` | `CELERIAC_BEAT_SCHEDULE` | unset (beat's TOML schedule file) |
 //! | `beat_misfire_grace_secs` | `CELERIAC_BEAT_MISFIRE_GRACE_SECS` | `60` (a run later than this is skipped as missed) |
@@ -110,6 +111,7 @@ pub struct Config {
     pub migrate_on_start: bool,
     pub max_deliveries: u32,
     pub worker_heartbeat_secs: u64,
+    pub worker_send_events: bool,
     pub beat_schedule: Option<String>,
     pub beat_misfire_grace_secs: u64,
     pub beat_coalesce: bool,
@@ -147,6 +149,7 @@ impl Default for Config {
             migrate_on_start: true,
             max_deliveries: 5,
             worker_heartbeat_secs: 5,
+            worker_send_events: false,
             beat_schedule: None,
             beat_misfire_grace_secs: 60,
             beat_coalesce: true,

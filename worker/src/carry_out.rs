@@ -38,17 +38,22 @@ impl Handling {
         let outcome = match end {
             End::Revoked(stage) => {
                 tracing::info!("{}", revoked_log(stage));
+                self.shared.events.revoked(&msg.id, false, false);
                 let before = "revoked before it ran".to_owned();
                 record(TaskState::Revoked, "TaskRevoked", before)
             }
             End::Expired => {
                 tracing::info!("expired before it ran: REVOKED");
+                self.shared.events.revoked(&msg.id, false, true);
                 let at = msg.expires.map(|e| e.to_rfc3339()).unwrap_or_default();
                 let message = format!("task expired at {at}");
                 record(TaskState::Revoked, "TaskExpired", message)
             }
             End::UnknownTask => {
                 tracing::warn!("task not registered: {}", msg.task);
+                self.shared
+                    .events
+                    .failed(&msg.id, "NotRegistered", &msg.task, false);
                 let message = format!("task not registered: {}", msg.task);
                 record(TaskState::Failure, "NotRegistered", message)
             }
@@ -65,6 +70,7 @@ impl Handling {
             End::Poison { earlier } => {
                 let reason =
                     format!("delivered {earlier} times without finishing (poison message)");
+                self.shared.events.rejected(&msg.id, false);
                 let mut o = record(TaskState::Failure, "PoisonMessage", reason.clone());
                 if let Some(o) = &mut o {
                     o.done_at = Some(Utc::now());

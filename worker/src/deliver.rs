@@ -6,8 +6,10 @@
 use crate::carry_out::{Handling, task_error};
 use crate::context::TaskFailure;
 use crate::disposition::{DeliveryFacts, Disposition, End, Stage, WorkerView, decide};
+use crate::events;
 use crate::execute;
 use crate::followup;
+use crate::inflight::Phase;
 use crate::registry::Handler;
 use celeriac_common::TaskState;
 use celeriac_common::backend::TaskOutcome;
@@ -65,6 +67,10 @@ fn deliver(
     let mut facts = DeliveryFacts::of(&delivery, received);
     async move {
         let shared = &hand.shared;
+        let tracked = shared
+            .inflight
+            .track(&msg, &hand.queue, delivery.redelivered);
+        shared.events.received(&msg, &hand.queue);
         let mut stage = Stage::Received;
         let mut permit = None;
         loop {
@@ -82,8 +88,9 @@ fn deliver(
                     None => return Box::pin(hand.give_back(delivery)).await,
                 },
                 Disposition::Hold(wait) => {
+                    tracked.set(Phase::Scheduled);
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => stage = Stage::Due,
+                        _ = tokio::time::sleep(wait) => (stage, _) = (Stage::Due, tracked.set(Phase::Reserved)),
                         _ = hand.window.retired() => {
                             return Box::pin(hand.give_back(delivery)).await;
                         }
@@ -103,10 +110,13 @@ fn deliver(
             return Box::pin(hand.carry_out(End::UnknownTask, &msg, delivery)).await;
         };
         shared.task_started();
+        tracked.set(Phase::Active(events::now()));
+        shared.events.started(&msg.id);
         match run(&hand, &msg, handler, facts.earlier, permit).await {
             Some(outcome) => hand.finish(&msg, delivery, Some(outcome)).await,
             None => Box::pin(hand.requeue(delivery)).await,
         }
+        shared.inflight.processed(&msg.task);
         shared.task_ended();
     }
 }
@@ -142,7 +152,7 @@ async fn run(
         Box::pin(mark_started(hand, msg, started_at)).await;
     }
     let options = shared.registry.options(&msg.task);
-    let (hard, soft) = execute::limits(msg, options);
+    let (hard, soft) = execute::limits(msg, &options);
     let ctx = execute::task_context(shared, msg, &hand.queue, earlier, soft);
     let clock = Instant::now();
     let result = execute::run(shared, handler, ctx, msg, hard).await;
@@ -152,19 +162,25 @@ async fn run(
     let (state, value, failure) = match result {
         Ok(value) => {
             tracing::info!(duration_ms = ms, "succeeded");
+            shared.events.succeeded(&msg.id, &value, ms / 1e3);
             followup::on_success(&hand.publisher, msg, &value, &hand.queue).await;
             (TaskState::Success, Some(value), None)
         }
         Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
             tracing::info!(duration_ms = ms, "terminated by revoke");
+            shared.events.revoked(&msg.id, true, false);
             let failure = TaskFailure::new("TaskRevoked", "terminated while running");
             (TaskState::Revoked, None, Some(failure))
         }
         Err(f) => {
             tracing::warn!(duration_ms = ms, kind = %f.kind, "failed: {}", f.message);
             let concluded =
-                execute::conclude_failure(&hand.publisher, msg, &hand.queue, options, f);
+                execute::conclude_failure(&hand.publisher, msg, &hand.queue, &options, f);
             let (state, failure) = Box::pin(concluded).await?;
+            let retried = state == TaskState::Retry;
+            shared
+                .events
+                .failed(&msg.id, &failure.kind, &failure.message, retried);
             (state, None, Some(failure))
         }
     };

@@ -31,14 +31,18 @@
 
 mod carry_out;
 mod context;
+mod control;
 mod deliver;
 mod diagnostics;
 mod disposition;
+mod events;
 mod execute;
 mod followup;
 mod heartbeat;
+mod inflight;
 mod options;
 mod publish;
+mod pyrepr;
 mod recorder;
 mod registry;
 mod revoke;

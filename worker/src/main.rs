@@ -37,6 +37,10 @@ struct Cli {
     /// Record STARTED when a task starts.
     #[arg(long, env = "CELERIAC_TRACK_STARTED")]
     track_started: Option<bool>,
+    /// Send Celery's task events (as `celery worker -E`) [default: off;
+    /// monitors such as Flower switch them on by remote control].
+    #[arg(short = 'E', long, env = "CELERIAC_WORKER_SEND_EVENTS", num_args = 0..=1, default_missing_value = "true")]
+    events: Option<bool>,
     /// Do not create or upgrade the result tables on start.
     #[arg(long)]
     no_migrate: bool,
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
     config.hostname = cli.hostname.clone().unwrap_or(config.hostname);
     config.shutdown_grace_secs = cli.shutdown_grace.unwrap_or(config.shutdown_grace_secs);
     config.track_started = cli.track_started.unwrap_or(config.track_started);
+    config.worker_send_events = cli.events.unwrap_or(config.worker_send_events);
     config.migrate_on_start &= !cli.no_migrate;
     celeriac_common::telemetry::init(config.log_format, "info");
     // One thread by default: every delivery then stays on the thread that

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -31,12 +31,14 @@ pub(crate) enum Handler {
 /// A blocking call, ready to run on a blocking thread.
 pub(crate) type BlockingCall = Box<dyn FnOnce() -> Result<Value, TaskFailure> + Send>;
 
-/// Task names → handlers, their options and rate limiters.
+/// Task names → handlers, their options and rate limiters. Handlers are
+/// fixed once the worker is built; options and limiters change at run time
+/// (remote control's `rate_limit` and `time_limit`).
 #[derive(Default)]
 pub(crate) struct Registry {
     handlers: HashMap<String, Handler>,
-    options: HashMap<String, TaskOptions>,
-    limiters: HashMap<String, Limiter>,
+    options: RwLock<HashMap<String, Arc<TaskOptions>>>,
+    limiters: RwLock<HashMap<String, Arc<Limiter>>>,
 }
 
 /// Spaces task starts at least `interval` apart (per worker, per task name).
@@ -63,8 +65,8 @@ impl Limiter {
     }
 }
 
-static DEFAULT_OPTIONS: std::sync::LazyLock<TaskOptions> =
-    std::sync::LazyLock::new(TaskOptions::default);
+static DEFAULT_OPTIONS: std::sync::LazyLock<Arc<TaskOptions>> =
+    std::sync::LazyLock::new(|| Arc::new(TaskOptions::default()));
 
 fn to_value<O: serde::Serialize>(out: O) -> Result<Value, TaskFailure> {
     serde_json::to_value(out).map_err(|e| TaskFailure::new("ResultNotSerializable", e.to_string()))
@@ -75,28 +77,50 @@ impl Registry {
         self.handlers.get(name)
     }
 
-    pub(crate) fn options(&self, name: &str) -> &TaskOptions {
-        self.options.get(name).unwrap_or(&DEFAULT_OPTIONS)
+    pub(crate) fn options(&self, name: &str) -> Arc<TaskOptions> {
+        let options = self.options.read().unwrap_or_else(PoisonError::into_inner);
+        options.get(name).unwrap_or(&DEFAULT_OPTIONS).clone()
     }
 
-    pub(crate) fn limiter(&self, name: &str) -> Option<&Limiter> {
-        self.limiters.get(name)
+    pub(crate) fn limiter(&self, name: &str) -> Option<Arc<Limiter>> {
+        let limiters = self.limiters.read().unwrap_or_else(PoisonError::into_inner);
+        limiters.get(name).cloned()
     }
 
-    pub(crate) fn set_options(&mut self, name: &str, options: TaskOptions) {
-        match options.rate_limit {
-            Some(rate) => {
-                let limiter = Limiter {
-                    interval: rate.interval,
-                    next: std::sync::Mutex::new(Instant::now()),
-                };
-                self.limiters.insert(name.to_owned(), limiter);
-            }
-            None => {
-                self.limiters.remove(name);
+    /// Sets the options of `name` (its rate limiter follows them).
+    pub(crate) fn set_options(&self, name: &str, options: TaskOptions) {
+        {
+            let mut limiters = self
+                .limiters
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            match options.rate_limit {
+                Some(rate) => {
+                    let limiter = Limiter {
+                        interval: rate.interval,
+                        next: std::sync::Mutex::new(Instant::now()),
+                    };
+                    limiters.insert(name.to_owned(), Arc::new(limiter));
+                }
+                None => {
+                    limiters.remove(name);
+                }
             }
         }
-        self.options.insert(name.to_owned(), options);
+        let mut all = self.options.write().unwrap_or_else(PoisonError::into_inner);
+        all.insert(name.to_owned(), Arc::new(options));
+    }
+
+    /// Changes some options of `name` at run time, keeping the others.
+    pub(crate) fn update_options(&self, name: &str, change: impl FnOnce(&mut TaskOptions)) {
+        let mut options = (*self.options(name)).clone();
+        change(&mut options);
+        self.set_options(name, options);
+    }
+
+    /// Whether a handler is registered under `name`.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
     }
 
     pub(crate) fn names(&self) -> Vec<String> {

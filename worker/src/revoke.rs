@@ -30,6 +30,14 @@ impl Revocations {
         }
     }
 
+    /// The revoked ids remembered, oldest first.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.revoked
+            .lock()
+            .map(|g| g.1.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn is_revoked(&self, id: &str) -> bool {
         self.revoked
             .lock()

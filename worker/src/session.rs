@@ -3,7 +3,9 @@
 //! the loop handing each delivery to a task of its own.
 
 use crate::carry_out::{Handling, give_back};
+use crate::control;
 use crate::deliver;
+use crate::events;
 use crate::publish::Publisher;
 use crate::recorder::AckWindow;
 use crate::shared::Shared;
@@ -16,9 +18,11 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// A connection with one consuming channel and one channel (in confirm mode)
 /// for everything the worker publishes and for remote control.
@@ -26,9 +30,132 @@ pub(crate) struct Session {
     connection: Arc<Connection>,
     channel: Channel,
     publisher: Arc<Publisher>,
-    consumers: Vec<(String, lapin::Consumer)>,
+    live: Arc<Live>,
+    /// Consumers added by remote control, for the consume loop to take in.
+    added: Mutex<Option<mpsc::UnboundedReceiver<(String, lapin::Consumer)>>>,
     control: lapin::Consumer,
     window: Arc<AckWindow>,
+}
+
+/// A session's consumers as remote control sees and changes them
+/// (`active_queues`, `add_consumer`, `cancel_consumer`).
+pub(crate) struct Live {
+    pub(crate) connection: Arc<Connection>,
+    channel: Channel,
+    consumers: Mutex<Vec<(String, lapin::Consumer)>>,
+    /// Queues whose consumer remote control cancelled: their end does not
+    /// end the session.
+    cancelled: Mutex<HashSet<String>>,
+    added: mpsc::UnboundedSender<(String, lapin::Consumer)>,
+}
+
+impl Live {
+    fn consumers(&self) -> Vec<(String, lapin::Consumer)> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The queues consumed.
+    pub(crate) fn queues(&self) -> Vec<String> {
+        self.consumers().into_iter().map(|(q, _)| q).collect()
+    }
+
+    /// Declares `queue` (on a channel of its own: a refused declaration
+    /// closes that one only) and starts consuming it.
+    pub(crate) async fn add_consumer(&self, shared: &Shared, queue: &str) -> Value {
+        if self.queues().iter().any(|q| q == queue) {
+            let quoted = crate::pyrepr::repr_str(queue);
+            return serde_json::json!({"ok": format!("already consuming from {quoted}")});
+        }
+        let config = &shared.config;
+        let limit = config.connect_timeout();
+        let declared = async {
+            let channel =
+                broker::bounded("channel.open", limit, self.connection.create_channel()).await?;
+            let done = async {
+                broker::declare_task_queue(&channel, queue, config).await?;
+                delay::bind_queue(&channel, config, queue).await
+            }
+            .await;
+            let _ = channel.close(200, "declared".into()).await;
+            done
+        };
+        if let Err(e) = declared.await {
+            tracing::warn!(queue, error = %e, "add_consumer: cannot declare the queue");
+            return serde_json::json!({"error": format!("cannot declare queue {queue}: {e}")});
+        }
+        let tag = consumer_tag(&config.hostname, queue);
+        let consume = self.channel.basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        );
+        let consumer = match broker::bounded("basic.consume", limit, consume).await {
+            Ok(c) => c,
+            Err(e) => return serde_json::json!({"error": format!("cannot consume {queue}: {e}")}),
+        };
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((queue.to_owned(), consumer.clone()));
+        let _ = self.added.send((queue.to_owned(), consumer));
+        let mut queues = shared.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if !queues.iter().any(|q| q == queue) {
+            queues.push(queue.to_owned());
+        }
+        tracing::info!(queue, "started consuming (remote control)");
+        serde_json::json!({"ok": format!("add consumer {queue}")})
+    }
+
+    /// Stops consuming `queue`; deliveries already received still run.
+    pub(crate) async fn cancel_consumer(&self, shared: &Shared, queue: &str) -> Value {
+        let found: Vec<lapin::Consumer> = {
+            let mut consumers = self
+                .consumers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (gone, kept) = consumers.drain(..).partition(|(q, _)| q == queue);
+            *consumers = kept;
+            gone.into_iter().map(|(_, c)| c).collect::<Vec<_>>()
+        };
+        shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|q| q != queue);
+        if !found.is_empty() {
+            self.cancelled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(queue.to_owned());
+        }
+        for consumer in found {
+            if let Err(e) = self
+                .channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::warn!(queue, error = %e, "cancel_consumer: basic.cancel failed");
+            }
+        }
+        tracing::info!(queue, "stopped consuming (remote control)");
+        serde_json::json!({"ok": format!("no longer consuming from {queue}")})
+    }
+
+    /// Whether remote control cancelled `queue`'s consumer (once).
+    fn was_cancelled(&self, queue: &str) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(queue)
+    }
+}
+
+fn consumer_tag(hostname: &str, queue: &str) -> String {
+    format!("{hostname}.{queue}.{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Session {
@@ -49,15 +176,15 @@ impl Session {
         broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue, limit).await?;
         let mut consumers = Vec::new();
         delay::declare_topology(&channel, config).await?;
-        for queue in &config.queues {
+        let queues = shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for queue in &queues {
             broker::declare_task_queue(&channel, queue, config).await?;
             delay::bind_queue(&channel, config, queue).await?;
-            let tag = format!(
-                "{}.{}.{}",
-                config.hostname,
-                queue,
-                uuid::Uuid::new_v4().simple()
-            );
+            let tag = consumer_tag(&config.hostname, queue);
             let consume = channel.basic_consume(
                 queue.as_str().into(),
                 tag.as_str().into(),
@@ -67,7 +194,19 @@ impl Session {
             let consumer = broker::bounded("basic.consume", limit, consume).await?;
             consumers.push((queue.clone(), consumer));
         }
-        // Remote control (revoke): a queue of our own on the pidbox fanout.
+        // Events: a channel of their own (a refused declaration closes it,
+        // and events are then dropped and counted, tasks unaffected).
+        let ev = broker::bounded("channel.open", limit, connection.create_channel()).await?;
+        match tokio::time::timeout(limit, events::declare(&ev)).await {
+            Ok(Ok(())) => shared.events.attach(ev),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot declare the celeryev exchange; events are dropped")
+            }
+            Err(_) => {
+                tracing::warn!("declaring the celeryev exchange timed out; events are dropped")
+            }
+        }
+        // Remote control: a queue of our own on the pidbox fanout.
         let control_queue = pidbox::declare_worker_queue(
             &publisher,
             &format!("{}.{}", config.hostname, uuid::Uuid::new_v4().simple()),
@@ -85,13 +224,22 @@ impl Session {
         );
         let control = broker::bounded("basic.consume", limit, consume).await?;
         let connection = Arc::new(connection);
-        let ready: HashSet<String> = config.queues.iter().cloned().collect();
+        let ready: HashSet<String> = queues.iter().cloned().collect();
         let publisher = Publisher::new(publisher, connection.clone(), config.clone(), ready);
+        let (added_tx, added_rx) = mpsc::unbounded_channel();
+        let live = Live {
+            connection: connection.clone(),
+            channel: channel.clone(),
+            consumers: Mutex::new(consumers),
+            cancelled: Mutex::new(HashSet::new()),
+            added: added_tx,
+        };
         Ok(Session {
             connection,
             channel,
             publisher: Arc::new(publisher),
-            consumers,
+            live: Arc::new(live),
+            added: Mutex::new(Some(added_rx)),
             control,
             window: Arc::new(AckWindow::default()),
         })
@@ -103,32 +251,36 @@ impl Session {
         // each consumer ends with an item saying so: a queue deleted under
         // the worker (the broker cancels its consumer) ends the session, and
         // the next one declares the queue again.
-        let tasks = self.consumers.iter().map(|(queue, consumer)| {
-            let (queue, ended) = (queue.clone(), queue.clone());
-            consumer
-                .clone()
-                .map(move |d| Event::Task(queue.clone(), d))
-                .chain(futures_util::stream::once(async move {
-                    Event::Ended(format!("of queue {ended}"))
-                }))
-                .boxed()
-        });
+        let tasks = self
+            .live
+            .consumers()
+            .into_iter()
+            .map(|(queue, consumer)| task_stream(queue, consumer));
         let control_stream = self
             .control
             .clone()
             .map(Event::Control)
-            .chain(futures_util::stream::once(async {
-                Event::Ended("of remote control".to_owned())
-            }))
+            .chain(futures_util::stream::once(async { Event::Ended(None) }))
             .boxed();
         let mut all =
             futures_util::stream::select_all(tasks.chain(std::iter::once(control_stream)));
+        let taken = self
+            .added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let (_unused, fallback) = mpsc::unbounded_channel();
+        let mut added = taken.unwrap_or(fallback);
         // Belt and braces: also notice a dead connection whose consumer
         // streams stay silent.
         let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let next = tokio::select! {
                 next = all.next() => next,
+                Some((queue, consumer)) = added.recv() => {
+                    all.push(task_stream(queue, consumer));
+                    continue;
+                }
                 _ = check.tick() => {
                     if self.connected() {
                         continue;
@@ -137,7 +289,12 @@ impl Session {
                 }
             };
             match next {
-                Some(Event::Control(Ok(delivery))) => control(&shared, &delivery.data),
+                Some(Event::Control(Ok(delivery))) => {
+                    let headers = delivery.properties.headers().clone();
+                    let handled =
+                        control::handle(shared.clone(), self.live.clone(), delivery.data, headers);
+                    tokio::spawn(handled);
+                }
                 Some(Event::Task(queue, Ok(delivery))) => {
                     self.window.received(delivery.delivery_tag);
                     let hand = Handling {
@@ -155,8 +312,12 @@ impl Session {
                 Some(Event::Ended(_)) if !self.connected() => {
                     return "connection or channel closed".to_owned();
                 }
-                Some(Event::Ended(what)) => {
-                    return format!("the broker cancelled the consumer {what}");
+                Some(Event::Ended(Some(queue))) if self.live.was_cancelled(&queue) => {}
+                Some(Event::Ended(Some(queue))) => {
+                    return format!("the broker cancelled the consumer of queue {queue}");
+                }
+                Some(Event::Ended(None)) => {
+                    return "the broker cancelled the consumer of remote control".to_owned();
                 }
                 None => return "no consumer left".to_owned(),
             }
@@ -165,7 +326,7 @@ impl Session {
 
     /// Stops consuming: the broker sends nothing more.
     pub(crate) async fn cancel(&self) {
-        for (queue, consumer) in &self.consumers {
+        for (queue, consumer) in &self.live.consumers() {
             if let Err(e) = self
                 .channel
                 .basic_cancel(consumer.tag(), BasicCancelOptions::default())
@@ -183,7 +344,7 @@ impl Session {
     /// Bounded: the broker cannot have more than `prefetch` deliveries out
     /// to a consumer, and a copy given back never reaches this cancelled one.
     pub(crate) async fn return_unhandled(&self, prefetch: u16) {
-        for (queue, consumer) in &self.consumers {
+        for (queue, consumer) in &self.live.consumers() {
             let mut stream = consumer.clone();
             for _ in 0..prefetch {
                 let Ok(Some(Ok(delivery))) =
@@ -253,23 +414,24 @@ impl Session {
 /// How long a cancelled consumer is polled for deliveries still on their way.
 const UNHANDLED_WAIT: Duration = Duration::from_millis(100);
 
-/// Acts on a remote-control message (only `revoke`; others are ignored).
-fn control(shared: &Shared, body: &[u8]) {
-    if let Some(pidbox::Control::Revoke { ids, terminate }) =
-        pidbox::parse(body, &shared.config.hostname)
-    {
-        for id in ids {
-            shared.revocations.revoke(&id);
-            let stopped = terminate && shared.revocations.terminate(&id);
-            tracing::info!(task.id = %id, terminated = stopped, "revoked");
-        }
-    }
+/// A queue's deliveries, ending with [`Event::Ended`] naming it.
+fn task_stream(
+    queue: String,
+    consumer: lapin::Consumer,
+) -> futures_util::stream::BoxStream<'static, Event> {
+    let ended = queue.clone();
+    consumer
+        .map(move |d| Event::Task(queue.clone(), d))
+        .chain(futures_util::stream::once(async move {
+            Event::Ended(Some(ended))
+        }))
+        .boxed()
 }
 
 /// What the session's merged consumer streams yield.
 enum Event {
     Task(String, Result<Delivery, lapin::Error>),
     Control(Result<Delivery, lapin::Error>),
-    /// A consumer ended: "of queue NAME" or "of remote control".
-    Ended(String),
+    /// A consumer ended: a queue's, or (`None`) remote control's.
+    Ended(Option<String>),
 }

@@ -1,12 +1,15 @@
 //! The state every delivery of a worker shares.
 
+use crate::events::Events;
+use crate::inflight::Inflight;
 use crate::recorder::RecorderTx;
 use crate::registry::Registry;
 use crate::revoke::Revocations;
 use celeriac_common::Config;
 use celeriac_common::backend::ResultBackend;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::{Notify, Semaphore};
 
 /// State shared by every delivery of a worker.
@@ -21,6 +24,17 @@ pub(crate) struct Shared {
     pub(crate) recorder: RecorderTx,
     /// This worker process's id in `celeriac_workers` and on STARTED rows.
     pub(crate) worker_id: String,
+    /// The deliveries held (remote control's `active`, `reserved`, ...).
+    pub(crate) inflight: Arc<Inflight>,
+    /// Celery's events.
+    pub(crate) events: Arc<Events>,
+    /// The queues consumed; remote control's `add_consumer` and
+    /// `cancel_consumer` change them, and the next session keeps them.
+    pub(crate) queues: Mutex<Vec<String>>,
+    /// When the worker started (`stats.uptime`).
+    pub(crate) started: Instant,
+    /// Notified by remote control's `shutdown`: a warm shutdown.
+    pub(crate) remote_stop: Arc<Notify>,
 }
 
 impl Shared {

@@ -1,7 +1,9 @@
 //! `Worker`: builder, run loop, reconnection and warm shutdown.
 
 use crate::context::{TaskContext, TaskFailure};
+use crate::events::{self, Events};
 use crate::heartbeat;
+use crate::inflight::Inflight;
 use crate::options::TaskOptions;
 use crate::recorder;
 use crate::registry::Registry;
@@ -78,7 +80,7 @@ impl WorkerBuilder {
 
     /// Sets the retry policy, time limits and rate limit of the task called
     /// `name` (defaults: `TaskOptions::default()`).
-    pub fn options(mut self, name: &str, options: TaskOptions) -> Self {
+    pub fn options(self, name: &str, options: TaskOptions) -> Self {
         self.registry.set_options(name, options);
         self
     }
@@ -187,6 +189,21 @@ impl Worker {
             None => None,
         };
         let backend = self.backend.clone();
+        let (events, events_rx) = Events::new(&config.hostname, config.worker_send_events);
+        let inflight = Arc::new(Inflight::default());
+        let (events_stop_tx, events_stop_rx) = watch::channel(false);
+        let flusher = tokio::spawn(events::run(
+            events.clone(),
+            events_rx,
+            events_stop_rx.clone(),
+        ));
+        let event_beats = tokio::spawn(events::heartbeats(
+            events.clone(),
+            inflight.clone(),
+            beat_every,
+            events_stop_rx,
+        ));
+        let remote_stop = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             revocations,
             registry: self.registry,
@@ -197,6 +214,11 @@ impl Worker {
             recorder: rec_tx,
             config: config.clone(),
             worker_id: me.id.clone(),
+            inflight: inflight.clone(),
+            events: events.clone(),
+            queues: std::sync::Mutex::new(config.queues.clone()),
+            started: Instant::now(),
+            remote_stop: remote_stop.clone(),
         });
         tracing::info!(
             hostname = %config.hostname,
@@ -209,6 +231,12 @@ impl Worker {
             tasks = ?shared.registry.names(),
             "worker starting"
         );
+        let shutdown = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = remote_stop.notified() => {}
+            }
+        };
         tokio::pin!(shutdown);
         let mut backoff = Backoff::new(RECONNECT_START, RECONNECT_MAX).jitter(Jitter::Equal);
         let mut session = None;
@@ -238,6 +266,7 @@ impl Worker {
             // Revokes broadcast while this worker was not connected are in
             // the result backend: load them at every (re)connection.
             load_revocations(&shared).await;
+            events.worker("worker-online", &inflight, beat_every);
             tracing::info!(hostname = %config.hostname, "worker ready, consuming");
             let keep = tokio::select! {
                 _ = &mut shutdown => true,
@@ -299,6 +328,16 @@ impl Worker {
             .is_err()
         {
             tracing::warn!("a retired broker session did not close in time");
+        }
+        // worker-offline goes out before the connection closes.
+        events.worker("worker-offline", &inflight, beat_every);
+        let _ = events_stop_tx.send(true);
+        event_beats.abort();
+        if tokio::time::timeout(Duration::from_secs(2), flusher)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the last events were not published in time");
         }
         if let Some(s) = session {
             s.close().await;
