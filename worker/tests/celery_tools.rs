@@ -194,12 +194,13 @@ async fn celery_inspect_and_control_answered_by_celeriac() {
     let conf = ask(&host, &["inspect", "conf"]).await;
     assert_eq!(conf["worker_concurrency"], 4, "{conf}");
 
-    // A running task shows in active and query_task.
+    // A running task shows in active and query_task: long enough for two
+    // Celery CLI round trips on a busy machine.
     let client = Client::connect(w.config.clone()).await.expect("client");
     let sleeping = client
         .send_task(
             "celeriac.sleep",
-            vec![json!(3)],
+            vec![json!(10)],
             Map::new(),
             ApplyOptions::default(),
         )
