@@ -75,6 +75,7 @@ fn every(secs: u64) -> TriggerSpec {
         end_date: None,
         jitter_seconds: None,
         timezone: None,
+        calendars: Vec::new(),
     }
 }
 
