@@ -258,7 +258,18 @@ pub fn describe(spec: &TriggerSpec) -> String {
             format!("fields {fields}")
         }
     };
-    for (key, value) in map {
+    let order = [
+        "timezone",
+        "start_date",
+        "end_date",
+        "jitter_seconds",
+        "dst",
+        "calendars",
+    ];
+    let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(order.len());
+    let mut pairs: Vec<(String, Value)> = map.into_iter().collect();
+    pairs.sort_by_key(|(k, _)| rank(k));
+    for (key, value) in pairs {
         let value = match &value {
             Value::Array(names) => names
                 .iter()
@@ -399,5 +410,80 @@ mod tests {
             describe(&new_kind.overlay(Some(&base)).expect("kind")),
             "cron \"0 4 * * *\" Europe/Berlin"
         );
+    }
+
+    #[test]
+    fn overlay_keeps_dst_and_calendars_where_they_apply() {
+        let base = TriggerInput {
+            cron: Some("30 2 * * *".into()),
+            timezone: Some("America/New_York".into()),
+            dst: Some("repeat".into()),
+            calendars: Some(vec!["us".into(), "us".into()]),
+            ..input()
+        }
+        .build()
+        .expect("base");
+        assert_eq!(
+            describe(&base),
+            "cron \"30 2 * * *\" America/New_York dst=repeat except us"
+        );
+        // A new expression keeps the policy and the calendars...
+        let new_expr = TriggerInput {
+            cron: Some("45 2 * * *".into()),
+            ..input()
+        };
+        assert_eq!(
+            describe(&new_expr.overlay(Some(&base)).expect("expr")),
+            "cron \"45 2 * * *\" America/New_York dst=repeat except us"
+        );
+        let fields = TriggerInput {
+            fields: Some(json!({"hour": 3})),
+            ..input()
+        };
+        assert_eq!(
+            describe(&fields.overlay(Some(&base)).expect("fields")),
+            "fields {\"hour\":\"3\"} America/New_York dst=repeat except us"
+        );
+        // ...an interval keeps the calendars only (dst does not apply)...
+        let every = TriggerInput {
+            every: Some("1h".into()),
+            ..input()
+        };
+        assert_eq!(
+            describe(&every.overlay(Some(&base)).expect("every")),
+            "every 1h America/New_York except us"
+        );
+        // ...and the policy or calendars alone can change, or go.
+        let back_to_cron = TriggerInput {
+            dst: Some("cron".into()),
+            calendars: Some(Vec::new()),
+            ..input()
+        };
+        assert_eq!(
+            describe(&back_to_cron.overlay(Some(&base)).expect("dst")),
+            "cron \"30 2 * * *\" America/New_York dst=cron"
+        );
+        let err = TriggerInput {
+            dst: Some("repaet".into()),
+            ..input()
+        }
+        .overlay(Some(&base))
+        .map(|_| ())
+        .expect_err("bad policy")
+        .to_string();
+        assert_eq!(
+            err,
+            "dst: unknown policy \"repaet\", did you mean \"repeat\"?"
+        );
+        let on_interval = TriggerInput {
+            every: Some("1h".into()),
+            dst: Some("repeat".into()),
+            ..input()
+        }
+        .build()
+        .map(|_| ())
+        .expect_err("dst on an interval")
+        .to_string();
+        assert!(on_interval.starts_with("dst: applies to cron and fields triggers only"));
     }
 }
