@@ -140,6 +140,16 @@
 //! assert_eq!(fires("repeat"), ["2026-11-01T01:30:00-04:00", "2026-11-01T01:30:00-05:00"]);
 //! ```
 //!
+//! # Exclusion calendars
+//!
+//! `cron`, `fields` and `interval` triggers may name exclusion calendars
+//! (`calendars = ["us-holidays"]`; see [`Calendars`]): a fire time whose
+//! local date in the trigger's `timezone` is excluded is skipped, after the
+//! DST rules are applied, and the next one on a date that is not excluded is
+//! returned. Names are looked up when compiling ([`TriggerSpec::compile_in`]);
+//! the search skips a whole range of excluded dates at a time, so a calendar
+//! that excludes every date gives `None` at once.
+//!
 //! # Bounds, anchors, precision
 //!
 //! * `start_date` and `end_date` are inclusive on every recurring trigger (see
