@@ -25,8 +25,8 @@ use crate::firing::batch::Sent;
 use crate::firing::beat::{Beat, BeatParts};
 use crate::leadership::keeper::{self, Leadership};
 use crate::leadership::lease::{Fence, Lease};
-use crate::schedule::entry::{Entry, Firing};
-use crate::schedule::file_source;
+use crate::schedule::entry::Firing;
+use crate::schedule::file_source::{self, ScheduleFile};
 use crate::schedule::store::Store;
 
 /// How often the leader checks the database schedule version.
@@ -81,13 +81,17 @@ impl Service {
         }
         let mut file_entries = match &self.schedule {
             Some(path) => file_source::load(path)?,
-            None => Vec::new(),
+            None => ScheduleFile::default(),
         };
         let backend = ResultBackend::connect(&self.config.result_backend).await?;
         if self.config.migrate_on_start {
             backend.migrate().await?;
         }
         let db = backend.connection().clone();
+        if let Some(path) = &self.schedule {
+            let db_calendars = Store::new(db.clone()).calendars().await?;
+            file_source::check_calendars(&file_entries, &db_calendars, path)?;
+        }
         let client = Arc::new(Client::connect(self.config.clone()).await?);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -106,7 +110,7 @@ impl Service {
             recheck.clone(),
             stop_rx.clone(),
         )));
-        let (file_tx, mut file_rx) = mpsc::channel::<Vec<Entry>>(4);
+        let (file_tx, mut file_rx) = mpsc::channel::<ScheduleFile>(4);
         if let Some(path) = &self.schedule {
             tasks.push(tokio::spawn(file_source::watch(
                 path.clone(),
@@ -116,7 +120,7 @@ impl Service {
         }
         tracing::info!(
             holder = %self.holder,
-            entries_in_file = file_entries.len(),
+            entries_in_file = file_entries.entries.len(),
             lease_secs = ttl.as_secs(),
             "beat started; waiting for the lease"
         );
@@ -193,8 +197,8 @@ impl Service {
         beat: &mut Beat<Client>,
         fence: &Fence,
         lead_rx: &mut watch::Receiver<Leadership>,
-        file_rx: &mut mpsc::Receiver<Vec<Entry>>,
-        file_entries: &mut Vec<Entry>,
+        file_rx: &mut mpsc::Receiver<ScheduleFile>,
+        file_entries: &mut ScheduleFile,
         recheck: &Notify,
         shutdown: &mut std::pin::Pin<&mut S>,
     ) -> &'static str {

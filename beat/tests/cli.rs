@@ -485,3 +485,267 @@ async fn list_shows_file_and_database_entries_and_beat_follows_the_file() {
     assert_eq!(beat.terminate(), Some(0));
     testing::cleanup(&config).await;
 }
+
+/// Issue #22: `calendar add|list|remove`, entries naming calendars, and
+/// `preview` skipping excluded dates, against `kind`.
+async fn calendars_from_the_command_line(kind: DbKind) {
+    let db = TestDatabase::create(kind).await.unwrap();
+    let config = testing::config(&db.url, &unique("beat-cal"));
+    let dir = tempfile::tempdir().unwrap();
+    let ics = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/holidays.ics");
+    let ics = ics.to_str().unwrap();
+
+    assert_eq!(
+        ok(
+            &config,
+            &[
+                "calendar",
+                "add",
+                "us-holidays",
+                "--date",
+                "2026-07-03",
+                "--label",
+                "Independence Day (observed)"
+            ]
+        ),
+        "added 1 date to us-holidays\n"
+    );
+    let out = cli(&config, &["calendar", "add", "us-holidays", "--ics", ics]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Christmas, the shutdown, the offsite, New Year 2027 and 2028.
+    assert_eq!(out.stdout, "added 5 dates to us-holidays\n");
+    ok(
+        &config,
+        &[
+            "calendar",
+            "add",
+            "office",
+            "--date",
+            "2026-12-24",
+            "--to",
+            "2026-12-24",
+        ],
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&config, &["calendar", "list", "us-holidays", "--json"])).unwrap();
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows[0]["from"], "2026-07-03");
+    assert_eq!(rows[0]["label"], "Independence Day (observed)");
+    assert!(rows.iter().any(|r| r["from"] == "2026-12-28"
+        && r["to"] == "2026-12-31"
+        && r["label"] == "Year-end shutdown"));
+    let table = ok(&config, &["calendar", "list"]);
+    assert!(table.starts_with("CALENDAR"), "{table}");
+    assert!(table.contains("office"), "{table}");
+    one_line_error(
+        &cli(&config, &["calendar", "list", "us-holiday"]),
+        2,
+        "did you mean \"us-holidays\"?",
+    );
+    one_line_error(
+        &cli(&config, &["calendar", "add", "x", "--date", "2026-02-30"]),
+        2,
+        "invalid date \"2026-02-30\"",
+    );
+
+    // Entries name calendars; an unknown one is refused with a hint.
+    one_line_error(
+        &cli(
+            &config,
+            &[
+                "schedule",
+                "add",
+                "payroll",
+                "tasks.payroll",
+                "--cron",
+                "0 9 * * 1-5",
+                "--tz",
+                "America/New_York",
+                "--exclude-calendar",
+                "us-holiday",
+            ],
+        ),
+        2,
+        "calendars: unknown calendar \"us-holiday\", did you mean \"us-holidays\"?",
+    );
+    ok(
+        &config,
+        &[
+            "schedule",
+            "add",
+            "payroll",
+            "tasks.payroll",
+            "--cron",
+            "0 9 * * 1-5",
+            "--tz",
+            "America/New_York",
+            "--dst",
+            "repeat",
+            "--exclude-calendar",
+            "us-holidays",
+            "--exclude-calendar",
+            "office",
+        ],
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&config, &["schedule", "list", "--json"])).unwrap();
+    assert_eq!(
+        listed[0]["trigger"]["calendars"],
+        serde_json::json!(["us-holidays", "office"])
+    );
+    assert_eq!(listed[0]["trigger"]["dst"], "repeat");
+    assert_eq!(
+        listed[0]["trigger_text"],
+        "cron \"0 9 * * 1-5\" America/New_York dst=repeat except us-holidays,office"
+    );
+    // A new expression keeps the policy and the calendars.
+    ok(
+        &config,
+        &["schedule", "modify", "payroll", "--cron", "30 9 * * 1-5"],
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&config, &["schedule", "list", "--json"])).unwrap();
+    assert_eq!(
+        listed[0]["trigger_text"],
+        "cron \"30 9 * * 1-5\" America/New_York dst=repeat except us-holidays,office"
+    );
+
+    // Preview reads the database's calendars, and takes dates of its own.
+    let preview = |extra: &[&str]| {
+        let mut args = vec![
+            "preview",
+            "--cron",
+            "0 9 * * 1-5",
+            "--tz",
+            "America/New_York",
+            "--from",
+            "2026-12-23T15:00:00Z",
+            "--count",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        ok(&config, &args)
+    };
+    assert_eq!(
+        preview(&[]),
+        "2026-12-24T09:00:00-05:00\n2026-12-25T09:00:00-05:00\n"
+    );
+    assert_eq!(
+        preview(&[
+            "--exclude-calendar",
+            "us-holidays",
+            "--exclude-calendar",
+            "office"
+        ]),
+        "2027-01-04T09:00:00-05:00\n2027-01-05T09:00:00-05:00\n"
+    );
+    assert_eq!(
+        preview(&["--exclude-date", "2026-12-24..2026-12-25"]),
+        "2026-12-28T09:00:00-05:00\n2026-12-29T09:00:00-05:00\n"
+    );
+    // A file calendar, with --schedule.
+    let path = schedule_file(dir.path(), "[calendars.team]\ndates = [\"2026-12-24\"]\n");
+    assert_eq!(
+        preview(&[
+            "--exclude-calendar",
+            "team",
+            "--schedule",
+            path.to_str().unwrap()
+        ]),
+        "2026-12-25T09:00:00-05:00\n2026-12-28T09:00:00-05:00\n"
+    );
+    one_line_error(
+        &cli(
+            &config,
+            &[
+                "preview",
+                "--cron",
+                "0 9 * * *",
+                "--exclude-calendar",
+                "teem",
+                "--schedule",
+                path.to_str().unwrap(),
+            ],
+        ),
+        2,
+        "did you mean \"team\"?",
+    );
+    assert_eq!(
+        ok(
+            &config,
+            &[
+                "preview",
+                "--cron",
+                "30 1 * * *",
+                "--tz",
+                "America/New_York",
+                "--dst",
+                "repeat",
+                "--from",
+                "2026-10-31T12:00:00Z",
+                "--count",
+                "2"
+            ]
+        ),
+        "2026-11-01T01:30:00-04:00\n2026-11-01T01:30:00-05:00\n"
+    );
+
+    // A calendar still named is not removed without --force.
+    one_line_error(
+        &cli(&config, &["calendar", "remove", "office"]),
+        2,
+        "is used by \"payroll\"",
+    );
+    assert_eq!(
+        ok(&config, &["calendar", "remove", "office", "--force"]),
+        "removed office\n"
+    );
+    assert_eq!(
+        ok(
+            &config,
+            &["calendar", "remove", "us-holidays", "--date", "2026-07-03"]
+        ),
+        "removed 2026-07-03 from us-holidays\n"
+    );
+    one_line_error(
+        &cli(
+            &config,
+            &["calendar", "remove", "us-holidays", "--date", "2026-07-03"],
+        ),
+        2,
+        "no date or range starting on 2026-07-03",
+    );
+    one_line_error(
+        &cli(&config, &["calendar", "remove", "offic"]),
+        2,
+        "unknown calendar \"offic\"",
+    );
+    // The entry still lists; its missing calendar excludes nothing.
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&config, &["schedule", "list", "--json"])).unwrap();
+    assert!(listed[0]["next_run_at"].is_string(), "{listed}");
+    ok(
+        &config,
+        &["schedule", "modify", "payroll", "--exclude-calendar", ""],
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&config, &["schedule", "list", "--json"])).unwrap();
+    assert!(listed[0]["trigger"].get("calendars").is_none(), "{listed}");
+    assert_eq!(
+        ok(&config, &["calendar", "list", "--json"])
+            .matches("\"from\"")
+            .count(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn calendars_from_the_command_line_on_sqlite() {
+    calendars_from_the_command_line(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn calendars_from_the_command_line_on_postgres() {
+    calendars_from_the_command_line(DbKind::Postgres).await;
+}

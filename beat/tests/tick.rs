@@ -75,6 +75,7 @@ fn every(secs: u64) -> TriggerSpec {
         end_date: None,
         jitter_seconds: None,
         timezone: None,
+        calendars: Vec::new(),
     }
 }
 
@@ -627,4 +628,78 @@ async fn with_dst_repeat_the_second_pass_is_a_run_of_its_own() {
     );
     let sent = w.recorder.sent.lock().unwrap().clone();
     assert_ne!(sent[0].task_id, sent[1].task_id);
+}
+
+/// Issue #22: a running beat skips excluded dates, follows calendar
+/// changes made in the database while it runs, and a calendar removed while
+/// still named counts as empty (the entry fires again on every date).
+#[tokio::test]
+async fn skips_excluded_dates_and_follows_calendar_changes() {
+    use celeriac_beat::schedule::file_source::ScheduleFile;
+    use celeriac_beat::schedule::holidays::CalendarDay;
+    use celeriac_beat::trigger::DateRange;
+
+    let w = World::new().await;
+    let weekdays = TriggerSpec::from_json(&json!({
+        "type": "cron", "expr": "0 9 * * 1-5", "timezone": "America/New_York",
+        "calendars": ["office", "us-holidays"]
+    }))
+    .unwrap();
+    let day = |name: &str, range: &str| CalendarDay {
+        calendar: name.into(),
+        range: DateRange::parse(range).unwrap(),
+        label: None,
+        source: Source::File,
+    };
+    let file = ScheduleFile {
+        entries: vec![entry("payroll", weekdays)],
+        calendar_days: vec![day("us-holidays", "2026-12-25")],
+    };
+    let mut beat = w.beat("a", Vec::new(), "2026-12-23T00:00:00Z").await;
+    // "office" is defined nowhere yet: a warning, and it excludes nothing.
+    beat.apply_file(file.clone(), t("2026-12-23T00:00:00Z"))
+        .await
+        .unwrap();
+    for now in [
+        "2026-12-23T14:00:00Z",
+        "2026-12-24T14:00:00Z",
+        "2026-12-25T14:00:00Z",
+    ] {
+        w.tick(&mut beat, now).await;
+    }
+    // Friday 25 December is Christmas: next is Monday 28.
+    assert_eq!(beat.next_wake(), Some(t("2026-12-28T14:00:00Z")));
+    // The database's "office" calendar closes Monday and Tuesday.
+    w.store
+        .add_calendar_days(
+            "office",
+            &[(DateRange::parse("2026-12-28..2026-12-29").unwrap(), None)],
+            t("2026-12-25T15:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert!(beat.poll_changes(t("2026-12-25T15:00:01Z")).await.unwrap());
+    assert_eq!(beat.next_wake(), Some(t("2026-12-30T14:00:00Z")));
+    // Removed again (as `calendar remove --force` does): Monday is back.
+    assert_eq!(w.store.remove_calendar("office", None).await.unwrap(), 1);
+    assert!(beat.poll_changes(t("2026-12-25T15:00:02Z")).await.unwrap());
+    assert_eq!(beat.next_wake(), Some(t("2026-12-28T14:00:00Z")));
+    // The file's calendar changes on reload: Monday becomes a holiday.
+    let mut reloaded = file;
+    reloaded
+        .calendar_days
+        .push(day("us-holidays", "2026-12-28"));
+    beat.apply_file(reloaded, t("2026-12-25T15:00:03Z"))
+        .await
+        .unwrap();
+    assert_eq!(beat.next_wake(), Some(t("2026-12-29T14:00:00Z")));
+    w.tick(&mut beat, "2026-12-29T14:00:00Z").await;
+    assert_eq!(
+        w.recorder.times("payroll"),
+        [
+            "2026-12-23T14:00:00Z",
+            "2026-12-24T14:00:00Z",
+            "2026-12-29T14:00:00Z"
+        ]
+    );
 }

@@ -79,6 +79,7 @@ fn crontab_strings_match_croniter() {
             start_date: None,
             end_date: None,
             dst: Some(DstPolicy::Repeat),
+            calendars: Vec::new(),
         }
         .compile()
         .unwrap_or_else(|e| panic!("{case}: {e}"))

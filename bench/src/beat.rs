@@ -267,6 +267,7 @@ fn schedule(args: &BeatArgs, base: DateTime<Utc>) -> Result<Vec<Entry>, BenchErr
             end_date: None,
             jitter_seconds: None,
             timezone: None,
+            calendars: Vec::new(),
         };
         out.push(Entry::new(name, "celeriac.noop", trigger));
     }

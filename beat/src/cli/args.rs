@@ -36,6 +36,13 @@ pub(crate) struct TriggerArgs {
     /// Random delay of interval runs, up to this duration.
     #[arg(long)]
     jitter: Option<String>,
+    /// What a cron or fields trigger does when the clock jumps: cron or repeat [default: cron].
+    #[arg(long, value_name = "POLICY")]
+    dst: Option<String>,
+    /// Skip fire times on the dates of this exclusion calendar (repeatable;
+    /// `--exclude-calendar ''` removes them on modify).
+    #[arg(long = "exclude-calendar", value_name = "NAME")]
+    exclude_calendar: Vec<String>,
 }
 
 impl TriggerArgs {
@@ -58,6 +65,12 @@ impl TriggerArgs {
             start: self.start.clone(),
             end: self.end.clone(),
             jitter: self.jitter.clone(),
+            dst: self.dst.clone(),
+            calendars: match self.exclude_calendar.as_slice() {
+                [] => None,
+                [only] if only.is_empty() => Some(Vec::new()),
+                names => Some(names.to_vec()),
+            },
         })
     }
 }

@@ -3,6 +3,7 @@
 //! zone, duplicate or unknown entry, bad JSON), with one line on stderr.
 
 mod args;
+mod calendar;
 mod error;
 mod preview;
 mod schedule;
@@ -15,6 +16,7 @@ use celeriac_common::cli::{ConnectionArgs, one_line};
 use celeriac_common::shutdown::stop_signal;
 use clap::{Parser, Subcommand};
 
+use self::calendar::CalendarCommand;
 use self::error::CliError;
 use self::preview::PreviewArgs;
 use self::schedule::ScheduleCommand;
@@ -51,6 +53,14 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Exclusion calendars: dates on which entries naming them do not fire.
+    Calendar {
+        /// The TOML schedule file, to list its calendars and check names against it.
+        #[arg(long, env = "CELERIAC_BEAT_SCHEDULE", global = true)]
+        schedule: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
     /// Print the next fire times of a trigger, one RFC 3339 timestamp per line.
     Preview(PreviewArgs),
 }
@@ -64,7 +74,7 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     celeriac_common::telemetry::init(config.log_format, if quiet { "warn" } else { "info" });
     if let Command::Preview(args) = &cli.command {
-        return match preview::run(args) {
+        return match preview::run(args, &config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
@@ -101,8 +111,28 @@ async fn dispatch(command: Command, mut config: Config) -> Result<(), CliError> 
             let schedule = schedule.or_else(|| config.beat_schedule.clone().map(PathBuf::from));
             schedule::run(command, &config, schedule.as_deref()).await
         }
+        Command::Calendar { schedule, command } => {
+            let schedule = schedule.or_else(|| config.beat_schedule.clone().map(PathBuf::from));
+            let store = open_store(&config).await?;
+            calendar::run(command, &store, schedule.as_deref()).await
+        }
         Command::Preview(_) => Ok(()),
     }
+}
+
+/// The database schedule (tables created or upgraded unless `--no-migrate`
+/// style configuration says otherwise).
+pub(crate) async fn open_store(config: &Config) -> Result<crate::schedule::store::Store, CliError> {
+    if !config.results_enabled() {
+        return Err(BeatError::NoDatabase.into());
+    }
+    let backend = celeriac_common::ResultBackend::connect(&config.result_backend).await?;
+    if config.migrate_on_start {
+        backend.migrate().await?;
+    }
+    Ok(crate::schedule::store::Store::new(
+        backend.connection().clone(),
+    ))
 }
 
 fn fail(err: &CliError) -> ExitCode {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use celeriac_common::{Config, ResultBackend};
+use celeriac_common::Config;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde_json::{Map, Value, json};
@@ -13,10 +13,10 @@ use crate::clock::format_instant;
 use crate::firing::dispatch::{run_now_task_id, task_id};
 use crate::firing::run_state::{self, RunState};
 use crate::schedule::entry::{Entry, EntryError, Firing, Grace, validate_name};
-use crate::schedule::file_source;
+use crate::schedule::file_source::{self, ScheduleFile};
 use crate::schedule::store::{Store, StoreError};
 use crate::schedule::trigger_input::describe;
-use crate::trigger::Schedule;
+use crate::trigger::{Calendars, Schedule};
 
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)]
@@ -81,10 +81,12 @@ pub(crate) async fn run(
     config: &Config,
     schedule: Option<&Path>,
 ) -> Result<(), CliError> {
-    let file_entries = match schedule {
+    let file = match schedule {
         Some(path) => file_source::load(path).map_err(crate::error::BeatError::from)?,
-        None => Vec::new(),
+        None => ScheduleFile::default(),
     };
+    let file_calendars = file.calendars();
+    let file_entries = file.entries;
     let in_file = |name: &str| file_entries.iter().any(|e| e.name == name);
     let file_owned = |name: &str| -> CliError {
         CliError::Usage(format!(
@@ -94,17 +96,13 @@ pub(crate) async fn run(
                 .unwrap_or_default()
         ))
     };
-    if !config.results_enabled() {
-        return Err(crate::error::BeatError::NoDatabase.into());
-    }
-    let backend = ResultBackend::connect(&config.result_backend).await?;
-    if config.migrate_on_start {
-        backend.migrate().await?;
-    }
-    let store = Store::new(backend.connection().clone());
+    let store = crate::cli::open_store(config).await?;
     let now = Utc::now();
+    let calendars = store.calendars().await?.overlaid(&file_calendars);
     match command {
-        ScheduleCommand::List { json } => list(&store, file_entries, config, json).await,
+        ScheduleCommand::List { json } => {
+            list(&store, file_entries, &calendars, config, json).await
+        }
         ScheduleCommand::Add {
             name,
             task,
@@ -122,7 +120,7 @@ pub(crate) async fn run(
             entry.apply(&mut new)?;
             new.enabled = !paused;
             new.anchor = now;
-            fires_after(&new, now)?;
+            fires_after(&new, &calendars, now)?;
             store.add(&new, now).await?;
             println!("added {}", new.name);
             Ok(())
@@ -148,7 +146,7 @@ pub(crate) async fn run(
                 e.trigger = input.overlay(Some(&e.trigger))?;
             }
             entry.apply(&mut e)?;
-            fires_after(&e, now)?;
+            fires_after(&e, &calendars, now)?;
             store.modify(&e, now).await?;
             println!("modified {name}");
             Ok(())
@@ -191,9 +189,11 @@ pub(crate) async fn run(
     }
 }
 
-/// Validates an entry and checks that its trigger fires at least once more.
-fn fires_after(entry: &Entry, now: DateTime<Utc>) -> Result<(), CliError> {
-    let trigger = entry.validate()?;
+/// Validates an entry (its calendars must be defined) and checks that its
+/// trigger fires at least once more.
+fn fires_after(entry: &Entry, calendars: &Calendars, now: DateTime<Utc>) -> Result<(), CliError> {
+    entry.validate()?;
+    let trigger = entry.compile_in(calendars).map_err(EntryError::from)?;
     if trigger.next_after(now).is_none() {
         return Err(EntryError::invalid(
             "trigger",
@@ -207,6 +207,7 @@ fn fires_after(entry: &Entry, now: DateTime<Utc>) -> Result<(), CliError> {
 async fn list(
     store: &Store,
     file_entries: Vec<Entry>,
+    calendars: &Calendars,
     config: &Config,
     json: bool,
 ) -> Result<(), CliError> {
@@ -226,6 +227,7 @@ async fn list(
                 e,
                 states.remove(&e.name).unwrap_or_default(),
                 &defaults,
+                calendars,
                 now,
             )
         })
@@ -292,9 +294,16 @@ async fn list(
     Ok(())
 }
 
-fn row(e: &Entry, s: RunState, defaults: &Firing, now: DateTime<Utc>) -> Value {
+fn row(
+    e: &Entry,
+    s: RunState,
+    defaults: &Firing,
+    calendars: &Calendars,
+    now: DateTime<Utc>,
+) -> Value {
     let firing = e.firing.resolve(defaults);
-    let next = match (e.enabled, s.sending_at, e.compile()) {
+    let compiled = e.compile_lenient(calendars).map(|(t, _)| t);
+    let next = match (e.enabled, s.sending_at, compiled) {
         (false, _, _) | (_, _, Err(_)) => None,
         (true, Some(t), _) => Some(t),
         (true, None, Ok(trigger)) => {

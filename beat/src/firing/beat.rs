@@ -20,7 +20,9 @@ use crate::firing::run_state::{self, RunState};
 use crate::firing::scheduler::Scheduler;
 use crate::leadership::lease::Fence;
 use crate::schedule::entry::{Entry, Firing, Source};
+use crate::schedule::file_source::ScheduleFile;
 use crate::schedule::store::{EntryChange, Store};
+use crate::trigger::Calendars;
 
 pub use crate::firing::batch::TickReport;
 
@@ -42,6 +44,9 @@ pub struct Beat<P: Publisher> {
     scheduler: Scheduler,
     revision: i64,
     prepare_ahead: TimeDelta,
+    /// Exclusion calendars of the schedule file and of the database.
+    file_calendars: Calendars,
+    db_calendars: Calendars,
 }
 
 impl<P: Publisher> std::fmt::Debug for Beat<P> {
@@ -71,14 +76,19 @@ pub struct BeatParts<P: Publisher> {
 }
 
 impl<P: Publisher> Beat<P> {
-    /// Loads the database schedule, `file_entries` and every run state, and
-    /// persists the state of entries seen for the first time.
+    /// Loads the database schedule and calendars, the schedule file's
+    /// entries and calendars and every run state, and persists the state of
+    /// entries seen for the first time.
     pub async fn load(
         parts: BeatParts<P>,
-        file_entries: Vec<Entry>,
+        file: impl Into<ScheduleFile>,
         now: DateTime<Utc>,
     ) -> Result<Beat<P>, BeatError> {
+        let file: ScheduleFile = file.into();
+        let file_calendars = file.calendars();
+        let file_entries = file.entries;
         let revision = parts.store.version().await?;
+        let db_calendars = parts.store.calendars().await?;
         let mut beat = Beat {
             store: parts.store,
             publisher: parts.publisher,
@@ -88,7 +98,10 @@ impl<P: Publisher> Beat<P> {
             scheduler: Scheduler::new(parts.defaults),
             revision,
             prepare_ahead: TimeDelta::from_std(PREPARE_AHEAD).unwrap_or_default(),
+            file_calendars,
+            db_calendars,
         };
+        beat.apply_calendars();
         let file_names: HashSet<String> = file_entries.iter().map(|e| e.name.clone()).collect();
         let names: Vec<String> = file_names.iter().cloned().collect();
         let mut states = run_state::load_some(beat.store.db(), &names).await?;
@@ -135,6 +148,23 @@ impl<P: Publisher> Beat<P> {
         let name = entry.name.clone();
         if let Err(e) = self.scheduler.upsert(entry, state, now) {
             tracing::error!(entry = %name, "invalid trigger, entry ignored: {e}");
+        }
+    }
+
+    /// Gives the scheduler the database calendars overlaid by the file's.
+    fn apply_calendars(&mut self) {
+        for name in self.db_calendars.names() {
+            if self.file_calendars.get(name).is_some() {
+                tracing::warn!(calendar = %name, "a schedule file calendar has the same name: the database calendar is ignored");
+            }
+        }
+        let merged = self.db_calendars.overlaid(&self.file_calendars);
+        let affected = self.scheduler.set_calendars(merged);
+        if affected > 0 {
+            tracing::info!(
+                entries = affected,
+                "exclusion calendars changed; next fire times recomputed"
+            );
         }
     }
 
@@ -305,6 +335,11 @@ impl<P: Publisher> Beat<P> {
             return Ok(false);
         }
         let changes = self.store.changes_since(self.revision).await?;
+        let db_calendars = self.store.calendars().await?;
+        if db_calendars != self.db_calendars {
+            self.db_calendars = db_calendars;
+            self.apply_calendars();
+        }
         let file_names: HashSet<Arc<str>> =
             self.scheduler.names(Source::File).into_iter().collect();
         let new_names: Vec<String> = changes
@@ -345,12 +380,19 @@ impl<P: Publisher> Beat<P> {
         Ok(true)
     }
 
-    /// Replaces the file entries with `entries` (a reloaded schedule file).
+    /// Replaces the file entries and calendars (a reloaded schedule file).
     pub async fn apply_file(
         &mut self,
-        entries: Vec<Entry>,
+        file: impl Into<ScheduleFile>,
         now: DateTime<Utc>,
     ) -> Result<(), BeatError> {
+        let file: ScheduleFile = file.into();
+        let calendars = file.calendars();
+        if calendars != self.file_calendars {
+            self.file_calendars = calendars;
+            self.apply_calendars();
+        }
+        let entries = file.entries;
         let keep: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         for name in self.scheduler.names(Source::File) {
             if !keep.contains(&*name) {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::format_instant;
 use crate::schedule::entry::{Entry, FiringOverrides, SendOptions, Source};
+use crate::trigger::TriggerSpec;
 
 /// A compact entry, without its name (the scheduler's key) or trigger spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +50,14 @@ impl EntryDef {
         }
     }
 
+    /// The trigger description and interval anchor it was made with.
+    pub fn trigger_spec(&self) -> Option<(TriggerSpec, DateTime<Utc>)> {
+        // The anchor has no '@'; the trigger may (`@daily`).
+        let (json, anchor) = self.schedule.rsplit_once('@')?;
+        let spec = serde_json::from_str(json).ok()?;
+        Some((spec, crate::clock::parse_instant(anchor)?))
+    }
+
     /// Whether both fire at the same times.
     pub fn same_schedule(&self, other: &EntryDef) -> bool {
         self.schedule == other.schedule
@@ -68,7 +77,6 @@ impl EntryDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trigger::TriggerSpec;
 
     #[test]
     fn compares_schedules_and_everything() {
@@ -78,6 +86,7 @@ mod tests {
             start_date: None,
             end_date: None,
             dst: None,
+            calendars: Vec::new(),
         };
         let a = Entry::new("a", "t", spec("* * * * *"));
         let mut b = a.clone();
@@ -87,5 +96,8 @@ mod tests {
         let c = Entry::new("a", "t", spec("*/2 * * * *"));
         assert!(!EntryDef::new(&a).same_schedule(&EntryDef::new(&c)));
         assert!(EntryDef::new(&a).options.is_none());
+        let daily = Entry::new("d", "t", spec("@daily"));
+        let (back, anchor) = EntryDef::new(&daily).trigger_spec().expect("reads back");
+        assert_eq!((back, anchor), (daily.trigger, daily.anchor));
     }
 }

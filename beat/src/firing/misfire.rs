@@ -206,6 +206,7 @@ mod tests {
             end_date: None,
             jitter_seconds: None,
             timezone: None,
+            calendars: Vec::new(),
         }
         .compile()
         .unwrap()

@@ -21,7 +21,7 @@ use crate::firing::plan::{Planned, PlannedFire};
 use crate::firing::run_state::RunState;
 use crate::firing::slot::Slot;
 use crate::schedule::entry::{Entry, Firing, Source};
-use crate::trigger::{Schedule, TriggerError};
+use crate::trigger::{Calendars, Schedule, Trigger, TriggerError};
 
 type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
 
@@ -37,6 +37,8 @@ pub struct Scheduler {
     /// Source of heap item epochs, unique for the scheduler's lifetime, so
     /// an item left behind by a replaced or removed entry never matches.
     epochs: u64,
+    /// Exclusion calendars entries may name (file and database together).
+    calendars: Calendars,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -58,7 +60,59 @@ impl Scheduler {
             dirty: HashSet::new(),
             in_flight: HashSet::new(),
             epochs: 0,
+            calendars: Calendars::new(),
         }
+    }
+
+    /// The exclusion calendars in force.
+    pub fn calendars(&self) -> &Calendars {
+        &self.calendars
+    }
+
+    /// Replaces the exclusion calendars; every entry naming one that changed
+    /// (added, removed or with other dates) gets its trigger recompiled and
+    /// its next fire time recomputed. Returns how many entries that was.
+    pub fn set_calendars(&mut self, calendars: Calendars) -> usize {
+        let changed = self.calendars.changed_names(&calendars);
+        self.calendars = calendars;
+        if changed.is_empty() {
+            return 0;
+        }
+        let affected: Vec<(Arc<str>, Trigger)> = self
+            .slots
+            .iter()
+            .filter_map(|(name, slot)| {
+                let (spec, anchor) = slot.def.trigger_spec()?;
+                if !spec.calendars().iter().any(|c| changed.contains(c)) {
+                    return None;
+                }
+                let mut entry = Entry::new(&**name, "", spec);
+                entry.anchor = anchor;
+                let trigger = self.compile(&entry).ok()?;
+                Some((name.clone(), trigger))
+            })
+            .collect();
+        for (name, trigger) in &affected {
+            if let Some(slot) = self.slots.get_mut(name) {
+                slot.trigger = trigger.clone();
+            }
+            self.reschedule(name);
+        }
+        affected.len()
+    }
+
+    /// Compiles an entry's trigger with the calendars in force; a calendar
+    /// that is not defined is logged and excludes nothing.
+    fn compile(&self, entry: &Entry) -> Result<Trigger, TriggerError> {
+        let (trigger, missing) = entry.compile_lenient(&self.calendars)?;
+        if !missing.is_empty() {
+            tracing::warn!(
+                entry = %entry.name,
+                calendars = %missing.join(","),
+                "unknown exclusion calendar, treated as empty: the entry fires on every date"
+            );
+        }
+        Ok(trigger)
     }
 
     /// How many entries it holds.
@@ -111,7 +165,7 @@ impl Scheduler {
         stored: Option<RunState>,
         now: DateTime<Utc>,
     ) -> Result<(), TriggerError> {
-        let trigger = entry.compile()?;
+        let trigger = self.compile(&entry)?;
         let firing = entry.firing.resolve(&self.defaults);
         let name: Arc<str> = Arc::from(entry.name.as_str());
         let def = EntryDef::new(&entry);

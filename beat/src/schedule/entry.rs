@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::trigger::{Trigger, TriggerError, TriggerSpec, parse_duration};
+use crate::trigger::{
+    Calendars, ExcludedDates, Trigger, TriggerError, TriggerSpec, parse_duration,
+};
 
 /// Longest entry name (the primary key of beat's tables).
 pub const NAME_MAX_LEN: usize = 191;
@@ -204,13 +206,45 @@ impl Entry {
         }
     }
 
-    /// The compiled trigger (interval triggers anchored at [`Entry::anchor`]).
+    /// The compiled trigger (interval triggers anchored at [`Entry::anchor`]),
+    /// for an entry that names no exclusion calendar (one that does fails:
+    /// use [`Entry::compile_in`]).
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
-        self.trigger.compile_with_anchor(self.anchor)
+        self.compile_in(&Calendars::new())
     }
 
-    /// Checks every field; returns the compiled trigger.
-    pub fn validate(&self) -> Result<Trigger, EntryError> {
+    /// The compiled trigger (interval triggers anchored at [`Entry::anchor`]),
+    /// its exclusion calendars looked up in `calendars`: an unknown name is an error.
+    pub fn compile_in(&self, calendars: &Calendars) -> Result<Trigger, TriggerError> {
+        self.trigger.compile_in(Some(self.anchor), calendars)
+    }
+
+    /// As [`Entry::compile_in`], but an exclusion calendar missing from
+    /// `calendars` counts as empty (it excludes no date); returns the missing
+    /// names too, for the caller to report. A running beat compiles this way,
+    /// so that a calendar removed while still named never stops an entry.
+    pub fn compile_lenient(
+        &self,
+        calendars: &Calendars,
+    ) -> Result<(Trigger, Vec<String>), TriggerError> {
+        let missing: Vec<String> = calendars
+            .missing(self.trigger.calendars())
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if missing.is_empty() {
+            return Ok((self.compile_in(calendars)?, missing));
+        }
+        let mut known = calendars.clone();
+        for name in &missing {
+            known.insert(name.clone(), ExcludedDates::default());
+        }
+        Ok((self.compile_in(&known)?, missing))
+    }
+
+    /// Checks every field (the names of exclusion calendars are not looked
+    /// up: see [`Entry::compile_in`]).
+    pub fn validate(&self) -> Result<(), EntryError> {
         validate_name(&self.name)?;
         if self.task.trim().is_empty() {
             return Err(EntryError::invalid("task", "must not be empty"));
@@ -235,7 +269,8 @@ impl Entry {
                 return Err(EntryError::invalid(field, "longer than 255 bytes"));
             }
         }
-        Ok(self.compile()?)
+        self.trigger.validate()?;
+        Ok(())
     }
 
     /// Whether `other` fires at the same times (same trigger and anchor).
@@ -305,6 +340,7 @@ mod tests {
             start_date: None,
             end_date: None,
             dst: None,
+            calendars: Vec::new(),
         }
     }
 

@@ -21,9 +21,28 @@
 //! Each `[entries.NAME]` table takes `task` (required), `args`, `kwargs`,
 //! exactly one trigger (`cron`, `fields`, `every`, `at`, or a full
 //! `trigger = { type = ..., ... }`), `timezone`, `start_date`, `end_date`,
-//! `jitter`, `queue`, `exchange`, `routing_key`, `priority`, `expires`,
+//! `jitter`, `dst` (`"cron"` or `"repeat"`), `calendars` (exclusion calendar
+//! names), `queue`, `exchange`, `routing_key`, `priority`, `expires`,
 //! `misfire_grace_time`, `coalesce`, `max_instances`, `enabled` and
 //! `description` (free text, shown by `celeriac-beat schedule list`).
+//!
+//! Exclusion calendars go in `[calendars.NAME]` tables: `dates`, a list of
+//! `"2026-12-25"`, `"2026-12-24..2026-12-26"` (inclusive) or
+//! `{ date = "2026-07-03", to = "2026-07-05", label = "..." }`, and/or `ics`,
+//! the path of an iCalendar file (or a list of paths), relative to the
+//! schedule file:
+//!
+//! ```toml
+//! [calendars.us-holidays]
+//! ics = "us-holidays-2026.ics"
+//! dates = ["2026-11-27", { date = "2026-12-24", label = "Christmas Eve" }]
+//!
+//! [entries.payroll]
+//! task = "tasks.payroll"
+//! cron = "0 9 * * mon-fri"
+//! timezone = "America/New_York"
+//! calendars = ["us-holidays"]
+//! ```
 //! Durations are strings (`"90s"`, `"1h30m"`) or numbers of seconds. An
 //! interval without `start_date` is anchored at the Unix epoch (`every =
 //! "10s"` fires at :00, :10, ...), the same in every beat.
@@ -43,11 +62,13 @@ use tokio::sync::{mpsc, watch};
 use crate::schedule::entry::{
     Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs,
 };
+use crate::schedule::holidays::{CalendarDay, LABEL_MAX_LEN, to_calendars};
+use crate::schedule::ics;
 use crate::schedule::trigger_input::TriggerInput;
-use crate::trigger::suggest;
+use crate::trigger::{Calendars, DateRange, TriggerError, suggest, validate_calendar_name};
 
 /// Keys an entry table accepts.
-const KEYS: [&str; 22] = [
+const KEYS: [&str; 24] = [
     "task",
     "args",
     "kwargs",
@@ -60,6 +81,8 @@ const KEYS: [&str; 22] = [
     "start_date",
     "end_date",
     "jitter",
+    "dst",
+    "calendars",
     "queue",
     "exchange",
     "routing_key",
@@ -90,6 +113,16 @@ pub enum FileError {
         path: PathBuf,
         /// What is wrong (with the line number when known).
         message: String,
+    },
+    /// One calendar is invalid.
+    #[error("schedule file {path}: calendar \"{calendar}\"")]
+    Calendar {
+        /// The file.
+        path: PathBuf,
+        /// The calendar's name.
+        calendar: String,
+        /// What is wrong.
+        source: TriggerError,
     },
     /// One entry is invalid.
     #[error("schedule file {path}: entry \"{entry}\"")]
@@ -138,6 +171,8 @@ struct FileEntry {
     start_date: Option<Text>,
     end_date: Option<Text>,
     jitter: Option<Text>,
+    dst: Option<String>,
+    calendars: Option<Vec<String>>,
     queue: Option<String>,
     exchange: Option<String>,
     routing_key: Option<String>,
@@ -150,8 +185,50 @@ struct FileEntry {
     description: Option<String>,
 }
 
-/// Reads and checks the schedule file at `path`.
-pub fn load(path: &Path) -> Result<Vec<Entry>, FileError> {
+/// What a schedule file defines: entries and exclusion calendars.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScheduleFile {
+    /// The `[entries.NAME]` tables.
+    pub entries: Vec<Entry>,
+    /// The dates of the `[calendars.NAME]` tables.
+    pub calendar_days: Vec<CalendarDay>,
+}
+
+impl ScheduleFile {
+    /// The file's calendars.
+    pub fn calendars(&self) -> Calendars {
+        to_calendars(&self.calendar_days)
+    }
+}
+
+impl From<Vec<Entry>> for ScheduleFile {
+    fn from(entries: Vec<Entry>) -> Self {
+        ScheduleFile {
+            entries,
+            calendar_days: Vec::new(),
+        }
+    }
+}
+
+/// Checks that every calendar the file's entries name is defined, in the
+/// file or in `db` (the database's calendars).
+pub fn check_calendars(file: &ScheduleFile, db: &Calendars, path: &Path) -> Result<(), FileError> {
+    let defined = db.overlaid(&file.calendars());
+    for entry in &file.entries {
+        if let Some(name) = defined.missing(entry.trigger.calendars()).first() {
+            return Err(FileError::Entry {
+                path: path.to_owned(),
+                entry: entry.name.clone(),
+                source: defined.unknown(name).into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks the schedule file at `path`. Calendar names entries use
+/// are not looked up here (a file entry may name a database calendar).
+pub fn load(path: &Path) -> Result<ScheduleFile, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -159,8 +236,9 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, FileError> {
     parse(&text, path)
 }
 
-/// Parses schedule file text (`path` is for messages).
-pub fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, FileError> {
+/// Parses schedule file text (`path` is for messages, and `ics` paths are
+/// relative to its folder).
+pub fn parse(text: &str, path: &Path) -> Result<ScheduleFile, FileError> {
     let fail = |message: String| FileError::Parse {
         path: path.to_owned(),
         message,
@@ -174,8 +252,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, FileError> {
             None => e.message().trim().to_owned(),
         })
     })?;
-    if let Some(key) = table.keys().find(|k| *k != "entries") {
-        let hint = suggest(key, ["entries"])
+    if let Some(key) = table.keys().find(|k| *k != "entries" && *k != "calendars") {
+        let hint = suggest(key, ["entries", "calendars"])
             .map(|s| format!(", did you mean \"{s}\"?"))
             .unwrap_or_default();
         return Err(fail(format!(
@@ -217,7 +295,137 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Entry>, FileError> {
         entry.validate().map_err(entry_err)?;
         out.push(entry);
     }
-    Ok(out)
+    let calendar_days = match table.get("calendars") {
+        None => Vec::new(),
+        Some(toml::Value::Table(t)) => {
+            let mut days = Vec::new();
+            for (name, value) in t {
+                let days_of =
+                    calendar_table(name, value, path).map_err(|source| FileError::Calendar {
+                        path: path.to_owned(),
+                        calendar: name.clone(),
+                        source,
+                    })?;
+                days.extend(days_of);
+            }
+            days
+        }
+        Some(_) => {
+            return Err(fail(
+                "\"calendars\" must be a table of [calendars.NAME] tables".into(),
+            ));
+        }
+    };
+    Ok(ScheduleFile {
+        entries: out,
+        calendar_days,
+    })
+}
+
+/// The days of one `[calendars.NAME]` table.
+fn calendar_table(
+    name: &str,
+    value: &toml::Value,
+    path: &Path,
+) -> Result<Vec<CalendarDay>, TriggerError> {
+    validate_calendar_name(name)?;
+    let toml::Value::Table(t) = value else {
+        return Err(TriggerError::invalid(
+            "calendar",
+            "must be a table with dates and/or ics",
+        ));
+    };
+    if let Some(key) = t.keys().find(|k| *k != "dates" && *k != "ics") {
+        let hint = suggest(key, ["dates", "ics"])
+            .map(|s| format!(", did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        return Err(TriggerError::invalid(
+            "calendar",
+            format!("unknown key \"{key}\"{hint} (expected dates and/or ics)"),
+        ));
+    }
+    let day = |range: DateRange, label: Option<String>| CalendarDay {
+        calendar: name.to_owned(),
+        range,
+        label,
+        source: Source::File,
+    };
+    let mut days = Vec::new();
+    for item in t.get("dates").map(as_list).unwrap_or_default() {
+        days.push(match item {
+            toml::Value::String(s) => day(DateRange::parse(s)?, None),
+            toml::Value::Datetime(d) => day(DateRange::parse(&d.to_string())?, None),
+            toml::Value::Table(d) => {
+                let text = |key: &str| match d.get(key) {
+                    Some(toml::Value::String(s)) => Some(s.clone()),
+                    Some(toml::Value::Datetime(v)) => Some(v.to_string()),
+                    _ => None,
+                };
+                if let Some(key) = d.keys().find(|k| !["date", "to", "label"].contains(&k.as_str())) {
+                    return Err(TriggerError::invalid(
+                        "dates",
+                        format!("unknown key \"{key}\" (expected date, to and label)"),
+                    ));
+                }
+                let from = text("date").ok_or_else(|| {
+                    TriggerError::invalid("dates", "a table needs date = \"YYYY-MM-DD\"")
+                })?;
+                let range = match text("to") {
+                    Some(to) => DateRange::parse(&format!("{from}..{to}"))?,
+                    None => DateRange::parse(&from)?,
+                };
+                day(range, text("label").map(|l| truncate(&l)))
+            }
+            other => {
+                return Err(TriggerError::invalid(
+                    "dates",
+                    format!("expected \"YYYY-MM-DD\", \"YYYY-MM-DD..YYYY-MM-DD\" or a table, got {other}"),
+                ));
+            }
+        });
+    }
+    for item in t.get("ics").map(as_list).unwrap_or_default() {
+        let toml::Value::String(file) = item else {
+            return Err(TriggerError::invalid("ics", "expected a file path"));
+        };
+        let full = path.parent().unwrap_or(Path::new(".")).join(file);
+        let text = std::fs::read_to_string(&full).map_err(|e| {
+            TriggerError::invalid("ics", format!("cannot read {}: {e}", full.display()))
+        })?;
+        let read = ics::read(&text)
+            .map_err(|e| TriggerError::invalid("ics", format!("{}: {e}", full.display())))?;
+        for warning in &read.warnings {
+            tracing::warn!(calendar = %name, file = %full.display(), "{warning}");
+        }
+        days.extend(
+            read.dates
+                .into_iter()
+                .map(|(range, label)| day(range, label.map(|l| truncate(&l)))),
+        );
+    }
+    if days.is_empty() {
+        return Err(TriggerError::invalid(
+            "calendar",
+            "has no dates (give dates and/or ics)",
+        ));
+    }
+    Ok(days)
+}
+
+fn as_list(value: &toml::Value) -> Vec<&toml::Value> {
+    match value {
+        toml::Value::Array(items) => items.iter().collect(),
+        one => vec![one],
+    }
+}
+
+/// A label cut to [`LABEL_MAX_LEN`] bytes (on a character boundary).
+pub(crate) fn truncate(label: &str) -> String {
+    let mut end = label.len().min(LABEL_MAX_LEN);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    label[..end].to_owned()
 }
 
 fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
@@ -231,6 +439,8 @@ fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
         start: raw.start_date.map(Text::into_string),
         end: raw.end_date.map(Text::into_string),
         jitter: raw.jitter.map(Text::into_string),
+        dst: raw.dst,
+        calendars: raw.calendars,
     };
     let mut entry = Entry::new(name, raw.task, input.build()?);
     entry.source = Source::File;
@@ -264,12 +474,12 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Watches `path`: sends its entries whenever it changes (checked every
-/// second) or on SIGHUP, until `shutdown` turns true. A file that does not
-/// parse is logged and nothing is sent.
+/// Watches `path`: sends its entries and calendars whenever it changes
+/// (checked every second) or on SIGHUP, until `shutdown` turns true. A file
+/// that does not parse is logged and nothing is sent.
 pub async fn watch(
     path: PathBuf,
-    tx: mpsc::Sender<Vec<Entry>>,
+    tx: mpsc::Sender<ScheduleFile>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = fingerprint(&path);
@@ -288,9 +498,9 @@ pub async fn watch(
         }
         last = now;
         match load(&path) {
-            Ok(entries) => {
-                tracing::info!(path = %path.display(), entries = entries.len(), "schedule file reloaded");
-                if tx.send(entries).await.is_err() {
+            Ok(file) => {
+                tracing::info!(path = %path.display(), entries = file.entries.len(), calendar_dates = file.calendar_days.len(), "schedule file reloaded");
+                if tx.send(file).await.is_err() {
                     return;
                 }
             }
@@ -346,7 +556,7 @@ start_date = "2024-01-01"
 enabled = false
 description = "every five minutes, paused"
 "#;
-        let entries = parse(text, Path::new("s.toml")).expect("parses");
+        let entries = parse(text, Path::new("s.toml")).expect("parses").entries;
         assert_eq!(entries.len(), 5);
         assert_eq!(entries[0].options.expires_secs, Some(3600.0));
         assert_eq!(entries[1].firing.misfire_grace, Some(Grace::Unlimited));

@@ -268,7 +268,7 @@ impl Store {
 
 /// `version = version + 1`, returning the new version; the row stays locked
 /// until the transaction ends.
-async fn bump(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
+pub(crate) async fn bump(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
     let backend = txn.get_database_backend();
     txn.execute_raw(statement(
         backend,

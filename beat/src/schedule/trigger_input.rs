@@ -1,6 +1,7 @@
 //! Trigger shorthands shared by the schedule file and the command line:
 //! exactly one of `cron`, `fields`, `every` or `at` (or, in files, a full
-//! `trigger` table), plus `timezone`, `start_date`, `end_date` and `jitter`.
+//! `trigger` table), plus `timezone`, `start_date`, `end_date`, `jitter`,
+//! `dst` and `calendars`.
 
 use serde_json::{Map, Value, json};
 
@@ -28,6 +29,11 @@ pub struct TriggerInput {
     pub end: Option<String>,
     /// Random delay of interval runs, a duration (`--jitter`, `jitter`).
     pub jitter: Option<String>,
+    /// DST policy of a cron or fields trigger, `cron` or `repeat` (`--dst`, `dst`).
+    pub dst: Option<String>,
+    /// Exclusion calendars (`--exclude-calendar`, `calendars`); `Some(vec![])`
+    /// clears them on `schedule modify`.
+    pub calendars: Option<Vec<String>>,
 }
 
 impl TriggerInput {
@@ -43,6 +49,8 @@ impl TriggerInput {
             && self.start.is_none()
             && self.end.is_none()
             && self.jitter.is_none()
+            && self.dst.is_none()
+            && self.calendars.is_none()
     }
 
     fn kinds(&self) -> usize {
@@ -64,8 +72,9 @@ impl TriggerInput {
     }
 
     /// For `schedule modify`: this input over an existing trigger. Without a
-    /// kind, only the bounds given change; with one, the trigger is replaced
-    /// and the old bounds carry over unless given.
+    /// kind, only the bounds (and `dst`, `calendars`) given change; with one,
+    /// the trigger is replaced and the old bounds, `dst` and `calendars` carry
+    /// over unless given (where the new kind takes them).
     pub fn overlay(&self, base: Option<&TriggerSpec>) -> Result<TriggerSpec, EntryError> {
         let base_json = base.and_then(|b| serde_json::to_value(b).ok());
         let mut object = match (self.kinds(), &base_json) {
@@ -94,21 +103,44 @@ impl TriggerInput {
                 || self.start.is_some()
                 || self.end.is_some()
                 || self.jitter.is_some()
+                || self.dst.is_some()
+                || self.calendars.as_ref().is_some_and(|c| !c.is_empty())
             {
                 return Err(EntryError::invalid(
                     "at",
-                    "timezone, start, end and jitter do not apply to a one-shot (at) trigger",
+                    "timezone, start, end, jitter, dst and calendars do not apply to a one-shot (at) trigger",
                 ));
             }
         } else {
             if self.kinds() == 1
                 && let Some(Value::Object(b)) = &base_json
             {
-                for key in ["timezone", "start_date", "end_date"] {
+                let wall_clock = matches!(kind.as_str(), "cron" | "fields");
+                for key in ["timezone", "start_date", "end_date", "calendars", "dst"] {
+                    if key == "dst" && !wall_clock {
+                        continue;
+                    }
                     if let (Some(v), false) = (b.get(key), object.contains_key(key)) {
                         object.insert(key.to_owned(), v.clone());
                     }
                 }
+            }
+            set(&mut object, "dst", &self.dst);
+            match &self.calendars {
+                Some(names) if names.is_empty() => {
+                    object.remove("calendars");
+                }
+                Some(names) => {
+                    let mut unique: Vec<&String> = Vec::with_capacity(names.len());
+                    for name in names {
+                        crate::trigger::validate_calendar_name(name)?;
+                        if !unique.contains(&name) {
+                            unique.push(name);
+                        }
+                    }
+                    object.insert("calendars".to_owned(), json!(unique));
+                }
+                None => {}
             }
             set(&mut object, "timezone", &self.timezone);
             set(&mut object, "start_date", &self.start);
@@ -208,9 +240,17 @@ pub fn describe(spec: &TriggerSpec) -> String {
             let tz = map.remove("timezone");
             let start = map.remove("start_date");
             let end = map.remove("end_date");
+            let dst = map.remove("dst");
+            let calendars = map.remove("calendars");
             let fields = Value::Object(map.clone()).to_string();
             map.clear();
-            for (k, v) in [("timezone", tz), ("start_date", start), ("end_date", end)] {
+            for (k, v) in [
+                ("timezone", tz),
+                ("start_date", start),
+                ("end_date", end),
+                ("dst", dst),
+                ("calendars", calendars),
+            ] {
                 if let Some(v) = v {
                     map.insert(k.to_owned(), v);
                 }
@@ -218,8 +258,24 @@ pub fn describe(spec: &TriggerSpec) -> String {
             format!("fields {fields}")
         }
     };
-    for (key, value) in map {
+    let order = [
+        "timezone",
+        "start_date",
+        "end_date",
+        "jitter_seconds",
+        "dst",
+        "calendars",
+    ];
+    let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(order.len());
+    let mut pairs: Vec<(String, Value)> = map.into_iter().collect();
+    pairs.sort_by_key(|(k, _)| rank(k));
+    for (key, value) in pairs {
         let value = match &value {
+            Value::Array(names) => names
+                .iter()
+                .map(|n| n.as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
             Value::String(s) => s.clone(),
             Value::Number(n) => n
                 .as_f64()
@@ -232,6 +288,8 @@ pub fn describe(spec: &TriggerSpec) -> String {
             "start_date" => text.push_str(&format!(" from {value}")),
             "end_date" => text.push_str(&format!(" until {value}")),
             "jitter_seconds" => text.push_str(&format!(" jitter {value}s")),
+            "dst" => text.push_str(&format!(" dst={value}")),
+            "calendars" => text.push_str(&format!(" except {value}")),
             _ => text.push_str(&format!(" {key}={value}")),
         }
     }
@@ -352,5 +410,80 @@ mod tests {
             describe(&new_kind.overlay(Some(&base)).expect("kind")),
             "cron \"0 4 * * *\" Europe/Berlin"
         );
+    }
+
+    #[test]
+    fn overlay_keeps_dst_and_calendars_where_they_apply() {
+        let base = TriggerInput {
+            cron: Some("30 2 * * *".into()),
+            timezone: Some("America/New_York".into()),
+            dst: Some("repeat".into()),
+            calendars: Some(vec!["us".into(), "us".into()]),
+            ..input()
+        }
+        .build()
+        .expect("base");
+        assert_eq!(
+            describe(&base),
+            "cron \"30 2 * * *\" America/New_York dst=repeat except us"
+        );
+        // A new expression keeps the policy and the calendars...
+        let new_expr = TriggerInput {
+            cron: Some("45 2 * * *".into()),
+            ..input()
+        };
+        assert_eq!(
+            describe(&new_expr.overlay(Some(&base)).expect("expr")),
+            "cron \"45 2 * * *\" America/New_York dst=repeat except us"
+        );
+        let fields = TriggerInput {
+            fields: Some(json!({"hour": 3})),
+            ..input()
+        };
+        assert_eq!(
+            describe(&fields.overlay(Some(&base)).expect("fields")),
+            "fields {\"hour\":\"3\"} America/New_York dst=repeat except us"
+        );
+        // ...an interval keeps the calendars only (dst does not apply)...
+        let every = TriggerInput {
+            every: Some("1h".into()),
+            ..input()
+        };
+        assert_eq!(
+            describe(&every.overlay(Some(&base)).expect("every")),
+            "every 1h America/New_York except us"
+        );
+        // ...and the policy or calendars alone can change, or go.
+        let back_to_cron = TriggerInput {
+            dst: Some("cron".into()),
+            calendars: Some(Vec::new()),
+            ..input()
+        };
+        assert_eq!(
+            describe(&back_to_cron.overlay(Some(&base)).expect("dst")),
+            "cron \"30 2 * * *\" America/New_York dst=cron"
+        );
+        let err = TriggerInput {
+            dst: Some("repaet".into()),
+            ..input()
+        }
+        .overlay(Some(&base))
+        .map(|_| ())
+        .expect_err("bad policy")
+        .to_string();
+        assert_eq!(
+            err,
+            "dst: unknown policy \"repaet\", did you mean \"repeat\"?"
+        );
+        let on_interval = TriggerInput {
+            every: Some("1h".into()),
+            dst: Some("repeat".into()),
+            ..input()
+        }
+        .build()
+        .map(|_| ())
+        .expect_err("dst on an interval")
+        .to_string();
+        assert!(on_interval.starts_with("dst: applies to cron and fields triggers only"));
     }
 }

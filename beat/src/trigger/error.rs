@@ -101,6 +101,14 @@ pub enum TriggerError {
         /// The closest known key, if one is close.
         suggestion: Option<String>,
     },
+    /// An exclusion calendar that is not defined (in the schedule file or the database).
+    #[error("calendars: unknown calendar \"{name}\"{}", did_you_mean(.suggestion))]
+    UnknownCalendar {
+        /// The name as written.
+        name: String,
+        /// The closest defined name, if one is close.
+        suggestion: Option<String>,
+    },
     /// A trigger description that is not a valid JSON object of a known type.
     #[error("invalid trigger description: {0}")]
     Malformed(String),

@@ -140,6 +140,16 @@
 //! assert_eq!(fires("repeat"), ["2026-11-01T01:30:00-04:00", "2026-11-01T01:30:00-05:00"]);
 //! ```
 //!
+//! # Exclusion calendars
+//!
+//! `cron`, `fields` and `interval` triggers may name exclusion calendars
+//! (`calendars = ["us-holidays"]`; see [`Calendars`]): a fire time whose
+//! local date in the trigger's `timezone` is excluded is skipped, after the
+//! DST rules are applied, and the next one on a date that is not excluded is
+//! returned. Names are looked up when compiling ([`TriggerSpec::compile_in`]);
+//! the search skips a whole range of excluded dates at a time, so a calendar
+//! that excludes every date gives `None` at once.
+//!
 //! # Bounds, anchors, precision
 //!
 //! * `start_date` and `end_date` are inclusive on every recurring trigger (see
@@ -156,6 +166,7 @@ mod cron;
 mod date;
 mod dst;
 mod error;
+mod exclusions;
 mod fields;
 mod interval;
 mod preview;
@@ -163,14 +174,18 @@ mod spec;
 mod tz;
 mod values;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
 pub use dst::DstPolicy;
 pub use error::TriggerError;
 pub(crate) use error::suggest;
+pub use exclusions::{
+    CALENDAR_NAME_MAX_LEN, Calendars, DateRange, ExcludedDates, validate_calendar_name,
+};
 pub use interval::parse_duration;
 pub use preview::{FireTimes, preview};
 pub use spec::TriggerSpec;
@@ -195,6 +210,8 @@ pub struct Trigger {
     end: Option<DateTime<Utc>>,
     /// Calendar triggers only: the DST policy applied to this entry's hour.
     dst: DstRule,
+    /// Local dates on which nothing fires (the entry's exclusion calendars).
+    excluded: Option<Arc<ExcludedDates>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -252,6 +269,22 @@ impl Trigger {
         }
     }
 
+    /// The local dates this trigger skips (its exclusion calendars together).
+    pub fn excluded_dates(&self) -> Option<&ExcludedDates> {
+        self.excluded.as_deref()
+    }
+
+    /// This trigger, also skipping every fire time whose local date (in
+    /// [`Trigger::timezone`]) is in `dates`.
+    pub fn excluding(mut self, dates: ExcludedDates) -> Trigger {
+        self.excluded = match self.excluded.take() {
+            own if dates.is_empty() => own,
+            Some(own) => Some(Arc::new(own.union(&dates))),
+            None => Some(Arc::new(dates)),
+        };
+        self
+    }
+
     /// Successive fire times strictly after `from`.
     pub fn fire_times(&self, from: DateTime<Utc>) -> FireTimes<'_> {
         FireTimes {
@@ -263,6 +296,30 @@ impl Trigger {
 
 impl Schedule for Trigger {
     fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let Some(excluded) = &self.excluded else {
+            return self.next_rule(after);
+        };
+        // Each round skips one whole merged range of excluded dates (and the
+        // ranges are sorted), so this ends, even if every date is excluded.
+        let mut after = after;
+        for _ in 0..=excluded.ranges().len() {
+            let next = self.next_rule(after)?;
+            let date = next.with_timezone(&self.tz).date_naive();
+            let Some((_, last)) = excluded.range_containing(date) else {
+                return Some(next);
+            };
+            // Go on from the first instant of the day after the range.
+            let day_after = last.succ_opt()?.and_time(NaiveTime::MIN);
+            let start = tz::resolve_local(self.tz, day_after)?;
+            after = just_before(start).max(next);
+        }
+        None
+    }
+}
+
+impl Trigger {
+    /// The next fire time of the rule alone (bounds applied, no exclusions).
+    fn next_rule(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let after = match self.start {
             Some(start) if after < start => just_before(start),
             _ => after,

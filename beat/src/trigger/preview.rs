@@ -18,6 +18,7 @@ use super::{Schedule, Trigger};
 ///     start_date: None,
 ///     end_date: None,
 ///     dst,
+///     calendars: Vec::new(),
 /// };
 /// let from: DateTime<Utc> = "2024-03-30T12:00:00Z".parse().unwrap();
 /// let times = |dst| -> Vec<String> {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::calendar::Calendar;
 use super::dst::{DstPolicy, DstRule};
 use super::error::{TriggerError, suggest};
+use super::exclusions::Calendars;
 use super::interval::{self, Interval};
 use super::{Kind, Trigger, cron, fields, tz};
 
@@ -22,7 +23,9 @@ use super::{Kind, Trigger, cron, fields, tz};
 /// (`Europe/Berlin`), default UTC. `cron` and `fields` triggers also take
 /// `dst = "cron"` (default) or `"repeat"` ([`DstPolicy`]); interval and date
 /// triggers reject `dst`, because clock changes cannot affect them and a
-/// policy set there is a misunderstanding worth reporting.
+/// policy set there is a misunderstanding worth reporting. Recurring triggers
+/// take `calendars`, names of exclusion calendars ([`Calendars`]): a fire time
+/// whose local date one of them lists is skipped; date triggers reject it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TriggerSpec {
@@ -43,6 +46,10 @@ pub enum TriggerSpec {
         /// see [`DstPolicy`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dst: Option<DstPolicy>,
+        /// Exclusion calendars: no fire on a local date any of them lists
+        /// (see [`Calendars`]; compile with [`TriggerSpec::compile_in`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        calendars: Vec<String>,
     },
     /// APScheduler-style fields (numbers or strings); see [`crate::trigger`] for the rules.
     Fields {
@@ -115,6 +122,10 @@ pub enum TriggerSpec {
         /// see [`DstPolicy`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dst: Option<DstPolicy>,
+        /// Exclusion calendars: no fire on a local date any of them lists
+        /// (see [`Calendars`]; compile with [`TriggerSpec::compile_in`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        calendars: Vec<String>,
     },
     /// A fixed period of elapsed time; see [`crate::trigger::parse_duration`] and the anchor rules
     /// on [`TriggerSpec::compile_with_anchor`].
@@ -147,9 +158,14 @@ pub enum TriggerSpec {
         /// (see [`Trigger::jitter`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         jitter_seconds: Option<f64>,
-        /// Zone for naive dates and for displaying fire times; default UTC.
+        /// Zone for naive dates, for displaying fire times and for the local
+        /// dates of `calendars`; default UTC.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,
+        /// Exclusion calendars: no fire on a local date any of them lists
+        /// (see [`Calendars`]; compile with [`TriggerSpec::compile_in`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        calendars: Vec<String>,
     },
     /// Fires once.
     Date {
@@ -178,8 +194,8 @@ const BOUNDS: [&str; 3] = ["timezone", "start_date", "end_date"];
 fn known_keys(kind: &str) -> Vec<&'static str> {
     let mut keys = vec!["type"];
     match kind {
-        "cron" => keys.extend(["expr", "dst"]),
-        "fields" => keys.extend(fields::FIELD_NAMES.into_iter().chain(["dst"])),
+        "cron" => keys.extend(["expr", "dst", "calendars"]),
+        "fields" => keys.extend(fields::FIELD_NAMES.into_iter().chain(["dst", "calendars"])),
         "interval" => keys.extend([
             "weeks",
             "days",
@@ -188,6 +204,7 @@ fn known_keys(kind: &str) -> Vec<&'static str> {
             "seconds",
             "every",
             "jitter_seconds",
+            "calendars",
         ]),
         _ => return vec!["type", "run_at"],
     }
@@ -241,6 +258,12 @@ impl TriggerSpec {
                 }
             }
         }
+        if kind == "date" && object.contains_key("calendars") {
+            return Err(TriggerError::invalid(
+                "calendars",
+                "apply to recurring triggers only (a date trigger fires once, at run_at)",
+            ));
+        }
         let known = known_keys(kind);
         if let Some(key) = object.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(TriggerError::UnknownKey {
@@ -252,15 +275,27 @@ impl TriggerSpec {
         serde_json::from_value(value.clone()).map_err(|e| TriggerError::Malformed(e.to_string()))
     }
 
-    /// Checks the description without keeping the compiled form.
+    /// Checks the description without keeping the compiled form. The names
+    /// in `calendars` are not looked up (see [`Self::compile_in`]).
     pub fn validate(&self) -> Result<(), TriggerError> {
-        self.compile().map(|_| ())
+        self.compile_rule(None).map(|_| ())
+    }
+
+    /// The exclusion calendars named (`calendars`); empty for date triggers.
+    pub fn calendars(&self) -> &[String] {
+        match self {
+            Self::Cron { calendars, .. }
+            | Self::Fields { calendars, .. }
+            | Self::Interval { calendars, .. } => calendars,
+            Self::Date { .. } => &[],
+        }
     }
 
     /// Compiles into the fast, compact [`Trigger`]. Interval triggers without
     /// `start_date` are anchored at the Unix epoch; see [`Self::compile_with_anchor`].
+    /// A trigger naming exclusion calendars needs them: [`Self::compile_in`].
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
-        self.compile_with(None)
+        self.compile_in(None, &Calendars::new())
     }
 
     /// Compiles, anchoring an interval trigger that has no `start_date` at
@@ -268,10 +303,27 @@ impl TriggerSpec {
     /// `anchor`, `anchor + period`, .... A `start_date` in the spec wins over
     /// `anchor`. Other trigger types ignore `anchor`.
     pub fn compile_with_anchor(&self, anchor: DateTime<Utc>) -> Result<Trigger, TriggerError> {
-        self.compile_with(Some(anchor))
+        self.compile_in(Some(anchor), &Calendars::new())
     }
 
-    fn compile_with(&self, anchor: Option<DateTime<Utc>>) -> Result<Trigger, TriggerError> {
+    /// Compiles with an optional interval `anchor` (see
+    /// [`Self::compile_with_anchor`]), looking the names in `calendars` up in
+    /// `defined`: the trigger skips every fire time whose local date one of
+    /// them lists. A name that is not defined is an error.
+    pub fn compile_in(
+        &self,
+        anchor: Option<DateTime<Utc>>,
+        defined: &Calendars,
+    ) -> Result<Trigger, TriggerError> {
+        let names = self.calendars();
+        let trigger = self.compile_rule(anchor)?;
+        if names.is_empty() {
+            return Ok(trigger);
+        }
+        Ok(trigger.excluding(defined.resolve(names)?))
+    }
+
+    fn compile_rule(&self, anchor: Option<DateTime<Utc>>) -> Result<Trigger, TriggerError> {
         match self {
             Self::Cron {
                 expr,
@@ -279,6 +331,7 @@ impl TriggerSpec {
                 start_date,
                 end_date,
                 dst,
+                calendars: _,
             } => {
                 let calendar = cron::parse(expr)?;
                 calendar_trigger(calendar, *dst, timezone, start_date, end_date)
@@ -296,6 +349,7 @@ impl TriggerSpec {
                 start_date,
                 end_date,
                 dst,
+                calendars: _,
             } => {
                 let given = [year, month, day, week, day_of_week, hour, minute, second]
                     .map(Option::as_deref);
@@ -313,6 +367,7 @@ impl TriggerSpec {
                 end_date,
                 jitter_seconds,
                 timezone,
+                calendars: _,
             } => {
                 let units = [*weeks, *days, *hours, *minutes, *seconds];
                 let period = interval::period(units, every.as_deref())?;
@@ -376,5 +431,6 @@ fn bounded(
         start,
         end,
         dst: DstRule::Repeat,
+        excluded: None,
     })
 }

@@ -17,6 +17,7 @@ pub fn try_cron(expr: &str, tz: &str) -> Result<Trigger, TriggerError> {
         start_date: None,
         end_date: None,
         dst: None,
+        calendars: Vec::new(),
     }
     .compile()
 }

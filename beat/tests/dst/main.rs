@@ -20,6 +20,7 @@ fn with_policy(expr: &str, tz: &str, dst: DstPolicy) -> Trigger {
         start_date: None,
         end_date: None,
         dst: Some(dst),
+        calendars: Vec::new(),
     }
     .compile()
     .unwrap_or_else(|e| panic!("{expr}: {e}"))

@@ -239,6 +239,7 @@ fn spec_roundtrip_keeps_timezone() {
         start_date: None,
         end_date: None,
         dst: Some(DstPolicy::Repeat),
+        calendars: Vec::new(),
     };
     let t = s.compile().unwrap();
     assert_eq!(t.timezone(), chrono_tz::Asia::Kolkata);

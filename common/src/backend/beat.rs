@@ -1,11 +1,13 @@
-//! Beat's tables (created by migration `m0002_create_beat_tables`).
+//! Beat's tables (created by migrations `m0002_create_beat_tables` and
+//! `m0006_create_beat_calendars`).
 //!
 //! | table | one row per | written by |
 //! | --- | --- | --- |
 //! | `celeriac_beat_entries` | database schedule entry (removed ones kept as tombstones) | `celeriac-beat schedule ...` |
 //! | `celeriac_beat_state` | entry with run state (file and database entries) | the leading beat; `run_now_at` by the CLI |
 //! | `celeriac_beat_lease` | leader lease (one row, `name = "default"`) | every beat |
-//! | `celeriac_beat_meta` | the schedule version (one row, `id = 1`) | `celeriac-beat schedule ...` |
+//! | `celeriac_beat_meta` | the schedule version (one row, `id = 1`) | `celeriac-beat schedule ...` and `calendar ...` |
+//! | `celeriac_beat_calendars` | excluded date or date range of an exclusion calendar | `celeriac-beat calendar ...` |
 //!
 //! Instants are RFC 3339 text in UTC (`2024-05-01T09:00:00Z`, exact to the
 //! nanosecond, the same on every database); the lease keeps milliseconds
@@ -201,6 +203,52 @@ pub mod meta {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i32,
         pub version: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `celeriac_beat_calendars`: exclusion calendars, one row per excluded
+/// date or inclusive date range (`YYYY-MM-DD` local dates, no times). A
+/// calendar exists while it has rows; every change bumps the schedule version.
+pub mod calendar {
+    use sea_orm::entity::prelude::*;
+
+    /// One excluded date or date range.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "celeriac_beat_calendars")]
+    #[allow(missing_docs)]
+    pub struct Model {
+        /// The calendar's name.
+        #[sea_orm(
+            primary_key,
+            auto_increment = false,
+            column_type = "String(StringLen::N(191))"
+        )]
+        pub name: String,
+        /// First excluded date, `YYYY-MM-DD`.
+        #[sea_orm(
+            primary_key,
+            auto_increment = false,
+            column_type = "String(StringLen::N(10))"
+        )]
+        pub date_from: String,
+        /// Last excluded date (inclusive), `YYYY-MM-DD`.
+        #[sea_orm(
+            primary_key,
+            auto_increment = false,
+            column_type = "String(StringLen::N(10))"
+        )]
+        pub date_to: String,
+        /// What the date is, e.g. `Christmas Day`.
+        #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+        pub label: Option<String>,
+        #[sea_orm(column_type = "String(StringLen::N(40))")]
+        pub created_at: String,
     }
 
     /// No relations.

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateWorkers),
             Box::new(LongTextOnMysql),
             Box::new(super::chord_migration::CreateChords),
+            Box::new(CreateBeatCalendars),
         ]
     }
 
@@ -239,5 +240,40 @@ impl MigrationTrait for LongTextOnMysql {
 
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         Ok(())
+    }
+}
+
+/// Beat's exclusion calendars (`celeriac_beat_calendars`).
+struct CreateBeatCalendars;
+
+impl MigrationName for CreateBeatCalendars {
+    fn name(&self) -> &str {
+        "m0006_create_beat_calendars"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateBeatCalendars {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::beat::calendar;
+        let db = manager.get_connection();
+        let schema = Schema::new(db.get_database_backend());
+        db.execute(
+            &*schema
+                .create_table_from_entity(calendar::Entity)
+                .if_not_exists(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(super::beat::calendar::Entity)
+                    .to_owned(),
+            )
+            .await
     }
 }
