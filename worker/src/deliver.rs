@@ -152,7 +152,8 @@ async fn run(
     let (state, value, failure) = match result {
         Ok(value) => {
             tracing::info!(duration_ms = ms, "succeeded");
-            followup::on_success(&hand.publisher, msg, &value, &hand.queue).await;
+            let backend = shared.backend.as_ref();
+            followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await;
             (TaskState::Success, Some(value), None)
         }
         Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
