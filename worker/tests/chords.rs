@@ -188,7 +188,12 @@ async fn chords_on(kind: DbKind) {
     assert_eq!(value, Value::Array(expected), "results in header order");
     once(res.id(), "the callback").await;
     let header = res.parent().and_then(|p| p.as_group()).expect("header");
-    let row = h.backend.chord(header.id()).await.expect("read").expect("chord");
+    let row = h
+        .backend
+        .chord(header.id())
+        .await
+        .expect("read")
+        .expect("chord");
     assert_eq!((row.state, row.done), (ChordState::Complete, n as u64));
     assert!(row.callback_sent_at.is_some(), "marked sent");
     let cb = h.backend.get(res.id()).await.expect("read").expect("row");
@@ -199,10 +204,12 @@ async fn chords_on(kind: DbKind) {
     );
 
     // T1 → (T2, T3) → T4, as one expression.
-    let diamond = echo(json!([1]))
-        | group([echo(json!([2])), echo(json!([3]))])
-        | collect();
-    let res = h.client.send_workflow(&diamond).await.expect("send diamond");
+    let diamond = echo(json!([1])) | group([echo(json!([2])), echo(json!([3]))]) | collect();
+    let res = h
+        .client
+        .send_workflow(&diamond)
+        .await
+        .expect("send diamond");
     let t1 = echoed(json!([1]));
     assert_eq!(
         res.get(WAIT).await.expect("T4"),
@@ -296,12 +303,7 @@ async fn chords_on_mariadb() {
 }
 
 fn worker_process(config: &Config, name: &str) -> LoggedProcess {
-    process::spawn_worker(
-        env!("CARGO_BIN_EXE_celeriac-worker"),
-        config,
-        name,
-        &[],
-    )
+    process::spawn_worker(env!("CARGO_BIN_EXE_celeriac-worker"), config, name, &[])
 }
 
 /// Runs of `id` that finished in a worker's log.
@@ -338,8 +340,8 @@ async fn sigkill_mid_chord(kind: DbKind) {
     let results = value["args"][0].as_array().expect("results").len();
     assert_eq!(results, 8, "{value}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let runs = finished_runs(&first.log_text(), res.id())
-        + finished_runs(&second.log_text(), res.id());
+    let runs =
+        finished_runs(&first.log_text(), res.id()) + finished_runs(&second.log_text(), res.id());
     assert_eq!(
         runs,
         1,
