@@ -6,13 +6,15 @@
 //!   against RabbitMQ, next to a plain lapin reference loop ([`throughput`]);
 //! * `celeriac-bench beat`: one beat with many database entries ([`beat`]);
 //! * `celeriac-bench delay`: delayed delivery, precision and memory ([`delay`]);
-//! * `celeriac-bench latency`: the plain-lapin latency floor ([`latency`]).
+//! * `celeriac-bench latency`: the plain-lapin latency floor ([`latency`]);
+//! * `celeriac-bench chord`: a chord of 10,000 no-ops against a plain group ([`chord`]).
 //!
 //! The benchmarks that run workers start the `celeriac-worker` binary built
 //! next to this one (`cargo build --release -p celeriac-worker -p
 //! celeriac-bench`), or the one `--worker-bin` names.
 
 mod beat;
+mod chord;
 mod cleanup;
 mod delay;
 mod error;
@@ -51,6 +53,8 @@ enum Command {
     Delay(delay::DelayArgs),
     /// Measure the latency floor: plain lapin, publish to a consumer in another process.
     Latency(latency::LatencyArgs),
+    /// Measure a chord of 10,000 no-ops end to end against a plain group, and the callback's delay.
+    Chord(chord::ChordArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Some(Command::Beat(args)) => beat::run(args, config).await,
             Some(Command::Delay(args)) => delay::run(args, config).await,
             Some(Command::Latency(args)) => latency::run(args, config).await,
+            Some(Command::Chord(args)) => chord::run(args, config).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -1,6 +1,7 @@
 //! Acting on what was decided for a delivery: its single ack (after its
 //! outcome is recorded), requeue, give-back or dead-letter.
 
+use crate::chord::{self, Later};
 use crate::context::TaskFailure;
 use crate::disposition::{BROKER_DELIVERIES_HEADER, DELIVERIES_HEADER, End, Stage};
 use crate::publish::{BROKER_TIMEOUT, Publisher};
@@ -59,7 +60,7 @@ impl Handling {
             }
             End::AlreadyDone => {
                 tracing::info!("already finished or revoked; not running it");
-                None
+                return Box::pin(self.already_done(msg, delivery)).await;
             }
             End::Redelay { wait, routing_key } => {
                 return Box::pin(self.redelay(msg, delivery, wait, &routing_key)).await;
@@ -72,10 +73,12 @@ impl Handling {
                     format!("delivered {earlier} times without finishing (poison message)");
                 self.shared.events.rejected(&msg.id, false);
                 let mut o = record(TaskState::Failure, "PoisonMessage", reason.clone());
+                let mut later = None;
                 if let Some(o) = &mut o {
                     o.done_at = Some(Utc::now());
+                    later = self.later(msg, o.state, o.error.as_ref());
                 }
-                return Box::pin(self.dead_letter(delivery, &reason, o)).await;
+                return Box::pin(self.dead_letter_then(delivery, &reason, o, later)).await;
             }
             End::DeadLetter(reason) => {
                 return Box::pin(self.dead_letter(delivery, &reason, None)).await;
@@ -112,15 +115,76 @@ impl Handling {
         outcome: Option<TaskOutcome>,
     ) -> impl Future<Output = ()> + Send + use<'a> {
         let shared = &self.shared;
+        let later = outcome
+            .as_ref()
+            .and_then(|o| self.later(msg, o.state, o.error.as_ref()));
         let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
         let done = Finished {
             outcome,
+            later,
             tag: delivery.delivery_tag,
             acker: delivery.acker,
             window: self.window.clone(),
             task_id: msg.id.clone(),
         };
         self.record(done)
+    }
+
+    /// What `msg` ending in `state` leaves to do once stored: its report
+    /// to its chord, the rest of its chain marked not run (see
+    /// [`chord`](crate::chord)); `None` for most tasks, and without a
+    /// result backend.
+    fn later(
+        &self,
+        msg: &TaskMessage,
+        state: TaskState,
+        error: Option<&TaskError>,
+    ) -> Option<Box<Later>> {
+        if self.shared.backend.is_none() || (msg.embed.chord.is_none() && msg.embed.chain.is_none())
+        {
+            return None;
+        }
+        let (reports, aborted) = chord::consequences(msg, state, error);
+        if reports.is_empty() && aborted.is_empty() {
+            return None;
+        }
+        Some(Box::new(Later {
+            reports,
+            aborted,
+            publisher: self.publisher.clone(),
+            queue: self.queue.clone(),
+        }))
+    }
+
+    /// Acks a delivery whose id already has a final outcome. A chord
+    /// member (or a chain step that failed) is reported again from its
+    /// stored outcome: its worker may have died after storing it and
+    /// before reporting it.
+    async fn already_done(&self, msg: &TaskMessage, delivery: Delivery) {
+        let mut later = None;
+        if let Some(backend) = &self.shared.backend
+            && (msg.embed.chord.is_some() || msg.embed.chain.is_some())
+        {
+            match backend.get(&msg.id).await {
+                Ok(Some(r)) if r.state.is_ready() => {
+                    later = self.later(msg, r.state, r.error.as_ref());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the stored outcome; returning the message to its queue");
+                    return self.requeue(delivery).await;
+                }
+            }
+        }
+        let done = Finished {
+            outcome: None,
+            later,
+            tag: delivery.delivery_tag,
+            acker: delivery.acker,
+            window: self.window.clone(),
+            task_id: msg.id.clone(),
+        };
+        self.record(done).await;
     }
 
     /// Hands a finished delivery to the recorder, which stores its outcome
@@ -223,6 +287,17 @@ impl Handling {
         reason: &str,
         outcome: Option<TaskOutcome>,
     ) {
+        self.dead_letter_then(delivery, reason, outcome, None).await;
+    }
+
+    /// [`Handling::dead_letter`], then what the outcome leaves to do.
+    async fn dead_letter_then(
+        &self,
+        delivery: Delivery,
+        reason: &str,
+        outcome: Option<TaskOutcome>,
+        later: Option<Box<Later>>,
+    ) {
         let (shared, queue) = (&self.shared, self.queue.as_str());
         let id = delivery
             .properties
@@ -252,6 +327,7 @@ impl Handling {
             Ok(()) => {
                 let done = Finished {
                     outcome: outcome.filter(|_| shared.backend.is_some()),
+                    later,
                     tag: delivery.delivery_tag,
                     acker: delivery.acker,
                     window: self.window.clone(),

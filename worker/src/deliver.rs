@@ -163,7 +163,8 @@ async fn run(
         Ok(value) => {
             tracing::info!(duration_ms = ms, "succeeded");
             shared.events.succeeded(&msg.id, &value, ms / 1e3);
-            followup::on_success(&hand.publisher, msg, &value, &hand.queue).await;
+            let backend = shared.backend.as_ref();
+            followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await;
             (TaskState::Success, Some(value), None)
         }
         Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {

@@ -21,6 +21,12 @@ use std::time::Duration;
 /// Header beat puts on the runs it sends (their ids are deterministic).
 const BEAT_ENTRY_HEADER: &str = "beat_entry";
 
+/// Header on the messages of a chord's callback (its value: the chord's
+/// group id). The callback may be published twice (its claimant's worker
+/// died between the broker's confirm and recording it sent), with one id:
+/// so a worker checks whether that id already has a final outcome first.
+pub(crate) const CHORD_CALLBACK_HEADER: &str = "celeriac_chord_callback";
+
 /// Header counting deliveries that did not finish (classic queues, which
 /// keep no count of their own).
 pub(crate) const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
@@ -115,8 +121,9 @@ pub(crate) enum End {
         /// Its routing key into the delay queues.
         routing_key: String,
     },
-    /// Its id already has a final outcome (a redelivered copy, or a second
-    /// beat run with the same id): acked, nothing recorded.
+    /// Its id already has a final outcome (a redelivered copy, a second
+    /// beat run or chord callback with the same id): acked, nothing
+    /// recorded (a chord member's outcome is reported to its chord again).
     AlreadyDone,
     /// Redelivered from a classic queue: published again carrying the
     /// count of earlier deliveries, then acked; the copy runs.
@@ -172,9 +179,11 @@ pub(crate) fn decide(
         Stage::Due => {
             // A redelivered message may have run already; a beat run may be
             // a second copy of one that already finished (two beats in a
-            // split brain send the same task id).
+            // split brain send the same task id); so may a chord's callback
+            // (published again after a crash, with the same id).
             let beat_run = msg.extra_headers.contains_key(BEAT_ENTRY_HEADER);
-            if facts.redelivered || beat_run {
+            let chord_callback = msg.extra_headers.contains_key(CHORD_CALLBACK_HEADER);
+            if facts.redelivered || beat_run || chord_callback {
                 match facts.already_done {
                     None => return CheckDone,
                     Some(true) => return end(End::AlreadyDone),

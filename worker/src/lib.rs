@@ -30,6 +30,7 @@
 //! recorded (FAILURE / REVOKED) and acked; the worker goes on.
 
 mod carry_out;
+mod chord;
 mod context;
 mod control;
 mod deliver;

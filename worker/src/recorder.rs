@@ -19,10 +19,11 @@
 //! frame instead of 6, and about a sixth less worker CPU per task; with a
 //! prefetch of 1 to 7 every ack goes out at once.
 
+use crate::chord::{self, Later};
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::backoff::Backoff;
 use lapin::Acker;
-use lapin::options::BasicAckOptions;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,8 @@ const REFUSALS_MAX: u32 = 3;
 /// One finished delivery: what to store (if anything) and what to ack.
 pub(crate) struct Finished {
     pub(crate) outcome: Option<TaskOutcome>,
+    /// What to do once it is stored, before the ack (chords, chains).
+    pub(crate) later: Option<Box<Later>>,
     pub(crate) tag: u64,
     pub(crate) acker: Acker,
     pub(crate) window: Arc<AckWindow>,
@@ -168,22 +171,45 @@ pub(crate) async fn run(
         if received == 0 {
             break; // every sender is gone and the queue is empty
         }
-        let outcomes: Vec<TaskOutcome> =
-            batch.iter_mut().filter_map(|f| f.outcome.take()).collect();
+        let mut outcomes: Vec<TaskOutcome> = Vec::with_capacity(batch.len());
+        let mut laters = Vec::new();
+        for (i, f) in batch.iter_mut().enumerate() {
+            outcomes.extend(f.outcome.take());
+            if let Some(mut later) = f.later.take() {
+                outcomes.append(&mut later.aborted);
+                laters.push((i, later));
+            }
+        }
+        let mut give_back = Vec::new();
         if let Some(backend) = &backend {
-            let mut store = std::pin::pin!(store_until_done(backend, outcomes));
+            // Stored, then reported to their chords: both before the acks.
+            let store = async {
+                store_until_done(backend, outcomes).await;
+                if laters.is_empty() {
+                    Vec::new()
+                } else {
+                    chord::settle(backend, &laters).await
+                }
+            };
+            let mut store = std::pin::pin!(store);
             match deadline {
                 // Acks waiting for company never wait on a later batch's
                 // write (which retries for as long as the database is down).
-                Some(at) => {
-                    if tokio::time::timeout_at(at, &mut store).await.is_err() {
+                Some(at) => match tokio::time::timeout_at(at, &mut store).await {
+                    Ok(back) => give_back = back,
+                    Err(_) => {
                         ack_all(&mut unacked).await;
                         deadline = None;
-                        store.await;
+                        give_back = store.await;
                     }
-                }
-                None => store.await,
+                },
+                None => give_back = store.await,
             }
+        }
+        // Deliveries whose chord could not be settled go back to their
+        // queue: their next delivery reports again.
+        for i in give_back.into_iter().rev() {
+            nack(batch.swap_remove(i)).await;
         }
         unacked.append(&mut batch);
         let now = tokio::time::Instant::now();
@@ -218,6 +244,23 @@ async fn ack_all(unacked: &mut Vec<Finished>) {
         }
     }
     unacked.clear();
+}
+
+/// Returns a delivery to its queue.
+async fn nack(done: Finished) {
+    if !done.acker.usable() {
+        return; // the channel is gone: the broker requeues it by itself
+    }
+    let opts = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    match tokio::time::timeout(ACK_TIMEOUT, done.acker.nack(opts)).await {
+        Ok(Ok(_)) => done.window.settled(done.tag),
+        _ => {
+            tracing::warn!(task.id = %done.task_id, "requeue failed; the broker will redeliver on disconnect")
+        }
+    }
 }
 
 async fn ack(done: &Finished, multiple: bool) {

@@ -155,12 +155,14 @@ async fn chains_and_groups_run() {
     let failed = res.parent().expect("step 2");
     let err = failed.get(wait).await.expect_err("step 2 fails");
     assert!(err.to_string().contains("boom"), "{err}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = res.as_task().expect("task").state().await.expect("state");
-    assert_eq!(
-        after,
-        TaskState::Pending,
-        "the step after a failure never runs"
-    );
+    // The step after a failure never runs: it is marked not run.
+    let after = res.as_task().expect("task");
+    let err = after.get(wait).await.expect_err("not run");
+    assert_eq!(after.state().await.expect("state"), TaskState::Revoked);
+    assert!(err.to_string().contains("REVOKED"), "{err}");
+    let row = backend.get(after.id()).await.expect("read").expect("row");
+    let why = row.error.expect("why");
+    assert_eq!(why.kind, "ChainAborted");
+    assert!(why.message.contains(failed.id()), "{}", why.message);
     testing::cleanup(&config).await;
 }

@@ -23,12 +23,14 @@
 //!
 //! Send one with [`crate::Client::send_workflow`]; see `docs/workflows.md`.
 
+mod apply;
 mod plan;
 mod result;
 mod send;
 mod signature;
 mod wire;
 
+pub use apply::{After, Applied, apply_after, planned_tasks};
 pub use plan::{MAX_CHAIN_STEPS, MAX_DEPTH};
 pub use result::{GroupCounts, GroupResult, WorkflowResult};
 pub use send::CanvasError;

@@ -106,7 +106,7 @@ pub(crate) fn plan(canvas: &Canvas) -> Result<Plan, CanvasError> {
     })
 }
 
-fn check(canvas: &Canvas, depth: usize) -> Result<(), CanvasError> {
+pub(super) fn check(canvas: &Canvas, depth: usize) -> Result<(), CanvasError> {
     if depth > MAX_DEPTH {
         return Err(CanvasError::TooDeep { limit: MAX_DEPTH });
     }
@@ -167,7 +167,7 @@ fn add_errbacks(canvas: &mut Canvas, extra: &[Value]) {
 /// whose body is the rest, and a chord followed by more steps takes them
 /// into its body; a chain of one step is that step. `link_error` of a
 /// chain, group or chord goes to the tasks it concerns.
-fn normalize(canvas: Canvas) -> Result<Canvas, CanvasError> {
+pub(super) fn normalize(canvas: Canvas) -> Result<Canvas, CanvasError> {
     Ok(match canvas {
         Canvas::Task(t) => Canvas::Task(t),
         Canvas::Group(g) => Canvas::Group(normalize_group(g)?),
@@ -303,10 +303,10 @@ fn set_on_last_step(canvas: &mut Canvas, key: &str, value: Value) {
     }
 }
 
-struct FreezeCtx {
-    root: Option<String>,
+pub(super) struct FreezeCtx {
+    pub(super) root: Option<String>,
     /// The group this node's result belongs to, and its index there.
-    group: Option<(String, Option<usize>)>,
+    pub(super) group: Option<(String, Option<usize>)>,
 }
 
 fn new_id() -> String {
@@ -326,7 +326,7 @@ fn id_of(options: &mut Map<String, Value>) -> String {
 
 /// Gives every node an id (as Celery's `freeze`): tasks their task id,
 /// groups and chords their group id; group members their group id and index.
-fn freeze(canvas: &mut Canvas, ctx: &FreezeCtx) {
+pub(super) fn freeze(canvas: &mut Canvas, ctx: &FreezeCtx) {
     match canvas {
         Canvas::Task(t) => {
             let options = &mut t.sig.options;
@@ -422,7 +422,7 @@ fn body_signature(c: &Chord) -> Signature {
 /// before any message is published, so a worker never meets a member of
 /// an unrecorded chord. `outer` is the callback of the chord whose count
 /// this node's result goes to, if any (its body carries it on).
-fn collect_chords(
+pub(super) fn collect_chords(
     canvas: &Canvas,
     outer: Option<&Signature>,
     out: &mut Vec<NewChord>,
@@ -463,10 +463,10 @@ fn collect_chords(
 }
 
 #[derive(Default, Clone)]
-struct EmitCtx {
-    root: Option<String>,
-    chord: Option<Signature>,
-    chain: Vec<Signature>,
+pub(super) struct EmitCtx {
+    pub(super) root: Option<String>,
+    pub(super) chord: Option<Signature>,
+    pub(super) chain: Vec<Signature>,
 }
 
 /// Puts `body` (a chord's callback) on the tasks whose results the chord
@@ -488,7 +488,7 @@ fn set_chord_option(canvas: &mut Canvas, body: &Signature) {
 }
 
 /// The messages a frozen, normalised canvas sends now, and its result.
-fn emit(
+pub(super) fn emit(
     canvas: &Canvas,
     ctx: &EmitCtx,
     out: &mut Vec<Outgoing>,

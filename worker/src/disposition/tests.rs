@@ -203,6 +203,40 @@ fn a_beat_run_is_looked_up_even_on_first_delivery() {
 }
 
 #[test]
+fn a_chord_callback_is_looked_up_even_on_first_delivery() {
+    let w = World::new();
+    let mut m = msg(KNOWN);
+    m.extra_headers.insert(
+        CHORD_CALLBACK_HEADER.into(),
+        Value::String("chord-group".into()),
+    );
+    let mut facts = fresh();
+    assert_eq!(
+        decide(&m, Stage::Received, &facts, &w.view()),
+        Disposition::Run,
+        "looked up once due, not before"
+    );
+    assert_eq!(
+        decide(&m, Stage::Due, &facts, &w.view()),
+        Disposition::CheckDone
+    );
+    facts.already_done = Some(false);
+    assert_eq!(decide(&m, Stage::Due, &facts, &w.view()), Disposition::Run);
+    facts.already_done = Some(true);
+    assert_eq!(
+        decide(&m, Stage::Due, &facts, &w.view()),
+        end(End::AlreadyDone),
+        "a second copy of a callback that ran does not run"
+    );
+    // Without the header, a first delivery is not looked up.
+    let plain = msg(KNOWN);
+    assert_eq!(
+        decide(&plain, Stage::Due, &fresh(), &w.view()),
+        Disposition::Run
+    );
+}
+
+#[test]
 fn poison_after_max_deliveries() {
     let w = World::new();
     for counted_by_broker in [false, true] {

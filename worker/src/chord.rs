@@ -1,0 +1,376 @@
+//! What a final outcome brings after it, settled by the recorder after the
+//! outcome is stored and before its message is acked (see
+//! `docs/workflows.md`, "The worker hook"):
+//!
+//! - a chord member's outcome is reported to its chord
+//!   ([`ResultBackend::members_done`], one transaction per batch); the one
+//!   report that completes the chord publishes its callback with the
+//!   members' results in order, the one that fails it records the callback
+//!   FAILURE (`ChordError`) and calls its errbacks; then the chord is marked
+//!   sent;
+//! - a chain step that ends in anything but SUCCESS marks the steps after it
+//!   REVOKED (`ChainAborted`), so they are not left PENDING.
+//!
+//! If a member's worker dies anywhere in between, the member is redelivered,
+//! found done, and reported again: the report answers "claimant, not sent"
+//! until the callback is marked sent.
+
+use crate::carry_out::task_error;
+use crate::context::TaskFailure;
+use crate::disposition::CHORD_CALLBACK_HEADER;
+use crate::followup::{self, FollowupError};
+use crate::publish::Publisher;
+use celeriac::canvas::{After, apply_after, planned_tasks};
+use celeriac_common::TaskState;
+use celeriac_common::backend::chord::{ChordAction, ChordMember, ChordProgress};
+use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
+use celeriac_common::backoff::Backoff;
+use celeriac_common::protocol::{Signature, TaskMessage};
+use chrono::Utc;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Chords nested deeper than this are not followed (a failure reported to
+/// an outer chord, and so on); the canvas module refuses deeper ones.
+const MAX_NESTING: usize = 32;
+
+/// One report of a finished member to its chord.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    member: ChordMember,
+    root_id: String,
+    /// The member's error, when it did not succeed.
+    failure: Option<TaskError>,
+    /// The callback's id as the member's message names it.
+    callback_id: Option<String>,
+}
+
+/// What a finished delivery leaves to do once its outcome is stored.
+pub(crate) struct Later {
+    /// Reports to chords.
+    pub(crate) reports: Vec<Report>,
+    /// Outcomes stored with the task's (the rest of a stopped chain).
+    pub(crate) aborted: Vec<TaskOutcome>,
+    /// The session the delivery came on (callbacks go out through it).
+    pub(crate) publisher: Arc<Publisher>,
+    /// The queue it came from (for signatures that name none).
+    pub(crate) queue: String,
+}
+
+/// Why a chord could not be settled; the member's message is returned to
+/// its queue, and its next delivery reports again.
+#[derive(Debug, thiserror::Error)]
+enum SettleError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Followup(#[from] FollowupError),
+}
+
+/// The reports and chain marks that `msg` ending in `state` brings (nothing
+/// for a state that is not final).
+pub(crate) fn consequences(
+    msg: &TaskMessage,
+    state: TaskState,
+    error: Option<&TaskError>,
+) -> (Vec<Report>, Vec<TaskOutcome>) {
+    let (mut reports, mut aborted) = (Vec::new(), Vec::new());
+    if !state.is_ready() {
+        return (reports, aborted);
+    }
+    let root = followup::root_of(msg).to_owned();
+    let ok = state == TaskState::Success;
+    let failure = |e: Option<&TaskError>| {
+        (!ok).then(|| {
+            e.cloned().unwrap_or_else(|| TaskError {
+                kind: state.as_str().to_owned(),
+                message: format!("ended in {state}"),
+                traceback: None,
+            })
+        })
+    };
+    if let (Some(body), Some(group)) = (&msg.embed.chord, &msg.group) {
+        reports.push(Report {
+            member: member(group, &msg.id, msg.group_index, ok),
+            root_id: root.clone(),
+            failure: failure(error),
+            callback_id: text_option(body, "task_id"),
+        });
+    }
+    let rest = msg.embed.chain.iter().flatten();
+    if ok {
+        return (reports, aborted);
+    }
+    let why = TaskError {
+        kind: "ChainAborted".to_owned(),
+        message: format!(
+            "not run: step {} ({}) of its chain ended in {state}",
+            msg.id, msg.task
+        ),
+        traceback: None,
+    };
+    for sig in rest.flat_map(planned_tasks) {
+        let Some(id) = text_option(&sig, "task_id") else {
+            continue; // not frozen (a chain built elsewhere): nothing to mark
+        };
+        let mut o = TaskOutcome::new(id.clone(), sig.task.clone(), TaskState::Revoked);
+        o.error = Some(why.clone());
+        o.root_id = Some(root.clone());
+        o.group_id = text_option(&sig, "group_id");
+        o.done_at = Some(Utc::now());
+        // The last step of a chain in a chord's header: the chord fails.
+        if let (Some(_), Some(group)) = (sig.options.get("chord"), &o.group_id) {
+            let index = sig.options.get("group_index").and_then(Value::as_i64);
+            reports.push(Report {
+                member: member(group, &id, index, false),
+                root_id: root.clone(),
+                failure: Some(why.clone()),
+                callback_id: None,
+            });
+        }
+        aborted.push(o);
+    }
+    (reports, aborted)
+}
+
+fn text_option(sig: &Signature, key: &str) -> Option<String> {
+    sig.options
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn member(group: &str, id: &str, index: Option<i64>, ok: bool) -> ChordMember {
+    ChordMember {
+        group_id: group.to_owned(),
+        task_id: id.to_owned(),
+        index: index.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
+        ok,
+    }
+}
+
+/// Reports every chord member of `laters` (one transaction for all) and
+/// acts on the answers; returns the positions (the first of each pair) of
+/// the deliveries that must go back to their queue instead of being acked.
+pub(crate) async fn settle(backend: &ResultBackend, laters: &[(usize, Box<Later>)]) -> Vec<usize> {
+    let mut failed = Vec::new();
+    let mut pending: Vec<(usize, Report)> = laters
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, l))| l.reports.iter().map(move |r| (i, r.clone())))
+        .collect();
+    for _ in 0..MAX_NESTING {
+        if pending.is_empty() {
+            break;
+        }
+        let members = pending.iter().map(|(_, r)| r.member.clone()).collect();
+        let answers = report_until_done(backend, members).await;
+        let mut next = Vec::new();
+        for ((i, report), answer) in pending.into_iter().zip(answers) {
+            let later = &laters[i].1;
+            match act(backend, later, &report, answer).await {
+                Ok(more) => next.extend(more.into_iter().map(|r| (i, r))),
+                Err(e) => {
+                    tracing::warn!(
+                        task.id = %report.member.task_id,
+                        chord = %report.member.group_id,
+                        error = %e,
+                        "cannot settle the chord now; returning the member to its queue"
+                    );
+                    failed.push(laters[i].0);
+                }
+            }
+        }
+        pending = next;
+    }
+    failed.sort_unstable();
+    failed.dedup();
+    failed
+}
+
+/// `members_done`, retried while the database cannot be reached (the
+/// members' messages stay unacknowledged meanwhile).
+async fn report_until_done(
+    backend: &ResultBackend,
+    members: Vec<ChordMember>,
+) -> Vec<Option<ChordProgress>> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match backend.members_done(members.clone()).await {
+            Ok(answers) => return answers,
+            Err(e) => {
+                if backoff.failures() == 0 {
+                    tracing::error!(error = %e, count = members.len(), "cannot report chord members; retrying");
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// Acts on one answer; returns reports to make next (a failed callback
+/// that is itself a member of an outer chord).
+async fn act(
+    backend: &ResultBackend,
+    later: &Later,
+    report: &Report,
+    answer: Option<ChordProgress>,
+) -> Result<Vec<Report>, SettleError> {
+    let Some(progress) = answer else {
+        return not_recorded(backend, report).await.map(|()| Vec::new());
+    };
+    match progress.action() {
+        ChordAction::Nothing => Ok(Vec::new()),
+        ChordAction::SendCallback => send_callback(backend, later, report, &progress)
+            .await
+            .map(|()| Vec::new()),
+        ChordAction::FailCallback => fail_callback(backend, later, report, &progress).await,
+    }
+}
+
+/// A member of a chord the result backend does not know (its client did
+/// not record it, as Celery's own does not): its callback cannot be run
+/// exactly once, so it is recorded failed.
+async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), SettleError> {
+    let gid = &report.member.group_id;
+    tracing::error!(chord = %gid, "chord not recorded in the result backend (sent by a client that does not record chords); its callback cannot run");
+    let Some(id) = &report.callback_id else {
+        return Ok(());
+    };
+    let mut o = TaskOutcome::new(id.clone(), "celery.chord", TaskState::Failure);
+    o.error = Some(TaskError {
+        kind: "ChordError".to_owned(),
+        message: format!(
+            "chord {gid} is not recorded in the result backend: send chords with a client that records them (celeriac's send_workflow)"
+        ),
+        traceback: None,
+    });
+    o.group_id = Some(gid.clone());
+    o.done_at = Some(Utc::now());
+    backend.store(vec![o]).await?;
+    Ok(())
+}
+
+/// The claimant of a completed chord: publishes the callback with the
+/// members' results in order, then marks it sent.
+async fn send_callback(
+    backend: &ResultBackend,
+    later: &Later,
+    report: &Report,
+    progress: &ChordProgress,
+) -> Result<(), SettleError> {
+    let chord = &progress.chord;
+    let gid = &chord.group_id;
+    // Published before a crash, and already running or done: not again.
+    if backend.get(&chord.callback_id).await?.is_some() {
+        backend.mark_callback_sent(gid).await?;
+        return Ok(());
+    }
+    let ids: Vec<String> = backend
+        .chord_members(gid)
+        .await?
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .collect();
+    let results = backend.get_many(&ids).await?;
+    let results = Value::Array(
+        results
+            .into_iter()
+            .map(|r| r.and_then(|r| r.result).unwrap_or(Value::Null))
+            .collect(),
+    );
+    let after = After {
+        result: Some(&results),
+        parent_id: &report.member.task_id,
+        root_id: &report.root_id,
+    };
+    let planned = serde_json::from_value::<Signature>(chord.callback.clone())
+        .map_err(|e| e.to_string())
+        .and_then(|sig| apply_after(sig, after, Vec::new()).map_err(|e| e.to_string()));
+    match planned {
+        Ok(mut applied) => {
+            for (msg, _) in &mut applied.messages {
+                msg.extra_headers
+                    .insert(CHORD_CALLBACK_HEADER.into(), Value::String(gid.clone()));
+            }
+            let (publisher, queue) = (&later.publisher, later.queue.as_str());
+            followup::publish(publisher, Some(backend), &applied, queue, "chord callback").await?;
+        }
+        Err(e) => {
+            tracing::error!(chord = %gid, error = %e, "chord callback cannot be sent");
+            let mut o = TaskOutcome::new(
+                chord.callback_id.clone(),
+                "celery.chord",
+                TaskState::Failure,
+            );
+            o.error = Some(TaskError {
+                kind: "ChordError".to_owned(),
+                message: format!("the callback cannot be sent: {e}"),
+                traceback: None,
+            });
+            o.done_at = Some(Utc::now());
+            backend.store(vec![o]).await?;
+        }
+    }
+    backend.mark_callback_sent(gid).await?;
+    Ok(())
+}
+
+/// The claimant of a failed chord: records the callback FAILURE with a
+/// `ChordError` naming the failed member (as Celery does), calls the
+/// callback's errbacks, marks the rest of its chain not run, then marks the
+/// chord sent. Returns the report of the callback to an outer chord.
+async fn fail_callback(
+    backend: &ResultBackend,
+    later: &Later,
+    report: &Report,
+    progress: &ChordProgress,
+) -> Result<Vec<Report>, SettleError> {
+    let chord = &progress.chord;
+    let failed = chord.fired_by.as_deref().unwrap_or(&report.member.task_id);
+    let (kind, message) = report
+        .failure
+        .as_ref()
+        .map_or(("Failure", ""), |e| (e.kind.as_str(), e.message.as_str()));
+    let text = format!("Dependency {failed} raised {kind}({message:?})");
+    let error = task_error(TaskFailure::new("ChordError", text));
+    let after = After {
+        result: None,
+        parent_id: failed,
+        root_id: &report.root_id,
+    };
+    // What the callback would have sent: each of those fails without running.
+    let planned = serde_json::from_value::<Signature>(chord.callback.clone())
+        .ok()
+        .and_then(|sig| apply_after(sig, after, Vec::new()).ok());
+    let messages = match planned {
+        Some(applied) => applied.messages,
+        None => {
+            let mut msg = TaskMessage::new("celery.chord", Vec::new(), Default::default())
+                .with_id(chord.callback_id.clone());
+            msg.root_id = Some(report.root_id.clone());
+            vec![(msg, None)]
+        }
+    };
+    let mut outer = Vec::new();
+    for (msg, queue) in &messages {
+        let mut o = TaskOutcome::new(msg.id.clone(), msg.task.clone(), TaskState::Failure);
+        o.error = Some(error.clone());
+        (o.parent_id, o.root_id, o.group_id) = (
+            msg.parent_id.clone(),
+            msg.root_id.clone(),
+            msg.group.clone(),
+        );
+        o.done_at = Some(Utc::now());
+        let (reports, mut rows) = consequences(msg, TaskState::Failure, Some(&error));
+        rows.insert(0, o);
+        backend.store(rows).await?;
+        let queue = queue.as_deref().unwrap_or(&later.queue);
+        followup::on_failure(&later.publisher, msg, queue).await;
+        outer.extend(reports);
+    }
+    tracing::info!(chord = %chord.group_id, member = %failed, "chord failed: callback recorded FAILURE");
+    backend.mark_callback_sent(&chord.group_id).await?;
+    Ok(outer)
+}

@@ -1,0 +1,374 @@
+//! Chords (and the chains around them) run by workers, against the real
+//! RabbitMQ and each of SQLite, PostgreSQL and MariaDB: the callback runs
+//! exactly once with the members' results in order (counted by a side
+//! effect of the callback itself), with two workers taking members at once,
+//! a member retried, a member failing (the chord fails naming it, the
+//! callback's errback runs once), nested in a chain (T1 → (T2, T3) → T4),
+//! a failed chain's later steps marked not run, and a worker SIGKILLed in
+//! the middle of a chord.
+
+use celeriac::Client;
+use celeriac::canvas::{Canvas, TaskSig, TaskSignatures, chord, group};
+use celeriac_common::backend::ResultBackend;
+use celeriac_common::backend::chord::ChordState;
+use celeriac_common::diagnostics::{ECHO, Sleep};
+use celeriac_common::testing::process::{self, LoggedProcess};
+use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
+use celeriac_common::{Config, TaskDef, TaskState};
+use celeriac_worker::{TaskContext, TaskFailure, TaskOptions, Worker};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `test.collect(results)`: returns its argument; counts its runs by id.
+struct Collect;
+impl TaskDef for Collect {
+    const NAME: &'static str = "test.collect";
+    type Args = (Value,);
+    type Output = Value;
+}
+
+/// `test.tally(key)`: counts its runs by key.
+struct Tally;
+impl TaskDef for Tally {
+    const NAME: &'static str = "test.tally";
+    type Args = (String,);
+    type Output = ();
+}
+
+/// `test.flaky(key)`: fails (autoretried) on its first run per key, then
+/// returns the key.
+struct Flaky;
+impl TaskDef for Flaky {
+    const NAME: &'static str = "test.flaky";
+    type Args = (String,);
+    type Output = String;
+}
+
+static RUNS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+
+fn bump(key: &str) -> u32 {
+    let mut runs = RUNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = runs.entry(key.to_owned()).or_default();
+    *n += 1;
+    *n
+}
+
+fn runs(key: &str) -> u32 {
+    RUNS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(key)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn echo(args: Value) -> TaskSig {
+    let Value::Array(args) = args else {
+        panic!("args must be a list")
+    };
+    TaskSig::by_name(ECHO, args)
+}
+
+fn echoed(args: Value) -> Value {
+    json!({"args": args, "kwargs": {}})
+}
+
+struct Harness {
+    db: TestDatabase,
+    config: Config,
+    client: Client,
+    backend: ResultBackend,
+    stops: Vec<oneshot::Sender<()>>,
+    workers: Vec<tokio::task::JoinHandle<Result<(), celeriac_worker::WorkerError>>>,
+}
+
+/// Two in-process workers on one queue, so members of one chord finish on
+/// both, often at the same instant.
+async fn start(kind: DbKind) -> Harness {
+    let db = TestDatabase::create(kind).await.expect("db");
+    let config = testing::config(&db.url, &unique("chords"));
+    let (mut stops, mut workers) = (Vec::new(), Vec::new());
+    for n in 0..2 {
+        let mut config = config.clone();
+        config.hostname = format!("chords-{n}@test");
+        let flaky = TaskOptions {
+            autoretry_for: vec!["Flaky".to_owned()],
+            retry_delay: Duration::from_millis(50),
+            max_retries: Some(3),
+            ..TaskOptions::default()
+        };
+        let worker = Worker::builder(config)
+            .with_diagnostics()
+            .register::<Collect, _, _, _>(|ctx: TaskContext, (results,)| async move {
+                bump(&ctx.id);
+                Ok::<_, TaskFailure>(results)
+            })
+            .register::<Tally, _, _, _>(|_, (key,)| async move {
+                bump(&key);
+                Ok::<_, TaskFailure>(())
+            })
+            .register::<Flaky, _, _, _>(|_, (key,)| async move {
+                if bump(&format!("flaky-{key}")) == 1 {
+                    return Err(TaskFailure::new("Flaky", "first run fails"));
+                }
+                Ok(key)
+            })
+            .options(Flaky::NAME, flaky)
+            .build()
+            .await
+            .expect("build worker");
+        let (tx, rx) = oneshot::channel();
+        workers.push(tokio::spawn(worker.run_until(async move {
+            let _ = rx.await;
+        })));
+        stops.push(tx);
+    }
+    let backend = ResultBackend::connect(&db.url).await.expect("backend");
+    let client = Client::connect(config.clone()).await.expect("client");
+    Harness {
+        db,
+        config,
+        client,
+        backend,
+        stops,
+        workers,
+    }
+}
+
+impl Harness {
+    async fn stop(self) {
+        for tx in self.stops {
+            let _ = tx.send(());
+        }
+        for w in self.workers {
+            w.await.expect("join").expect("worker ran");
+        }
+        testing::cleanup(&self.config).await;
+        self.db.drop_database().await;
+    }
+
+    /// Waits until `id` has a final outcome, and returns its row.
+    async fn final_row(&self, id: &str) -> celeriac_common::backend::TaskRecord {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.backend.get(id).await.expect("read")
+                && r.state.is_ready()
+            {
+                return r;
+            }
+            assert!(start.elapsed() < WAIT, "{id} never finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Asserts `key` ran exactly once, also a moment later.
+async fn once(key: &str, what: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(runs(key), 1, "{what} ran {} times", runs(key));
+}
+
+/// Every chord primitive on one database.
+async fn chords_on(kind: DbKind) {
+    let h = start(kind).await;
+    let collect = || Collect::partial(());
+
+    // A chord of 24 members: the callback once, with the results in order.
+    let n = 24;
+    let fan = chord((0..n).map(|i| echo(json!([i]))), collect());
+    let res = h.client.send_workflow(&fan).await.expect("send chord");
+    let value = res.get(WAIT).await.expect("callback result");
+    let expected: Vec<Value> = (0..n).map(|i| echoed(json!([i]))).collect();
+    assert_eq!(value, Value::Array(expected), "results in header order");
+    once(res.id(), "the callback").await;
+    let header = res.parent().and_then(|p| p.as_group()).expect("header");
+    let row = h
+        .backend
+        .chord(header.id())
+        .await
+        .expect("read")
+        .expect("chord");
+    assert_eq!((row.state, row.done), (ChordState::Complete, n as u64));
+    assert!(row.callback_sent_at.is_some(), "marked sent");
+    let cb = h.backend.get(res.id()).await.expect("read").expect("row");
+    assert_eq!(
+        cb.parent_id.as_deref(),
+        row.fired_by.as_deref(),
+        "the callback's parent is the member that completed the chord"
+    );
+
+    // T1 → (T2, T3) → T4, as one expression.
+    let diamond = echo(json!([1])) | group([echo(json!([2])), echo(json!([3]))]) | collect();
+    let res = h
+        .client
+        .send_workflow(&diamond)
+        .await
+        .expect("send diamond");
+    let t1 = echoed(json!([1]));
+    assert_eq!(
+        res.get(WAIT).await.expect("T4"),
+        json!([echoed(json!([t1, 2])), echoed(json!([t1, 3]))])
+    );
+    once(res.id(), "T4").await;
+
+    // A member retried (autoretry) counts once.
+    let key = unique("k");
+    let retried = chord(
+        [
+            Flaky::s((format!("{key}-a"),)),
+            echo(json!([1])),
+            Flaky::s((format!("{key}-b"),)),
+        ],
+        collect(),
+    );
+    let res = h.client.send_workflow(&retried).await.expect("send");
+    assert_eq!(
+        res.get(WAIT).await.expect("callback after retries"),
+        json!([format!("{key}-a"), echoed(json!([1])), format!("{key}-b")])
+    );
+    assert_eq!(runs(&format!("flaky-{key}-a")), 2, "retried once");
+    once(res.id(), "the callback after retries").await;
+
+    // A failed member fails the chord, naming it; the errback runs once.
+    let tag = unique("errback");
+    let failing = chord(
+        [
+            echo(json!([0])),
+            TaskSig::by_name("celeriac.fail", vec![json!("boom")]),
+            echo(json!([2])),
+        ],
+        Canvas::from(collect()).link_error(Tally::si((tag.clone(),))),
+    );
+    let res = h.client.send_workflow(&failing).await.expect("send");
+    let row = h.final_row(res.id()).await;
+    assert_eq!(row.state, TaskState::Failure);
+    let err = row.error.expect("error");
+    let header = res.parent().and_then(|p| p.as_group()).expect("header");
+    let failed_id = &header.ids()[1];
+    assert_eq!(err.kind, "ChordError");
+    assert!(
+        err.message.contains(failed_id.as_str()) && err.message.contains("boom"),
+        "names the failed member: {}",
+        err.message
+    );
+    wait_for(|| runs(&tag) >= 1).await;
+    once(&tag, "the errback").await;
+    assert_eq!(runs(res.id()), 0, "the callback never ran");
+
+    // A failed chain step: the later steps are marked not run.
+    let stopped = echo(json!([1]))
+        | TaskSig::by_name("celeriac.fail", vec![json!("x")]).immutable()
+        | echo(json!([3]))
+        | echo(json!([4]));
+    let res = h.client.send_workflow(&stopped).await.expect("send");
+    let last = h.final_row(res.id()).await;
+    assert_eq!(last.state, TaskState::Revoked);
+    let why = last.error.expect("why");
+    assert_eq!(why.kind, "ChainAborted");
+    let step2 = res.parent().and_then(|p| p.parent()).expect("step 2");
+    assert!(why.message.contains(step2.id()), "{}", why.message);
+    let step3 = res.parent().expect("step 3");
+    assert_eq!(h.final_row(step3.id()).await.state, TaskState::Revoked);
+
+    h.stop().await;
+}
+
+async fn wait_for(cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "condition never met");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn chords_on_sqlite() {
+    chords_on(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn chords_on_postgres() {
+    chords_on(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn chords_on_mariadb() {
+    chords_on(DbKind::Mysql).await;
+}
+
+fn worker_process(config: &Config, name: &str) -> LoggedProcess {
+    process::spawn_worker(env!("CARGO_BIN_EXE_celeriac-worker"), config, name, &[])
+}
+
+/// Runs of `id` that finished in a worker's log.
+fn finished_runs(log: &str, id: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(id) && l.contains("succeeded"))
+        .count()
+}
+
+/// A worker SIGKILLed while members of a chord run: another worker takes
+/// the redelivered members; the callback runs exactly once (counted in
+/// both workers' logs: each run logs "succeeded" once).
+async fn sigkill_mid_chord(kind: DbKind) {
+    let db = TestDatabase::create(kind).await.expect("db");
+    let config = testing::config(&db.url, &unique("chord-kill"));
+    let client = Client::connect(config.clone()).await.expect("client");
+    let first = worker_process(&config, "chord-kill-a@test");
+    // Half the members finish at once, the others sleep through the kill.
+    let members = (0..8).map(|i| -> Canvas {
+        if i % 2 == 0 {
+            echo(json!([i])).into()
+        } else {
+            Sleep::s((1.5,)).into()
+        }
+    });
+    let res = client
+        .send_workflow(&chord(members, echo(json!(["done"]))))
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.signal("KILL");
+    let second = worker_process(&config, "chord-kill-b@test");
+    let value = res.get(WAIT).await.expect("callback result");
+    let results = value["args"][0].as_array().expect("results").len();
+    assert_eq!(results, 8, "{value}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs =
+        finished_runs(&first.log_text(), res.id()) + finished_runs(&second.log_text(), res.id());
+    assert_eq!(
+        runs,
+        1,
+        "the callback ran {runs} times:\n{}\n{}",
+        first.log_text(),
+        second.log_text()
+    );
+    let backend = ResultBackend::connect(&db.url).await.expect("backend");
+    let header = res.parent().expect("header").id().to_owned();
+    let row = backend.chord(&header).await.expect("read").expect("chord");
+    assert_eq!((row.state, row.done), (ChordState::Complete, 8));
+    let _ = second.terminate();
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn sigkill_mid_chord_on_sqlite() {
+    sigkill_mid_chord(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn sigkill_mid_chord_on_postgres() {
+    sigkill_mid_chord(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sigkill_mid_chord_on_mariadb() {
+    sigkill_mid_chord(DbKind::Mysql).await;
+}
