@@ -30,6 +30,7 @@
 //! recorded (FAILURE / REVOKED) and acked; the worker goes on.
 
 mod carry_out;
+mod consumers;
 mod context;
 mod control;
 mod deliver;
