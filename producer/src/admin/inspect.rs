@@ -181,21 +181,19 @@ impl Target {
         } else {
             print!("{}", human(&replies));
         }
-        let missing = missing(&ask.destination, &replies);
+        let within = self.timeout;
         if replies.is_empty() && silent_ok {
-            eprintln!(
-                "celeriac: {method} sent; no worker replied within {}s",
-                self.timeout
-            );
+            eprintln!("celeriac: {method} sent; no worker replied within {within}s");
             return Ok(ExitCode::SUCCESS);
         }
-        if replies.is_empty() {
-            eprintln!("celeriac: no workers replied within {}s", self.timeout);
-            return Ok(ExitCode::FAILURE);
-        }
+        let missing = missing(&ask.destination, &replies);
         if !missing.is_empty() {
             let names = missing.join(", ");
-            eprintln!("celeriac: no reply from {names} within {}s", self.timeout);
+            eprintln!("celeriac: no reply from {names} within {within}s");
+            return Ok(ExitCode::FAILURE);
+        }
+        if replies.is_empty() {
+            eprintln!("celeriac: no workers replied within {within}s");
             return Ok(ExitCode::FAILURE);
         }
         Ok(ExitCode::SUCCESS)
