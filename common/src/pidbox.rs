@@ -2,7 +2,9 @@
 //! (not durable) to which every worker binds its own exclusive queue
 //! `<hostname>.celery.pidbox`. celeriac uses it for `revoke`, so revokes sent
 //! by Python's `app.control.revoke(id)` reach Rust workers too, and the other
-//! way round.
+//! way round, and for `celeriac inspect` / `celeriac control`, whose replies
+//! come back on the direct exchange `reply.celery.pidbox` to a queue of the
+//! asking client's own.
 
 use crate::broker::{BrokerError, within};
 use futures_util::TryFutureExt;
@@ -15,6 +17,10 @@ use std::time::Duration;
 
 /// The broadcast exchange.
 pub const EXCHANGE: &str = "celery.pidbox";
+/// The exchange workers reply on (direct, not durable), as kombu names it.
+pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+/// kombu's `reply_queue_expires`: an unused reply queue is deleted after 10 s.
+const REPLY_QUEUE_EXPIRES_MS: i64 = 10_000;
 /// Celery's defaults for a worker's control queue: messages live 300 s, an
 /// unused queue is deleted after 10 s.
 const QUEUE_MESSAGE_TTL_MS: i64 = 300_000;
@@ -76,6 +82,105 @@ pub async fn declare_worker_queue(
     Ok(name)
 }
 
+/// Declares the reply exchange as kombu does (direct, not durable) and a
+/// private queue (exclusive, auto-deleted) bound to it with `routing_key`,
+/// where the replies to a request sent with that `reply_to` arrive; returns
+/// the queue's name. Each round trip waits at most `limit`.
+pub async fn declare_reply_queue(
+    channel: &Channel,
+    routing_key: &str,
+    limit: Duration,
+) -> Result<String, BrokerError> {
+    let opts = ExchangeDeclareOptions {
+        durable: false,
+        ..Default::default()
+    };
+    let declare = channel
+        .exchange_declare(
+            REPLY_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            opts,
+            FieldTable::default(),
+        )
+        .map_err(|source| BrokerError::Declare {
+            what: "exchange",
+            name: REPLY_EXCHANGE.to_owned(),
+            source,
+        });
+    within("exchange.declare", limit, declare).await?;
+    let name = format!("{routing_key}.{REPLY_EXCHANGE}");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
+    );
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let err = |source| BrokerError::Declare {
+        what: "queue",
+        name: name.clone(),
+        source,
+    };
+    let declare = channel.queue_declare(name.as_str().into(), opts, args);
+    within("queue.declare", limit, declare.map_err(err)).await?;
+    let bind = channel.queue_bind(
+        name.as_str().into(),
+        REPLY_EXCHANGE.into(),
+        routing_key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    within("queue.bind", limit, bind.map_err(err)).await?;
+    Ok(name)
+}
+
+/// A request broadcast to the workers, as Celery's `Mailbox` sends one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    /// The command (`ping`, `stats`, `rate_limit`, ...).
+    pub method: String,
+    /// Its keyword arguments (a JSON object).
+    pub arguments: Value,
+    /// The workers (host names) that act on it; empty for all.
+    pub destination: Vec<String>,
+    /// Where replies go: a ticket and a routing key on [`REPLY_EXCHANGE`];
+    /// `None` when no reply is wanted.
+    pub reply: Option<(String, String)>,
+    /// Unix time after which workers drop it; `None` for never.
+    pub expires: Option<f64>,
+}
+
+impl Broadcast {
+    /// The body and headers (`clock`, `expires`) to publish to [`EXCHANGE`].
+    pub fn message(&self) -> (Vec<u8>, FieldTable) {
+        let destination = match self.destination.as_slice() {
+            [] => Value::Null,
+            hosts => json!(hosts),
+        };
+        let mut body = json!({
+            "method": self.method,
+            "arguments": self.arguments,
+            "destination": destination, "pattern": null, "matcher": null,
+        });
+        if let (Some((ticket, routing_key)), Value::Object(map)) = (&self.reply, &mut body) {
+            map.insert("ticket".into(), json!(ticket));
+            let to = json!({"exchange": REPLY_EXCHANGE, "routing_key": routing_key});
+            map.insert("reply_to".into(), to);
+        }
+        let mut headers = FieldTable::default();
+        headers.insert("clock".into(), AMQPValue::LongLongInt(0));
+        let expires = match self.expires {
+            Some(at) => AMQPValue::Double(at),
+            None => AMQPValue::LongLongInt(0),
+        };
+        headers.insert("expires".into(), expires);
+        (body.to_string().into_bytes(), headers)
+    }
+}
+
 /// A control command a worker acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
@@ -132,15 +237,14 @@ pub fn parse(body: &[u8], hostname: &str) -> Option<Control> {
 
 /// The body and headers of a `revoke` broadcast, as Celery's client sends it.
 pub fn revoke_message(ids: &[String], terminate: bool) -> (Vec<u8>, FieldTable) {
-    let body = json!({
-        "method": "revoke",
-        "arguments": {"task_id": ids, "terminate": terminate, "signal": "SIGTERM"},
-        "destination": null, "pattern": null, "matcher": null,
-    });
-    let mut headers = FieldTable::default();
-    headers.insert("clock".into(), AMQPValue::LongLongInt(0));
-    headers.insert("expires".into(), AMQPValue::LongLongInt(0));
-    (body.to_string().into_bytes(), headers)
+    Broadcast {
+        method: "revoke".into(),
+        arguments: json!({"task_id": ids, "terminate": terminate, "signal": "SIGTERM"}),
+        destination: Vec::new(),
+        reply: None,
+        expires: None,
+    }
+    .message()
 }
 
 #[cfg(test)]
@@ -171,5 +275,32 @@ mod tests {
             Some(Control::Other("ping".into()))
         );
         assert_eq!(parse(b"nope", "w1"), None);
+    }
+
+    #[test]
+    fn broadcasts_are_built_as_celery_sends_them() {
+        let request = Broadcast {
+            method: "ping".into(),
+            arguments: json!({}),
+            destination: vec!["w1".into()],
+            reply: Some(("t-1".into(), "key".into())),
+            expires: Some(12.5),
+        };
+        let (body, headers) = request.message();
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            body,
+            json!({"method": "ping", "arguments": {}, "destination": ["w1"],
+                   "pattern": null, "matcher": null, "ticket": "t-1",
+                   "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "key"}})
+        );
+        assert_eq!(
+            headers.inner().get("expires"),
+            Some(&AMQPValue::Double(12.5))
+        );
+        let (body, _) = revoke_message(&["a".into()], false);
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["destination"], Value::Null);
+        assert!(body.get("reply_to").is_none());
     }
 }

@@ -2,6 +2,7 @@
 //! results, purge queues, inspect and replay the dead-letter queue, check
 //! a worker's or beat's health, run migrations.
 
+mod admin;
 mod health;
 
 use celeriac::{ApplyOptions, Client, ClientError, ResultError};
@@ -99,6 +100,12 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Ask workers (celeriac's or Celery's) what they run and hold: ping, stats, active, ...
+    Inspect(admin::inspect::InspectArgs),
+    /// Change workers at run time: rate and time limits, queues consumed, events, shutdown.
+    Control(admin::inspect::ControlArgs),
+    /// Print Celery's events as they happen (tail -f style) until Ctrl-C.
+    Events(admin::events::EventsArgs),
     /// Create or upgrade every table celeriac uses (results and beat).
     Migrate {
         #[command(flatten)]
@@ -140,6 +147,8 @@ enum CliError {
     Runtime(#[source] std::io::Error),
     #[error("cannot print JSON")]
     Json(#[source] serde_json::Error),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 fn main() -> ExitCode {
@@ -301,6 +310,9 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             backend.apply(&mut config);
             Ok(health::check(of, hostname, &config).await?)
         }
+        Command::Inspect(args) => Ok(args.run(&config).await?),
+        Command::Control(args) => Ok(args.run(&config).await?),
+        Command::Events(args) => Ok(args.run(&config).await?),
         Command::Migrate { backend } => {
             backend.apply(&mut config);
             let backend = ResultBackend::connect(&config.result_backend).await?;

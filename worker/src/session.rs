@@ -3,6 +3,7 @@
 //! the loop handing each delivery to a task of its own.
 
 use crate::carry_out::{Handling, give_back};
+use crate::consumers::{Added, Live, consumer_tag};
 use crate::control;
 use crate::deliver;
 use crate::events;
@@ -18,7 +19,6 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,130 +32,9 @@ pub(crate) struct Session {
     publisher: Arc<Publisher>,
     live: Arc<Live>,
     /// Consumers added by remote control, for the consume loop to take in.
-    added: Mutex<Option<mpsc::UnboundedReceiver<(String, lapin::Consumer)>>>,
+    added: Mutex<Option<mpsc::UnboundedReceiver<Added>>>,
     control: lapin::Consumer,
     window: Arc<AckWindow>,
-}
-
-/// A session's consumers as remote control sees and changes them
-/// (`active_queues`, `add_consumer`, `cancel_consumer`).
-pub(crate) struct Live {
-    pub(crate) connection: Arc<Connection>,
-    channel: Channel,
-    consumers: Mutex<Vec<(String, lapin::Consumer)>>,
-    /// Queues whose consumer remote control cancelled: their end does not
-    /// end the session.
-    cancelled: Mutex<HashSet<String>>,
-    added: mpsc::UnboundedSender<(String, lapin::Consumer)>,
-}
-
-impl Live {
-    fn consumers(&self) -> Vec<(String, lapin::Consumer)> {
-        self.consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The queues consumed.
-    pub(crate) fn queues(&self) -> Vec<String> {
-        self.consumers().into_iter().map(|(q, _)| q).collect()
-    }
-
-    /// Declares `queue` (on a channel of its own: a refused declaration
-    /// closes that one only) and starts consuming it.
-    pub(crate) async fn add_consumer(&self, shared: &Shared, queue: &str) -> Value {
-        if self.queues().iter().any(|q| q == queue) {
-            let quoted = crate::pyrepr::repr_str(queue);
-            return serde_json::json!({"ok": format!("already consuming from {quoted}")});
-        }
-        let config = &shared.config;
-        let limit = config.connect_timeout();
-        let declared = async {
-            let channel =
-                broker::bounded("channel.open", limit, self.connection.create_channel()).await?;
-            let done = async {
-                broker::declare_task_queue(&channel, queue, config).await?;
-                delay::bind_queue(&channel, config, queue).await
-            }
-            .await;
-            let _ = channel.close(200, "declared".into()).await;
-            done
-        };
-        if let Err(e) = declared.await {
-            tracing::warn!(queue, error = %e, "add_consumer: cannot declare the queue");
-            return serde_json::json!({"error": format!("cannot declare queue {queue}: {e}")});
-        }
-        let tag = consumer_tag(&config.hostname, queue);
-        let consume = self.channel.basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        );
-        let consumer = match broker::bounded("basic.consume", limit, consume).await {
-            Ok(c) => c,
-            Err(e) => return serde_json::json!({"error": format!("cannot consume {queue}: {e}")}),
-        };
-        self.consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((queue.to_owned(), consumer.clone()));
-        let _ = self.added.send((queue.to_owned(), consumer));
-        let mut queues = shared.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        if !queues.iter().any(|q| q == queue) {
-            queues.push(queue.to_owned());
-        }
-        tracing::info!(queue, "started consuming (remote control)");
-        serde_json::json!({"ok": format!("add consumer {queue}")})
-    }
-
-    /// Stops consuming `queue`; deliveries already received still run.
-    pub(crate) async fn cancel_consumer(&self, shared: &Shared, queue: &str) -> Value {
-        let found: Vec<lapin::Consumer> = {
-            let mut consumers = self
-                .consumers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let (gone, kept) = consumers.drain(..).partition(|(q, _)| q == queue);
-            *consumers = kept;
-            gone.into_iter().map(|(_, c)| c).collect::<Vec<_>>()
-        };
-        shared
-            .queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|q| q != queue);
-        if !found.is_empty() {
-            self.cancelled
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(queue.to_owned());
-        }
-        for consumer in found {
-            if let Err(e) = self
-                .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await
-            {
-                tracing::warn!(queue, error = %e, "cancel_consumer: basic.cancel failed");
-            }
-        }
-        tracing::info!(queue, "stopped consuming (remote control)");
-        serde_json::json!({"ok": format!("no longer consuming from {queue}")})
-    }
-
-    /// Whether remote control cancelled `queue`'s consumer (once).
-    fn was_cancelled(&self, queue: &str) -> bool {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(queue)
-    }
-}
-
-fn consumer_tag(hostname: &str, queue: &str) -> String {
-    format!("{hostname}.{queue}.{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Session {
@@ -200,7 +79,8 @@ impl Session {
         match tokio::time::timeout(limit, events::declare(&ev)).await {
             Ok(Ok(())) => shared.events.attach(ev),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot declare the celeryev exchange; events are dropped")
+                let why = "cannot declare the celeryev exchange; events are dropped";
+                tracing::warn!(error = %e, "{why}")
             }
             Err(_) => {
                 tracing::warn!("declaring the celeryev exchange timed out; events are dropped")
@@ -226,14 +106,7 @@ impl Session {
         let connection = Arc::new(connection);
         let ready: HashSet<String> = queues.iter().cloned().collect();
         let publisher = Publisher::new(publisher, connection.clone(), config.clone(), ready);
-        let (added_tx, added_rx) = mpsc::unbounded_channel();
-        let live = Live {
-            connection: connection.clone(),
-            channel: channel.clone(),
-            consumers: Mutex::new(consumers),
-            cancelled: Mutex::new(HashSet::new()),
-            added: added_tx,
-        };
+        let (live, added_rx) = Live::new(connection.clone(), channel.clone(), consumers);
         Ok(Session {
             connection,
             channel,
