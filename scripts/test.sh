@@ -32,4 +32,12 @@ if ! quickstart=$(scripts/quickstart.sh 2>&1) || ! grep -q "all done" <<<"$quick
   echo "scripts/test.sh: the quickstart did not finish" >&2
   exit 1
 fi
+# So is the workflow example (T1 → (T2, T3) → T4 against a worker).
+if ! workflow=$(cargo run -q --locked -p celeriac-examples --example workflow 2>&1) ||
+  ! grep -q "stored 2 thumbnails" <<<"$workflow"; then
+  echo "$workflow"
+  echo "scripts/test.sh: examples/workflow.rs did not finish" >&2
+  exit 1
+fi
+rm -f celeriac-workflow.db celeriac-workflow.db-shm celeriac-workflow.db-wal
 echo "scripts/test.sh: all passed"
