@@ -42,94 +42,34 @@
 //! error, Ctrl-C or SIGTERM (best effort). A worker that exits mid-run ends
 //! the run at once.
 
+mod args;
 mod database;
+mod latency;
 mod reference;
 mod report;
+mod round;
 pub(crate) mod worker;
+
+pub(crate) use args::BenchArgs;
 
 use crate::cleanup::delete_queues;
 use crate::error::{BenchError, err};
 use crate::procfs;
-use crate::stats::{Samples, median};
-use celeriac::{ApplyOptions, Client};
+use crate::stats::median;
+use args::check_args;
+use celeriac::Client;
 use celeriac_common::backend::ResultBackend;
-use celeriac_common::backend::entity::{Column, Entity};
 use celeriac_common::shutdown::{StopSignal, stop_signal};
 use celeriac_common::{Config, TaskMessage, broker};
-use chrono::{DateTime, Utc};
 use database::{Results, ThrowAway};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use latency::measure_latency;
 use report::{Latency, Report, Round};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use serde_json::{Map, Value, json};
-use std::path::PathBuf;
+use round::Throughput;
+use serde_json::{Map, Value};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use worker::{WorkerProc, WorkerSpec};
-
-/// Measure throughput, latency and worker footprint against the configured
-/// RabbitMQ, next to a plain lapin reference loop.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct BenchArgs {
-    /// No-op tasks in the throughput run (and messages in the reference loop).
-    #[arg(long, default_value_t = 20_000)]
-    tasks: u64,
-    /// Concurrent producers; each waits for its publish confirm before the next.
-    #[arg(long, default_value_t = 128)]
-    producers: u64,
-    /// Worker concurrency (tasks at once).
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Worker prefetch = concurrency × this.
-    #[arg(long, default_value_t = 8)]
-    prefetch_multiplier: usize,
-    /// Result backend for the throughput run: a throw-away database made for the bench.
-    #[arg(long, value_enum, default_value_t = Results::None)]
-    results: Results,
-    /// Bytes of payload per task (one string argument); 0 sends no arguments.
-    #[arg(long, default_value_t = 0)]
-    payload: usize,
-    /// Tasks per second in the latency run.
-    #[arg(long, default_value_t = 500.0)]
-    rate: f64,
-    /// Tasks in the latency run (0 skips it).
-    #[arg(long, default_value_t = 2_000)]
-    latency_tasks: u64,
-    /// Warm-up tasks through the worker before the measured run.
-    #[arg(long, default_value_t = 1_000)]
-    warmup: u64,
-    /// Rounds of reference + throughput, in turn; the figures are medians.
-    #[arg(long, default_value_t = 1)]
-    rounds: u32,
-    /// Print the figures as one JSON object on the last line.
-    #[arg(long)]
-    json: bool,
-    /// PostgreSQL server on which `--results postgres` creates (and drops) its database.
-    #[arg(
-        long,
-        env = "CELERIAC_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
-        hide_env_values = true
-    )]
-    postgres_url: String,
-    /// MySQL / MariaDB server on which `--results mysql` creates (and drops) its database.
-    #[arg(
-        long,
-        env = "CELERIAC_BENCH_MYSQL_URL",
-        default_value = "mysql://root@127.0.0.1:3306/test",
-        hide_env_values = true
-    )]
-    mysql_url: String,
-    /// The celeriac-worker binary [default: next to this executable].
-    #[arg(long, env = "CELERIAC_BENCH_WORKER")]
-    worker_bin: Option<PathBuf>,
-    /// Seconds any one phase may take before the bench gives up.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
-}
 
 /// Everything the bench created, for the cleanup.
 #[derive(Default)]
@@ -196,26 +136,6 @@ pub(crate) async fn run(args: BenchArgs, config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
-    let bad = |m: &str| Err(BenchError::new(m.to_owned()));
-    if args.tasks == 0 {
-        return bad("--tasks must be at least 1");
-    }
-    if args.producers == 0 {
-        return bad("--producers must be at least 1");
-    }
-    if args.concurrency == 0 || args.prefetch_multiplier == 0 {
-        return bad("--concurrency and --prefetch-multiplier must be at least 1");
-    }
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        return bad("--rate must be a positive number of tasks per second");
-    }
-    if args.rounds == 0 {
-        return bad("--rounds must be at least 1");
-    }
-    Ok(())
 }
 
 async fn measure(
@@ -424,153 +344,11 @@ async fn measure(
     })
 }
 
-/// What every throughput round shares.
-struct Throughput<'a> {
-    args: &'a BenchArgs,
-    client: &'a Client,
-    monitor: &'a lapin::Channel,
-    prefetch: u16,
-    task_args: &'a [Value],
-    backend_url: &'a str,
-    broker_pid: Option<u32>,
-    timeout: Duration,
-}
-
-impl Throughput<'_> {
-    /// Starts a worker on `spec.queue`, warms it up, times `--tasks` tasks
-    /// through it and kills it (the reference figures are left at 0).
-    async fn run(&self, res: &mut Resources, spec: &WorkerSpec<'_>) -> Result<Round, BenchError> {
-        let (args, client, queue, timeout) = (self.args, self.client, spec.queue, self.timeout);
-        res.workers
-            .push(Some(WorkerProc::spawn(spec, timeout).await?));
-        let w1 = res.workers.len() - 1;
-        // Let start-up allocations settle before reading the idle footprint.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let worker_idle_rss_mb = worker_mut(res, w1)?.rss_mb();
-
-        if args.warmup > 0 {
-            let warmup = async {
-                publish_tasks(client, queue, args.warmup, args.producers, self.task_args).await?;
-                wait_ready_empty(self.monitor, queue, timeout).await
-            };
-            while_running(worker_mut(res, w1)?, warmup).await?;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-
-        let cpu_before = worker_mut(res, w1)?.cpu_seconds();
-        let broker_cpu_before = self.broker_pid.and_then(procfs::cpu_seconds);
-        let bench_cpu_before = procfs::cpu_seconds(std::process::id());
-        let start = Instant::now();
-        let timed = async {
-            publish_tasks(client, queue, args.tasks, args.producers, self.task_args).await?;
-            let published = Instant::now();
-            // The markers: tasks that stay unacknowledged and fill the worker's
-            // prefetch window once every task before them is acknowledged (see the
-            // module docs).
-            let marker_secs = timeout.as_secs_f64() + 60.0;
-            let markers = (0..self.prefetch).map(|_| {
-                client.send_task(
-                    "celeriac.sleep",
-                    vec![json!(marker_secs)],
-                    Map::new(),
-                    ApplyOptions::new().queue(queue.to_owned()),
-                )
-            });
-            for sent in futures_util::future::join_all(markers).await {
-                sent.map_err(err("cannot publish a marker"))?;
-            }
-            wait_ready_empty(self.monitor, queue, timeout).await?;
-            Ok(published)
-        };
-        let published = while_running(worker_mut(res, w1)?, timed).await?;
-        let done = Instant::now();
-        let w = worker_mut(res, w1)?;
-        let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
-        let worker_cpu_s = delta(cpu_before, w.cpu_seconds());
-        let worker_peak_rss_mb = w.peak_rss_mb();
-        let broker_cpu_s = delta(
-            broker_cpu_before,
-            self.broker_pid.and_then(procfs::cpu_seconds),
-        );
-        let bench_cpu_s = delta(bench_cpu_before, procfs::cpu_seconds(std::process::id()));
-        if args.results != Results::None {
-            let backend = ResultBackend::connect(self.backend_url)
-                .await
-                .map_err(err("cannot open the result backend"))?;
-            let stored = Entity::find()
-                .filter(Column::Queue.eq(queue))
-                .filter(Column::State.eq("SUCCESS"))
-                .count(backend.connection())
-                .await
-                .map_err(err("cannot count stored outcomes"))?;
-            let _ = backend.connection().clone().close().await;
-            let want = args.tasks + args.warmup;
-            if stored != want {
-                return Err(BenchError::new(format!(
-                    "the queue drained but {stored} outcomes are stored, not {want}: completion detection is unsound with this worker"
-                )));
-            }
-        }
-        // Its markers sleep: no warm shutdown.
-        res.kill_worker(w1).await;
-        Ok(Round {
-            queue: queue.to_owned(),
-            publish_per_s: args.tasks as f64 / (published - start).as_secs_f64(),
-            e2e_per_s: args.tasks as f64 / (done - start).as_secs_f64(),
-            e2e_s: (done - start).as_secs_f64(),
-            worker_idle_rss_mb,
-            worker_peak_rss_mb,
-            worker_cpu_s,
-            broker_cpu_s,
-            bench_cpu_s,
-            ..Round::default()
-        })
-    }
-}
-
 fn worker_mut(res: &mut Resources, index: usize) -> Result<&mut WorkerProc, BenchError> {
     res.workers
         .get_mut(index)
         .and_then(Option::as_mut)
         .ok_or_else(|| BenchError::new("the bench worker is gone"))
-}
-
-/// Publishes `n` no-op tasks to `queue` from `producers` concurrent callers
-/// sharing `client`.
-async fn publish_tasks(
-    client: &Client,
-    queue: &str,
-    n: u64,
-    producers: u64,
-    task_args: &[Value],
-) -> Result<(), BenchError> {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut handles = Vec::new();
-    for _ in 0..producers.min(n) {
-        let client = client.clone();
-        let next = next.clone();
-        let queue = queue.to_owned();
-        let task_args = task_args.to_vec();
-        handles.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                client
-                    .send_task(
-                        "celeriac.noop",
-                        task_args.clone(),
-                        Map::new(),
-                        ApplyOptions::new().queue(queue.clone()),
-                    )
-                    .await
-                    .map_err(err("publish failed"))?;
-            }
-            Ok::<(), BenchError>(())
-        }));
-    }
-    for h in handles {
-        h.await
-            .map_err(|e| BenchError::new(format!("producer: {e}")))??;
-    }
-    Ok(())
 }
 
 /// Runs `phase` unless the worker it needs exits first.
@@ -582,117 +360,6 @@ async fn while_running<T>(
         r = phase => r,
         e = worker.exited() => Err(e),
     }
-}
-
-/// Waits until `queue` has no ready message (passive `queue.declare`).
-async fn wait_ready_empty(
-    channel: &lapin::Channel,
-    queue: &str,
-    timeout: Duration,
-) -> Result<(), BenchError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(err("queue.declare (passive)"))?;
-        if q.message_count() == 0 {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(BenchError::new(format!(
-                "{} messages still waiting in {queue} after {timeout:?}; is the worker consuming?",
-                q.message_count()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn measure_latency(
-    client: &Client,
-    backend: &ResultBackend,
-    queue: &str,
-    n: u64,
-    rate: f64,
-    task_args: &[Value],
-    timeout: Duration,
-) -> Result<Latency, BenchError> {
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut sent: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(n as usize);
-    let start = tokio::time::Instant::now();
-    for i in 0..n {
-        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
-        let id = uuid::Uuid::new_v4().to_string();
-        let at = Utc::now();
-        client
-            .send_task(
-                "celeriac.noop",
-                task_args.to_vec(),
-                Map::new(),
-                ApplyOptions::new().queue(queue.to_owned()).task_id(&id),
-            )
-            .await
-            .map_err(err("publish failed"))?;
-        sent.push((id, at));
-    }
-    let db = backend.connection();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let done = Entity::find()
-            .filter(Column::Queue.eq(queue))
-            .filter(Column::State.eq("SUCCESS"))
-            .count(db)
-            .await
-            .map_err(err("cannot count stored outcomes"))?;
-        if done >= n {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(BenchError::new(format!(
-                "latency run: {done} of {n} tasks done after {timeout:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let rows = Entity::find()
-        .filter(Column::Queue.eq(queue))
-        .all(db)
-        .await
-        .map_err(err("cannot read stored outcomes"))?;
-    let started: std::collections::HashMap<String, DateTime<Utc>> = rows
-        .into_iter()
-        .filter_map(|m| m.started_at.map(|s| (m.task_id, s)))
-        .collect();
-    let ms: Vec<f64> = sent
-        .iter()
-        .filter_map(|(id, at)| started.get(id).map(|s| *s - *at))
-        .map(|d| d.num_nanoseconds().map_or(f64::MAX, |n| n as f64 / 1e6))
-        .collect();
-    if ms.len() as u64 != n {
-        return Err(BenchError::new(format!(
-            "latency run: started_at known for {} of {n} tasks",
-            ms.len()
-        )));
-    }
-    let ms = Samples::new(ms);
-    let figure = |v: Option<f64>| v.unwrap_or(f64::NAN);
-    Ok(Latency {
-        tasks: ms.len(),
-        rate,
-        backend: Results::None,
-        p50_ms: figure(ms.percentile(50.0)),
-        p99_ms: figure(ms.percentile(99.0)),
-        max_ms: figure(ms.max()),
-        mean_ms: figure(ms.mean()),
-    })
 }
 
 /// Whether the broker URL points at this machine.

@@ -12,7 +12,6 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use uuid::Uuid;
 
 use crate::firing::dispatch::{run_now_task_id, task_id};
 use crate::firing::entry_def::EntryDef;
@@ -22,6 +21,8 @@ use crate::firing::run_state::RunState;
 use crate::firing::slot::Slot;
 use crate::schedule::entry::{Entry, Firing, Source};
 use crate::trigger::{Calendars, Schedule, Trigger, TriggerError};
+
+mod report;
 
 type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
 
@@ -310,13 +311,6 @@ impl Scheduler {
         out
     }
 
-    /// The runs planned for `name` are settled (sent, failed or held):
-    /// recomputes its wake-up. Returns `true` if it has just run out of fire times.
-    pub fn finish(&mut self, name: &str) -> bool {
-        self.in_flight.remove(name);
-        self.reschedule(name)
-    }
-
     /// Recomputes `name`'s next fire time and wake-up. Returns `true` if the
     /// entry has just run out of fire times.
     pub fn reschedule(&mut self, name: &str) -> bool {
@@ -363,59 +357,5 @@ impl Scheduler {
             .filter(|Reverse((_, n, g))| slots.get(n).is_some_and(|s| s.epoch == *g))
             .collect();
         self.heap = BinaryHeap::from(items);
-    }
-
-    /// Run states changed since the last call, to persist.
-    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, RunState)> {
-        let names: Vec<Arc<str>> = self.dirty.drain().collect();
-        names
-            .into_iter()
-            .filter_map(|n| self.slots.get(&n).map(|s| (n.clone(), s.state.clone())))
-            .collect()
-    }
-
-    /// Marks states as needing a write again (after a failed write).
-    pub fn mark_dirty(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
-        self.dirty.extend(names);
-    }
-
-    /// A planned run was not sent because `max_instances` runs are unfinished.
-    pub fn hold(&mut self, name: &str) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.hold();
-            self.dirty.insert(Arc::from(name));
-        }
-    }
-
-    /// A run (scheduled at `at`, or a run-now request if `run_now`) was
-    /// confirmed by the broker at `sent_at`.
-    pub fn sent(
-        &mut self,
-        name: &str,
-        at: DateTime<Utc>,
-        id: Uuid,
-        run_now: bool,
-        sent_at: DateTime<Utc>,
-    ) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.sent(at, id, run_now, sent_at);
-            self.dirty.insert(Arc::from(name));
-        }
-    }
-
-    /// Sending failed (broker or database); retry later with backoff.
-    pub fn send_failed(&mut self, name: &str, now: DateTime<Utc>) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.send_failed(now);
-        }
-    }
-
-    /// Keeps only the recent runs of `name` that are still unfinished.
-    pub fn set_unfinished(&mut self, name: &str, unfinished: &HashSet<Uuid>) {
-        if let Some(slot) = self.slots.get_mut(name)
-            && slot.set_unfinished(unfinished)
-        {
-            self.dirty.insert(Arc::from(name));
-        }
     }
 }

@@ -53,19 +53,23 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
 
 use crate::schedule::entry::{
     Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs,
 };
-use crate::schedule::holidays::{CalendarDay, LABEL_MAX_LEN, to_calendars};
-use crate::schedule::ics;
+use crate::schedule::holidays::{CalendarDay, to_calendars};
 use crate::schedule::trigger_input::TriggerInput;
-use crate::trigger::{Calendars, DateRange, TriggerError, suggest, validate_calendar_name};
+use crate::trigger::{Calendars, TriggerError, suggest};
+
+mod calendars;
+mod reload;
+
+use calendars::calendar_table;
+pub(crate) use calendars::truncate;
+pub use reload::watch;
 
 /// Keys an entry table accepts.
 const KEYS: [&str; 24] = [
@@ -322,112 +326,6 @@ pub fn parse(text: &str, path: &Path) -> Result<ScheduleFile, FileError> {
     })
 }
 
-/// The days of one `[calendars.NAME]` table.
-fn calendar_table(
-    name: &str,
-    value: &toml::Value,
-    path: &Path,
-) -> Result<Vec<CalendarDay>, TriggerError> {
-    validate_calendar_name(name)?;
-    let toml::Value::Table(t) = value else {
-        return Err(TriggerError::invalid(
-            "calendar",
-            "must be a table with dates and/or ics",
-        ));
-    };
-    if let Some(key) = t.keys().find(|k| *k != "dates" && *k != "ics") {
-        let hint = suggest(key, ["dates", "ics"])
-            .map(|s| format!(", did you mean \"{s}\"?"))
-            .unwrap_or_default();
-        return Err(TriggerError::invalid(
-            "calendar",
-            format!("unknown key \"{key}\"{hint} (expected dates and/or ics)"),
-        ));
-    }
-    let day = |range: DateRange, label: Option<String>| CalendarDay {
-        calendar: name.to_owned(),
-        range,
-        label,
-        source: Source::File,
-    };
-    let mut days = Vec::new();
-    for item in t.get("dates").map(as_list).unwrap_or_default() {
-        days.push(match item {
-            toml::Value::String(s) => day(DateRange::parse(s)?, None),
-            toml::Value::Datetime(d) => day(DateRange::parse(&d.to_string())?, None),
-            toml::Value::Table(d) => {
-                let text = |key: &str| match d.get(key) {
-                    Some(toml::Value::String(s)) => Some(s.clone()),
-                    Some(toml::Value::Datetime(v)) => Some(v.to_string()),
-                    _ => None,
-                };
-                if let Some(key) = d.keys().find(|k| !["date", "to", "label"].contains(&k.as_str())) {
-                    return Err(TriggerError::invalid(
-                        "dates",
-                        format!("unknown key \"{key}\" (expected date, to and label)"),
-                    ));
-                }
-                let from = text("date").ok_or_else(|| {
-                    TriggerError::invalid("dates", "a table needs date = \"YYYY-MM-DD\"")
-                })?;
-                let range = match text("to") {
-                    Some(to) => DateRange::parse(&format!("{from}..{to}"))?,
-                    None => DateRange::parse(&from)?,
-                };
-                day(range, text("label").map(|l| truncate(&l)))
-            }
-            other => {
-                return Err(TriggerError::invalid(
-                    "dates",
-                    format!("expected \"YYYY-MM-DD\", \"YYYY-MM-DD..YYYY-MM-DD\" or a table, got {other}"),
-                ));
-            }
-        });
-    }
-    for item in t.get("ics").map(as_list).unwrap_or_default() {
-        let toml::Value::String(file) = item else {
-            return Err(TriggerError::invalid("ics", "expected a file path"));
-        };
-        let full = path.parent().unwrap_or(Path::new(".")).join(file);
-        let text = std::fs::read_to_string(&full).map_err(|e| {
-            TriggerError::invalid("ics", format!("cannot read {}: {e}", full.display()))
-        })?;
-        let read = ics::read(&text)
-            .map_err(|e| TriggerError::invalid("ics", format!("{}: {e}", full.display())))?;
-        for warning in &read.warnings {
-            tracing::warn!(calendar = %name, file = %full.display(), "{warning}");
-        }
-        days.extend(
-            read.dates
-                .into_iter()
-                .map(|(range, label)| day(range, label.map(|l| truncate(&l)))),
-        );
-    }
-    if days.is_empty() {
-        return Err(TriggerError::invalid(
-            "calendar",
-            "has no dates (give dates and/or ics)",
-        ));
-    }
-    Ok(days)
-}
-
-fn as_list(value: &toml::Value) -> Vec<&toml::Value> {
-    match value {
-        toml::Value::Array(items) => items.iter().collect(),
-        one => vec![one],
-    }
-}
-
-/// A label cut to [`LABEL_MAX_LEN`] bytes (on a character boundary).
-pub(crate) fn truncate(label: &str) -> String {
-    let mut end = label.len().min(LABEL_MAX_LEN);
-    while !label.is_char_boundary(end) {
-        end -= 1;
-    }
-    label[..end].to_owned()
-}
-
 fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
     let input = TriggerInput {
         cron: raw.cron,
@@ -469,128 +367,5 @@ fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
     Ok(entry)
 }
 
-fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// Watches `path`: sends its entries and calendars whenever it changes
-/// (checked every second) or on SIGHUP, until `shutdown` turns true. A file
-/// that does not parse is logged and nothing is sent.
-pub async fn watch(
-    path: PathBuf,
-    tx: mpsc::Sender<ScheduleFile>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last = fingerprint(&path);
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; the schedule file is still watched"))
-        .ok();
-    loop {
-        let forced = tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let now = fingerprint(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
-        match load(&path) {
-            Ok(file) => {
-                tracing::info!(path = %path.display(), entries = file.entries.len(), calendar_dates = file.calendar_days.len(), "schedule file reloaded");
-                if tx.send(file).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::error!(
-                "schedule file not reloaded, the previous entries stay in force: {}",
-                celeriac_common::cli::one_line(&e)
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        celeriac_common::cli::one_line(
-            &parse(text, Path::new("s.toml"))
-                .map(|_| ())
-                .expect_err("should fail"),
-        )
-    }
-
-    #[test]
-    fn parses_every_trigger_kind() {
-        let text = r#"
-[entries.a]
-task = "t.a"
-cron = "0 3 * * *"
-timezone = "Europe/Berlin"
-kwargs = { format = "pdf" }
-expires = "1h"
-
-[entries.b]
-task = "t.b"
-every = "10s"
-misfire_grace_time = "unlimited"
-coalesce = false
-max_instances = 2
-
-[entries.c]
-task = "t.c"
-fields = { day = "last fri", hour = 6 }
-
-[entries.d]
-task = "t.d"
-at = 2030-01-01T00:00:00Z
-
-[entries.e]
-task = "t.e"
-trigger = { type = "interval", minutes = 5 }
-start_date = "2024-01-01"
-enabled = false
-description = "every five minutes, paused"
-"#;
-        let entries = parse(text, Path::new("s.toml")).expect("parses").entries;
-        assert_eq!(entries.len(), 5);
-        assert_eq!(entries[0].options.expires_secs, Some(3600.0));
-        assert_eq!(entries[1].firing.misfire_grace, Some(Grace::Unlimited));
-        assert_eq!(entries[1].firing.max_instances, Some(2));
-        assert!(!entries[4].enabled);
-        assert_eq!(
-            entries[4].description.as_deref(),
-            Some("every five minutes, paused")
-        );
-        assert_eq!(entries[0].description, None);
-        assert!(entries.iter().all(|e| e.source == Source::File));
-    }
-
-    #[test]
-    fn errors_are_one_line_with_the_entry_and_field() {
-        assert_eq!(
-            err("[entries.a]\ntask = \"t\"\ncron = \"61 * * * *\"\n"),
-            "schedule file s.toml: entry \"a\": minute: value 61 out of range 0-59"
-        );
-        assert_eq!(
-            err("[entries.a]\ntask = \"t\"\ncrn = \"* * * * *\"\n"),
-            "schedule file s.toml: entry \"a\": key: unknown key \"crn\", did you mean \"cron\"?"
-        );
-        assert!(err("[entries.a]\ntask = \"t\"\n").contains("give one of"));
-        let dup = err(
-            "[entries.a]\ntask = \"t\"\nevery = \"1s\"\n[entries.a]\ntask = \"u\"\nevery = \"2s\"\n",
-        );
-        assert!(dup.starts_with("schedule file s.toml: line 4:"), "{dup}");
-        assert!(dup.contains("duplicate"), "{dup}");
-        assert!(!dup.contains('\n'));
-        assert!(
-            err("[entries.a]\ntask = \"t\"\nevery = \"1s\"\ntimezone = \"Mars/Base\"\n")
-                .contains("timezone: unknown time zone")
-        );
-        assert!(err("[entry.a]\ntask = \"t\"\n").contains("unknown top-level key \"entry\""));
-    }
-}
+mod tests;
