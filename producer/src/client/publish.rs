@@ -6,7 +6,7 @@ use super::{Client, ClientError, Route};
 use crate::options::ApplyOptions;
 use celeriac_common::backoff::{Backoff, Jitter};
 use celeriac_common::broker::{self, BrokerError};
-use celeriac_common::delay::{self};
+use celeriac_common::delay;
 use celeriac_common::protocol::TaskMessage;
 use chrono::Utc;
 use lapin::Confirmation;
