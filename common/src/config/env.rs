@@ -54,7 +54,7 @@ fn env_text(value: Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::env_value;
+    use super::super::load::env_value;
     use super::*;
     use crate::config::QueueType;
 

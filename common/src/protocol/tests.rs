@@ -1,4 +1,8 @@
+use super::encode::REPR_MAX_CHARS;
+use super::headers::KNOWN_HEADERS;
 use super::*;
+use lapin::BasicProperties;
+use lapin::types::AMQPValue;
 use serde_json::json;
 
 fn round_trip(msg: &TaskMessage) -> TaskMessage {

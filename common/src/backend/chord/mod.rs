@@ -20,10 +20,14 @@
 //!
 //! See `docs/workflows.md` for how a worker uses it.
 
+mod members;
+mod sql;
+
 use super::{BackendError, ResultBackend};
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value as DbValue};
+use sea_orm::ConnectionTrait;
 use serde_json::Value;
+use sql::{SELECT_CHORD, insert_ignore, read_chord, statement};
 
 /// `celeriac_chords`: one row per chord.
 pub mod chord_entity {
@@ -236,63 +240,6 @@ pub enum ChordError {
     Backend(#[from] BackendError),
 }
 
-/// `sql` with `?` placeholders as the backend wants them (`$1`.. on PostgreSQL).
-fn placeholders(backend: DbBackend, sql: &str) -> String {
-    if backend != DbBackend::Postgres {
-        return sql.to_owned();
-    }
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn statement(backend: DbBackend, sql: &str, values: Vec<DbValue>) -> Statement {
-    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
-}
-
-/// `INSERT` that does nothing when the key exists, in each dialect.
-fn insert_ignore(backend: DbBackend, rest: &str) -> String {
-    match backend {
-        DbBackend::MySql => format!("INSERT IGNORE INTO {rest}"),
-        _ => format!("INSERT INTO {rest} ON CONFLICT DO NOTHING"),
-    }
-}
-
-const SELECT_CHORD: &str = "SELECT group_id, size, done, state, callback, callback_id, fired_by, \
-     fired_at, callback_sent_at FROM celeriac_chords WHERE group_id = ?";
-
-fn read_chord(row: &sea_orm::QueryResult) -> Result<ChordRecord, BackendError> {
-    let group_id: String = row.try_get("", "group_id")?;
-    let corrupt = |reason: String| BackendError::Corrupt {
-        task_id: group_id.clone(),
-        reason,
-    };
-    let state: String = row.try_get("", "state")?;
-    let callback: String = row.try_get("", "callback")?;
-    let count = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(ChordRecord {
-        size: count(row.try_get("", "size")?),
-        done: count(row.try_get("", "done")?),
-        state: ChordState::parse(&state)
-            .ok_or_else(|| corrupt(format!("unknown chord state {state:?}")))?,
-        callback: serde_json::from_str(&callback).map_err(|e| corrupt(format!("callback: {e}")))?,
-        callback_id: row.try_get("", "callback_id")?,
-        fired_by: row.try_get("", "fired_by")?,
-        fired_at: row.try_get("", "fired_at")?,
-        callback_sent_at: row.try_get("", "callback_sent_at")?,
-        group_id: group_id.clone(),
-    })
-}
-
 impl ResultBackend {
     /// Records a chord before its members are sent. Idempotent: a chord
     /// already recorded under `group_id` is left as it is (returns false).
@@ -335,129 +282,6 @@ impl ResultBackend {
             .transpose()
     }
 
-    /// The finished members of a chord as `(index, task_id, ok)`, by index:
-    /// the order in which the callback receives their results.
-    pub async fn chord_members(
-        &self,
-        group_id: &str,
-    ) -> Result<Vec<(u32, String, bool)>, BackendError> {
-        let db = self.connection();
-        let backend = db.get_database_backend();
-        let rows = db
-            .query_all_raw(statement(
-                backend,
-                "SELECT idx, task_id, ok FROM celeriac_chord_members WHERE group_id = ? \
-                 ORDER BY idx, task_id",
-                vec![group_id.into()],
-            ))
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let idx: i32 = r.try_get("", "idx")?;
-                Ok((
-                    u32::try_from(idx).unwrap_or(0),
-                    r.try_get("", "task_id")?,
-                    r.try_get("", "ok")?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Reports one finished member; see [`ResultBackend::members_done`].
-    pub async fn member_done(
-        &self,
-        member: ChordMember,
-    ) -> Result<Option<ChordProgress>, BackendError> {
-        Ok(self.members_done(vec![member]).await?.pop().flatten())
-    }
-
-    /// Reports finished members (of one chord or several) in one
-    /// transaction, and returns, for each member in the order given, its
-    /// chord's progress, or `None` when no chord is recorded under its group
-    /// id. A member already reported changes nothing; the first report of a
-    /// failed member fails a PENDING chord; the report that brings the count
-    /// of distinct members to the size completes it. Exactly one member ever
-    /// gets `claimed` for a chord (and gets it again if reported again).
-    pub async fn members_done(
-        &self,
-        members: Vec<ChordMember>,
-    ) -> Result<Vec<Option<ChordProgress>>, BackendError> {
-        if members.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Rows are locked in one order, (group, task), by every caller, each
-        // chord's member rows before the chord's row: concurrent batches
-        // wait for each other but cannot deadlock.
-        let mut order: Vec<usize> = (0..members.len()).collect();
-        order.sort_by(|&a, &b| {
-            (&members[a].group_id, &members[a].task_id)
-                .cmp(&(&members[b].group_id, &members[b].task_id))
-        });
-        let txn = self.connection().begin().await?;
-        let backend = txn.get_database_backend();
-        let insert = insert_ignore(
-            backend,
-            "celeriac_chord_members (group_id, task_id, idx, ok, done_at) VALUES (?, ?, ?, ?, ?)",
-        );
-        let now = Utc::now();
-        let mut chords = std::collections::HashMap::new();
-        let mut start = 0;
-        while start < order.len() {
-            let group = &members[order[start]].group_id;
-            let end = order[start..]
-                .iter()
-                .position(|&i| members[i].group_id != *group)
-                .map_or(order.len(), |n| start + n);
-            let mut new = Vec::new();
-            for &i in &order[start..end] {
-                let m = &members[i];
-                let res = txn
-                    .execute_raw(statement(
-                        backend,
-                        &insert,
-                        vec![
-                            m.group_id.clone().into(),
-                            m.task_id.clone().into(),
-                            i32::try_from(m.index).unwrap_or(i32::MAX).into(),
-                            m.ok.into(),
-                            now.into(),
-                        ],
-                    ))
-                    .await?;
-                if res.rows_affected() == 1 {
-                    new.push(m);
-                }
-            }
-            if let Some(last) = new.last() {
-                let failed = new.iter().find(|m| !m.ok);
-                count_members(
-                    &txn,
-                    group,
-                    new.len(),
-                    failed.map(|m| &m.task_id),
-                    last,
-                    now,
-                )
-                .await?;
-            }
-            let row = txn
-                .query_one_raw(statement(backend, SELECT_CHORD, vec![group.clone().into()]))
-                .await?;
-            chords.insert(group.clone(), row.map(|r| read_chord(&r)).transpose()?);
-            start = end;
-        }
-        txn.commit().await?;
-        Ok(members
-            .iter()
-            .map(|m| {
-                chords.get(&m.group_id).cloned().flatten().map(|chord| {
-                    let claimed = chord.fired_by.as_deref() == Some(m.task_id.as_str());
-                    ChordProgress { chord, claimed }
-                })
-            })
-            .collect())
-    }
-
     /// Records that the claimant sent the callback (or failed it and called
     /// its errbacks), so a later report of the same member does not send it
     /// again. Returns whether this call recorded it.
@@ -498,100 +322,5 @@ impl ResultBackend {
     }
 }
 
-/// Adds `new` distinct members to a chord's count and, if it is PENDING,
-/// fails it (a new member failed: `failed` claims it) or completes it (the
-/// count reaches the size: `last` claims it). One statement: the row's
-/// lock makes concurrent reports of one chord take turns, and each sees
-/// the count the previous one left.
-async fn count_members<C: ConnectionTrait>(
-    db: &C,
-    group_id: &str,
-    new: usize,
-    failed: Option<&String>,
-    last: &ChordMember,
-    now: DateTime<Utc>,
-) -> Result<(), BackendError> {
-    let backend = db.get_database_backend();
-    let new = i64::try_from(new).unwrap_or(i64::MAX);
-    // Every assignment reads the old values on PostgreSQL and SQLite;
-    // MySQL reads the ones already assigned, so `done` comes last and the
-    // others do not read each other.
-    let (sql, values): (&str, Vec<DbValue>) = match failed {
-        Some(claimant) => (
-            "UPDATE celeriac_chords SET \
-             fired_by = CASE WHEN state = 'PENDING' THEN ? ELSE fired_by END, \
-             fired_at = CASE WHEN state = 'PENDING' THEN ? ELSE fired_at END, \
-             state = CASE WHEN state = 'PENDING' THEN 'FAILED' ELSE state END, \
-             done = done + ? WHERE group_id = ?",
-            vec![
-                claimant.clone().into(),
-                now.into(),
-                new.into(),
-                group_id.into(),
-            ],
-        ),
-        None => (
-            "UPDATE celeriac_chords SET \
-             fired_by = CASE WHEN state = 'PENDING' AND done + ? >= size THEN ? ELSE fired_by END, \
-             fired_at = CASE WHEN state = 'PENDING' AND done + ? >= size THEN ? ELSE fired_at END, \
-             state = CASE WHEN state = 'PENDING' AND done + ? >= size THEN 'COMPLETE' ELSE state END, \
-             done = done + ? WHERE group_id = ?",
-            vec![
-                new.into(),
-                last.task_id.clone().into(),
-                new.into(),
-                now.into(),
-                new.into(),
-                new.into(),
-                group_id.into(),
-            ],
-        ),
-    };
-    db.execute_raw(statement(backend, sql, values)).await?;
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn postgres_placeholders_are_numbered() {
-        assert_eq!(
-            placeholders(DbBackend::Postgres, "a = ? AND b = ?"),
-            "a = $1 AND b = $2"
-        );
-        assert_eq!(placeholders(DbBackend::MySql, "a = ?"), "a = ?");
-    }
-
-    #[test]
-    fn only_the_claimant_acts_and_only_once() {
-        let chord = ChordRecord {
-            group_id: "g".into(),
-            size: 2,
-            done: 2,
-            state: ChordState::Complete,
-            callback: Value::Null,
-            callback_id: "cb".into(),
-            fired_by: Some("t2".into()),
-            fired_at: None,
-            callback_sent_at: None,
-        };
-        let progress = |claimed, chord: &ChordRecord| ChordProgress {
-            chord: chord.clone(),
-            claimed,
-        };
-        assert_eq!(progress(true, &chord).action(), ChordAction::SendCallback);
-        assert_eq!(progress(false, &chord).action(), ChordAction::Nothing);
-        let failed = ChordRecord {
-            state: ChordState::Failed,
-            ..chord.clone()
-        };
-        assert_eq!(progress(true, &failed).action(), ChordAction::FailCallback);
-        let sent = ChordRecord {
-            callback_sent_at: Some(Utc::now()),
-            ..chord
-        };
-        assert_eq!(progress(true, &sent).action(), ChordAction::Nothing);
-    }
-}
+mod tests;

@@ -39,10 +39,11 @@
 //! | `beat_lease_secs` | `CELERIAC_BEAT_LEASE_SECS` | `10` (leader lease; a standby takes over this long after the leader dies) |
 
 use serde::{Deserialize, Deserializer, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) mod env;
+mod load;
 
 /// Default broker: the local RabbitMQ's default vhost.
 pub const BROKER_URL_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -183,84 +184,6 @@ pub enum ConfigError {
 const ENV_PREFIX: &str = "CELERIAC_";
 
 impl Config {
-    /// Defaults, overridden by `file` (if given, else by `$CELERIAC_CONFIG`
-    /// if set), overridden by `CELERIAC_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env_file = std::env::var_os("CELERIAC_CONFIG").map(PathBuf::from);
-        let mut table = match file.map(Path::to_path_buf).or(env_file) {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let table: toml::Table =
-                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                        origin: path.display().to_string(),
-                        message: e.message().to_owned(),
-                    })?;
-                Self::check_keys(&table, &path.display().to_string())?;
-                table
-            }
-            None => toml::Table::new(),
-        };
-        for key in Self::keys() {
-            let var = env::env_name(&key);
-            if let Ok(raw) = std::env::var(&var) {
-                table.insert(key.clone(), env_value(&raw));
-            }
-        }
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    origin: "configuration file or CELERIAC_* environment".to_owned(),
-                    message: e.message().to_owned(),
-                })?;
-        config.check("configuration file or CELERIAC_* environment")?;
-        Ok(config)
-    }
-
-    /// Checks values the types alone do not rule out.
-    pub(crate) fn check(&self, origin: &str) -> Result<(), ConfigError> {
-        let t = self.broker_connect_timeout_secs;
-        if !(t.is_finite() && t > 0.0) {
-            return Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                message: format!(
-                    "broker_connect_timeout_secs must be a positive number of seconds, got {t}"
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Every key a config file may set (JSON keeps the unset options as null).
-    fn keys() -> Vec<String> {
-        match serde_json::to_value(Config::default()) {
-            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn check_keys(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
-        let known = Self::keys();
-        for key in table.keys() {
-            if !known.contains(key) {
-                let hint = known
-                    .iter()
-                    .min_by_key(|k| strsim::levenshtein(k, key))
-                    .filter(|k| strsim::levenshtein(k, key) <= 3)
-                    .map(|k| format!(", did you mean {k:?}?"))
-                    .unwrap_or_default();
-                return Err(ConfigError::Invalid {
-                    origin: origin.to_owned(),
-                    message: format!("unknown key {key:?}{hint}"),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Prefetch count per consumer: concurrency × multiplier, within AMQP's u16.
     pub fn prefetch(&self) -> u16 {
         u16::try_from(
@@ -288,23 +211,6 @@ impl Config {
         // connection then fails at once, saying so.
         Duration::try_from_secs_f64(self.broker_connect_timeout_secs.max(0.0))
             .unwrap_or(Duration::MAX)
-    }
-}
-
-/// A value from the environment: TOML syntax if it parses as a number, a
-/// boolean or an array, else the plain string.
-fn env_value(raw: &str) -> toml::Value {
-    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => match t.remove("v") {
-            Some(
-                v @ (toml::Value::Integer(_)
-                | toml::Value::Boolean(_)
-                | toml::Value::Array(_)
-                | toml::Value::Float(_)),
-            ) => v,
-            _ => toml::Value::String(raw.to_owned()),
-        },
-        Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
 
@@ -354,88 +260,4 @@ pub fn mask_url(raw: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:****@host:5672/%2f"
-        );
-        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert!(!mask_url("not a url:pw@x").contains("pw"));
-    }
-
-    #[test]
-    fn file_values_and_unknown_keys() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "concurrency = 3\nqueues = [\"a\", \"b\"]\nqueue_type = \"quorum\"\n\
-             broker_tls_ca_file = \"/etc/celeriac/ca.pem\"\nworker_heartbeat_secs = 2\n",
-        )
-        .expect("write");
-        let c = Config::load(Some(&path)).expect("load");
-        assert_eq!(
-            c.broker_tls_ca_file.as_deref(),
-            Some(Path::new("/etc/celeriac/ca.pem"))
-        );
-        assert_eq!(c.broker_tls_client_cert, None);
-        assert_eq!(c.worker_heartbeat_secs, 2);
-        assert_eq!(c.concurrency, 3);
-        assert_eq!(c.queues, vec!["a", "b"]);
-        assert_eq!(c.queue_type, QueueType::Quorum);
-        assert_eq!(c.prefetch(), 12);
-        std::fs::write(&path, "concurency = 3\n").expect("write");
-        let err = Config::load(Some(&path))
-            .expect_err("unknown key")
-            .to_string();
-        assert!(err.contains("did you mean \"concurrency\""), "{err}");
-        std::fs::write(&path, "concurrency = \"many\"\n").expect("write");
-        assert!(Config::load(Some(&path)).is_err());
-    }
-
-    #[test]
-    fn network_limits() {
-        let c = Config::default();
-        assert_eq!(c.connect_timeout(), Duration::from_secs(5));
-        assert_eq!(c.broker_heartbeat_secs, 30);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "broker_connect_timeout_secs = 2\nbroker_heartbeat_secs = 4\n",
-        )
-        .expect("write");
-        let c = Config::load(Some(&path)).expect("load");
-        assert_eq!(c.connect_timeout(), Duration::from_secs(2));
-        assert_eq!(c.broker_heartbeat_secs, 4);
-        std::fs::write(&path, "broker_connect_timeout_secs = 0.25\n").expect("write");
-        let c = Config::load(Some(&path)).expect("load");
-        assert_eq!(c.connect_timeout(), Duration::from_millis(250));
-        for bad in ["0", "-1", "nan"] {
-            std::fs::write(&path, format!("broker_connect_timeout_secs = {bad}\n")).expect("write");
-            let err = Config::load(Some(&path)).expect_err(bad).to_string();
-            assert!(err.contains("positive number of seconds"), "{err}");
-        }
-        let c = Config {
-            broker_connect_timeout_secs: f64::NAN,
-            ..Config::default()
-        };
-        assert_eq!(c.connect_timeout(), Duration::ZERO);
-    }
-
-    #[test]
-    fn env_values_parse() {
-        assert_eq!(env_value("12"), toml::Value::Integer(12));
-        assert_eq!(env_value("true"), toml::Value::Boolean(true));
-        assert_eq!(env_value("a,b"), toml::Value::String("a,b".into()));
-        assert_eq!(
-            env_value("amqp://x"),
-            toml::Value::String("amqp://x".into())
-        );
-        assert_eq!(split_csv(" a, ,b"), vec!["a", "b"]);
-    }
-}
+mod tests;

@@ -10,15 +10,18 @@
 //! that goes silent after the handshake (packets dropped, no RST) a closed
 //! connection within two heartbeat intervals.
 
-use crate::config::{Config, QueueType, mask_url};
+mod bounded;
+mod declare;
+
+pub use bounded::{bounded, close, within};
+pub use declare::{declare_dead_letter_queue, declare_task_queue, queue_arguments};
+
+use crate::config::{Config, mask_url};
 use crate::tls::{BrokerTls, TlsError};
-use futures_util::TryFutureExt;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::tcp::AsyncTcpStream;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::LongString;
 use lapin::uri::{AMQPScheme, AMQPUri};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use std::future::Future;
+use lapin::{Connection, ConnectionProperties};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,46 +106,6 @@ pub enum BrokerError {
         /// How long the answer was waited for.
         after: Duration,
     },
-}
-
-/// Waits at most `limit` for a broker operation `op` (for example
-/// `"channel.open"`); its error, or its silence, becomes a [`BrokerError`].
-/// Every broker round trip outside of publishing goes through here or
-/// [`within`].
-pub async fn bounded<T>(
-    op: &'static str,
-    limit: Duration,
-    fut: impl Future<Output = lapin::Result<T>>,
-) -> Result<T, BrokerError> {
-    within(
-        op,
-        limit,
-        fut.map_err(|source| BrokerError::Channel { op, source }),
-    )
-    .await
-}
-
-/// Like [`bounded`], for an operation whose errors are already mapped
-/// (declares name what they declare).
-pub async fn within<T>(
-    op: &'static str,
-    limit: Duration,
-    fut: impl Future<Output = Result<T, BrokerError>>,
-) -> Result<T, BrokerError> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or(Err(BrokerError::Timeout { op, after: limit }))
-}
-
-/// Closes `connection`, waiting at most `limit` for the broker's answer
-/// (when it does not come, the socket is dropped all the same).
-pub async fn close(connection: &Connection, limit: Duration, reason: &str) {
-    let _ = bounded(
-        "connection.close",
-        limit,
-        connection.close(200, reason.into()),
-    )
-    .await;
 }
 
 /// Frame size asked for when the URL does not set one (RabbitMQ's default).
@@ -380,90 +343,4 @@ fn is_tls_failure(err: &lapin::Error) -> bool {
     ]
     .iter()
     .any(|w| text.contains(w))
-}
-
-/// The arguments Celery declares a task queue with for this configuration.
-pub fn queue_arguments(config: &Config) -> FieldTable {
-    let mut args = FieldTable::default();
-    if config.queue_type == QueueType::Quorum {
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-    }
-    if let Some(max) = config.queue_max_priority {
-        args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(max)));
-    }
-    args
-}
-
-/// Declares `queue` as Celery does: durable, not exclusive, not auto-deleted,
-/// with `queue_arguments`, bound to a durable direct exchange of the same name
-/// with the queue's name as routing key. Each round trip waits at most
-/// `broker_connect_timeout_secs`.
-pub async fn declare_task_queue(
-    channel: &Channel,
-    queue: &str,
-    config: &Config,
-) -> Result<(), BrokerError> {
-    let limit = config.connect_timeout();
-    let err = |what: &'static str| {
-        move |source| BrokerError::Declare {
-            what,
-            name: queue.to_owned(),
-            source,
-        }
-    };
-    let exchange = channel.exchange_declare(
-        queue.into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    );
-    within("exchange.declare", limit, exchange.map_err(err("exchange"))).await?;
-    let declare = channel.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        queue_arguments(config),
-    );
-    within("queue.declare", limit, declare.map_err(err("queue"))).await?;
-    let bind = channel.queue_bind(
-        queue.into(),
-        queue.into(),
-        queue.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    );
-    within("queue.bind", limit, bind.map_err(err("queue binding"))).await
-}
-
-/// Declares the dead-letter queue: a durable classic queue. Waits at most
-/// `limit` for the broker's answer.
-pub async fn declare_dead_letter_queue(
-    channel: &Channel,
-    queue: &str,
-    limit: Duration,
-) -> Result<(), BrokerError> {
-    let declare = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .map_ok(|_| ())
-        .map_err(|source| BrokerError::Declare {
-            what: "queue",
-            name: queue.to_owned(),
-            source,
-        });
-    within("queue.declare", limit, declare).await
 }

@@ -1,0 +1,87 @@
+//! Unit tests of the configuration: defaults, file values, limits, env values.
+
+use super::load::env_value;
+use super::*;
+use std::path::Path;
+
+#[test]
+fn masks_passwords() {
+    assert_eq!(
+        mask_url("amqp://guest:secret@host:5672/%2f"),
+        "amqp://guest:****@host:5672/%2f"
+    );
+    assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+    assert!(!mask_url("not a url:pw@x").contains("pw"));
+}
+
+#[test]
+fn file_values_and_unknown_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "concurrency = 3\nqueues = [\"a\", \"b\"]\nqueue_type = \"quorum\"\n\
+         broker_tls_ca_file = \"/etc/celeriac/ca.pem\"\nworker_heartbeat_secs = 2\n",
+    )
+    .expect("write");
+    let c = Config::load(Some(&path)).expect("load");
+    assert_eq!(
+        c.broker_tls_ca_file.as_deref(),
+        Some(Path::new("/etc/celeriac/ca.pem"))
+    );
+    assert_eq!(c.broker_tls_client_cert, None);
+    assert_eq!(c.worker_heartbeat_secs, 2);
+    assert_eq!(c.concurrency, 3);
+    assert_eq!(c.queues, vec!["a", "b"]);
+    assert_eq!(c.queue_type, QueueType::Quorum);
+    assert_eq!(c.prefetch(), 12);
+    std::fs::write(&path, "concurency = 3\n").expect("write");
+    let err = Config::load(Some(&path))
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("did you mean \"concurrency\""), "{err}");
+    std::fs::write(&path, "concurrency = \"many\"\n").expect("write");
+    assert!(Config::load(Some(&path)).is_err());
+}
+
+#[test]
+fn network_limits() {
+    let c = Config::default();
+    assert_eq!(c.connect_timeout(), Duration::from_secs(5));
+    assert_eq!(c.broker_heartbeat_secs, 30);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "broker_connect_timeout_secs = 2\nbroker_heartbeat_secs = 4\n",
+    )
+    .expect("write");
+    let c = Config::load(Some(&path)).expect("load");
+    assert_eq!(c.connect_timeout(), Duration::from_secs(2));
+    assert_eq!(c.broker_heartbeat_secs, 4);
+    std::fs::write(&path, "broker_connect_timeout_secs = 0.25\n").expect("write");
+    let c = Config::load(Some(&path)).expect("load");
+    assert_eq!(c.connect_timeout(), Duration::from_millis(250));
+    for bad in ["0", "-1", "nan"] {
+        std::fs::write(&path, format!("broker_connect_timeout_secs = {bad}\n")).expect("write");
+        let err = Config::load(Some(&path)).expect_err(bad).to_string();
+        assert!(err.contains("positive number of seconds"), "{err}");
+    }
+    let c = Config {
+        broker_connect_timeout_secs: f64::NAN,
+        ..Config::default()
+    };
+    assert_eq!(c.connect_timeout(), Duration::ZERO);
+}
+
+#[test]
+fn env_values_parse() {
+    assert_eq!(env_value("12"), toml::Value::Integer(12));
+    assert_eq!(env_value("true"), toml::Value::Boolean(true));
+    assert_eq!(env_value("a,b"), toml::Value::String("a,b".into()));
+    assert_eq!(
+        env_value("amqp://x"),
+        toml::Value::String("amqp://x".into())
+    );
+    assert_eq!(split_csv(" a, ,b"), vec!["a", "b"]);
+}

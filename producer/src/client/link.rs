@@ -1,0 +1,119 @@
+//! The client's link to the broker: one connection and channel, opened on
+//! first use, reopened after it is lost, and the queues it has declared.
+
+use super::{Client, ClientError};
+use celeriac_common::broker;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex as SyncMutex};
+use tokio::sync::Mutex;
+
+pub(super) struct Link {
+    pub(super) connection: Connection,
+    pub(super) channel: Channel,
+    pub(super) declared: SyncMutex<HashSet<String>>,
+    /// Held while declaring, so concurrent first publishes to a queue wait
+    /// for one declaration instead of each sending their own (the delay
+    /// topology alone is ~600 round trips).
+    pub(super) declaring: Mutex<()>,
+}
+
+impl Link {
+    /// Whether this connection already declared `what`.
+    pub(super) fn knows(&self, what: &str) -> bool {
+        self.declared
+            .lock()
+            .map(|d| d.contains(what))
+            .unwrap_or(false)
+    }
+
+    pub(super) fn remember(&self, what: &str) {
+        if let Ok(mut d) = self.declared.lock() {
+            d.insert(what.to_owned());
+        }
+    }
+}
+
+impl Client {
+    pub(super) async fn link(&self) -> Result<Arc<Link>, ClientError> {
+        if let Some(link) = self.live_link().await {
+            return Ok(link);
+        }
+        // Boxed: a connection is made rarely, and this future is part of
+        // every publish.
+        Box::pin(self.reconnect()).await
+    }
+
+    async fn reconnect(&self) -> Result<Arc<Link>, ClientError> {
+        let _guard = self.inner.reconnecting.lock().await;
+        // Another caller may have reconnected while this one waited.
+        if let Some(link) = self.live_link().await {
+            return Ok(link);
+        }
+        let link = self.open_link().await?;
+        tracing::info!(broker = %celeriac_common::mask_url(&self.inner.config.broker_url), "producer connected");
+        *self.inner.link.write().await = Some(link.clone());
+        Ok(link)
+    }
+
+    async fn live_link(&self) -> Option<Arc<Link>> {
+        let slot = self.inner.link.read().await;
+        slot.as_ref()
+            .filter(|l| l.connection.status().connected() && l.channel.status().connected())
+            .cloned()
+    }
+
+    pub(super) async fn drop_link(&self, dead: &Arc<Link>) {
+        let mut slot = self.inner.link.write().await;
+        if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, dead)) {
+            *slot = None;
+        }
+    }
+
+    pub(super) async fn reset_link(&self) {
+        if let Some(link) = self.inner.link.write().await.take() {
+            let limit = self.inner.config.connect_timeout();
+            broker::close(&link.connection, limit, "reset").await;
+        }
+    }
+
+    /// Connects, within `broker_connect_timeout_secs` for the handshake and
+    /// again for each round trip after it.
+    pub(super) async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
+        let config = &self.inner.config;
+        let limit = config.connect_timeout();
+        let connection = broker::connect_config(config, "celeriac-producer").await?;
+        let channel = broker::bounded("channel.open", limit, connection.create_channel()).await;
+        let confirmed = match channel {
+            Ok(channel) => {
+                let select = channel.confirm_select(ConfirmSelectOptions::default());
+                broker::bounded("confirm.select", limit, select)
+                    .await
+                    .map(|()| channel)
+            }
+            Err(e) => Err(e),
+        };
+        let channel = match confirmed {
+            Ok(channel) => channel,
+            Err(e) => {
+                broker::close(&connection, limit, "setup failed").await;
+                return Err(e.into());
+            }
+        };
+        Ok(Arc::new(Link {
+            connection,
+            channel,
+            declared: SyncMutex::new(HashSet::new()),
+            declaring: Mutex::new(()),
+        }))
+    }
+
+    /// A new channel on the current connection, for work that needs its own
+    /// (listing a queue, replaying messages).
+    pub(crate) async fn open_channel(&self) -> Result<Channel, ClientError> {
+        let link = self.link().await?;
+        let limit = self.inner.config.connect_timeout();
+        Ok(broker::bounded("channel.open", limit, link.connection.create_channel()).await?)
+    }
+}

@@ -1,0 +1,273 @@
+//! Publishing task messages: routing, declaring queues on first use, and
+//! waiting out a lost broker.
+
+use super::link::Link;
+use super::{Client, ClientError, Route};
+use crate::options::ApplyOptions;
+use celeriac_common::backoff::{Backoff, Jitter};
+use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::delay;
+use celeriac_common::protocol::TaskMessage;
+use chrono::Utc;
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+use serde_json::{Map, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Between publish attempts while the broker is unreachable: 100 ms
+/// doubling to 5 s, jittered so that many clients that lost the broker
+/// together do not all come back at the same instant.
+const PUBLISH_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jitter(Jitter::Equal);
+
+impl Client {
+    pub(super) async fn send(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: ApplyOptions,
+    ) -> Result<String, ClientError> {
+        options.validate()?;
+        let now = Utc::now();
+        let mut msg = TaskMessage::new(name, args, kwargs);
+        if let Some(id) = options.task_id {
+            msg = msg.with_id(id);
+        }
+        let after = |d: Duration| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+        };
+        msg.eta = options
+            .eta
+            .or_else(|| options.countdown.and_then(after))
+            .map(|t| t.fixed_offset());
+        msg.expires = options
+            .expires
+            .or_else(|| options.expires_in.and_then(after))
+            .map(|t| t.fixed_offset());
+        msg.priority = options.priority;
+        msg.extra_headers = options.headers;
+        msg.timelimit = (options.time_limit, options.soft_time_limit);
+        msg.ignore_result = options.ignore_result;
+        msg.origin = Some(self.inner.origin.clone());
+        if !options.link.is_empty() {
+            msg.embed.callbacks = Some(options.link);
+        }
+        if !options.link_error.is_empty() {
+            msg.embed.errbacks = Some(options.link_error);
+        }
+        let config = &self.inner.config;
+        let queue = options
+            .queue
+            .unwrap_or_else(|| config.default_queue.clone());
+        let id = msg.id.clone();
+        if options.exchange.is_none() && options.routing_key.is_none() {
+            self.send_message(&msg, &queue).await?;
+        } else {
+            let route = Route {
+                exchange: options.exchange.unwrap_or_else(|| queue.clone()),
+                routing_key: options.routing_key.unwrap_or_else(|| queue.clone()),
+                declare: Some(queue),
+                delayed: false,
+            };
+            self.publish(&msg, &route).await?;
+        }
+        Ok(id)
+    }
+
+    /// Sends a ready message to `queue`: straight in if it is due (or due
+    /// within one delay unit, 64 ms), else through the durable delay queues until its eta.
+    /// Used by workers (retries, callbacks, chains) and beat.
+    pub async fn send_message(&self, msg: &TaskMessage, queue: &str) -> Result<(), ClientError> {
+        let wait = msg
+            .eta
+            .and_then(|eta| delay::remaining(eta.with_timezone(&Utc), Utc::now()));
+        let route = if let Some(wait) = wait {
+            let key = delay::routing_key(wait, queue)?;
+            Route {
+                exchange: delay::entry_exchange(&self.inner.config),
+                routing_key: key,
+                declare: Some(queue.to_owned()),
+                delayed: true,
+            }
+        } else {
+            Route {
+                exchange: String::new(),
+                routing_key: queue.to_owned(),
+                declare: Some(queue.to_owned()),
+                delayed: false,
+            }
+        };
+        self.publish(msg, &route).await
+    }
+
+    /// Publishes a ready message straight to `queue` (declaring it as Celery
+    /// does), whatever its eta: as a Celery client would.
+    pub async fn publish_to_queue(
+        &self,
+        msg: &TaskMessage,
+        queue: &str,
+    ) -> Result<(), ClientError> {
+        let route = Route {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            declare: Some(queue.to_owned()),
+            delayed: false,
+        };
+        self.publish(msg, &route).await
+    }
+
+    /// Publishes with publisher confirms; while the broker is unreachable,
+    /// waits (reconnecting with backoff) up to `publish_timeout_secs`.
+    pub(crate) async fn publish(
+        &self,
+        msg: &TaskMessage,
+        route: &Route,
+    ) -> Result<(), ClientError> {
+        let body = msg.encode_body()?;
+        // Built once; rebuilt only for a retry (the header table is the
+        // costliest part of a publish to copy).
+        let mut props = Some(msg.properties());
+        let timeout = self.inner.config.publish_timeout();
+        let started = Instant::now();
+        let mut backoff = PUBLISH_BACKOFF;
+        loop {
+            let props = props.take().unwrap_or_else(|| msg.properties());
+            let attempt = async {
+                let link = self.link().await?;
+                let res = self.publish_on(&link, msg, route, &body, props).await;
+                if res.is_err() && !link.connection.status().connected() {
+                    self.drop_link(&link).await;
+                }
+                res
+            };
+            // A confirm from a connection that died may never come: bound each attempt.
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            let res = match tokio::time::timeout(left, attempt).await {
+                Ok(res) => res,
+                Err(_) => {
+                    self.reset_link().await;
+                    Err(ClientError::Unavailable {
+                        waited: started.elapsed(),
+                        task_id: msg.id.clone(),
+                        last: "no publisher confirm".to_owned(),
+                    })
+                }
+            };
+            let err = match res {
+                Ok(()) => return Ok(()),
+                Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
+            let broker_alive = self
+                .inner
+                .link
+                .read()
+                .await
+                .as_ref()
+                .is_some_and(|l| l.connection.status().connected());
+            if broker_alive && matches!(err, ClientError::Broker(BrokerError::Declare { .. })) {
+                // The broker answered (e.g. PRECONDITION_FAILED): retrying will not help.
+                self.reset_link().await;
+                return Err(err);
+            }
+            if started.elapsed() >= timeout {
+                return Err(ClientError::Unavailable {
+                    waited: started.elapsed(),
+                    task_id: msg.id.clone(),
+                    last: err.to_string(),
+                });
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(task.id = %msg.id, error = %err, "publish failed; retrying after {delay:?}");
+            tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
+        }
+    }
+
+    async fn publish_on(
+        &self,
+        link: &Link,
+        msg: &TaskMessage,
+        route: &Route,
+        body: &[u8],
+        props: lapin::BasicProperties,
+    ) -> Result<(), ClientError> {
+        if let Some(queue) = &route.declare {
+            let bound = route
+                .delayed
+                .then(|| format!("{}:{queue}", delay::delivery_exchange(&self.inner.config)));
+            let ready = link.knows(queue) && bound.as_ref().is_none_or(|b| link.knows(b));
+            if !ready {
+                // Once per queue and link: boxed, so the publish future
+                // every task's send copies stays small.
+                Box::pin(self.declare_route(link, route, queue, bound)).await?;
+            }
+        }
+        let channel_err = |source| {
+            ClientError::Broker(BrokerError::Channel {
+                op: "basic.publish",
+                source,
+            })
+        };
+        let confirm = link
+            .channel
+            .basic_publish(
+                route.exchange.as_str().into(),
+                route.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .map_err(channel_err)?
+            .await
+            .map_err(channel_err)?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(ClientError::Unroutable {
+                task_id: msg.id.clone(),
+                exchange: route.exchange.clone(),
+                routing_key: route.routing_key.clone(),
+            }),
+            Confirmation::Nack(_) => Err(ClientError::Nacked(msg.id.clone())),
+        }
+    }
+
+    /// Declares `queue` (and, for a delayed route, the delay topology and
+    /// the queue's binding to it) on `link`, unless it already did.
+    async fn declare_route(
+        &self,
+        link: &Link,
+        route: &Route,
+        queue: &str,
+        bound: Option<String>,
+    ) -> Result<(), ClientError> {
+        let _declaring = link.declaring.lock().await;
+        let config = &self.inner.config;
+        if !link.knows(queue) {
+            broker::declare_task_queue(&link.channel, queue, config).await?;
+            link.remember(queue);
+        }
+        if let Some(bound) = bound {
+            if !link.knows(&route.exchange) {
+                delay::declare_topology(&link.channel, config).await?;
+                link.remember(&route.exchange);
+            }
+            if !link.knows(&bound) {
+                delay::bind_queue(&link.channel, config, queue).await?;
+                link.remember(&bound);
+            }
+        }
+        Ok(())
+    }
+}
