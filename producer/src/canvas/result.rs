@@ -113,9 +113,11 @@ impl WorkflowResult {
     /// Waits up to `timeout` for the value: a task's result, or a group's
     /// results as a JSON list in member order.
     pub async fn get(&self, timeout: Duration) -> Result<Value, ResultError> {
+        // Boxed: the backend's futures nest deep enough that the release
+        // build's layout computation hits rustc's query depth limit otherwise.
         match self {
-            WorkflowResult::Task { result, .. } => result.get(timeout).await,
-            WorkflowResult::Group(g) => g.get(timeout).await.map(Value::Array),
+            WorkflowResult::Task { result, .. } => Box::pin(result.get(timeout)).await,
+            WorkflowResult::Group(g) => Box::pin(g.get(timeout)).await.map(Value::Array),
         }
     }
 
