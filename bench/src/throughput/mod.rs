@@ -11,11 +11,10 @@
 //!    publisher confirms, through a queue declared as celeriac declares its
 //!    own. Rate = N / (first publish → last ack).
 //!    * the **best plain reference**, the fastest plain program we could
-//!      write for these messages: a few publisher tasks on channels of their
-//!      own with up to 10,000 messages unconfirmed, one consumer at prefetch
-//!      1,000 acking with one `basic.ack(multiple)` per 100 messages (the
-//!      `--reference-*` options; the defaults are the best of the variants
-//!      measured). `reference_per_s` and `ratio_to_reference` are this one's.
+//!      write for these messages: one publisher task with up to 10,000
+//!      messages unconfirmed, one consumer at prefetch 1,000 acking with one
+//!      `basic.ack(multiple)` per 100 messages (the `--reference-*` options;
+//!      the defaults are the best of the variants measured). `reference_per_s` and `ratio_to_reference` are this one's.
 //!    * the **per-message-ack reference**, the bench's first loop: P
 //!      publishers on one channel, each waiting for its confirm, one consumer
 //!      acking each message on its own at the worker's prefetch

@@ -8,13 +8,13 @@
 //! One loop, [`run`], in two shapes ([`Plan`]):
 //!
 //! * the **best plain reference** ([`Plan::best`]): what a plain program may
-//!   do to go fast with the same guarantees. A few publisher tasks, each on
-//!   its own confirm-mode channel, keep up to `confirm_window` messages
-//!   unconfirmed between them (new publishes go out while earlier confirms
-//!   are pending, the broker confirms many at once); the consumer takes a
-//!   large prefetch and acks once per `ack_every` messages with
-//!   `basic.ack(multiple)` (and whatever is left after a short linger or at
-//!   the last message). Its rate is the ceiling for celeriac, whose worker
+//!   do to go fast with the same guarantees. Publisher tasks (one by
+//!   default), each on its own confirm-mode channel, keep up to
+//!   `confirm_window` messages unconfirmed between them (new publishes go
+//!   out while earlier confirms are pending, the broker confirms many at
+//!   once); the consumer takes a large prefetch and acks once per
+//!   `ack_every` messages with `basic.ack(multiple)` (and whatever is left
+//!   after a short linger or at the last message). Its rate is the ceiling for celeriac, whose worker
 //!   also acks with `multiple`.
 //! * the **per-message-ack reference** ([`Plan::per_message_ack`]): the
 //!   bench's original loop. The bench's `--producers` publishers share one
@@ -44,8 +44,13 @@ use std::time::{Duration, Instant};
 const ACK_LINGER: Duration = Duration::from_millis(5);
 
 /// The best loop's defaults: the fastest of the variants measured on the
-/// bench's default run (see the `--reference-*` options).
-pub(crate) const BEST_PUBLISHERS: u64 = 2;
+/// bench's default run (see the `--reference-*` options). On the shared
+/// 2-core test machine, windows of 64 to 10,000, prefetch 500 to 2,000, an
+/// ack per 25 to 250 messages and 1 to 8 publishers were within the noise
+/// of each other, against the per-message-ack loop of the same runs; one
+/// publisher with a window of 10,000 came out ahead most often. More
+/// publishers (channels) did not help there.
+pub(crate) const BEST_PUBLISHERS: u64 = 1;
 /// See [`BEST_PUBLISHERS`].
 pub(crate) const BEST_CONFIRM_WINDOW: u64 = 10_000;
 /// See [`BEST_PUBLISHERS`].
