@@ -3,7 +3,7 @@
 //! definition, nearest rank ([`stats`]).
 //!
 //! * `celeriac-bench [OPTIONS]`: throughput, latency and worker footprint
-//!   against RabbitMQ, next to a plain lapin reference loop ([`throughput`]);
+//!   against RabbitMQ, next to plain lapin reference loops ([`throughput`]);
 //! * `celeriac-bench beat`: one beat with many database entries ([`beat`]);
 //! * `celeriac-bench delay`: delayed delivery, precision and memory ([`delay`]);
 //! * `celeriac-bench latency`: the plain-lapin latency floor ([`latency`]);
@@ -30,7 +30,7 @@ use error::BenchError;
 use std::process::ExitCode;
 
 /// celeriac benchmarks: without a subcommand, throughput, latency and worker
-/// footprint against RabbitMQ, next to a plain lapin reference loop.
+/// footprint against RabbitMQ, next to plain lapin reference loops.
 ///
 /// The connection options apply to every benchmark, before or after the
 /// subcommand; the others to the run without a subcommand only.

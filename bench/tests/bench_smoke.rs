@@ -19,6 +19,33 @@ const KEYS: [&str; 10] = [
     "ratio_to_reference",
 ];
 
+/// The two references' figures and the best one's shape: positive numbers.
+const REFERENCE_KEYS: [&str; 15] = [
+    "reference_publish_per_s",
+    "reference_min_per_s",
+    "reference_max_per_s",
+    "reference_publishers",
+    "reference_confirm_window",
+    "reference_prefetch",
+    "reference_ack_every",
+    "reference_per_message_ack_per_s",
+    "reference_per_message_ack_publish_per_s",
+    "reference_per_message_ack_min_per_s",
+    "reference_per_message_ack_max_per_s",
+    "ratio_to_per_message_ack_reference",
+    "ratio_to_per_message_ack_reference_min",
+    "ratio_to_per_message_ack_reference_max",
+    "e2e_min_per_s",
+];
+
+/// `figures[key]` is a number above 0.
+fn assert_positive(figures: &Value, key: &str) {
+    assert!(
+        figures[key].as_f64().is_some_and(|v| v > 0.0),
+        "{key} missing or not a positive number in {figures}"
+    );
+}
+
 /// The `celeriac-worker` built next to `celeriac-bench`.
 fn worker_bin() -> std::path::PathBuf {
     let exe = env!("CARGO_BIN_EXE_celeriac-bench");
@@ -68,6 +95,13 @@ fn bench(results: &str, extra: &[&str]) -> Value {
             figures.get(key).is_some_and(Value::is_number),
             "{key} missing or not a number in {figures}"
         );
+    }
+    for key in
+        REFERENCE_KEYS
+            .into_iter()
+            .chain(["reference_per_s", "ratio_to_reference", "e2e_max_per_s"])
+    {
+        assert_positive(&figures, key);
     }
     assert_eq!(figures["tasks"], 200);
     assert_eq!(figures["results"], results);
@@ -123,6 +157,12 @@ fn bench_runs_several_rounds_and_deletes_every_rounds_queue() {
         for key in ["e2e_per_s", "reference_per_s", "ratio_to_reference"] {
             assert!(r[key].is_number(), "{key} missing in round {r}");
         }
+        for key in [
+            "reference_per_message_ack_per_s",
+            "ratio_to_per_message_ack_reference",
+        ] {
+            assert_positive(r, key);
+        }
         let queue = r["queue"].as_str().expect("round queue").to_owned();
         assert!(!queue_exists(&broker, &queue), "{queue} was not deleted");
         queues.push(queue);
@@ -134,6 +174,35 @@ fn bench_runs_several_rounds_and_deletes_every_rounds_queue() {
         matches!((lo, mid, hi), (Some(l), Some(m), Some(h)) if l <= m && m <= h),
         "the median ratio lies between the rounds' ratios: {figures}"
     );
+    // Each figure's median lies between its least and greatest.
+    for (min, mid, max) in [
+        ("e2e_min_per_s", "e2e_per_s", "e2e_max_per_s"),
+        (
+            "reference_min_per_s",
+            "reference_per_s",
+            "reference_max_per_s",
+        ),
+        (
+            "reference_per_message_ack_min_per_s",
+            "reference_per_message_ack_per_s",
+            "reference_per_message_ack_max_per_s",
+        ),
+        (
+            "ratio_to_per_message_ack_reference_min",
+            "ratio_to_per_message_ack_reference",
+            "ratio_to_per_message_ack_reference_max",
+        ),
+    ] {
+        let (l, m, h) = (
+            figures[min].as_f64(),
+            figures[mid].as_f64(),
+            figures[max].as_f64(),
+        );
+        assert!(
+            matches!((l, m, h), (Some(l), Some(m), Some(h)) if l <= m && m <= h),
+            "{min} <= {mid} <= {max}: {figures}"
+        );
+    }
 }
 
 #[test]
@@ -143,6 +212,16 @@ fn bench_refuses_bad_options_with_one_clear_line() {
         ("--rounds", "0", "--rounds must be at least 1"),
         ("--tasks", "0", "--tasks must be at least 1"),
         ("--rate", "0", "--rate must be a positive number"),
+        (
+            "--reference-confirm-window",
+            "0",
+            "--reference-confirm-window must be",
+        ),
+        (
+            "--reference-ack-every",
+            "2000",
+            "--reference-ack-every between 1 and it",
+        ),
     ] {
         let out = Command::new(exe)
             .args([flag, value])

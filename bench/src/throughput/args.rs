@@ -1,11 +1,12 @@
 //! The bench's command-line options and their checks.
 
 use super::database::Results;
+use super::reference;
 use crate::error::BenchError;
 use std::path::PathBuf;
 
 /// Measure throughput, latency and worker footprint against the configured
-/// RabbitMQ, next to a plain lapin reference loop.
+/// RabbitMQ, next to plain lapin reference loops.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BenchArgs {
     /// No-op tasks in the throughput run (and messages in the reference loop).
@@ -35,9 +36,21 @@ pub(crate) struct BenchArgs {
     /// Warm-up tasks through the worker before the measured run.
     #[arg(long, default_value_t = 1_000)]
     pub(super) warmup: u64,
-    /// Rounds of reference + throughput, in turn; the figures are medians.
+    /// Rounds of the references + throughput, in turn; the figures are medians.
     #[arg(long, default_value_t = 1)]
     pub(super) rounds: u32,
+    /// Best plain reference: publisher tasks, each on its own channel.
+    #[arg(long, default_value_t = reference::BEST_PUBLISHERS, help_heading = "Best plain reference")]
+    pub(super) reference_publishers: u64,
+    /// Best plain reference: messages unconfirmed at most, over all its publishers.
+    #[arg(long, default_value_t = reference::BEST_CONFIRM_WINDOW, help_heading = "Best plain reference")]
+    pub(super) reference_confirm_window: u64,
+    /// Best plain reference: the consumer's prefetch.
+    #[arg(long, default_value_t = reference::BEST_PREFETCH, help_heading = "Best plain reference")]
+    pub(super) reference_prefetch: u16,
+    /// Best plain reference: one `basic.ack(multiple)` per this many messages (at most the prefetch).
+    #[arg(long, default_value_t = reference::BEST_ACK_EVERY, help_heading = "Best plain reference")]
+    pub(super) reference_ack_every: u16,
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     pub(super) json: bool,
@@ -81,6 +94,17 @@ pub(super) fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
     }
     if args.rounds == 0 {
         return bad("--rounds must be at least 1");
+    }
+    if args.reference_publishers == 0 || args.reference_confirm_window == 0 {
+        return bad("--reference-publishers and --reference-confirm-window must be at least 1");
+    }
+    if args.reference_prefetch == 0
+        || args.reference_ack_every == 0
+        || args.reference_ack_every > args.reference_prefetch
+    {
+        return bad(
+            "--reference-prefetch must be at least 1 and --reference-ack-every between 1 and it",
+        );
     }
     Ok(())
 }

@@ -128,7 +128,9 @@ impl Throughput<'_> {
 }
 
 /// Publishes `n` no-op tasks to `queue` from `producers` concurrent callers
-/// sharing `client`.
+/// sharing `client`. Dropped (the worker exited, a stop signal), it stops
+/// them all: a caller left running would declare `queue` again after the
+/// cleanup deleted it.
 async fn publish_tasks(
     client: &Client,
     queue: &str,
@@ -137,13 +139,13 @@ async fn publish_tasks(
     task_args: &[Value],
 ) -> Result<(), BenchError> {
     let next = Arc::new(AtomicU64::new(0));
-    let mut handles = Vec::new();
+    let mut handles = tokio::task::JoinSet::new();
     for _ in 0..producers.min(n) {
         let client = client.clone();
         let next = next.clone();
         let queue = queue.to_owned();
         let task_args = task_args.to_vec();
-        handles.push(tokio::spawn(async move {
+        handles.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 client
                     .send_task(
@@ -156,11 +158,10 @@ async fn publish_tasks(
                     .map_err(err("publish failed"))?;
             }
             Ok::<(), BenchError>(())
-        }));
+        });
     }
-    for h in handles {
-        h.await
-            .map_err(|e| BenchError::new(format!("producer: {e}")))??;
+    while let Some(h) = handles.join_next().await {
+        h.map_err(|e| BenchError::new(format!("producer: {e}")))??;
     }
     Ok(())
 }
