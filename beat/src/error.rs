@@ -26,7 +26,8 @@ pub enum BeatError {
     File(#[from] FileError),
     /// `result_backend = "none"`: beat keeps its schedule, run state and lease in the database.
     #[error(
-        "celeriac-beat needs a database for schedules, run state and its lease; set --result-backend / CELERIAC_RESULT_BACKEND (result_backend = \"none\" is not enough)"
+        "celeriac-beat needs a database for schedules, run state and its lease; \
+         set --result-backend / CELERIAC_RESULT_BACKEND (result_backend = \"none\" is not enough)"
     )]
     NoDatabase,
     /// The process could not set up (runtime, signals).

@@ -149,10 +149,16 @@ impl BeatEvent {
         let detail = self.detail.as_deref().unwrap_or("");
         match self.kind {
             EventKind::Fired => {
-                tracing::info!(entry, task.id = %id, scheduled_at = %at, lateness_ms = self.lateness_ms.unwrap_or(0.0), "fired")
+                let lateness_ms = self.lateness_ms.unwrap_or(0.0);
+                tracing::info!(entry, task.id = %id, scheduled_at = %at, lateness_ms, "fired")
             }
             EventKind::Resent => {
-                tracing::warn!(entry, task.id = %id, scheduled_at = %at, "re-sent a run interrupted by a crash or failover (same task id)")
+                tracing::warn!(
+                    entry,
+                    task.id = %id,
+                    scheduled_at = %at,
+                    "re-sent a run interrupted by a crash or failover (same task id)"
+                )
             }
             EventKind::RunNow => {
                 tracing::info!(entry, task.id = %id, requested_at = %at, "ran now on request")
@@ -161,13 +167,28 @@ impl BeatEvent {
                 tracing::warn!(entry, count, last = %at, "skipped as missed: {detail}")
             }
             EventKind::Coalesced => {
-                tracing::info!(entry, count, scheduled_at = %at, "coalesced {count} earlier runs into one")
+                tracing::info!(
+                    entry,
+                    count,
+                    scheduled_at = %at,
+                    "coalesced {count} earlier runs into one"
+                )
             }
             EventKind::Held => {
-                tracing::warn!(entry, running = count, scheduled_at = %at, "held by max_instances: not sent")
+                tracing::warn!(
+                    entry,
+                    running = count,
+                    scheduled_at = %at,
+                    "held by max_instances: not sent"
+                )
             }
             EventKind::SendFailed => {
-                tracing::warn!(entry, task.id = %id, scheduled_at = %at, "send failed, will retry with the same id: {detail}")
+                tracing::warn!(
+                    entry,
+                    task.id = %id,
+                    scheduled_at = %at,
+                    "send failed, will retry with the same id: {detail}"
+                )
             }
             EventKind::Done => tracing::info!(entry, "no further runs"),
             EventKind::Leading => tracing::info!("leading: {detail}"),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac::Client;
+use celeriac_common::cli::one_line;
 use celeriac_common::{Config, ResultBackend};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
@@ -153,10 +154,7 @@ impl Service {
             let mut beat = match Beat::load(parts, file_entries.clone(), self.clock.now()).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot load the schedule: {}",
-                        celeriac_common::cli::one_line(&e)
-                    );
+                    tracing::warn!("cannot load the schedule: {}", one_line(&e));
                     recheck.notify_one();
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -232,23 +230,35 @@ impl Service {
                             recheck.notify_one();
                             return "lost the lease";
                         }
-                        tracing::warn!("cannot record sent runs (kept for the next write): {}", celeriac_common::cli::one_line(&e));
+                        tracing::warn!(
+                            "cannot record sent runs (kept for the next write): {}",
+                            one_line(&e)
+                        );
                     }
                 }
                 _ = tokio::time::sleep(sleep) => {}
                 Some(entries) = file_rx.recv() => {
                     *file_entries = entries.clone();
                     if let Err(e) = beat.apply_file(entries, self.clock.now()).await {
-                        tracing::warn!("schedule file change not fully applied: {}", celeriac_common::cli::one_line(&e));
+                        tracing::warn!(
+                            "schedule file change not fully applied: {}",
+                            one_line(&e)
+                        );
                     }
                 }
                 _ = poll.tick() => {
                     match beat.poll_changes(self.clock.now()).await {
                         Ok(_) => db_failing = false,
-                        Err(BeatError::LostLease) => { recheck.notify_one(); return "lost the lease"; }
+                        Err(BeatError::LostLease) => {
+                            recheck.notify_one();
+                            return "lost the lease";
+                        }
                         Err(e) if !db_failing => {
                             db_failing = true;
-                            tracing::warn!("cannot read schedule changes: {}", celeriac_common::cli::one_line(&e));
+                            tracing::warn!(
+                                "cannot read schedule changes: {}",
+                                one_line(&e)
+                            );
                         }
                         Err(_) => {}
                     }
@@ -270,10 +280,7 @@ impl Service {
                         recheck.notify_one();
                         return "lost the lease";
                     }
-                    Err(e) => tracing::warn!(
-                        "tick failed, runs will be retried: {}",
-                        celeriac_common::cli::one_line(&e)
-                    ),
+                    Err(e) => tracing::warn!("tick failed, runs will be retried: {}", one_line(&e)),
                 }
             }
         }
@@ -293,10 +300,7 @@ impl Service {
                 Ok(Some(sent)) => {
                     in_flight -= 1;
                     if let Err(e) = beat.complete(sent).await {
-                        tracing::warn!(
-                            "cannot record sent runs: {}",
-                            celeriac_common::cli::one_line(&e)
-                        );
+                        tracing::warn!("cannot record sent runs: {}", one_line(&e));
                     }
                 }
                 _ => break,

@@ -201,7 +201,11 @@ async fn report_until_done(
             Ok(answers) => return answers,
             Err(e) => {
                 if backoff.failures() == 0 {
-                    tracing::error!(error = %e, count = members.len(), "cannot report chord members; retrying");
+                    tracing::error!(
+                        error = %e,
+                        count = members.len(),
+                        "cannot report chord members; retrying"
+                    );
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -234,7 +238,11 @@ async fn act(
 /// exactly once, so it is recorded failed.
 async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), SettleError> {
     let gid = &report.member.group_id;
-    tracing::error!(chord = %gid, "chord not recorded in the result backend (sent by a client that does not record chords); its callback cannot run");
+    tracing::error!(
+        chord = %gid,
+        "chord not recorded in the result backend (sent by a client that does not record chords); \
+         its callback cannot run"
+    );
     let Some(id) = &report.callback_id else {
         return Ok(());
     };
@@ -242,7 +250,8 @@ async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), Se
     o.error = Some(TaskError {
         kind: "ChordError".to_owned(),
         message: format!(
-            "chord {gid} is not recorded in the result backend: send chords with a client that records them (celeriac's send_workflow)"
+            "chord {gid} is not recorded in the result backend: \
+             send chords with a client that records them (celeriac's send_workflow)"
         ),
         traceback: None,
     });
@@ -370,7 +379,11 @@ async fn fail_callback(
         followup::on_failure(&later.publisher, msg, queue).await;
         outer.extend(reports);
     }
-    tracing::info!(chord = %chord.group_id, member = %failed, "chord failed: callback recorded FAILURE");
+    tracing::info!(
+        chord = %chord.group_id,
+        member = %failed,
+        "chord failed: callback recorded FAILURE"
+    );
     backend.mark_callback_sent(&chord.group_id).await?;
     Ok(outer)
 }

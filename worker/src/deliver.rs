@@ -90,7 +90,10 @@ fn deliver(
                 Disposition::Hold(wait) => {
                     tracked.set(Phase::Scheduled);
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => (stage, _) = (Stage::Due, tracked.set(Phase::Reserved)),
+                        _ = tokio::time::sleep(wait) => {
+                            tracked.set(Phase::Reserved);
+                            stage = Stage::Due;
+                        }
                         _ = hand.window.retired() => {
                             return Box::pin(hand.give_back(delivery)).await;
                         }

@@ -15,7 +15,10 @@ const SWEEP_EVERY: u64 = 2;
 /// after another one died.
 pub(crate) async fn announce(backend: &ResultBackend, me: &WorkerInfo, interval: Duration) {
     if let Err(e) = backend.worker_heartbeat(me, interval).await {
-        tracing::warn!(error = %e, "cannot write the worker's heartbeat; retrying every {interval:?}");
+        tracing::warn!(
+            error = %e,
+            "cannot write the worker's heartbeat; retrying every {interval:?}"
+        );
         return;
     }
     sweep(backend).await;
@@ -38,7 +41,11 @@ pub(crate) async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         if let Err(e) = backend.worker_heartbeat(&me, interval).await {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "cannot write the worker's heartbeat");
+            tracing::warn!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                "cannot write the worker's heartbeat"
+            );
             continue;
         }
         beats += 1;
@@ -62,7 +69,11 @@ async fn sweep(backend: &ResultBackend) {
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "cannot check for tasks of lost workers");
+            tracing::warn!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                "cannot check for tasks of lost workers"
+            );
         }
     }
 }

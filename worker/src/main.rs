@@ -39,7 +39,13 @@ struct Cli {
     track_started: Option<bool>,
     /// Send Celery's task events (as `celery worker -E`) [default: off;
     /// monitors such as Flower switch them on by remote control].
-    #[arg(short = 'E', long, env = "CELERIAC_WORKER_SEND_EVENTS", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(
+        short = 'E',
+        long,
+        env = "CELERIAC_WORKER_SEND_EVENTS",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     events: Option<bool>,
     /// Do not create or upgrade the result tables on start.
     #[arg(long)]

@@ -258,7 +258,10 @@ async fn nack(done: Finished) {
     match tokio::time::timeout(ACK_TIMEOUT, done.acker.nack(opts)).await {
         Ok(Ok(_)) => done.window.settled(done.tag),
         _ => {
-            tracing::warn!(task.id = %done.task_id, "requeue failed; the broker will redeliver on disconnect")
+            tracing::warn!(
+                task.id = %done.task_id,
+                "requeue failed; the broker will redeliver on disconnect"
+            )
         }
     }
 }
@@ -268,10 +271,17 @@ async fn ack(done: &Finished, multiple: bool) {
     match ack.await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::debug!(task.id = %done.task_id, error = %e, "ack failed; the message will be redelivered")
+            tracing::debug!(
+                task.id = %done.task_id,
+                error = %e,
+                "ack failed; the message will be redelivered"
+            )
         }
         Err(_) => {
-            tracing::warn!(task.id = %done.task_id, "ack timed out; the message will be redelivered")
+            tracing::warn!(
+                task.id = %done.task_id,
+                "ack timed out; the message will be redelivered"
+            )
         }
     }
 }
@@ -297,7 +307,12 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
             // The database refused the rows themselves: one by one, so one
             // it cannot take does not hold the others (and their acks) back.
             Err(e) if e.is_refused() && outcomes.len() > 1 => {
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), count = outcomes.len(), "result backend refused a batch; storing its outcomes one by one");
+                tracing::warn!(
+                    error = %e,
+                    source = ?std::error::Error::source(&e),
+                    count = outcomes.len(),
+                    "result backend refused a batch; storing its outcomes one by one"
+                );
                 for outcome in outcomes {
                     Box::pin(store_until_done(backend, vec![outcome])).await;
                 }
@@ -306,14 +321,26 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
             Err(e) if e.is_refused() => {
                 refusals += 1;
                 if refusals >= REFUSALS_MAX {
-                    tracing::error!(task.id = %outcomes[0].task_id, error = %e, source = ?std::error::Error::source(&e), "result backend refuses this task's outcome; it is not stored and its message is acked");
+                    tracing::error!(
+                        task.id = %outcomes[0].task_id,
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        "result backend refuses this task's outcome; \
+                         it is not stored and its message is acked"
+                    );
                     return;
                 }
                 tokio::time::sleep(backoff.delay_for(backoff.failures())).await;
             }
             Err(e) => {
                 if !logged {
-                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), count = outcomes.len(), "cannot store outcomes; retrying until the result backend is back (messages stay unacknowledged)");
+                    tracing::error!(
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        count = outcomes.len(),
+                        "cannot store outcomes; retrying until the result backend is back \
+                         (messages stay unacknowledged)"
+                    );
                     logged = true;
                 }
                 tokio::time::sleep(backoff.next_delay()).await;

@@ -164,7 +164,8 @@ pub(crate) async fn run(
                     .collect();
                 if !users.is_empty() {
                     return Err(CliError::Usage(format!(
-                        "calendar \"{name}\" is used by {} (remove it from them first, or pass --force: they would then fire on every date)",
+                        "calendar \"{name}\" is used by {} (remove it from them first, \
+                         or pass --force: they would then fire on every date)",
                         users
                             .iter()
                             .map(|u| format!("\"{u}\""))

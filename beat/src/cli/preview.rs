@@ -101,5 +101,10 @@ fn calendars(args: &PreviewArgs, config: &Config, names: &[String]) -> Result<Ca
 fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, CliError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.to_utc())
-        .map_err(|_| CliError::Usage(format!("{field}: invalid instant \"{s}\", expected RFC 3339 such as 2024-05-01T09:00:00+02:00")))
+        .map_err(|_| {
+            CliError::Usage(format!(
+                "{field}: invalid instant \"{s}\", \
+                 expected RFC 3339 such as 2024-05-01T09:00:00+02:00"
+            ))
+        })
 }

@@ -319,6 +319,10 @@ fn row(
     if let Ok(Value::Object(o)) = serde_json::to_value(&e.options) {
         options = o;
     }
+    let misfire_grace_time = match firing.misfire_grace {
+        Grace::Unlimited => Value::Null,
+        g => json!(g.as_secs_f64()),
+    };
     json!({
         "name": e.name,
         "source": e.source.as_str(),
@@ -328,7 +332,7 @@ fn row(
         "trigger": e.trigger,
         "trigger_text": describe(&e.trigger),
         "options": options,
-        "misfire_grace_time": match firing.misfire_grace { Grace::Unlimited => Value::Null, g => json!(g.as_secs_f64()) },
+        "misfire_grace_time": misfire_grace_time,
         "coalesce": firing.coalesce,
         "max_instances": firing.max_instances,
         "enabled": e.enabled,

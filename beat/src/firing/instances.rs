@@ -89,7 +89,10 @@ pub(crate) async fn hold_busy(
     let finished = match finished(db, &ids).await {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the result backend for max_instances; not holding runs");
+            tracing::warn!(
+                error = %e,
+                "cannot read the result backend for max_instances; not holding runs"
+            );
             return 0;
         }
     };

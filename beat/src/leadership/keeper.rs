@@ -51,7 +51,11 @@ pub async fn keep(
                 failing = false;
                 until = Some(started + ttl.mul_f64(0.9));
                 if *tx.borrow() != Leadership::Leader(fence.clone()) {
-                    tracing::info!(holder = %fence.holder, token = fence.token, "leading: holds the beat lease");
+                    tracing::info!(
+                        holder = %fence.holder,
+                        token = fence.token,
+                        "leading: holds the beat lease"
+                    );
                     let _ = tx.send(Leadership::Leader(fence));
                 }
             }

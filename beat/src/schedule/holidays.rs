@@ -158,7 +158,12 @@ fn to_day(m: calendar::Model) -> Option<CalendarDay> {
             source: Source::Database,
         }),
         _ => {
-            tracing::error!(calendar = %m.name, from = %m.date_from, to = %m.date_to, "calendar row is unreadable and is ignored");
+            tracing::error!(
+                calendar = %m.name,
+                from = %m.date_from,
+                to = %m.date_to,
+                "calendar row is unreadable and is ignored"
+            );
             None
         }
     }

@@ -79,7 +79,8 @@ fn read_event(event: &Event, out: &mut IcsDates) {
         Some(Some(all)) => all,
         Some(None) => {
             out.warnings.push(format!(
-                "\"{name}\": RRULE {} is not supported (only FREQ=YEARLY with INTERVAL, COUNT or UNTIL); only {first} imported",
+                "\"{name}\": RRULE {} is not supported \
+                 (only FREQ=YEARLY with INTERVAL, COUNT or UNTIL); only {first} imported",
                 rule.unwrap_or_default()
             ));
             vec![first]
@@ -190,9 +191,13 @@ mod tests {
     #[test]
     fn all_day_multi_day_and_timed_events() {
         let text = ics(concat!(
-            "BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:Christmas\r\nDTSTART;VALUE=DATE:20261225\r\nDTEND;VALUE=DATE:20261226\r\nEND:VEVENT\r\n",
-            "BEGIN:VEVENT\r\nUID:2\r\nSUMMARY:Shutdown\r\nDTSTART;VALUE=DATE:20261228\r\nDTEND;VALUE=DATE:20270101\r\nEND:VEVENT\r\n",
-            "BEGIN:VEVENT\r\nUID:3\r\nSUMMARY:Move\r\nDTSTART;TZID=Europe/Berlin:20260703T220000\r\nDTEND;TZID=Europe/Berlin:20260705T000000\r\nEND:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:Christmas\r\n",
+            "DTSTART;VALUE=DATE:20261225\r\nDTEND;VALUE=DATE:20261226\r\nEND:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nUID:2\r\nSUMMARY:Shutdown\r\n",
+            "DTSTART;VALUE=DATE:20261228\r\nDTEND;VALUE=DATE:20270101\r\nEND:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nUID:3\r\nSUMMARY:Move\r\n",
+            "DTSTART;TZID=Europe/Berlin:20260703T220000\r\n",
+            "DTEND;TZID=Europe/Berlin:20260705T000000\r\nEND:VEVENT\r\n",
             "BEGIN:VEVENT\r\nUID:4\r\nDTSTART;VALUE=DATE:20260101\r\nEND:VEVENT\r\n",
         ));
         assert_eq!(
@@ -212,9 +217,12 @@ mod tests {
     #[test]
     fn yearly_rules_expand_and_others_warn() {
         let text = ics(concat!(
-            "BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:New Year\r\nDTSTART;VALUE=DATE:20260101\r\nRRULE:FREQ=YEARLY;COUNT=3\r\nEND:VEVENT\r\n",
-            "BEGIN:VEVENT\r\nUID:2\r\nSUMMARY:Leap\r\nDTSTART;VALUE=DATE:20240229\r\nRRULE:FREQ=YEARLY;UNTIL=20321231\r\nEND:VEVENT\r\n",
-            "BEGIN:VEVENT\r\nUID:3\r\nSUMMARY:Standup\r\nDTSTART;VALUE=DATE:20260105\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:New Year\r\n",
+            "DTSTART;VALUE=DATE:20260101\r\nRRULE:FREQ=YEARLY;COUNT=3\r\nEND:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nUID:2\r\nSUMMARY:Leap\r\n",
+            "DTSTART;VALUE=DATE:20240229\r\nRRULE:FREQ=YEARLY;UNTIL=20321231\r\nEND:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nUID:3\r\nSUMMARY:Standup\r\n",
+            "DTSTART;VALUE=DATE:20260105\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\n",
         ));
         assert_eq!(
             dates(&text),
@@ -231,9 +239,10 @@ mod tests {
         let warnings = read(&text).expect("reads").warnings;
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("\"Standup\": RRULE FREQ=WEEKLY is not supported"));
-        let forever = ics(
-            "BEGIN:VEVENT\r\nUID:1\r\nDTSTART;VALUE=DATE:20261225\r\nRRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n",
-        );
+        let forever = ics(concat!(
+            "BEGIN:VEVENT\r\nUID:1\r\n",
+            "DTSTART;VALUE=DATE:20261225\r\nRRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n",
+        ));
         let all = dates(&forever);
         assert_eq!(all.len(), 74);
         assert_eq!(all.last().map(String::as_str), Some("2099-12-25"));

@@ -214,7 +214,8 @@ impl DateRange {
                 TriggerError::invalid(
                     "dates",
                     format!(
-                        "invalid date \"{}\", expected YYYY-MM-DD or a range YYYY-MM-DD..YYYY-MM-DD",
+                        "invalid date \"{}\", \
+                         expected YYYY-MM-DD or a range YYYY-MM-DD..YYYY-MM-DD",
                         s.trim()
                     ),
                 )

@@ -170,7 +170,10 @@ impl Handling {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the stored outcome; returning the message to its queue");
+                    tracing::warn!(
+                        error = %e,
+                        "cannot read the stored outcome; returning the message to its queue"
+                    );
                     return self.requeue(delivery).await;
                 }
             }

@@ -26,7 +26,9 @@ pub(super) fn scheduled(shared: &Shared) -> Value {
             .inflight
             .requests(host, |p| p == Phase::Scheduled)
             .into_iter()
-            .map(|(_, eta, priority, request)| json!({"eta": eta, "priority": priority, "request": request}))
+            .map(|(_, eta, priority, request)| {
+                json!({"eta": eta, "priority": priority, "request": request})
+            })
             .collect(),
     )
 }

@@ -113,7 +113,10 @@ pub(crate) async fn handle(
             if WARNED.swap(true, Ordering::Relaxed) {
                 tracing::debug!(%why, "unreadable control message dropped");
             } else {
-                tracing::warn!(%why, "unreadable control message dropped (further ones are logged at debug level)");
+                tracing::warn!(
+                    %why,
+                    "unreadable control message dropped (further ones are logged at debug level)"
+                );
             }
             return;
         }

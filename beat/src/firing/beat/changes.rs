@@ -26,7 +26,10 @@ impl<P: Publisher> Beat<P> {
     pub(super) fn apply_calendars(&mut self) {
         for name in self.db_calendars.names() {
             if self.file_calendars.get(name).is_some() {
-                tracing::warn!(calendar = %name, "a schedule file calendar has the same name: the database calendar is ignored");
+                tracing::warn!(
+                    calendar = %name,
+                    "a schedule file calendar has the same name: the database calendar is ignored"
+                );
             }
         }
         let merged = self.db_calendars.overlaid(&self.file_calendars);
@@ -68,10 +71,17 @@ impl<P: Publisher> Beat<P> {
             match change {
                 EntryChange::Upsert(entry) => {
                     if file_names.contains(entry.name.as_str()) {
-                        tracing::warn!(entry = %entry.name, "a file entry has the same name: the database entry is ignored");
+                        tracing::warn!(
+                            entry = %entry.name,
+                            "a file entry has the same name: the database entry is ignored"
+                        );
                         continue;
                     }
-                    tracing::info!(entry = %entry.name, enabled = entry.enabled, "schedule change picked up");
+                    tracing::info!(
+                        entry = %entry.name,
+                        enabled = entry.enabled,
+                        "schedule change picked up"
+                    );
                     let state = states.remove(&entry.name);
                     self.upsert(*entry, state, now);
                 }

@@ -122,7 +122,10 @@ impl<P: Publisher> Beat<P> {
                 .filter(|e| {
                     let shadowed = file_names.contains(&e.name);
                     if shadowed {
-                        tracing::warn!(entry = %e.name, "a file entry has the same name: the database entry is ignored");
+                        tracing::warn!(
+                            entry = %e.name,
+                            "a file entry has the same name: the database entry is ignored"
+                        );
                     }
                     !shadowed
                 })

@@ -47,7 +47,8 @@ pub(super) fn calendar_table(
                     Some(toml::Value::Datetime(v)) => Some(v.to_string()),
                     _ => None,
                 };
-                if let Some(key) = d.keys().find(|k| !["date", "to", "label"].contains(&k.as_str())) {
+                let known = ["date", "to", "label"];
+                if let Some(key) = d.keys().find(|k| !known.contains(&k.as_str())) {
                     return Err(TriggerError::invalid(
                         "dates",
                         format!("unknown key \"{key}\" (expected date, to and label)"),
@@ -65,7 +66,10 @@ pub(super) fn calendar_table(
             other => {
                 return Err(TriggerError::invalid(
                     "dates",
-                    format!("expected \"YYYY-MM-DD\", \"YYYY-MM-DD..YYYY-MM-DD\" or a table, got {other}"),
+                    format!(
+                        "expected \"YYYY-MM-DD\", \"YYYY-MM-DD..YYYY-MM-DD\" or a table, \
+                         got {other}"
+                    ),
                 ));
             }
         });

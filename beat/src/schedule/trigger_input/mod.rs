@@ -112,7 +112,8 @@ impl TriggerInput {
             {
                 return Err(EntryError::invalid(
                     "at",
-                    "timezone, start, end, jitter, dst and calendars do not apply to a one-shot (at) trigger",
+                    "timezone, start, end, jitter, dst and calendars \
+                     do not apply to a one-shot (at) trigger",
                 ));
             }
         } else {

@@ -32,7 +32,8 @@ mod compile;
 pub enum TriggerSpec {
     /// A crontab string; see [`crate::trigger`] for the syntax.
     Cron {
-        /// `"*/15 9-17 * * mon-fri"`, 5, 6 (seconds first) or 7 (plus year) fields, or `@daily` etc.
+        /// `"*/15 9-17 * * mon-fri"`, 5, 6 (seconds first) or 7 (plus year)
+        /// fields, or `@daily` etc.
         expr: String,
         /// IANA time zone the expression is evaluated in; default UTC.
         #[serde(default, skip_serializing_if = "Option::is_none")]
