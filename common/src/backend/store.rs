@@ -38,8 +38,19 @@ impl ResultBackend {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let outcomes = last_per_task(outcomes);
         let now = Utc::now();
+        // A RETRY never overwrites a later attempt's outcome: the retry's
+        // message goes out before this worker stores RETRY, so another
+        // worker may already have stored the retried run's SUCCESS.
+        let (retries, outcomes): (Vec<_>, Vec<_>) = last_per_task(outcomes)
+            .into_iter()
+            .partition(|o| o.state == TaskState::Retry);
+        for outcome in retries {
+            self.store_retry(outcome, now).await?;
+        }
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let one_statement = outcomes.len() <= STORE_CHUNK;
         let rows = outcomes.into_iter().map(|o| o.into_active(now));
         // MySQL locks index ranges for an upsert; several statements in one
@@ -53,6 +64,35 @@ impl ResultBackend {
         let txn = self.db.begin().await?;
         Self::store_chunks(&txn, rows).await?;
         txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records a RETRY unless the task already has a final outcome or a
+    /// RETRY of a later attempt: inserted if the row is new, else updated
+    /// under that condition (two statements; retries are rare).
+    async fn store_retry(
+        &self,
+        outcome: TaskOutcome,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), BackendError> {
+        let id = outcome.task_id.clone();
+        let attempt = i32::try_from(outcome.retries).unwrap_or(i32::MAX);
+        let row = outcome.into_active(now);
+        // A no-op update, not `DO NOTHING`: MySQL has no such clause.
+        let keep = OnConflict::column(Column::TaskId)
+            .update_column(Column::TaskId)
+            .to_owned();
+        Entity::insert(row.clone())
+            .on_conflict(keep)
+            .exec_without_returning(&self.db)
+            .await?;
+        Entity::update_many()
+            .set(row)
+            .filter(Column::TaskId.eq(id))
+            .filter(Column::State.is_not_in(TaskState::ready_names()))
+            .filter(Column::Retries.lte(attempt))
+            .exec(&self.db)
+            .await?;
         Ok(())
     }
 

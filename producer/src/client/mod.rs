@@ -77,7 +77,9 @@ pub enum ClientError {
 pub(crate) struct Route {
     exchange: String,
     routing_key: String,
-    declare: Option<String>,
+    /// The queue the message is for, declared (and bound to the delay
+    /// queues when `delayed`) once per connection before the first publish.
+    declare: String,
     /// Into the delay queues (which must be declared and bound to `declare`).
     delayed: bool,
 }

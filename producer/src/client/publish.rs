@@ -70,7 +70,7 @@ impl Client {
             let route = Route {
                 exchange: options.exchange.unwrap_or_else(|| queue.clone()),
                 routing_key: options.routing_key.unwrap_or_else(|| queue.clone()),
-                declare: Some(queue),
+                declare: queue,
                 delayed: false,
             };
             self.publish(&msg, &route).await?;
@@ -90,14 +90,14 @@ impl Client {
             Route {
                 exchange: delay::entry_exchange(&self.inner.config),
                 routing_key: key,
-                declare: Some(queue.to_owned()),
+                declare: queue.to_owned(),
                 delayed: true,
             }
         } else {
             Route {
                 exchange: String::new(),
                 routing_key: queue.to_owned(),
-                declare: Some(queue.to_owned()),
+                declare: queue.to_owned(),
                 delayed: false,
             }
         };
@@ -114,7 +114,7 @@ impl Client {
         let route = Route {
             exchange: String::new(),
             routing_key: queue.to_owned(),
-            declare: Some(queue.to_owned()),
+            declare: queue.to_owned(),
             delayed: false,
         };
         self.publish(msg, &route).await
@@ -199,16 +199,15 @@ impl Client {
         body: &[u8],
         props: lapin::BasicProperties,
     ) -> Result<(), ClientError> {
-        if let Some(queue) = &route.declare {
-            let bound = route
-                .delayed
-                .then(|| format!("{}:{queue}", delay::delivery_exchange(&self.inner.config)));
-            let ready = link.knows(queue) && bound.as_ref().is_none_or(|b| link.knows(b));
-            if !ready {
-                // Once per queue and link: boxed, so the publish future
-                // every task's send copies stays small.
-                Box::pin(self.declare_route(link, route, queue, bound)).await?;
-            }
+        let queue = &route.declare;
+        let bound = route
+            .delayed
+            .then(|| format!("{}:{queue}", delay::delivery_exchange(&self.inner.config)));
+        let ready = link.knows(queue) && bound.as_ref().is_none_or(|b| link.knows(b));
+        if !ready {
+            // Once per queue and link: boxed, so the publish future
+            // every task's send copies stays small.
+            Box::pin(self.declare_route(link, route, queue, bound)).await?;
         }
         let channel_err = |source| {
             ClientError::Broker(BrokerError::Channel {
