@@ -49,5 +49,4 @@ pub mod firing;
 pub mod leadership;
 pub mod runner;
 pub mod schedule;
-mod sql;
 pub mod trigger;

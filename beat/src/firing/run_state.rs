@@ -26,7 +26,7 @@ use celeriac_common::backend::beat::state::{ActiveModel, Column, Entity, Model};
 use crate::clock::{format_instant, parse_instant};
 use crate::error::BeatError;
 use crate::leadership::lease::{Fence, check_fence};
-use crate::sql::statement;
+use celeriac_common::backend::statement;
 
 /// How many recent runs are remembered for `max_instances`.
 pub const RECENT_MAX: usize = 100;

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
-use crate::sql::statement;
 use celeriac_common::backend::db_clock_ms as now_ms;
+use celeriac_common::backend::statement;
 
 /// The lease row's name (one lease per database).
 pub use celeriac_common::backend::beat::LEASE_NAME;

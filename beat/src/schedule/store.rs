@@ -20,8 +20,8 @@ use celeriac_common::backend::beat::{entry, meta, state};
 
 use crate::clock::{format_instant, parse_instant};
 use crate::schedule::entry::{Entry, FiringOverrides, Grace, SendOptions, Source};
-use crate::sql::statement;
 use crate::trigger::TriggerSpec;
+use celeriac_common::backend::statement;
 
 /// A change to the database schedule, as a running beat sees it.
 #[derive(Clone, Debug, PartialEq)]

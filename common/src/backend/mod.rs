@@ -8,6 +8,7 @@ pub mod entity;
 mod many;
 pub mod migration;
 mod outcome;
+mod sql;
 mod store;
 pub mod workers;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use entity::{Column, Entity};
 pub use outcome::{TaskError, TaskOutcome, TaskRecord};
+pub use sql::statement;
 
 /// A result-backend operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,33 +1,11 @@
-//! SQL helpers for chord accounting: placeholders per backend, reading a
-//! chord row, and the statement that counts finished members.
+//! SQL helpers for chord accounting: reading a chord row, and the
+//! statement that counts finished members.
 
 use super::{ChordMember, ChordRecord, ChordState};
 use crate::backend::BackendError;
+pub(super) use crate::backend::statement;
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value as DbValue};
-
-/// `sql` with `?` placeholders as the backend wants them (`$1`.. on PostgreSQL).
-pub(super) fn placeholders(backend: DbBackend, sql: &str) -> String {
-    if backend != DbBackend::Postgres {
-        return sql.to_owned();
-    }
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-pub(super) fn statement(backend: DbBackend, sql: &str, values: Vec<DbValue>) -> Statement {
-    Statement::from_sql_and_values(backend, placeholders(backend, sql), values)
-}
+use sea_orm::{ConnectionTrait, DbBackend, Value as DbValue};
 
 /// `INSERT` that does nothing when the key exists, in each dialect.
 pub(super) fn insert_ignore(backend: DbBackend, rest: &str) -> String {

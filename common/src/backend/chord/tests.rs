@@ -1,17 +1,6 @@
 //! Unit tests of chord accounting that need no database.
 
-use super::sql::placeholders;
 use super::*;
-use sea_orm::DbBackend;
-
-#[test]
-fn postgres_placeholders_are_numbered() {
-    assert_eq!(
-        placeholders(DbBackend::Postgres, "a = ? AND b = ?"),
-        "a = $1 AND b = $2"
-    );
-    assert_eq!(placeholders(DbBackend::MySql, "a = ?"), "a = ?");
-}
 
 #[test]
 fn only_the_claimant_acts_and_only_once() {

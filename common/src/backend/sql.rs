@@ -1,11 +1,11 @@
-//! Small helpers for the hand-written SQL that must run unchanged on
-//! SQLite, PostgreSQL and MySQL/MariaDB.
+//! The one helper for hand-written SQL that must run unchanged on SQLite,
+//! PostgreSQL and MySQL/MariaDB (beat's tables and the chord counter).
 
 use sea_orm::{DbBackend, Statement, Value};
 
 /// A statement written with `?` placeholders, renumbered `$1, $2, ...` for
 /// PostgreSQL. The SQL must not contain `?` anywhere else.
-pub(crate) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+pub fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = match backend {
         DbBackend::Postgres => {
             let mut out = String::with_capacity(sql.len() + 8);
