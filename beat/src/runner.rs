@@ -80,10 +80,7 @@ impl Service {
         if !self.config.results_enabled() {
             return Err(BeatError::NoDatabase);
         }
-        let mut file_entries = match &self.schedule {
-            Some(path) => file_source::load(path)?,
-            None => ScheduleFile::default(),
-        };
+        let mut file_entries = file_source::load_or_empty(self.schedule.as_deref())?;
         let backend = ResultBackend::connect(&self.config.result_backend).await?;
         if self.config.migrate_on_start {
             backend.migrate().await?;

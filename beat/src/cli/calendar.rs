@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::cli::error::CliError;
 use crate::schedule::entry::EntryError;
-use crate::schedule::file_source::{self, ScheduleFile, truncate};
+use crate::schedule::file_source::{self, truncate};
 use crate::schedule::holidays::{self, CalendarDay};
 use crate::schedule::ics;
 use crate::schedule::store::Store;
@@ -62,10 +62,7 @@ pub(crate) async fn run(
     store: &Store,
     schedule: Option<&Path>,
 ) -> Result<(), CliError> {
-    let file = match schedule {
-        Some(path) => file_source::load(path).map_err(crate::error::BeatError::from)?,
-        None => ScheduleFile::default(),
-    };
+    let file = file_source::load_or_empty(schedule).map_err(crate::error::BeatError::from)?;
     let in_file = |name: &str| file.calendar_days.iter().any(|d| d.calendar == name);
     let file_owned = |name: &str| {
         CliError::Usage(format!(

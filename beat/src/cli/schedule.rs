@@ -13,7 +13,7 @@ use crate::clock::format_instant;
 use crate::firing::dispatch::{run_now_task_id, task_id};
 use crate::firing::run_state::{self, RunState};
 use crate::schedule::entry::{Entry, EntryError, Firing, Grace, validate_name};
-use crate::schedule::file_source::{self, ScheduleFile};
+use crate::schedule::file_source;
 use crate::schedule::store::{Store, StoreError};
 use crate::schedule::trigger_input::describe;
 use crate::trigger::{Calendars, Schedule};
@@ -81,10 +81,7 @@ pub(crate) async fn run(
     config: &Config,
     schedule: Option<&Path>,
 ) -> Result<(), CliError> {
-    let file = match schedule {
-        Some(path) => file_source::load(path).map_err(crate::error::BeatError::from)?,
-        None => ScheduleFile::default(),
-    };
+    let file = file_source::load_or_empty(schedule).map_err(crate::error::BeatError::from)?;
     let file_calendars = file.calendars();
     let file_entries = file.entries;
     let in_file = |name: &str| file_entries.iter().any(|e| e.name == name);

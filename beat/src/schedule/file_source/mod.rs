@@ -240,6 +240,12 @@ pub fn load(path: &Path) -> Result<ScheduleFile, FileError> {
     parse(&text, path)
 }
 
+/// [`load`]s the schedule file at `path` if one is given; with none, an
+/// empty schedule.
+pub fn load_or_empty(path: Option<&Path>) -> Result<ScheduleFile, FileError> {
+    path.map_or_else(|| Ok(ScheduleFile::default()), load)
+}
+
 /// Parses schedule file text (`path` is for messages, and `ics` paths are
 /// relative to its folder).
 pub fn parse(text: &str, path: &Path) -> Result<ScheduleFile, FileError> {
