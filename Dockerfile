@@ -1,4 +1,4 @@
-# Builds celeriac, celeriac-worker and celeriac-beat into one small image.
+# Builds celeriac, celeriac-worker, celeriac-beat and celeriac-dashboard into one small image.
 #   docker build -t celeriac:local .
 #   docker run --rm --network host celeriac:local        # a worker; results in /data/celeriac.db
 
@@ -29,18 +29,19 @@ WORKDIR /src
 # Dependencies: built from the manifests and stubs, cached until a
 # Cargo.toml or Cargo.lock changes.
 COPY --from=manifests /manifests/ ./
-RUN cargo build --release --locked -p celeriac -p celeriac-worker -p celeriac-beat \
+RUN cargo build --release --locked -p celeriac -p celeriac-worker -p celeriac-beat -p celeriac-dashboard \
     && find . -path ./target -prune -o -name '*.rs' -exec rm {} +
 # The sources. COPY keeps the files' own modification times, which can be
 # older than the stubs' build: touch them so cargo rebuilds the workspace's
 # crates.
 COPY . .
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
-    && cargo build --release --locked -p celeriac -p celeriac-worker -p celeriac-beat
+    && cargo build --release --locked -p celeriac -p celeriac-worker -p celeriac-beat -p celeriac-dashboard
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/celeriac /src/target/release/celeriac-worker /src/target/release/celeriac-beat /usr/local/bin/
+COPY --from=build /src/target/release/celeriac /src/target/release/celeriac-worker /src/target/release/celeriac-beat \
+    /src/target/release/celeriac-dashboard /usr/local/bin/
 # The default result backend is sqlite://celeriac.db?mode=rwc, relative to
 # the working directory: /data, writable by the user the image runs as
 # (mount a volume there to keep it).

@@ -4,7 +4,12 @@
 #   scripts/ensure-services.sh rabbitmq            # what the quickstart needs
 #   scripts/ensure-services.sh                     # everything the test suite needs (= all)
 # Names: rabbitmq (5672), postgres (5432), mariadb (3306), tls-tools (the
-# programs worker/tests/tls.rs runs), all. Idempotent: a service that
+# programs worker/tests/tls.rs runs), chromium (Debian's chromium and
+# chromedriver for the dashboard's browser tests, apt-get installed if
+# missing), all; and cluster (a local 3-node RabbitMQ cluster on
+# 5681-5683, scripts/rabbitmq-cluster.sh; not part of all: only the serial
+# cluster test and demos need it, and that test starts its own).
+# Idempotent: a service that
 # answers is left alone; one that does not is started and waited for. A
 # missing program is one line saying what is missing and what needs it.
 # Exit code 0 when every named service is up, 1 otherwise.
@@ -49,6 +54,12 @@ rabbitmq() {
     # The port opens before the node is fully booted; wait for the app too.
     timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || { rabbitmqctl start_app >/dev/null 2>&1 || true; }
   fi
+  # The management API (15672): the dashboard's queue page and its tests
+  # read queue depths and rates there. Enabled on the running node, no restart.
+  if have rabbitmq-plugins && ! up 15672; then
+    timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 &&
+      wait_port "RabbitMQ management" 15672 30 && say "RabbitMQ management API is up on 127.0.0.1:15672"
+  fi
 }
 
 postgres() {
@@ -61,6 +72,14 @@ mariadb() {
   ensure MariaDB 3306 /usr/sbin/mariadbd \
     "${MARIADB_START:-start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd}" \
     "the MySQL result-backend and beat tests" "${MARIADB_START:-}"
+}
+
+cluster() {
+  if ! have rabbitmq-server; then
+    missing "rabbitmq-server is not installed; the local cluster needs it"
+    return 1
+  fi
+  "$(dirname "$0")/rabbitmq-cluster.sh" start
 }
 
 tls_tools() {
@@ -78,6 +97,26 @@ tls_tools() {
   return $ok
 }
 
+chromium() {
+  # dashboard/tests/browser.rs drives /usr/bin/chromium through /usr/bin/chromedriver.
+  if have /usr/bin/chromium && have /usr/bin/chromedriver; then
+    say "chromium and chromedriver are installed"
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! have apt-get || { [ -n "$sudo" ] && ! have sudo; }; then
+    missing "chromium and chromedriver are not installed (the dashboard's browser tests need them; Debian: apt-get install chromium chromium-driver)"
+    return 1
+  fi
+  say "installing chromium and chromium-driver"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } ||
+    { missing "apt-get could not install chromium chromium-driver"; return 1; }
+  say "chromium and chromedriver are installed"
+}
+
 [ $# = 0 ] && set -- all
 status=0
 for name in "$@"; do
@@ -86,14 +125,17 @@ for name in "$@"; do
     postgres | postgresql) postgres || status=1 ;;
     mariadb | mysql) mariadb || status=1 ;;
     tls-tools) tls_tools || status=1 ;;
+    chromium) chromium || status=1 ;;
+    cluster) cluster || status=1 ;;
     all)
       rabbitmq || status=1
       postgres || status=1
       mariadb || status=1
       tls_tools || status=1
+      chromium || status=1
       ;;
     *)
-      missing "unknown service \"$name\" (rabbitmq, postgres, mariadb, tls-tools, all)"
+      missing "unknown service \"$name\" (rabbitmq, postgres, mariadb, tls-tools, chromium, all, cluster)"
       exit 2
       ;;
   esac

@@ -30,6 +30,9 @@ pub enum BeatError {
          set --result-backend / CELERIAC_RESULT_BACKEND (result_backend = \"none\" is not enough)"
     )]
     NoDatabase,
+    /// The `/metrics` and `/health` address cannot be listened on.
+    #[error(transparent)]
+    Http(#[from] celeriac_common::http::HttpError),
     /// The process could not set up (runtime, signals).
     #[error("cannot start: {0}")]
     Setup(#[from] std::io::Error),

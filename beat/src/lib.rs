@@ -47,6 +47,7 @@ pub mod error;
 pub mod events;
 pub mod firing;
 pub mod leadership;
+pub mod metrics;
 pub mod runner;
 pub mod schedule;
 pub mod trigger;

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac::Client;
+use celeriac::{Client, ClientError};
+use celeriac_common::broker;
 use celeriac_common::cli::one_line;
 use celeriac_common::{Config, ResultBackend};
 use tokio::sync::{Notify, mpsc, watch};
@@ -26,6 +27,7 @@ use crate::firing::batch::Sent;
 use crate::firing::beat::{Beat, BeatParts};
 use crate::leadership::keeper::{self, Leadership};
 use crate::leadership::lease::{Fence, Lease};
+use crate::metrics::Served;
 use crate::schedule::entry::Firing;
 use crate::schedule::file_source::{self, ScheduleFile};
 use crate::schedule::store::Store;
@@ -80,6 +82,10 @@ impl Service {
         if !self.config.results_enabled() {
             return Err(BeatError::NoDatabase);
         }
+        let http = match &self.config.beat_http_addr {
+            Some(addr) => Some(Served::start(addr, &self.events, &self.config.hostname).await?),
+            None => None,
+        };
         let mut file_entries = file_source::load_or_empty(self.schedule.as_deref())?;
         let backend = ResultBackend::connect(&self.config.result_backend).await?;
         if self.config.migrate_on_start {
@@ -90,7 +96,16 @@ impl Service {
             let db_calendars = Store::new(db.clone()).calendars().await?;
             file_source::check_calendars(&file_entries, &db_calendars, path)?;
         }
-        let client = Arc::new(Client::connect(self.config.clone()).await?);
+        let mut shutdown = std::pin::pin!(shutdown);
+        // Waits for the broker (`broker_connection_retry_on_startup`).
+        let transient = |e: &ClientError| matches!(e, ClientError::Broker(b) if b.is_transient());
+        let connect = broker::retry_on_startup(&self.config, transient, || {
+            Client::connect(self.config.clone())
+        });
+        let client = tokio::select! {
+            client = connect => Arc::new(client?),
+            _ = &mut shutdown => return Ok(()),
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(publish_to_broker(
@@ -124,7 +139,9 @@ impl Service {
         );
         let store = Store::new(db);
         let defaults = Firing::from_config(&self.config);
-        let mut shutdown = std::pin::pin!(shutdown);
+        if let Some(h) = &http {
+            h.health().ok("standing by (waiting for the lease)");
+        }
         'outer: loop {
             // Stand by.
             let fence = loop {
@@ -177,11 +194,17 @@ impl Service {
                 break;
             }
         }
+        if let Some(h) = &http {
+            h.health().unavailable("stopping");
+        }
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         client.close().await;
+        if let Some(h) = http {
+            h.stop().await;
+        }
         tracing::info!("beat stopped");
         Ok(())
     }

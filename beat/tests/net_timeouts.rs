@@ -1,6 +1,6 @@
-//! Beat never waits for ever on the network (issue #20): `celeriac-beat run`
-//! against a peer that accepts TCP and never speaks AMQP fails in one line
-//! within the connect timeout, instead of hanging.
+//! Beat never waits for ever on the network (issue #20): `celeriac-beat run
+//! --no-startup-retry` against a peer that accepts TCP and never speaks
+//! AMQP fails in one line within the connect timeout, instead of hanging.
 
 use celeriac_common::netfault::Peer;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ async fn beat_run_against_a_silent_peer_fails_in_one_line() {
         .env_remove("CELERIAC_CONFIG")
         .env("RUST_LOG", "off")
         .args(["--broker", &peer.url(), "--result-backend", &db])
-        .args(["--connect-timeout", "1", "run"])
+        .args(["--connect-timeout", "1", "run", "--no-startup-retry"])
         .kill_on_drop(true)
         .output()
         .await

@@ -56,11 +56,20 @@ pub(crate) struct BeatArgs {
     /// Database URL [default: a temporary SQLite file].
     #[arg(long)]
     database: Option<String>,
+    /// Internal: only write the schedule, first run due at this instant
+    /// (RFC 3339), into `--database`, and exit. The bench runs itself so to
+    /// fill the database, so that what writing 100,000 rows leaves in the
+    /// allocator is not counted in beat's memory.
+    #[arg(long, hide = true)]
+    fill_only: Option<String>,
 }
 
 /// Runs the benchmark and prints the figures; deletes its queue and
 /// temporary directory at the end, also after an error, Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: BeatArgs, mut config: Config) -> Result<(), BenchError> {
+    if let Some(base) = &args.fill_only {
+        return fill(&args, base).await;
+    }
     let dir = std::env::temp_dir().join(format!(
         "celeriac-beat-bench-{}",
         uuid::Uuid::new_v4().simple()
@@ -87,22 +96,31 @@ pub(crate) async fn run(args: BeatArgs, mut config: Config) -> Result<(), BenchE
 }
 
 async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
-    let backend = ResultBackend::connect(&config.result_backend).await?;
-    backend.migrate().await?;
-    let store = Store::new(backend.connection().clone());
-
     let now = Utc::now().trunc_subsecs(0);
     let base = now + TimeDelta::seconds(i64::try_from(args.lead_in)?);
-    let entries = schedule(args, base)?;
     let started = std::time::Instant::now();
-    store.add_many(&entries, now).await?;
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["beat", "--database", &config.result_backend])
+        .args(["--fill-only", &format_instant(base)])
+        .args(["--entries", &args.entries.to_string()])
+        .args(["--period", &args.period.to_string()])
+        .args(["--duration", &args.duration.to_string()])
+        .args(["--idle", &args.idle.to_string()])
+        .args(["--burst", &args.burst.to_string()])
+        .kill_on_drop(true)
+        .status()
+        .await?;
+    if !status.success() {
+        return Err(BenchError::new(format!(
+            "filling the schedule failed ({status})"
+        )));
+    }
     println!(
-        "inserted {} entries in {:.1} s; first run due {}",
-        entries.len(),
+        "inserted {} entries in {:.1} s (in a child process); first run due {}",
+        args.entries,
         started.elapsed().as_secs_f64(),
         format_instant(base)
     );
-    drop(entries);
 
     let rss_before = memory("VmRSS:");
     let service = Service::new(config.clone(), None);
@@ -225,6 +243,34 @@ async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
         })
         .collect();
     println!("latest spread runs: {}", worst.join(", "));
+    if args.burst > 0 {
+        let floor =
+            crate::beat_floor::plain_burst(config, &config.default_queue, args.burst).await?;
+        let (p50, p99, max) = (floor.percentile(50.0), floor.percentile(99.0), floor.max());
+        if let (Some(p50), Some(p99), Some(max)) = (p50, p99, max) {
+            println!(
+                "floor: plain lapin, {} messages published at once, first publish to \
+                 confirm: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+                floor.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--fill-only`: migrates `--database` and writes the schedule into it.
+async fn fill(args: &BeatArgs, base: &str) -> Result<(), BenchError> {
+    let url = args
+        .database
+        .as_deref()
+        .ok_or_else(|| BenchError::new("--fill-only needs --database"))?;
+    let base = celeriac_beat::clock::parse_instant(base)
+        .ok_or_else(|| BenchError::new(format!("--fill-only: not an instant: {base}")))?;
+    let backend = ResultBackend::connect(url).await?;
+    backend.migrate().await?;
+    let store = Store::new(backend.connection().clone());
+    let now = base - TimeDelta::seconds(i64::try_from(args.lead_in)?);
+    store.add_many(&schedule(args, base)?, now).await?;
     Ok(())
 }
 

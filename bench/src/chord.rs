@@ -14,6 +14,7 @@ use crate::error::{BenchError, err};
 use crate::throughput::worker::{self, WorkerProc, WorkerSpec};
 use celeriac::Client;
 use celeriac::canvas::{Canvas, TaskSig, chord, group};
+use celeriac_common::config::QueueType;
 use celeriac_common::diagnostics::Noop;
 use celeriac_common::{Config, ResultBackend, TaskDef};
 use sea_orm::{ConnectionTrait, Database};
@@ -40,14 +41,15 @@ pub(crate) struct ChordArgs {
     timeout: u64,
 }
 
-/// A result backend made for the run, removed at the end.
-struct Results {
-    url: String,
+/// A result backend made for the run, removed at the end (also used by
+/// `celeriac-bench dashboard`).
+pub(crate) struct Results {
+    pub(crate) url: String,
     drop: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
-async fn results(spec: &str) -> Result<Results, BenchError> {
+pub(crate) async fn results(spec: &str) -> Result<Results, BenchError> {
     let name = format!("celeriac_bench_{}", uuid::Uuid::new_v4().simple());
     let server =
         |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
@@ -95,7 +97,7 @@ async fn results(spec: &str) -> Result<Results, BenchError> {
 }
 
 impl Results {
-    async fn remove(self) {
+    pub(crate) async fn remove(self) {
         if let Some((admin, name)) = self.drop
             && let Ok(db) = Database::connect(&admin).await
         {
@@ -141,6 +143,8 @@ async fn measure(args: &ChordArgs, config: &Config) -> Result<(), BenchError> {
         concurrency: args.concurrency,
         prefetch_multiplier: 4,
         hostname: "chord-bench@localhost".to_owned(),
+        quorum: (config.queue_type == QueueType::Quorum).then_some(config.delay_prefix.as_str()),
+        events: false,
     };
     let worker = WorkerProc::spawn(&spec, Duration::from_secs(60)).await?;
     let client = Client::connect(config.clone()).await?;
@@ -177,9 +181,22 @@ async fn measure(args: &ChordArgs, config: &Config) -> Result<(), BenchError> {
         .get(sent.id())
         .await?
         .ok_or_else(|| BenchError::new("the callback has no row"))?;
-    let delay = callback
-        .started_at
-        .map(|s| (s - last).num_microseconds().unwrap_or(0) as f64 / 1e3);
+    let chord_row = backend
+        .chord(header.id())
+        .await?
+        .ok_or_else(|| BenchError::new("the chord has no row"))?;
+    let since_last = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| (t - last).num_microseconds().unwrap_or(0) as f64 / 1e3)
+    };
+    let delay = since_last(callback.started_at);
+    // Where the delay sits: the claim (the report that completed the
+    // chord), the callback marked sent (after its confirmed publish), the
+    // callback's start.
+    let steps = [
+        ("claimed", since_last(chord_row.fired_at)),
+        ("sent", since_last(chord_row.callback_sent_at)),
+        ("started", delay),
+    ];
     worker.stop().await;
 
     println!(
@@ -204,5 +221,10 @@ async fn measure(args: &ChordArgs, config: &Config) -> Result<(), BenchError> {
         ),
         None => println!("  callback delay  : unknown (no started_at on the callback)"),
     }
+    let steps: Vec<String> = steps
+        .iter()
+        .filter_map(|(what, at)| at.map(|ms| format!("{what} +{ms:.1}")))
+        .collect();
+    println!("  after the last  : {} ms", steps.join(", "));
     Ok(())
 }

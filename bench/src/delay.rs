@@ -129,7 +129,23 @@ async fn measure(
     let backend = ResultBackend::connect(&config.result_backend).await?;
     backend.migrate().await?;
 
-    // 1. Publish rates: `delay` to a queue nobody consumes, then `apply_at` an hour ahead.
+    // 1. Publish rates: `delay` to a queue nobody consumes, then `apply_at`
+    // an hour ahead. One warm-up publish of each first: the first `delay`
+    // declares the queue, the first `apply_at` the delay topology (about
+    // 250 round trips, once per connection), which is reported on its own.
+    client
+        .apply_async::<Noop>((), ApplyOptions::new().queue(idle.to_owned()))
+        .await?;
+    let first = Instant::now();
+    client
+        .apply_async::<Noop>(
+            (),
+            ApplyOptions::new()
+                .queue(idle.to_owned())
+                .eta(Utc::now() + Span::hours(1)),
+        )
+        .await?;
+    let apply_at_first_ms = first.elapsed().as_secs_f64() * 1e3;
     let delay_rate = publish_rate(client, args.rate_tasks, args.in_flight, || {
         ApplyOptions::new().queue(idle.to_owned())
     })
@@ -155,6 +171,16 @@ async fn measure(
     let pid = worker
         .id()
         .ok_or_else(|| BenchError::new("the worker exited at once"))?;
+    // The local broker's memory (RSS of `beam.smp`, shared with whatever
+    // else uses it), before and at its highest while the tasks wait and run.
+    let broker = procfs::local_broker_pid(procfs::amqp_port(&config.broker_url));
+    let broker_kb = || {
+        broker
+            .and_then(|p| procfs::status_kb(p, "VmRSS:"))
+            .unwrap_or(0)
+    };
+    let broker_before_kb = broker_kb();
+    let mut broker_max_kb = broker_before_kb;
     let start = Utc::now() + Span::seconds(i64::try_from(args.lead)?);
     let spread_ms = i64::try_from(args.spread * 1000)?;
     let n = args.tasks;
@@ -192,6 +218,7 @@ async fn measure(
     let mut waiting_peak_kb = None;
     let deadline = Instant::now() + Duration::from_secs(args.lead + args.spread + 120);
     loop {
+        broker_max_kb = broker_max_kb.max(broker_kb());
         if waiting_peak_kb.is_none() && Utc::now() >= start {
             waiting_peak_kb = Some(peak_kb(pid));
         }
@@ -251,6 +278,7 @@ async fn measure(
         "| apply_at() publish rate | {apply_at_rate:.0} tasks/s ({:.2} of delay) |",
         apply_at_rate / delay_rate
     );
+    println!("| first apply_at() (declares the delay topology) | {apply_at_first_ms:.0} ms |");
     println!("| tasks run | {} of {n} |", n - missing);
     println!(
         "| worker RSS while {n} tasks waited | {:.1} MB |",
@@ -260,12 +288,20 @@ async fn measure(
         "| worker peak RSS (whole run) | {:.1} MB |",
         peak_kb as f64 / 1024.0
     );
+    println!(
+        "| local RabbitMQ RSS before publishing / highest seen after | {:.0} / {:.0} MB |",
+        broker_before_kb as f64 / 1024.0,
+        broker_max_kb as f64 / 1024.0
+    );
     println!("| start − due p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms |");
     println!(
         "{}",
         serde_json::json!({
             "tasks": n, "ran": n - missing, "delay_publish_per_s": delay_rate, "apply_at_publish_per_s": apply_at_rate,
+            "apply_at_first_ms": apply_at_first_ms,
             "worker_waiting_rss_mb": waiting_peak_kb as f64 / 1024.0, "worker_peak_rss_mb": peak_kb as f64 / 1024.0,
+            "broker_rss_before_mb": broker_before_kb as f64 / 1024.0,
+            "broker_rss_max_mb": broker_max_kb as f64 / 1024.0,
             "late_p50_ms": p50, "late_p99_ms": p99, "late_max_ms": max,
         })
     );

@@ -7,15 +7,19 @@
 //! * `celeriac-bench beat`: one beat with many database entries ([`beat`]);
 //! * `celeriac-bench delay`: delayed delivery, precision and memory ([`delay`]);
 //! * `celeriac-bench latency`: the plain-lapin latency floor ([`latency`]);
-//! * `celeriac-bench chord`: a chord of 10,000 no-ops against a plain group ([`chord`]).
+//! * `celeriac-bench chord`: a chord of 10,000 no-ops against a plain group ([`chord`]);
+//! * `celeriac-bench dashboard`: the dashboard's task search and task page
+//!   over a million rows in PostgreSQL ([`dashboard`]).
 //!
 //! The benchmarks that run workers start the `celeriac-worker` binary built
 //! next to this one (`cargo build --release -p celeriac-worker -p
 //! celeriac-bench`), or the one `--worker-bin` names.
 
 mod beat;
+mod beat_floor;
 mod chord;
 mod cleanup;
+mod dashboard;
 mod delay;
 mod error;
 mod latency;
@@ -55,6 +59,8 @@ enum Command {
     Latency(latency::LatencyArgs),
     /// Measure a chord of 10,000 no-ops end to end against a plain group, and the callback's delay.
     Chord(chord::ChordArgs),
+    /// Measure the dashboard's task search and task page over --rows rows in PostgreSQL.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
             Some(Command::Delay(args)) => delay::run(args, config).await,
             Some(Command::Latency(args)) => latency::run(args, config).await,
             Some(Command::Chord(args)) => chord::run(args, config).await,
+            Some(Command::Dashboard(args)) => dashboard::run(args, config).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -343,3 +343,29 @@ fn bench_cleans_up_on_sigterm() {
     failed_saying(&out, "terminated");
     assert_cleaned_up(&broker, dir.path());
 }
+
+/// `celeriac-bench beat` on a small schedule: the schedule is filled by a
+/// child process, runs fire, and the crowd's floor is printed beside them.
+#[test]
+fn beat_bench_prints_memory_lateness_and_the_floor() {
+    let out = Command::new(env!("CARGO_BIN_EXE_celeriac-bench"))
+        .env("CELERIAC_BROKER_URL", test_broker())
+        .args([
+            "beat",
+            "--entries",
+            "300",
+            "--period",
+            "60",
+            "--duration",
+            "4",
+        ])
+        .args(["--idle", "3", "--burst", "50", "--lead-in", "6"])
+        .output()
+        .expect("run celeriac-bench beat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("inserted 300 entries"), "{text}");
+    assert!(text.contains("MiB before beat"), "{text}");
+    assert!(text.contains("lateness burst : 50 runs"), "{text}");
+    assert!(text.contains("floor: plain lapin, 50 messages"), "{text}");
+}

@@ -1,7 +1,7 @@
 //! Command-line pieces shared by the `celeriac`, `celeriac-worker` and
 //! `celeriac-beat` binaries.
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::config::{Config, ConfigError, LogFormat, QueueType};
 use std::path::PathBuf;
 
 /// The help heading of the flags every binary shares, so that a
@@ -124,6 +124,16 @@ pub struct BrokerArgs {
         help_heading = GLOBAL_HEADING
     )]
     pub broker_heartbeat: Option<u16>,
+    /// Type of the task, delay and dead-letter queues this process
+    /// declares (quorum: replicated, see docs/scaling.md) [default: classic].
+    #[arg(
+        long,
+        env = "CELERIAC_QUEUE_TYPE",
+        value_enum,
+        global = true,
+        help_heading = GLOBAL_HEADING
+    )]
+    pub queue_type: Option<QueueType>,
     /// Log format.
     #[arg(
         long,
@@ -156,6 +166,9 @@ impl BrokerArgs {
         }
         if let Some(h) = self.broker_heartbeat {
             config.broker_heartbeat_secs = h;
+        }
+        if let Some(t) = self.queue_type {
+            config.queue_type = t;
         }
         if let Some(f) = self.log_format {
             config.log_format = f;

@@ -81,7 +81,7 @@ pub fn queue_name(config: &Config, level: u32, digit: u64) -> String {
 }
 
 /// Every delay exchange's name: the levels', then the delivery exchange.
-fn exchange_names(config: &Config) -> impl Iterator<Item = String> + '_ {
+pub fn exchange_names(config: &Config) -> impl Iterator<Item = String> + '_ {
     (0..LEVELS)
         .map(|l| level_exchange(config, l))
         .chain(std::iter::once(delivery_exchange(config)))
@@ -179,7 +179,7 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
         for digit in 1..BASE {
             let name = queue_name(config, level, digit);
             let ttl = (UNIT_MS * digit) << (4 * level);
-            let mut args = FieldTable::default();
+            let mut args = crate::broker::type_arguments(config);
             args.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(ttl).unwrap_or(i64::MAX)),
@@ -189,10 +189,9 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
                 AMQPValue::LongString(LongString::from(next.as_bytes())),
             );
             if config.queue_type == QueueType::Quorum {
-                args.insert(
-                    "x-queue-type".into(),
-                    AMQPValue::LongString(LongString::from("quorum")),
-                );
+                // Quorum queues dead-letter at least once only when they
+                // refuse publishes past a length limit instead of dropping
+                // from the head (RabbitMQ's rule; celeriac sets no limit).
                 args.insert(
                     "x-overflow".into(),
                     AMQPValue::LongString(LongString::from("reject-publish")),
@@ -210,7 +209,8 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
                 },
                 args,
             );
-            within("queue.declare", limit, declare.map_err(err("queue", &name))).await?;
+            let declare = declare.map_err(|e| crate::broker::declare_error(config, &name, e));
+            within("queue.declare", limit, declare).await?;
         }
     }
     // From exchange `level`, a message whose highest non-zero digit at or

@@ -25,12 +25,17 @@ pub mod cli;
 pub mod config;
 pub mod delay;
 pub mod diagnostics;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod monitor;
 #[cfg(feature = "test-util")]
 pub mod netfault;
 pub mod pidbox;
 pub mod protocol;
+pub mod rpc;
 pub mod shutdown;
 pub mod state;
+pub mod stats;
 pub mod task;
 pub mod telemetry;
 #[cfg(feature = "test-util")]

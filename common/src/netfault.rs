@@ -1,7 +1,8 @@
 //! Network faults for tests (feature `test-util`): peers that accept a TCP
 //! connection and then misbehave, and a proxy to a real broker that can go
-//! silent. Each binds its own ephemeral port on 127.0.0.1 and stops (closing
-//! every socket it holds) when dropped.
+//! silent, or stop as a broker node that dies. Each binds its own ephemeral
+//! port (on 127.0.0.1 unless told otherwise) and stops (closing every
+//! socket it holds) when dropped.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -150,10 +151,21 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to the host and port of `broker_url`, in `mode`.
     pub async fn start(broker_url: &str, mode: ProxyMode) -> io::Result<Proxy> {
+        Proxy::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), broker_url, mode).await
+    }
+
+    /// A proxy listening on `listen` (port 0: any free port), for example
+    /// the host side of a network namespace's link, to the host and port of
+    /// `broker_url`, in `mode`.
+    pub async fn start_on(
+        listen: SocketAddr,
+        broker_url: &str,
+        mode: ProxyMode,
+    ) -> io::Result<Proxy> {
         let upstream_url = url::Url::parse(broker_url).map_err(io::Error::other)?;
         let host = upstream_url.host_str().unwrap_or("127.0.0.1").to_owned();
         let upstream = (host, upstream_url.port().unwrap_or(5672));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(AtomicUsize::new(0));
         let from_broker = Arc::new(AtomicUsize::new(0));
@@ -188,6 +200,11 @@ impl Proxy {
             frozen,
             tasks,
         })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The broker URL with the proxy in place of the broker's host and port.

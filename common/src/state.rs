@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! PENDING ─► RECEIVED ─► STARTED ─┬─► SUCCESS
+//!                       (PROGRESS)│
 //!                                 ├─► FAILURE
 //!                                 ├─► RETRY ─► (RECEIVED ...)
 //!                                 └─► REVOKED
@@ -22,6 +23,9 @@ pub enum TaskState {
     Received,
     /// A worker started running it (recorded when `track_started` is on).
     Started,
+    /// Running, and it reported progress (`TaskContext::progress`): Celery's
+    /// custom-state form, the result holding `{"done", "total", ...meta}`.
+    Progress,
     /// Finished and returned a value.
     Success,
     /// Finished with an error, or could not run (unknown task, bad arguments).
@@ -41,6 +45,7 @@ impl TaskState {
             TaskState::Pending => "PENDING",
             TaskState::Received => "RECEIVED",
             TaskState::Started => "STARTED",
+            TaskState::Progress => "PROGRESS",
             TaskState::Success => "SUCCESS",
             TaskState::Failure => "FAILURE",
             TaskState::Retry => "RETRY",
@@ -88,6 +93,7 @@ impl FromStr for TaskState {
             "PENDING" => TaskState::Pending,
             "RECEIVED" => TaskState::Received,
             "STARTED" => TaskState::Started,
+            "PROGRESS" => TaskState::Progress,
             "SUCCESS" => TaskState::Success,
             "FAILURE" => TaskState::Failure,
             "RETRY" => TaskState::Retry,
@@ -116,6 +122,7 @@ mod tests {
             TaskState::Pending,
             TaskState::Received,
             TaskState::Started,
+            TaskState::Progress,
             TaskState::Retry,
         ] {
             assert!(!state.is_ready(), "{state}");

@@ -8,7 +8,10 @@
 use crate::config::{BROKER_URL_DEFAULT, Config};
 use sea_orm::{ConnectionTrait, Database};
 
+pub mod netns;
+pub mod postgres;
 pub mod process;
+pub mod vhost;
 
 /// The broker tests use.
 pub fn broker_url() -> String {

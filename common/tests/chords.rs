@@ -2,11 +2,13 @@
 //! complete a chord exactly once, a duplicate counts once, a failure claims
 //! the chord once, and 10,000 members are counted quickly.
 
-use celeriac_common::backend::ResultBackend;
+use celeriac_common::TaskState;
 use celeriac_common::backend::chord::{
     ChordAction, ChordMember, ChordProgress, ChordState, NewChord,
 };
+use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::testing::{DbKind, TestDatabase, unique};
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,7 @@ fn member(chord: &NewChord, i: u32, ok: bool) -> ChordMember {
         task_id: format!("{}-m{i}", chord.group_id),
         index: i,
         ok,
+        result: None,
     }
 }
 
@@ -122,10 +125,19 @@ async fn sequences(kind: DbKind) {
     // Out of order, one duplicate: fires at the third distinct member.
     let chord = new_chord(3);
     backend.create_chord(&chord).await.expect("create");
+    // Member 0 carries its result; 1 was reported without one and has a
+    // task row (read from there); 2 has neither (null).
+    let mut row = TaskOutcome::new(format!("{}-m1", chord.group_id), "t", TaskState::Success);
+    row.result = Some(json!({"from": "row"}));
+    backend.store(vec![row]).await.expect("store");
     let mut fired = Vec::new();
     for i in [2, 2, 0, 1] {
+        let result = (i == 0).then(|| r#"{"from":"member"}"#.to_owned());
         let p = backend
-            .member_done(member(&chord, i, true))
+            .member_done(ChordMember {
+                result,
+                ..member(&chord, i, true)
+            })
             .await
             .expect("report")
             .expect("chord");
@@ -133,6 +145,67 @@ async fn sequences(kind: DbKind) {
     }
     use ChordAction::{FailCallback, Nothing, SendCallback};
     assert_eq!(fired, [Nothing, Nothing, Nothing, SendCallback]);
+    let results = backend
+        .chord_results(&chord.group_id)
+        .await
+        .expect("results");
+    assert_eq!(
+        results,
+        [
+            json!({"from": "member"}),
+            json!({"from": "row"}),
+            json!(null)
+        ],
+        "by index, from the member row, else the task row"
+    );
+
+    // Every member with its result (the common case, gathered in parts on
+    // PostgreSQL and SQLite): by index, whatever the order of
+    // the reports and of the task ids.
+    let chord = new_chord(12);
+    let reports = (0..12u32).rev().map(|i| ChordMember {
+        task_id: format!("{}-{}", chord.group_id, (b'a' + (i * 7 % 12) as u8) as char),
+        result: Some(json!({"i": i, "text": "a, b"}).to_string()),
+        ..member(&chord, i, true)
+    });
+    backend.create_chord(&chord).await.expect("create");
+    backend
+        .members_done(reports.collect())
+        .await
+        .expect("report");
+    let results = backend
+        .chord_results(&chord.group_id)
+        .await
+        .expect("results");
+    let expected: Vec<_> = (0..12).map(|i| json!({"i": i, "text": "a, b"})).collect();
+    assert_eq!(results, expected);
+    let record = backend
+        .chord(&chord.group_id)
+        .await
+        .expect("read")
+        .expect("row");
+    let arguments = backend
+        .callback_arguments(&record)
+        .await
+        .expect("arguments");
+    assert_eq!(arguments, expected, "from the parts too");
+    // Purged: the chord, its member rows and its parts.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert!(backend.purge_chords_before(later).await.expect("purge") >= 1);
+    assert!(
+        backend
+            .chord(&chord.group_id)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let left = backend
+        .callback_arguments(&record)
+        .await
+        .expect("arguments");
+    assert!(left.is_empty(), "{left:?}");
+    let none = backend.chord_results(&new_chord(1).group_id).await;
+    assert_eq!(none.expect("results"), Vec::<serde_json::Value>::new());
 
     // A failed member fails the chord once; later successes do not complete it.
     let chord = new_chord(3);
@@ -153,6 +226,30 @@ async fn sequences(kind: DbKind) {
         .expect("read")
         .expect("row");
     assert_eq!((record.done, record.state), (3, ChordState::Failed));
+
+    // A failed copy of a member already counted as a success does not fail
+    // the chord, also when it comes in one batch with new members; a
+    // repeat within one batch counts once.
+    let chord = new_chord(4);
+    backend.create_chord(&chord).await.expect("create");
+    backend
+        .member_done(member(&chord, 0, true))
+        .await
+        .expect("report");
+    let batch = vec![
+        member(&chord, 1, true),
+        member(&chord, 0, false),
+        member(&chord, 2, true),
+        member(&chord, 2, true),
+    ];
+    let progress = backend.members_done(batch).await.expect("batch");
+    assert_eq!(claims(&progress), 0);
+    let record = backend
+        .chord(&chord.group_id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!((record.done, record.state), (3, ChordState::Pending));
 
     // Size 1.
     let chord = new_chord(1);
@@ -188,7 +285,10 @@ async fn ten_thousand_members(kind: DbKind) {
         let backend = backend.clone();
         let members: Vec<_> = (0..10_000u32)
             .filter(|i| i % 4 == w)
-            .map(|i| member(&chord, i, true))
+            .map(|i| ChordMember {
+                result: Some(i.to_string()),
+                ..member(&chord, i, true)
+            })
             .collect();
         tokio::spawn(async move {
             let mut claimed = 0;
@@ -213,6 +313,90 @@ async fn ten_thousand_members(kind: DbKind) {
         .expect("row");
     assert_eq!((record.done, record.state), (10_000, ChordState::Complete));
     assert!(took < Duration::from_secs(60), "took {took:?}");
+    // One part a report where the database names the rows it inserted.
+    let parts = backend
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend.connection().get_database_backend(),
+            format!(
+                "SELECT COUNT(*) AS n FROM celeriac_chord_parts WHERE group_id = '{}'",
+                chord.group_id
+            ),
+        ))
+        .await
+        .expect("count parts")
+        .expect("a row");
+    let parts: i64 = parts.try_get("", "n").expect("n");
+    assert_eq!(parts, if kind == DbKind::Mysql { 0 } else { 100 });
+    // The callback's arguments, by index, from the parts (PostgreSQL,
+    // SQLite) or the member rows (MySQL): the same either way.
+    let expected: Vec<_> = (0..10_000).map(|i| json!(i)).collect();
+    let started = Instant::now();
+    let arguments = backend
+        .callback_arguments(&record)
+        .await
+        .expect("arguments");
+    eprintln!(
+        "{kind:?}: callback arguments read in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(arguments, expected);
+    assert_eq!(
+        backend.chord_results(&chord.group_id).await.expect("rows"),
+        expected
+    );
+    db.drop_database().await;
+}
+
+/// Outcomes stored and members reported in one transaction where the
+/// database allows it (not MySQL, not with a RETRY in the batch).
+async fn stored_and_reported_together(kind: DbKind) {
+    let (db, backend) = backend(kind).await;
+    let chord = new_chord(2);
+    backend.create_chord(&chord).await.expect("create");
+    let members = [member(&chord, 0, true), member(&chord, 1, true)];
+    let outcomes: Vec<_> = members
+        .iter()
+        .map(|m| TaskOutcome::new(m.task_id.clone(), "t", TaskState::Success))
+        .collect();
+    let mut retry = TaskOutcome::new(unique("r"), "t", TaskState::Retry);
+    retry.retries = 1;
+    let with_retry = [outcomes.clone(), vec![retry]].concat();
+    let apart = backend
+        .store_and_report(&with_retry, &members)
+        .await
+        .expect("with a retry");
+    assert!(apart.is_none(), "a RETRY goes apart");
+    let together = backend
+        .store_and_report(&outcomes, &members)
+        .await
+        .expect("together");
+    if kind == DbKind::Mysql {
+        assert!(together.is_none(), "MySQL goes apart");
+        assert!(
+            backend
+                .get(&members[0].task_id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+    } else {
+        let answers = together.expect("one transaction");
+        assert_eq!(claims(&answers), 1);
+        let ids = [members[0].task_id.clone(), members[1].task_id.clone()];
+        let stored = backend.get_many(&ids).await.expect("get");
+        assert!(
+            stored
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
+        );
+        let record = backend
+            .chord(&chord.group_id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!((record.done, record.state), (2, ChordState::Complete));
+    }
     db.drop_database().await;
 }
 
@@ -227,5 +411,6 @@ macro_rules! on_each_database {
 on_each_database!(
     concurrent_reports_fire_once,
     sequences,
+    stored_and_reported_together,
     ten_thousand_members
 );

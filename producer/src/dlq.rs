@@ -2,7 +2,8 @@
 //! send messages back to their queue, or drop them.
 
 use crate::client::{Client, ClientError};
-use celeriac_common::broker::bounded;
+use celeriac_common::broker::{self, bounded};
+use futures_util::TryFutureExt;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -56,15 +57,19 @@ impl Client {
 
     async fn dlq_channel(&self) -> Result<(Channel, u32), ClientError> {
         let channel = self.open_channel().await?;
-        let declare = channel.queue_declare(
-            self.config().dead_letter_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            Default::default(),
-        );
-        let q = bounded("queue.declare", self.limit(), declare).await?;
+        let config = self.config();
+        let queue = &config.dead_letter_queue;
+        let declare = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                broker::type_arguments(config),
+            )
+            .map_err(|e| broker::declare_error(config, queue, e));
+        let q = broker::within("queue.declare", self.limit(), declare).await?;
         Ok((channel, q.message_count()))
     }
 

@@ -22,8 +22,10 @@
 pub mod canvas;
 mod client;
 mod dlq;
+pub mod mailbox;
 mod options;
 mod result;
+pub mod workflow;
 
 pub use celeriac_common::{Config, Signature, TaskDef, TaskMessage, TaskState};
 pub use celeriac_common::{backend, broker, config, protocol, state, task, telemetry};

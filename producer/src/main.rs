@@ -3,7 +3,11 @@
 //! a worker's or beat's health, run migrations.
 
 mod admin;
+#[cfg(feature = "dashboard")]
+mod dashboard;
+mod follow;
 mod health;
+mod workflow_cli;
 
 use celeriac::{ApplyOptions, Client, ClientError, ResultError};
 use celeriac_common::backend::{ResultBackend, TaskRecord};
@@ -55,16 +59,23 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
-    /// Print a task's outcome as JSON: {"id","state","result","error"}.
+    /// Print a task's outcome as JSON: {"id","state","result","error"}, and its
+    /// workflow's tree ("workflow") when it is part of one.
     Result {
         /// Task id.
         id: String,
         /// Wait up to SECS seconds for a final state.
         #[arg(long)]
         wait: Option<f64>,
+        /// Show state and progress until the task is final (a progress bar on
+        /// a terminal, plain lines otherwise), then its outcome.
+        #[arg(long)]
+        follow: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Draw a workflow (chain, group, chord) as a tree, each task with its state.
+    Workflow(workflow_cli::WorkflowArgs),
     /// Revoke a task by id: a scheduled or redelivered task is then never started.
     Revoke {
         /// Task id.
@@ -106,6 +117,15 @@ enum Command {
     Control(admin::inspect::ControlArgs),
     /// Print Celery's events as they happen (tail -f style) until Ctrl-C.
     Events(admin::events::EventsArgs),
+    /// Serve the web dashboard: workers, queues, tasks, schedules, live
+    /// (runs celeriac-dashboard; see its --help).
+    #[cfg(feature = "dashboard")]
+    #[command(disable_help_flag = true)]
+    Dashboard {
+        /// celeriac-dashboard's flags: --bind ADDR (127.0.0.1:5555), --token T, ...
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Create or upgrade every table celeriac uses (results and beat).
     Migrate {
         #[command(flatten)]
@@ -134,7 +154,7 @@ enum DlqAction {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Config(#[from] celeriac_common::ConfigError),
     #[error(transparent)]
@@ -149,6 +169,9 @@ enum CliError {
     Json(#[source] serde_json::Error),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[cfg(feature = "dashboard")]
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::DashboardError),
 }
 
 fn main() -> ExitCode {
@@ -225,13 +248,23 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             };
             print_outcome(result.id(), result.wait(wait).await)
         }
-        Command::Result { id, wait, backend } => {
+        Command::Result {
+            id,
+            wait,
+            follow,
+            backend,
+        } => {
             backend.apply(&mut config);
             let backend = ResultBackend::connect(&config.result_backend).await?;
             if config.migrate_on_start {
                 backend.migrate().await?;
             }
             let record = match wait {
+                _ if follow => {
+                    let wait = wait.map(|w| secs(w, "wait")).transpose()?;
+                    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+                    follow::follow(&backend, &id, deadline).await?
+                }
                 Some(w) => {
                     let deadline = tokio::time::Instant::now() + secs(w, "wait")?;
                     loop {
@@ -246,8 +279,14 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
                 }
                 None => backend.get(&id).await?,
             };
-            print_record(&id, record.as_ref())
+            let tree = celeriac::workflow::load(&backend, &id)
+                .await?
+                .filter(|t| t.is_workflow())
+                .map(|t| serde_json::to_value(t).map_err(CliError::Json))
+                .transpose()?;
+            print_record(&id, record.as_ref(), tree)
         }
+        Command::Workflow(args) => args.run(config).await,
         Command::Revoke {
             id,
             terminate,
@@ -313,6 +352,8 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
         Command::Inspect(args) => Ok(args.run(&config).await?),
         Command::Control(args) => Ok(args.run(&config).await?),
         Command::Events(args) => Ok(args.run(&config).await?),
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard { args } => Ok(dashboard::run(&config, &args)?),
         Command::Migrate { backend } => {
             backend.apply(&mut config);
             let backend = ResultBackend::connect(&config.result_backend).await?;
@@ -328,13 +369,14 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
 
 fn print_outcome(id: &str, waited: Result<TaskRecord, ResultError>) -> Result<ExitCode, CliError> {
     match waited {
-        Ok(record) => print_record(id, Some(&record)),
+        Ok(record) => print_record(id, Some(&record), None),
         Err(ResultError::Timeout { state, .. }) => {
             print_json(&Outcome {
                 id,
                 state,
                 result: Value::Null,
                 error: json!({"type": "Timeout", "message": "no final state before --wait ran out"}),
+                workflow: None,
             })?;
             Ok(ExitCode::FAILURE)
         }
@@ -351,15 +393,23 @@ struct Outcome<'a> {
     state: celeriac::TaskState,
     result: Value,
     error: Value,
+    /// The workflow's tree, when the task is part of one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<Value>,
 }
 
-fn print_json(value: &impl Serialize) -> Result<(), CliError> {
+pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     println!("{}", serde_json::to_string(value).map_err(CliError::Json)?);
     Ok(())
 }
 
-/// Prints `{"id","state","result","error"}`; exit 0 only on SUCCESS.
-fn print_record(id: &str, record: Option<&TaskRecord>) -> Result<ExitCode, CliError> {
+/// Prints `{"id","state","result","error"}` (and `"workflow"`, the tree of
+/// the workflow it is part of); exit 0 only on SUCCESS.
+fn print_record(
+    id: &str,
+    record: Option<&TaskRecord>,
+    workflow: Option<Value>,
+) -> Result<ExitCode, CliError> {
     let (state, result, error) = match record {
         Some(r) => (
             r.state,
@@ -373,6 +423,7 @@ fn print_record(id: &str, record: Option<&TaskRecord>) -> Result<ExitCode, CliEr
         state,
         result,
         error,
+        workflow,
     })?;
     Ok(if state == celeriac::TaskState::Success {
         ExitCode::SUCCESS

@@ -93,8 +93,12 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         &self.id
     }
 
-    /// The stored record, or `None` while PENDING.
+    /// The stored record, or `None` while PENDING. With `rpc://`, the
+    /// latest state a worker sent to this client's reply queue.
     pub async fn record(&self) -> Result<Option<TaskRecord>, ClientError> {
+        if let Some(rpc) = self.client.rpc() {
+            return Ok(rpc.get(&self.id));
+        }
         Ok(self.client.backend().await?.get(&self.id).await?)
     }
 
@@ -104,7 +108,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 
     /// Waits up to `timeout` for a final state and returns the value, polling
-    /// the backend with a growing interval (5 ms up to 500 ms).
+    /// the backend with a growing interval (5 ms up to 500 ms); with
+    /// `rpc://`, woken by each reply.
     pub async fn get(&self, timeout: Duration) -> Result<R, ResultError> {
         let record = self.wait(timeout).await?;
         match record.state {
@@ -148,13 +153,28 @@ impl<R: DeserializeOwned> AsyncResult<R> {
                     state,
                 });
             }
-            tokio::time::sleep(interval.min(left)).await;
-            interval = interval.mul_f32(1.5).min(POLL_MAX);
+            match self.client.rpc() {
+                // Woken by the next reply (or the timeout).
+                Some(rpc) => {
+                    rpc.changed(left, |r| {
+                        r.get(&self.id).is_some_and(|r| r.state.is_ready())
+                    })
+                    .await
+                }
+                None => {
+                    tokio::time::sleep(interval.min(left)).await;
+                    interval = interval.mul_f32(1.5).min(POLL_MAX);
+                }
+            }
         }
     }
 
-    /// Deletes the stored result; returns whether there was one.
+    /// Deletes the stored result; returns whether there was one. With
+    /// `rpc://`, drops the state held in memory.
     pub async fn forget(&self) -> Result<bool, ClientError> {
+        if let Some(rpc) = self.client.rpc() {
+            return Ok(rpc.forget(&self.id));
+        }
         Ok(self.client.backend().await?.forget(&self.id).await?)
     }
 }

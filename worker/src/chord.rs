@@ -3,7 +3,9 @@
 //! `docs/workflows.md`, "The worker hook"):
 //!
 //! - a chord member's outcome is reported to its chord
-//!   ([`ResultBackend::members_done`], one transaction per batch); the one
+//!   ([`ResultBackend::members_done`], one transaction per batch, the same
+//!   one that stores the batch's outcomes where the database allows it:
+//!   [`ResultBackend::store_and_report`]); the one
 //!   report that completes the chord publishes its callback with the
 //!   members' results in order, the one that fails it records the callback
 //!   FAILURE (`ChordError`) and calls its errbacks; then the chord is marked
@@ -73,7 +75,7 @@ enum SettleError {
 pub(crate) fn consequences(
     msg: &TaskMessage,
     state: TaskState,
-    error: Option<&TaskError>,
+    (error, result): (Option<&TaskError>, Option<&Value>),
 ) -> (Vec<Report>, Vec<TaskOutcome>) {
     let (mut reports, mut aborted) = (Vec::new(), Vec::new());
     if !state.is_ready() {
@@ -92,13 +94,19 @@ pub(crate) fn consequences(
     };
     if let (Some(body), Some(group)) = (&msg.embed.chord, &msg.group) {
         reports.push(Report {
-            member: member(group, &msg.id, msg.group_index, ok),
+            member: ChordMember {
+                // Kept with the member: the callback's arguments are read
+                // from the member rows alone.
+                result: result.filter(|_| ok).map(Value::to_string),
+                ..member(group, &msg.id, msg.group_index, ok)
+            },
             root_id: root.clone(),
             failure: failure(error),
             callback_id: text_option(body, "task_id"),
         });
     }
-    let rest = msg.embed.chain.iter().flatten();
+    // The steps in the order they would run (Celery stores them reversed).
+    let rest = msg.embed.chain.iter().flatten().rev();
     if ok {
         return (reports, aborted);
     }
@@ -110,28 +118,58 @@ pub(crate) fn consequences(
         ),
         traceback: None,
     };
-    for sig in rest.flat_map(planned_tasks) {
-        let Some(id) = text_option(&sig, "task_id") else {
-            continue; // not frozen (a chain built elsewhere): nothing to mark
-        };
-        let mut o = TaskOutcome::new(id.clone(), sig.task.clone(), TaskState::Revoked);
-        o.error = Some(why.clone());
-        o.root_id = Some(root.clone());
-        o.group_id = text_option(&sig, "group_id");
-        o.done_at = Some(Utc::now());
-        // The last step of a chain in a chord's header: the chord fails.
-        if let (Some(_), Some(group)) = (sig.options.get("chord"), &o.group_id) {
-            let index = sig.options.get("group_index").and_then(Value::as_i64);
-            reports.push(Report {
-                member: member(group, &id, index, false),
-                root_id: root.clone(),
-                failure: Some(why.clone()),
-                callback_id: None,
-            });
+    // Each step's parent is the step before it, where that is one task.
+    let mut parent = Some(msg.id.clone());
+    for step in rest {
+        let tasks = planned_tasks(step);
+        let single = tasks.len() == 1;
+        let step_parent = parent.take();
+        for sig in tasks {
+            let Some(id) = text_option(&sig, "task_id") else {
+                continue; // not frozen (a chain built elsewhere): nothing to mark
+            };
+            if single {
+                parent = Some(id.clone());
+            }
+            aborted.push(not_run(
+                &sig,
+                id,
+                &why,
+                (&root, step_parent.clone()),
+                &mut reports,
+            ));
         }
-        aborted.push(o);
     }
     (reports, aborted)
+}
+
+/// The outcome of a chain step that will not run (`why`), and the report
+/// to its chord if it is the last step of a chain in a chord's header.
+fn not_run(
+    sig: &Signature,
+    id: String,
+    why: &TaskError,
+    (root, parent): (&str, Option<String>),
+    reports: &mut Vec<Report>,
+) -> TaskOutcome {
+    let mut o = TaskOutcome::new(id.clone(), sig.task.clone(), TaskState::Revoked);
+    o.error = Some(why.clone());
+    o.root_id = Some(root.to_owned());
+    o.parent_id = parent;
+    o.group_id = text_option(sig, "group_id");
+    let index = sig.options.get("group_index").and_then(Value::as_i64);
+    o.group_index = index.and_then(|i| u32::try_from(i).ok());
+    o.done_at = Some(Utc::now());
+    // The last step of a chain in a chord's header: the chord fails.
+    if let (Some(_), Some(group)) = (sig.options.get("chord"), &o.group_id) {
+        reports.push(Report {
+            member: member(group, &id, index, false),
+            root_id: root.to_owned(),
+            failure: Some(why.clone()),
+            callback_id: None,
+        });
+    }
+    o
 }
 
 fn text_option(sig: &Signature, key: &str) -> Option<String> {
@@ -147,6 +185,37 @@ fn member(group: &str, id: &str, index: Option<i64>, ok: bool) -> ChordMember {
         task_id: id.to_owned(),
         index: index.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
         ok,
+        result: None,
+    }
+}
+
+/// The chord reports of `laters`, each with its position in `laters`.
+fn reports_of(laters: &[(usize, Box<Later>)]) -> Vec<(usize, Report)> {
+    laters
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, l))| l.reports.iter().map(move |r| (i, r.clone())))
+        .collect()
+}
+
+/// Stores `outcomes` and reports the chord members of `laters` in one
+/// transaction, then acts on the answers as [`settle`] does; `None` when
+/// that cannot be done in one transaction or failed (nothing is then
+/// stored or reported: store, then [`settle`]).
+pub(crate) async fn store_and_settle(
+    backend: &ResultBackend,
+    outcomes: &[TaskOutcome],
+    laters: &[(usize, Box<Later>)],
+) -> Option<Vec<usize>> {
+    let pending = reports_of(laters);
+    let members: Vec<ChordMember> = pending.iter().map(|(_, r)| r.member.clone()).collect();
+    match backend.store_and_report(outcomes, &members).await {
+        Ok(Some(answers)) => Some(act_on(backend, laters, pending, Some(answers)).await),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "storing and reporting together failed; apart now");
+            None
+        }
     }
 }
 
@@ -154,18 +223,30 @@ fn member(group: &str, id: &str, index: Option<i64>, ok: bool) -> ChordMember {
 /// acts on the answers; returns the positions (the first of each pair) of
 /// the deliveries that must go back to their queue instead of being acked.
 pub(crate) async fn settle(backend: &ResultBackend, laters: &[(usize, Box<Later>)]) -> Vec<usize> {
+    act_on(backend, laters, reports_of(laters), None).await
+}
+
+/// Acts on the answers to `pending` (`first`, when they were reported
+/// already; else reports them), then reports and acts on what that brings
+/// (a failed callback that is a member of an outer chord), and so on.
+async fn act_on(
+    backend: &ResultBackend,
+    laters: &[(usize, Box<Later>)],
+    mut pending: Vec<(usize, Report)>,
+    mut first: Option<Vec<Option<ChordProgress>>>,
+) -> Vec<usize> {
     let mut failed = Vec::new();
-    let mut pending: Vec<(usize, Report)> = laters
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (_, l))| l.reports.iter().map(move |r| (i, r.clone())))
-        .collect();
     for _ in 0..MAX_NESTING {
         if pending.is_empty() {
             break;
         }
-        let members = pending.iter().map(|(_, r)| r.member.clone()).collect();
-        let answers = report_until_done(backend, members).await;
+        let answers = match first.take() {
+            Some(answers) => answers,
+            None => {
+                let members = pending.iter().map(|(_, r)| r.member.clone()).collect();
+                report_until_done(backend, members).await
+            }
+        };
         let mut next = Vec::new();
         for ((i, report), answer) in pending.into_iter().zip(answers) {
             let later = &laters[i].1;
@@ -276,19 +357,7 @@ async fn send_callback(
         backend.mark_callback_sent(gid).await?;
         return Ok(());
     }
-    let ids: Vec<String> = backend
-        .chord_members(gid)
-        .await?
-        .into_iter()
-        .map(|(_, id, _)| id)
-        .collect();
-    let results = backend.get_many(&ids).await?;
-    let results = Value::Array(
-        results
-            .into_iter()
-            .map(|r| r.and_then(|r| r.result).unwrap_or(Value::Null))
-            .collect(),
-    );
+    let results = Value::Array(backend.callback_arguments(chord).await?);
     let after = After {
         result: Some(&results),
         parent_id: &report.member.task_id,
@@ -371,8 +440,9 @@ async fn fail_callback(
             msg.root_id.clone(),
             msg.group.clone(),
         );
+        o.group_index = msg.group_index.and_then(|i| u32::try_from(i).ok());
         o.done_at = Some(Utc::now());
-        let (reports, mut rows) = consequences(msg, TaskState::Failure, Some(&error));
+        let (reports, mut rows) = consequences(msg, TaskState::Failure, (Some(&error), None));
         rows.insert(0, o);
         backend.store(rows).await?;
         let queue = queue.as_deref().unwrap_or(&later.queue);

@@ -1,5 +1,6 @@
 //! What a running task can see, and how it reports failure.
 
+use crate::progress::Progress;
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -35,6 +36,9 @@ pub struct TaskContext {
     pub headers: BTreeMap<String, Value>,
     /// When the soft time limit runs out, if the task has one.
     pub soft_deadline: Option<tokio::time::Instant>,
+    /// Where [`TaskContext::progress`] reports (`Progress::default()`
+    /// records nothing).
+    pub progress: Progress,
 }
 
 impl TaskContext {
@@ -47,6 +51,25 @@ impl TaskContext {
             Some(at) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
+    }
+
+    /// Reports progress: `done` out of `total`, with `meta` (a JSON object
+    /// whose keys are stored beside them, or `Value::Null`). Stored as state
+    /// PROGRESS with result `{"done", "total", ...meta}`, as Celery's
+    /// `update_state(state="PROGRESS", meta=...)`; at most one write per
+    /// 250 ms, the last value always written before the outcome, which no
+    /// progress ever overwrites. Never waits: call it as often as you like,
+    /// from async or blocking tasks.
+    ///
+    /// ```no_run
+    /// # fn demo(ctx: celeriac_worker::TaskContext) {
+    /// for (i, _file) in ["a", "b"].iter().enumerate() {
+    ///     ctx.progress(i as u64 + 1, 2, serde_json::json!({"file": _file}));
+    /// }
+    /// # }
+    /// ```
+    pub fn progress(&self, done: u64, total: u64, meta: Value) {
+        self.progress.report(done, total, meta);
     }
 
     /// Whether the soft time limit has passed.

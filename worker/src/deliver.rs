@@ -10,6 +10,8 @@ use crate::events;
 use crate::execute;
 use crate::followup;
 use crate::inflight::Phase;
+use crate::metrics::Tally;
+use crate::progress;
 use crate::registry::Handler;
 use celeriac_common::TaskState;
 use celeriac_common::backend::TaskOutcome;
@@ -40,6 +42,7 @@ pub(crate) fn handle(
         Err(e) => {
             // Nothing to decide: it cannot be run, so it is dead-lettered.
             let reason = e.to_string();
+            Tally::of(hand.shared.metrics.as_ref(), "", &hand.queue).rejected();
             return Either::Left(Box::pin(async move {
                 hand.dead_letter(delivery, &reason, None).await;
             }));
@@ -71,6 +74,8 @@ fn deliver(
             .inflight
             .track(&msg, &hand.queue, delivery.redelivered);
         shared.events.received(&msg, &hand.queue);
+        let tally = Tally::of(shared.metrics.as_ref(), &msg.task, &hand.queue);
+        tally.received();
         let mut stage = Stage::Received;
         let mut permit = None;
         loop {
@@ -113,13 +118,17 @@ fn deliver(
             return Box::pin(hand.carry_out(End::UnknownTask, &msg, delivery)).await;
         };
         shared.task_started();
+        // Counted when it starts, as Celery's `task_accepted`: once per
+        // attempt (a retry is a new message), and a running task shows in
+        // the heartbeat's `processed` with `active`.
+        shared.inflight.processed(&msg.task);
         tracked.set(Phase::Active(events::now()));
         shared.events.started(&msg.id);
-        match run(&hand, &msg, handler, facts.earlier, permit).await {
+        tally.started(received, msg.eta);
+        match run(&hand, &msg, handler, facts.earlier, permit, &tally).await {
             Some(outcome) => hand.finish(&msg, delivery, Some(outcome)).await,
             None => Box::pin(hand.requeue(delivery)).await,
         }
-        shared.inflight.processed(&msg.task);
         shared.task_ended();
     }
 }
@@ -147,6 +156,7 @@ async fn run(
     handler: &Handler,
     earlier: u32,
     permit: Option<SemaphorePermit<'_>>,
+    tally: &Tally,
 ) -> Option<TaskOutcome> {
     let shared = &hand.shared;
     let started_at = Utc::now();
@@ -156,15 +166,22 @@ async fn run(
     }
     let options = shared.registry.options(&msg.task);
     let (hard, soft) = execute::limits(msg, &options);
-    let ctx = execute::task_context(shared, msg, &hand.queue, earlier, soft);
+    let recorded = shared.backend.is_some() && !msg.ignore_result;
+    let (progress, watcher) = progress::channel(recorded);
+    let ctx = execute::task_context(shared, msg, &hand.queue, earlier, soft, progress);
     let clock = Instant::now();
-    let result = execute::run(shared, handler, ctx, msg, hard).await;
+    let running = execute::run(shared, handler, ctx, msg, hard);
+    let write = |value| Box::pin(write_progress(hand, msg, started_at, value));
+    let result = progress::drive(running, watcher, write).await;
     drop(permit);
     let done_at = Some(Utc::now());
-    let ms = clock.elapsed().as_secs_f64() * 1e3;
+    let runtime = clock.elapsed();
+    tally.ran(runtime);
+    let ms = runtime.as_secs_f64() * 1e3;
     let (state, value, failure) = match result {
         Ok(value) => {
             tracing::info!(duration_ms = ms, "succeeded");
+            tally.succeeded();
             shared.events.succeeded(&msg.id, &value, ms / 1e3);
             let backend = shared.backend.as_ref();
             followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await;
@@ -173,6 +190,7 @@ async fn run(
         Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
             tracing::info!(duration_ms = ms, "terminated by revoke");
             shared.events.revoked(&msg.id, true, false);
+            tally.revoked();
             let failure = TaskFailure::new("TaskRevoked", "terminated while running");
             (TaskState::Revoked, None, Some(failure))
         }
@@ -182,6 +200,11 @@ async fn run(
                 execute::conclude_failure(&hand.publisher, msg, &hand.queue, &options, f);
             let (state, failure) = Box::pin(concluded).await?;
             let retried = state == TaskState::Retry;
+            if retried {
+                tally.retried();
+            } else {
+                tally.failed(&failure.kind);
+            }
             shared
                 .events
                 .failed(&msg.id, &failure.kind, &failure.message, retried);
@@ -195,6 +218,23 @@ async fn run(
     Some(outcome)
 }
 
+/// Records PROGRESS with `value` (a failure to is logged; the task goes on).
+async fn write_progress(
+    hand: &Handling,
+    msg: &TaskMessage,
+    started_at: chrono::DateTime<Utc>,
+    value: serde_json::Value,
+) {
+    if let Some(backend) = &hand.shared.backend {
+        let mut row = hand.outcome(msg, TaskState::Progress);
+        row.started_at = Some(started_at);
+        row.result = Some(value);
+        if let Err(e) = backend.store_progress(row).await {
+            tracing::warn!(error = %e, "cannot record progress; the task goes on");
+        }
+    }
+}
+
 /// Whether the result backend holds a final outcome for `id`.
 async fn already_done(hand: &Handling, id: &str) -> bool {
     let Some(backend) = &hand.shared.backend else {
@@ -203,13 +243,17 @@ async fn already_done(hand: &Handling, id: &str) -> bool {
     matches!(backend.get(id).await, Ok(Some(r)) if r.state.is_ready())
 }
 
-/// Records STARTED (a failure to is logged; the task runs anyway).
+/// Records STARTED (a failure to is logged; the task runs anyway); with
+/// the rpc backend, sends it to the caller as Celery's worker does.
 async fn mark_started(hand: &Handling, msg: &TaskMessage, at: chrono::DateTime<Utc>) {
-    if let Some(backend) = &hand.shared.backend {
-        let mut started = hand.outcome(msg, TaskState::Started);
-        started.started_at = Some(at);
-        if let Err(e) = backend.store_progress(started).await {
-            tracing::warn!(error = %e, "cannot record STARTED; running anyway");
-        }
+    let mut started = hand.outcome(msg, TaskState::Started);
+    started.started_at = Some(at);
+    if let Some(reply) = hand.rpc_reply(msg, &started) {
+        hand.send_reply(reply).await;
+    }
+    if let Some(backend) = &hand.shared.backend
+        && let Err(e) = backend.store_progress(started).await
+    {
+        tracing::warn!(error = %e, "cannot record STARTED; running anyway");
     }
 }

@@ -33,6 +33,7 @@ pub(crate) fn task_context(
     queue: &str,
     earlier_deliveries: u32,
     soft: Option<Duration>,
+    progress: crate::progress::Progress,
 ) -> TaskContext {
     TaskContext {
         id: msg.id.clone(),
@@ -47,6 +48,7 @@ pub(crate) fn task_context(
         root_id: msg.root_id.clone(),
         headers: msg.extra_headers.clone(),
         soft_deadline: soft.map(|s| tokio::time::Instant::now() + s),
+        progress,
     }
 }
 

@@ -37,7 +37,8 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Inflight {
     entries: Mutex<HashMap<String, Entry>>,
-    /// Tasks that ran to an outcome since the worker started, by name.
+    /// Tasks started since the worker started, by name (Celery's
+    /// `total_count`: one per attempt).
     processed: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
 }
@@ -92,7 +93,7 @@ impl Inflight {
         }
     }
 
-    /// A task of `name` ran to an outcome.
+    /// A task of `name` started (Celery counts a task when it accepts it).
     pub(crate) fn processed(&self, name: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
         let mut counts = self
@@ -107,12 +108,12 @@ impl Inflight {
         }
     }
 
-    /// Tasks that ran to an outcome, in all.
+    /// Tasks started, in all (the heartbeat's `processed`).
     pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Tasks that ran to an outcome, by name (Celery's `stats.total`).
+    /// Tasks started, by name (Celery's `stats.total`).
     pub(crate) fn processed_by_name(&self) -> Value {
         let counts = self
             .processed

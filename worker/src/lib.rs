@@ -42,7 +42,9 @@ mod execute;
 mod followup;
 mod heartbeat;
 mod inflight;
+mod metrics;
 mod options;
+mod progress;
 mod publish;
 mod pyrepr;
 mod recorder;
@@ -54,4 +56,5 @@ mod worker;
 
 pub use context::{RetryAt, TaskContext, TaskFailure};
 pub use options::{RateLimit, RateLimitError, TaskOptions};
+pub use progress::Progress;
 pub use worker::{Worker, WorkerBuilder, WorkerError};

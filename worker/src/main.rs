@@ -47,9 +47,16 @@ struct Cli {
         default_missing_value = "true"
     )]
     events: Option<bool>,
+    /// Serve /metrics (Prometheus) and /health on HOST:PORT, e.g. 127.0.0.1:9808 [default: off].
+    #[arg(long, value_name = "ADDR", env = "CELERIAC_WORKER_HTTP_ADDR")]
+    http: Option<String>,
     /// Do not create or upgrade the result tables on start.
     #[arg(long)]
     no_migrate: bool,
+    /// Exit at once if the broker cannot be reached at startup, instead of
+    /// retrying with backoff (broker_connection_retry_on_startup = false).
+    #[arg(long)]
+    no_startup_retry: bool,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +78,10 @@ fn main() -> ExitCode {
     config.track_started = cli.track_started.unwrap_or(config.track_started);
     config.worker_send_events = cli.events.unwrap_or(config.worker_send_events);
     config.migrate_on_start &= !cli.no_migrate;
+    config.broker_connection_retry_on_startup &= !cli.no_startup_retry;
+    if let Some(addr) = cli.http {
+        config.worker_http_addr = Some(addr);
+    }
     celeriac_common::telemetry::init(config.log_format, "info");
     // One thread by default: every delivery then stays on the thread that
     // received it, with no hand-over between runtime threads (measured: a
@@ -93,12 +104,16 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let result = runtime.block_on(async {
-        Worker::builder(config)
-            .with_diagnostics()
-            .build()
-            .await?
-            .run()
-            .await
+        let build = Worker::builder(config).with_diagnostics().build();
+        // SIGTERM while waiting for the broker at startup: nothing to stop yet.
+        let worker = tokio::select! {
+            worker = build => worker?,
+            signal = celeriac_common::shutdown::stop_signal() => {
+                tracing::info!("{signal} received before the worker started");
+                return Ok(());
+            }
+        };
+        worker.run().await
     });
     // Tasks still running after the grace period are abandoned here; their
     // messages are unacknowledged, so the broker redelivers them.

@@ -2,7 +2,7 @@
 //! results (`[1, 'a', None]`, `{'x': True}`), so monitors show them as they
 //! would a Python worker's.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::fmt::Write;
 
 /// Longest repr sent; longer ones are cut and end in `...`, as Celery's
@@ -26,6 +26,13 @@ pub(crate) fn repr_list(values: &[Value]) -> String {
         write_repr(&mut out, v);
     }
     out.push(']');
+    cut(out)
+}
+
+/// `repr(kwargs)` of keyword arguments: a Python dict.
+pub(crate) fn repr_map(map: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    write_map(&mut out, map);
     cut(out)
 }
 
@@ -67,19 +74,21 @@ fn write_repr(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str(out, k);
-                out.push_str(": ");
-                write_repr(out, v);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_map(out, map),
     }
+}
+
+fn write_map(out: &mut String, map: &Map<String, Value>) {
+    out.push('{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_str(out, k);
+        out.push_str(": ");
+        write_repr(out, v);
+    }
+    out.push('}');
 }
 
 /// Python quotes with `'` unless the text holds one and no `"`.
@@ -124,6 +133,9 @@ mod tests {
             repr(&json!({"x": true, "y": [1.5]})),
             "{'x': True, 'y': [1.5]}"
         );
+        let mut kwargs = Map::new();
+        kwargs.insert("k".into(), json!(None::<u8>));
+        assert_eq!(repr_map(&kwargs), "{'k': None}");
         assert_eq!(repr_str("it's"), "\"it's\"");
         assert_eq!(repr_str("a'b\"c\n"), "'a\\'b\"c\\n'");
         let long = repr(&json!("x".repeat(5000)));

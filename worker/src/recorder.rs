@@ -98,6 +98,11 @@ impl AckWindow {
         self.lock().unsettled.remove(&tag);
     }
 
+    /// How many tags received are not settled yet.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.lock().unsettled.len()
+    }
+
     /// Whether every tag received has been settled.
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().unsettled.is_empty()
@@ -184,6 +189,13 @@ pub(crate) async fn run(
         if let Some(backend) = &backend {
             // Stored, then reported to their chords: both before the acks.
             let store = async {
+                // With chord members: stored and reported in one commit
+                // when the database allows it.
+                if !laters.is_empty()
+                    && let Some(back) = chord::store_and_settle(backend, &outcomes, &laters).await
+                {
+                    return back;
+                }
                 store_until_done(backend, outcomes).await;
                 if laters.is_empty() {
                     Vec::new()

@@ -52,7 +52,7 @@ impl Session {
         let publisher = broker::bounded("channel.open", limit, connection.create_channel()).await?;
         let select = publisher.confirm_select(ConfirmSelectOptions::default());
         broker::bounded("confirm.select", limit, select).await?;
-        broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue, limit).await?;
+        broker::declare_dead_letter_queue(&publisher, &config.dead_letter_queue, config).await?;
         let mut consumers = Vec::new();
         delay::declare_topology(&channel, config).await?;
         let queues = shared
@@ -228,6 +228,14 @@ impl Session {
                 self.window.received(delivery.delivery_tag);
                 give_back(&self.publisher, queue, delivery, &self.window).await;
             }
+        }
+    }
+
+    /// What a metrics scrape reads from this session.
+    pub(crate) fn view(&self) -> crate::metrics::SessionView {
+        crate::metrics::SessionView {
+            connection: self.connection.clone(),
+            window: self.window.clone(),
         }
     }
 

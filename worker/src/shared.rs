@@ -2,6 +2,7 @@
 
 use crate::events::Events;
 use crate::inflight::Inflight;
+use crate::metrics::Metrics;
 use crate::recorder::RecorderTx;
 use crate::registry::Registry;
 use crate::revoke::Revocations;
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Notified by remote control's `shutdown`: a warm shutdown.
     pub(crate) remote_stop: Arc<Notify>,
+    /// Metrics and health, when served (`--http`); nothing is counted without.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 impl Shared {

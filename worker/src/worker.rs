@@ -4,6 +4,7 @@ use crate::context::{TaskContext, TaskFailure};
 use crate::events::{self, Events};
 use crate::heartbeat;
 use crate::inflight::Inflight;
+use crate::metrics::{self, Metrics};
 use crate::options::TaskOptions;
 use crate::recorder;
 use crate::registry::Registry;
@@ -13,6 +14,7 @@ use celeriac_common::backend::workers::WorkerInfo;
 use celeriac_common::backend::{BackendError, ResultBackend};
 use celeriac_common::backoff::{Backoff, Jitter};
 use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::http::HttpServer;
 use celeriac_common::{Config, TaskDef, mask_url};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -33,6 +35,9 @@ pub enum WorkerError {
     /// The configuration is unusable.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// The `/metrics` and `/health` address cannot be listened on.
+    #[error(transparent)]
+    Http(#[from] celeriac_common::http::HttpError),
 }
 
 /// Collects task handlers, then builds a [`Worker`].
@@ -86,7 +91,9 @@ impl WorkerBuilder {
     }
 
     /// Checks the configuration, opens (and migrates) the result backend and
-    /// checks that the broker is reachable.
+    /// checks that the broker is reachable: with
+    /// `broker_connection_retry_on_startup` (the default) waits for it,
+    /// logging each failed attempt, else returns the error at once.
     pub async fn build(self) -> Result<Worker, WorkerError> {
         let config = self.config;
         if config.queues.is_empty() {
@@ -102,7 +109,7 @@ impl WorkerBuilder {
                 "worker_heartbeat_secs must be at least 1".into(),
             ));
         }
-        let backend = if config.results_enabled() {
+        let backend = if config.results_enabled() && !config.rpc_results() {
             let backend = ResultBackend::connect(&config.result_backend).await?;
             if config.migrate_on_start {
                 backend.migrate().await?;
@@ -111,13 +118,22 @@ impl WorkerBuilder {
         } else {
             None
         };
-        // Fail fast, with a clear error, if the broker is unreachable.
-        let probe = broker::connect_config(&config, &config.hostname).await?;
+        // Wait for the broker (`broker_connection_retry_on_startup`), or
+        // fail fast with a clear error if it is unreachable.
+        let probe = broker::retry_on_startup(&config, BrokerError::is_transient, || {
+            broker::connect_config(&config, &config.hostname)
+        })
+        .await?;
         broker::close(&probe, config.connect_timeout(), "reachable").await;
+        let http = match &config.worker_http_addr {
+            Some(addr) => Some(HttpServer::bind(addr).await?),
+            None => None,
+        };
         Ok(Worker {
             config,
             registry: Arc::new(self.registry),
             backend,
+            http,
         })
     }
 }
@@ -127,6 +143,8 @@ pub struct Worker {
     config: Config,
     registry: Arc<Registry>,
     backend: Option<ResultBackend>,
+    /// Where `/metrics` and `/health` are served (`worker_http_addr`).
+    http: Option<tokio::net::TcpListener>,
 }
 
 const RECONNECT_START: Duration = Duration::from_millis(200);
@@ -142,6 +160,12 @@ impl Worker {
             config,
             registry: Registry::default(),
         }
+    }
+
+    /// The address `/metrics` and `/health` are served on, if any (with
+    /// port 0 in `worker_http_addr`, the one picked).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down warmly.
@@ -204,6 +228,8 @@ impl Worker {
             events_stop_rx,
         ));
         let remote_stop = Arc::new(Notify::new());
+        let (metrics, prom) =
+            Metrics::prepare(self.http.is_some(), &config, &self.registry, &events);
         let shared = Arc::new(Shared {
             revocations,
             registry: self.registry,
@@ -219,7 +245,11 @@ impl Worker {
             queues: std::sync::Mutex::new(config.queues.clone()),
             started: Instant::now(),
             remote_stop: remote_stop.clone(),
+            metrics: metrics.clone(),
         });
+        let http = metrics::serve(self.http, prom, &shared)?;
+        let health = |ok, detail: String| metrics::health(metrics.as_deref(), ok, detail);
+        health(false, "connecting to the broker".into());
         tracing::info!(
             hostname = %config.hostname,
             worker.id = %me.id,
@@ -249,6 +279,7 @@ impl Worker {
             let s = match opened {
                 Ok(s) => s,
                 Err(e) => {
+                    health(false, format!("cannot reach the broker: {e}"));
                     let wait = backoff.next_delay();
                     tracing::warn!(
                         error = %e,
@@ -263,15 +294,18 @@ impl Worker {
                 }
             };
             let began = Instant::now();
+            metrics::session_opened(metrics.as_deref(), &s);
             // Revokes broadcast while this worker was not connected are in
             // the result backend: load them at every (re)connection.
             load_revocations(&shared).await;
             events.worker("worker-online", &inflight, beat_every);
             tracing::info!(hostname = %config.hostname, "worker ready, consuming");
+            health(true, metrics::consuming(&shared));
             let keep = tokio::select! {
                 _ = &mut shutdown => true,
                 reason = s.consume(shared.clone()) => {
                     tracing::warn!(%reason, "stopped consuming; reconnecting");
+                    health(false, format!("stopped consuming: {reason}"));
                     false
                 }
             };
@@ -297,6 +331,7 @@ impl Worker {
                 backoff.reset();
             }
         }
+        health(false, "shutting down".into());
         if let Some(s) = &session {
             s.cancel().await;
             s.give_back_waiting();
@@ -369,6 +404,9 @@ impl Worker {
                     "removing the worker's heartbeat row timed out; it expires by itself"
                 ),
             }
+        }
+        if let Some(http) = http {
+            http.stop().await;
         }
         tracing::info!(hostname = %config.hostname, "worker stopped");
         Ok(())

@@ -479,6 +479,20 @@ async fn celery_events_of_a_task_life() {
         .find(|e| e["type"] == "worker-heartbeat")
         .expect("heartbeat");
     assert_eq!(beat["freq"], 1.0);
+    // A heartbeat after both tasks ended counts each once (by Lamport clock).
+    let clock = |e: &Value| e["clock"].as_u64().unwrap_or(0);
+    let last = clock(of(&events, "task-failed", &fail_id).expect("failed")).max(clock(succeeded));
+    let after = collect(&mut consumer, &host, |s| {
+        s.iter()
+            .any(|e| e["type"] == "worker-heartbeat" && clock(e) > last)
+    })
+    .await;
+    let after = after
+        .iter()
+        .find(|e| e["type"] == "worker-heartbeat" && clock(e) > last)
+        .expect("heartbeat after the tasks");
+    assert_eq!(after["processed"], 2, "{after}");
+    assert_eq!(after["active"], 0, "{after}");
 
     // Switched off by remote control: no task events, the task runs all the same.
     assert_eq!(
@@ -503,4 +517,110 @@ async fn celery_events_of_a_task_life() {
         !tail.iter().any(|e| e["uuid"] == quiet_id.as_str()),
         "task events while disabled: {tail:#?}"
     );
+}
+
+/// Celery's own `EventReceiver` (a subclass that notes which message bodies
+/// are lists, then hands each to Celery's `_receive`), capturing the events
+/// of worker `argv[1]` until it has seen `argv[2]` `task-succeeded`; prints
+/// `ready` once its queue is bound, then one JSON line: the task events and
+/// how many list bodies (`task.multi`) of that worker it read, the largest.
+const RECEIVER: &str = r#"
+import json, sys, celery
+from celery.events import EventReceiver
+app = celery.Celery(broker=sys.argv[3])
+host, want = sys.argv[1], int(sys.argv[2])
+seen, lists = [], []
+
+class Receiver(EventReceiver):
+    def on_consume_ready(self, *args, **kwargs):
+        print('ready', flush=True)
+
+    def _receive(self, body, message, *args, **kwargs):
+        if isinstance(body, list) and all(e.get('hostname') == host for e in body):
+            lists.append(len(body))
+        return super()._receive(body, message, *args, **kwargs)
+
+def on_event(event):
+    if event.get('hostname') != host or not event['type'].startswith('task-'):
+        return
+    seen.append(event)
+    if sum(e['type'] == 'task-succeeded' for e in seen) >= want:
+        receiver.should_stop = True
+
+with app.connection() as conn:
+    receiver = Receiver(conn, handlers={'*': on_event}, app=app)
+    receiver.capture(limit=None, timeout=None, wakeup=False)
+print(json.dumps({'events': seen, 'lists': len(lists), 'largest': max(lists, default=0)}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celerys_event_receiver_reads_every_event_of_a_batch() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    const TASKS: usize = 40;
+    let w = start(true).await;
+    let host = w.config.hostname.clone();
+    let python = celery_bin().await.with_file_name("python");
+    let mut receiver = tokio::process::Command::new(python)
+        .args(["-c", RECEIVER, &host, &TASKS.to_string()])
+        .arg(testing::broker_url())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python");
+    let mut lines = BufReader::new(receiver.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("the receiver starts in time")
+        .expect("read stdout");
+    assert_eq!(first.as_deref(), Some("ready"));
+
+    // Sent at once, their events go out in a few flushes: lists.
+    let client = Client::connect(w.config.clone()).await.expect("client");
+    let mut ids = Vec::new();
+    for i in 0..TASKS {
+        let sent = client
+            .send_task(
+                "celeriac.echo",
+                vec![json!(i)],
+                Map::new(),
+                ApplyOptions::default(),
+            )
+            .await
+            .expect("send");
+        ids.push(sent.id().to_owned());
+    }
+    let last = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("the receiver sees every task succeed in time")
+        .expect("read stdout")
+        .expect("a summary line");
+    let summary: Value = serde_json::from_str(&last).expect("JSON summary");
+    let events = summary["events"].as_array().expect("events");
+    for id in &ids {
+        for kind in ["task-received", "task-started", "task-succeeded"] {
+            let n = events
+                .iter()
+                .filter(|e| e["type"] == kind && e["uuid"] == id.as_str())
+                .count();
+            assert_eq!(n, 1, "{kind} of {id}: {n} times in {summary:#}");
+        }
+    }
+    assert_eq!(events.len(), 3 * TASKS, "{summary:#}");
+    assert!(
+        summary["lists"].as_u64() >= Some(1),
+        "no list body: {summary}"
+    );
+    assert!(summary["largest"].as_u64() >= Some(2), "{summary}");
+    let received = events
+        .iter()
+        .find(|e| e["type"] == "task-received")
+        .expect("a task-received");
+    assert_eq!(received["name"], "celeriac.echo");
+    tokio::time::timeout(WAIT, receiver.wait())
+        .await
+        .expect("the receiver exits")
+        .expect("wait");
+    drop(client);
+    w.stop().await;
 }

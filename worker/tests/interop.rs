@@ -987,10 +987,7 @@ async fn quorum_queue(queue: String) {
         .await
         .expect_err("a classic declaration of a quorum queue must fail");
     assert!(
-        matches!(
-            err,
-            ClientError::Broker(BrokerError::Declare { what: "queue", .. })
-        ),
+        matches!(&err, ClientError::Broker(BrokerError::QueueMismatch { name, .. }) if *name == queue),
         "{err:?}"
     );
     assert!(

@@ -1,18 +1,31 @@
-//! Broker restarts while producers publish and workers consume. These stop
-//! the shared RabbitMQ, so they are `#[ignore]`d and run by scripts/test.sh
-//! in its serial step (`--run-ignored only --test-threads 1`). They always
-//! start RabbitMQ again, even when they fail.
+//! Outages while producers publish and workers consume. The broker restarts
+//! stop the shared RabbitMQ, so they are `#[ignore]`d and run by
+//! scripts/test.sh in its serial step, one at a time (`.config/nextest.toml`);
+//! they always start RabbitMQ again, even when they fail. The result
+//! database outage stops a PostgreSQL of its own and runs with the others.
 
 mod support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::diagnostics::ECHO;
+use celeriac_common::testing::postgres::PrivatePostgres;
 use celeriac_common::testing::process::{LoggedProcess, sibling_bin, spawn_beat, spawn_worker};
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
 use serde_json::{Map, json};
 use std::process::Command;
 use std::time::Duration;
 use support::{WORKER, beat_command};
+
+/// The lines of `logs` worth reading when beat fell behind: its warnings
+/// and errors, and its lease changes (at most the last 60).
+fn warnings(logs: &[String]) -> String {
+    let lines: Vec<&str> = logs
+        .iter()
+        .flat_map(|log| log.lines())
+        .filter(|l| !l.contains("\"level\":\"INFO\"") || l.contains("lead") || l.contains("lease"))
+        .collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
@@ -86,39 +99,16 @@ async fn broker_restart_loses_no_confirmed_task() {
     testing::cleanup(&config).await;
 }
 
-fn pg_ctl(action: &str) {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .expect("a PostgreSQL cluster in /etc/postgresql");
-    let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", action])
-        .status()
-        .expect("pg_ctlcluster");
-    assert!(status.success(), "pg_ctlcluster {action} failed");
-}
-
-/// Starts PostgreSQL again when dropped.
-struct PostgresGuard;
-impl Drop for PostgresGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .args([
-                "-c",
-                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-            ])
-            .status();
-    }
-}
-
+/// The result database goes away for longer than the pool's acquire
+/// timeout and comes back: every task sent meanwhile gets its outcome. The
+/// database is a PostgreSQL server of the test's own, stopped and started
+/// (connections cut as in a crash), so the shared one is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stops the shared PostgreSQL; run serially by scripts/test.sh"]
 async fn result_database_outage_loses_nothing() {
-    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
-    let config = testing::config(&db.url, &unique("dbdown"));
-    celeriac_common::backend::ResultBackend::connect(&db.url)
+    let pg = PrivatePostgres::start().expect("a private PostgreSQL (initdb, runuser)");
+    let db_url = pg.url();
+    let config = testing::config(&db_url, &unique("dbdown"));
+    celeriac_common::backend::ResultBackend::connect(&db_url)
         .await
         .expect("backend")
         .migrate()
@@ -137,8 +127,7 @@ async fn result_database_outage_loses_nothing() {
                 .to_owned(),
         );
     }
-    let guard = PostgresGuard;
-    pg_ctl("stop");
+    pg.stop().expect("stop the database");
     for i in 100..200 {
         ids.push(
             client
@@ -151,7 +140,7 @@ async fn result_database_outage_loses_nothing() {
     }
     // Longer than the pool's 10 s acquire timeout, so writes fail and are retried.
     tokio::time::sleep(Duration::from_secs(13)).await;
-    drop(guard); // start PostgreSQL again
+    pg.start_again().expect("start the database again");
     for id in &ids {
         let rec = match client
             .async_result::<serde_json::Value>(id.clone())
@@ -170,7 +159,6 @@ async fn result_database_outage_loses_nothing() {
     );
     assert_eq!(worker.terminate(), Some(0));
     testing::cleanup(&config).await;
-    db.drop_database().await;
 }
 
 /// The chaos test: a few thousand tasks (some delayed) through 3 workers,
@@ -199,6 +187,7 @@ async fn chaos_every_task_ends_exactly_once() {
         .map(|i| spawn_worker(WORKER, &config, &format!("chaos{i}@test"), &args))
         .collect();
     let mut killed_logs = Vec::new();
+    let mut beat_logs = Vec::new();
     let added = beat_command(
         &config,
         &[
@@ -241,21 +230,25 @@ async fn chaos_every_task_ends_exactly_once() {
     let guard = RestartGuard;
     let start = std::time::Instant::now();
     let mut round = 0;
+    let mut broker_down = Duration::ZERO;
     while !publisher.is_finished() || round < 6 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         round += 1;
         if round == 2 {
             // The beat dies without a word; its successor takes over the lease.
             if let Some(b) = beat.take() {
+                beat_logs.push(b.log_text());
                 b.kill();
             }
             beat = Some(spawn_beat(&beat_bin, &config, &[]));
         }
         if round == 4 {
+            let down = std::time::Instant::now();
             rabbitmqctl(&["stop_app"]);
             tokio::time::sleep(Duration::from_secs(2)).await;
             rabbitmqctl(&["start_app"]);
             rabbitmqctl(&["await_startup"]);
+            broker_down = down.elapsed();
             continue;
         }
         let victim = round % workers.len();
@@ -279,6 +272,7 @@ async fn chaos_every_task_ends_exactly_once() {
     drop(guard);
     let beat_secs = start.elapsed().as_secs();
     if let Some(b) = beat.take() {
+        beat_logs.push(b.log_text());
         assert_eq!(b.terminate(), Some(0), "beat exits cleanly after the chaos");
     }
     let ids = publisher.await.expect("publisher");
@@ -335,13 +329,19 @@ async fn chaos_every_task_ends_exactly_once() {
         ids.len() - lost_delayed.len(),
         "exactly one outcome row per task"
     );
-    // Beat kept firing through the kills and the broker restart (a run a
-    // second, minus what a dead beat and the lease takeover cost), and every
-    // run it sent ran to SUCCESS (one row per run id by construction).
+    // Beat kept firing through the kills and the broker restart: a run a
+    // second while it could send, i.e. outside the broker's downtime and the
+    // lease takeover after the kill (lease plus a second). Three quarters of
+    // that allows for a loaded machine; a beat that stopped after the kill
+    // or the restart falls far below (every run sent ran to SUCCESS: one row
+    // per run id by construction).
+    let could_send = beat_secs.saturating_sub(broker_down.as_secs() + config.beat_lease_secs + 1);
     assert!(
-        beat_rows.len() as u64 >= beat_secs / 2,
-        "{} beat runs in {beat_secs} s",
-        beat_rows.len()
+        beat_rows.len() as u64 >= could_send * 3 / 4,
+        "{} beat runs in {beat_secs} s (the broker down {broker_down:.1?} of them); \
+         the beats' warnings:\n{}",
+        beat_rows.len(),
+        warnings(&beat_logs)
     );
     for r in &beat_rows {
         let rec = client
@@ -367,7 +367,7 @@ async fn chaos_every_task_ends_exactly_once() {
     }
     let duplicates = runs.values().filter(|n| **n > 1).count();
     println!(
-        "chaos: {} tasks, {} outcomes, {} delayed tasks lost in the broker restart, {} executed more than once (at-least-once), {} worker kills, 1 beat kill, 1 broker restart; beat: {} runs in {beat_secs} s",
+        "chaos: {} tasks, {} outcomes, {} delayed tasks lost in the broker restart, {} executed more than once (at-least-once), {} worker kills, 1 beat kill, 1 broker restart; beat: {} runs in {beat_secs} s, the broker down {broker_down:.1?}",
         ids.len(),
         rows.len(),
         lost_delayed.len(),

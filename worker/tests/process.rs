@@ -242,6 +242,7 @@ fn bad_setup_gives_one_clear_line() {
                 "amqp://guest:s3cret@127.0.0.1:1/%2f",
                 "--result-backend",
                 "none",
+                "--no-startup-retry",
             ],
             "cannot connect to RabbitMQ",
         ),

@@ -2,12 +2,47 @@
 //! modify`, `preview`) and an entry's options (`schedule add`, `schedule
 //! modify`), and what they turn into.
 
+use std::path::PathBuf;
+
+use celeriac::canvas::Canvas;
 use clap::Args;
 use serde_json::Value;
 
 use crate::cli::error::CliError;
 use crate::schedule::entry::{Entry, EntryError, Grace, parse_secs};
 use crate::schedule::trigger_input::TriggerInput;
+use crate::schedule::{tags, workflow};
+
+/// A workflow sent instead of one task (`schedule add`, `schedule modify`).
+#[derive(Debug, Clone, Args, Default)]
+pub(crate) struct WorkflowArgs {
+    /// Send this workflow on each run instead of a task: JSON, in Celery's
+    /// canvas dict form or the short form ('{"chain": ["a", {"group": ["b", "c"]}, "d"]}').
+    #[arg(long, conflicts_with = "workflow_file")]
+    pub(crate) workflow: Option<String>,
+    /// As --workflow, read from a JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) workflow_file: Option<PathBuf>,
+}
+
+impl WorkflowArgs {
+    /// The workflow given, checked; `None` if none is.
+    pub(crate) fn canvas(&self) -> Result<Option<Canvas>, CliError> {
+        if let Some(text) = &self.workflow {
+            return Ok(Some(workflow::parse_json(text)?));
+        }
+        let Some(path) = &self.workflow_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EntryError::invalid(
+                "workflow_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Some(workflow::parse_json(&text)?))
+    }
+}
 
 /// The trigger flags shared by `schedule add`, `schedule modify` and `preview`.
 #[derive(Debug, Clone, Args, Default)]
@@ -108,6 +143,9 @@ pub(crate) struct EntryArgs {
     /// Hold a run while this many runs are unfinished; 0 = no limit [default: beat_max_instances].
     #[arg(long)]
     max_instances: Option<u32>,
+    /// Tag the entry (repeatable; on modify it replaces the tags, `--tag ''` removes them).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
 }
 
 impl EntryArgs {
@@ -165,6 +203,11 @@ impl EntryArgs {
         }
         if self.max_instances.is_some() {
             entry.firing.max_instances = self.max_instances;
+        }
+        match self.tags.as_slice() {
+            [] => {}
+            [only] if only.is_empty() => entry.tags.clear(),
+            given => entry.tags = tags::normalize(given.to_vec())?,
         }
         Ok(())
     }

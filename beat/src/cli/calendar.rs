@@ -225,18 +225,5 @@ fn print_days(days: &[&CalendarDay], json: bool) {
         })
         .collect();
     let header = ["CALENDAR", "SOURCE", "DATES", "LABEL"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for r in &table {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    for r in std::iter::once(&header).chain(&table) {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    super::print_columns(&header, &table);
 }

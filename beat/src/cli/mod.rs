@@ -5,8 +5,10 @@
 mod args;
 mod calendar;
 mod error;
+mod list;
 mod preview;
 mod schedule;
+mod tagged;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,14 @@ enum Command {
         /// Do not create or upgrade the tables on start.
         #[arg(long)]
         no_migrate: bool,
+        /// Exit at once if the broker cannot be reached at startup, instead
+        /// of retrying with backoff (broker_connection_retry_on_startup = false).
+        #[arg(long)]
+        no_startup_retry: bool,
+        /// Serve /metrics (Prometheus) and /health on HOST:PORT, e.g. 127.0.0.1:9809
+        /// [default: off].
+        #[arg(long, value_name = "ADDR", env = "CELERIAC_BEAT_HTTP_ADDR")]
+        http: Option<String>,
     },
     /// List or change the schedule; a running beat picks changes up within a second.
     Schedule {
@@ -99,8 +109,14 @@ async fn dispatch(command: Command, mut config: Config) -> Result<(), CliError> 
         Command::Run {
             schedule,
             no_migrate,
+            no_startup_retry,
+            http,
         } => {
             config.migrate_on_start &= !no_migrate;
+            config.broker_connection_retry_on_startup &= !no_startup_retry;
+            if let Some(addr) = http {
+                config.beat_http_addr = Some(addr);
+            }
             let stop = async {
                 stop_signal().await;
             };
@@ -138,4 +154,23 @@ pub(crate) async fn open_store(config: &Config) -> Result<crate::schedule::store
 fn fail(err: &CliError) -> ExitCode {
     eprintln!("celeriac-beat: error: {}", one_line(err));
     ExitCode::from(err.exit_code())
+}
+
+/// Prints `rows` under `header` in left-aligned columns two spaces apart,
+/// each as wide as its widest cell.
+fn print_columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(header).chain(rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
 }

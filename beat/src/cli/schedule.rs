@@ -5,17 +5,17 @@ use std::path::Path;
 use celeriac_common::Config;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use serde_json::{Map, Value, json};
 
-use crate::cli::args::{EntryArgs, TriggerArgs};
+use crate::cli::args::{EntryArgs, TriggerArgs, WorkflowArgs};
 use crate::cli::error::CliError;
+use crate::cli::list::{ListArgs, list};
+use crate::cli::tagged::{Selector, TagVerb, by_tag};
 use crate::clock::format_instant;
-use crate::firing::dispatch::{run_now_task_id, task_id};
-use crate::firing::run_state::{self, RunState};
-use crate::schedule::entry::{Entry, EntryError, Firing, Grace, validate_name};
+use crate::firing::dispatch::run_now_task_id;
+use crate::schedule::entry::{Entry, EntryError, validate_name};
 use crate::schedule::file_source;
-use crate::schedule::store::{Store, StoreError};
-use crate::schedule::trigger_input::describe;
+use crate::schedule::store::StoreError;
+use crate::schedule::workflow::root_task;
 use crate::trigger::{Calendars, Schedule};
 
 #[derive(Debug, Subcommand)]
@@ -26,13 +26,22 @@ pub(crate) enum ScheduleCommand {
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the entries with this tag.
+        #[arg(long)]
+        tag: Option<String>,
     },
-    /// Add a database entry.
+    /// Add a database entry: a task, or a workflow (--workflow, --workflow-file).
     Add {
         /// Unique entry name.
         name: String,
         /// Task name, e.g. tasks.report.
-        task: String,
+        #[arg(
+            required_unless_present_any = ["workflow", "workflow_file"],
+            conflicts_with_all = ["workflow", "workflow_file"]
+        )]
+        task: Option<String>,
+        #[command(flatten)]
+        workflow: WorkflowArgs,
         #[command(flatten)]
         trigger: TriggerArgs,
         #[command(flatten)]
@@ -45,29 +54,24 @@ pub(crate) enum ScheduleCommand {
     Modify {
         /// Entry name.
         name: String,
-        /// New task name.
-        #[arg(long)]
+        /// New task name (a workflow entry becomes a task entry).
+        #[arg(long, conflicts_with_all = ["workflow", "workflow_file"])]
         task: Option<String>,
+        /// A new workflow (a task entry becomes a workflow entry).
+        #[command(flatten)]
+        workflow: WorkflowArgs,
         #[command(flatten)]
         trigger: TriggerArgs,
         #[command(flatten)]
         entry: EntryArgs,
     },
-    /// Remove a database entry and its run state.
-    Remove {
-        /// Entry name.
-        name: String,
-    },
-    /// Pause a database entry: it does not fire until resumed.
-    Pause {
-        /// Entry name.
-        name: String,
-    },
-    /// Resume a paused entry; it fires from now on (runs while paused are not sent).
-    Resume {
-        /// Entry name.
-        name: String,
-    },
+    /// Remove a database entry (or every one with --tag) and its run state.
+    Remove(Selector),
+    /// Pause a database entry (or every one with --tag): it does not fire until resumed.
+    Pause(Selector),
+    /// Resume a paused entry (or every one with --tag); it fires from now on
+    /// (runs while paused are not sent).
+    Resume(Selector),
     /// Send one run of an entry now (file or database), besides its schedule.
     RunNow {
         /// Entry name.
@@ -97,12 +101,27 @@ pub(crate) async fn run(
     let now = Utc::now();
     let calendars = store.calendars().await?.overlaid(&file_calendars);
     match command {
-        ScheduleCommand::List { json } => {
-            list(&store, file_entries, &calendars, config, json).await
+        ScheduleCommand::List { json, tag } => {
+            let args = ListArgs {
+                json,
+                tag: tag.as_deref(),
+                file_known: schedule.is_some(),
+            };
+            list(&store, file_entries, &calendars, config, args).await
+        }
+        ScheduleCommand::Remove(Selector { tag: Some(tag), .. }) => {
+            by_tag(&store, TagVerb::Remove, &tag, &file_entries, schedule, now).await
+        }
+        ScheduleCommand::Pause(Selector { tag: Some(tag), .. }) => {
+            by_tag(&store, TagVerb::Pause, &tag, &file_entries, schedule, now).await
+        }
+        ScheduleCommand::Resume(Selector { tag: Some(tag), .. }) => {
+            by_tag(&store, TagVerb::Resume, &tag, &file_entries, schedule, now).await
         }
         ScheduleCommand::Add {
             name,
             task,
+            workflow,
             trigger,
             entry,
             paused,
@@ -113,7 +132,14 @@ pub(crate) async fn run(
                     "entry \"{name}\" already exists in the schedule file"
                 )));
             }
-            let mut new = Entry::new(name, task, trigger.input()?.build()?);
+            let trigger = trigger.input()?.build()?;
+            let mut new = match (task, workflow.canvas()?) {
+                (_, Some(flow)) => Entry::with_workflow(name, flow, trigger),
+                (Some(task), None) => Entry::new(name, task, trigger),
+                (None, None) => {
+                    return Err(CliError::Usage("give a task or --workflow".into()));
+                }
+            };
             entry.apply(&mut new)?;
             new.enabled = !paused;
             new.anchor = now;
@@ -125,6 +151,7 @@ pub(crate) async fn run(
         ScheduleCommand::Modify {
             name,
             task,
+            workflow,
             trigger,
             entry,
         } => {
@@ -137,6 +164,13 @@ pub(crate) async fn run(
             };
             if let Some(t) = task {
                 e.task = t;
+                e.workflow = None;
+            }
+            if let Some(flow) = workflow.canvas()? {
+                e.task = root_task(&flow);
+                e.workflow = Some(flow);
+                e.args.clear();
+                e.kwargs.clear();
             }
             let input = trigger.input()?;
             if !input.is_empty() {
@@ -148,7 +182,9 @@ pub(crate) async fn run(
             println!("modified {name}");
             Ok(())
         }
-        ScheduleCommand::Remove { name } => {
+        ScheduleCommand::Remove(Selector {
+            name: Some(name), ..
+        }) => {
             if in_file(&name) && store.get(&name).await?.is_none() {
                 return Err(file_owned(&name));
             }
@@ -156,17 +192,22 @@ pub(crate) async fn run(
             println!("removed {name}");
             Ok(())
         }
-        ScheduleCommand::Pause { name } | ScheduleCommand::Resume { name }
-            if in_file(&name) && store.get(&name).await?.is_none() =>
-        {
-            Err(file_owned(&name))
-        }
-        ScheduleCommand::Pause { name } => {
+        ScheduleCommand::Pause(Selector {
+            name: Some(name), ..
+        })
+        | ScheduleCommand::Resume(Selector {
+            name: Some(name), ..
+        }) if in_file(&name) && store.get(&name).await?.is_none() => Err(file_owned(&name)),
+        ScheduleCommand::Pause(Selector {
+            name: Some(name), ..
+        }) => {
             store.set_enabled(&name, false, now).await?;
             println!("paused {name}");
             Ok(())
         }
-        ScheduleCommand::Resume { name } => {
+        ScheduleCommand::Resume(Selector {
+            name: Some(name), ..
+        }) => {
             store.set_enabled(&name, true, now).await?;
             println!("resumed {name}");
             Ok(())
@@ -182,6 +223,9 @@ pub(crate) async fn run(
             store.request_run_now(&name, now).await?;
             println!("{}", run_now_task_id(&name, now));
             Ok(())
+        }
+        ScheduleCommand::Remove(_) | ScheduleCommand::Pause(_) | ScheduleCommand::Resume(_) => {
+            Err(CliError::Usage("give an entry name or --tag".into()))
         }
     }
 }
@@ -199,149 +243,4 @@ fn fires_after(entry: &Entry, calendars: &Calendars, now: DateTime<Utc>) -> Resu
         .into());
     }
     Ok(())
-}
-
-async fn list(
-    store: &Store,
-    file_entries: Vec<Entry>,
-    calendars: &Calendars,
-    config: &Config,
-    json: bool,
-) -> Result<(), CliError> {
-    let (_, db_entries) = store.load().await?;
-    let mut states = run_state::load_all(store.db()).await?;
-    let names: std::collections::HashSet<String> =
-        file_entries.iter().map(|e| e.name.clone()).collect();
-    let mut entries: Vec<Entry> = file_entries;
-    entries.extend(db_entries.into_iter().filter(|e| !names.contains(&e.name)));
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let defaults = Firing::from_config(config);
-    let now = Utc::now();
-    let rows: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            row(
-                e,
-                states.remove(&e.name).unwrap_or_default(),
-                &defaults,
-                calendars,
-                now,
-            )
-        })
-        .collect();
-    if json {
-        println!("{}", Value::Array(rows));
-        return Ok(());
-    }
-    let text = |v: &Value, k: &str| match &v[k] {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let table: Vec<[String; 9]> = rows
-        .iter()
-        .map(|r| {
-            [
-                text(r, "name"),
-                text(r, "source"),
-                if r["enabled"] == json!(true) {
-                    "yes".into()
-                } else {
-                    "paused".into()
-                },
-                text(r, "trigger_text"),
-                text(r, "task"),
-                text(r, "next_run_at"),
-                text(r, "last_run_at"),
-                text(r, "total_runs"),
-                // One line, whatever the file's string holds.
-                text(r, "description")
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ]
-        })
-        .collect();
-    let header = [
-        "NAME",
-        "SOURCE",
-        "ENABLED",
-        "TRIGGER",
-        "TASK",
-        "NEXT RUN",
-        "LAST RUN",
-        "RUNS",
-        "DESCRIPTION",
-    ]
-    .map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for r in &table {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    for r in std::iter::once(&header).chain(&table) {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
-    Ok(())
-}
-
-fn row(
-    e: &Entry,
-    s: RunState,
-    defaults: &Firing,
-    calendars: &Calendars,
-    now: DateTime<Utc>,
-) -> Value {
-    let firing = e.firing.resolve(defaults);
-    let compiled = e.compile_lenient(calendars).map(|(t, _)| t);
-    let next = match (e.enabled, s.sending_at, compiled) {
-        (false, _, _) | (_, _, Err(_)) => None,
-        (true, Some(t), _) => Some(t),
-        (true, None, Ok(trigger)) => {
-            let from = s.cursor_at.or(e.created_at).unwrap_or(now);
-            trigger.next_after(from)
-        }
-    };
-    let last_task_id = s
-        .last_task_id
-        .or_else(|| s.last_run_at.map(|t| task_id(&e.name, t)));
-    let at = |t: Option<DateTime<Utc>>| t.map(format_instant);
-    let mut options = Map::new();
-    if let Ok(Value::Object(o)) = serde_json::to_value(&e.options) {
-        options = o;
-    }
-    let misfire_grace_time = match firing.misfire_grace {
-        Grace::Unlimited => Value::Null,
-        g => json!(g.as_secs_f64()),
-    };
-    json!({
-        "name": e.name,
-        "source": e.source.as_str(),
-        "task": e.task,
-        "args": e.args,
-        "kwargs": e.kwargs,
-        "trigger": e.trigger,
-        "trigger_text": describe(&e.trigger),
-        "options": options,
-        "misfire_grace_time": misfire_grace_time,
-        "coalesce": firing.coalesce,
-        "max_instances": firing.max_instances,
-        "enabled": e.enabled,
-        "next_run_at": at(next),
-        "last_run_at": at(s.last_run_at),
-        "last_sent_at": at(s.last_sent_at),
-        "last_task_id": last_task_id.map(|i| i.to_string()),
-        "total_runs": s.total_runs,
-        "sending_at": at(s.sending_at),
-        "run_now_at": at(s.run_now_at),
-        "created_at": at(e.created_at),
-        "done": e.enabled && next.is_none(),
-        "description": e.description,
-    })
 }

@@ -17,7 +17,9 @@
 //! scheduled fire time.
 
 use std::future::Future;
+use std::sync::Arc;
 
+use celeriac::canvas::Canvas;
 use celeriac::{ApplyOptions, Client, ClientError};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
@@ -57,6 +59,9 @@ pub struct RunMessage {
     pub args: Vec<Value>,
     /// Keyword arguments.
     pub kwargs: Map<String, Value>,
+    /// A workflow sent instead of `task`: see [`crate::firing::workflow_run`]
+    /// (the run's task id is its final task's).
+    pub workflow: Option<Arc<Canvas>>,
     /// Task id (see [`task_id`]).
     pub task_id: Uuid,
     /// Scheduled fire time (or run-now request time): the message's `eta`.
@@ -94,8 +99,9 @@ impl RunMessage {
         RunMessage {
             entry: name.to_owned(),
             task: def.task.to_string(),
-            args: def.args.clone(),
-            kwargs: def.kwargs.clone(),
+            args: def.args().to_vec(),
+            kwargs: def.kwargs(),
+            workflow: def.workflow().cloned(),
             task_id,
             fire_at,
             queue: options.queue,
@@ -153,6 +159,19 @@ pub trait Publisher: Send + Sync + 'static {
 
 impl Publisher for Client {
     async fn publish(&self, run: &RunMessage) -> Result<(), DispatchError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| DispatchError {
+            entry: run.entry.clone(),
+            task_id: run.task_id,
+            source,
+        };
+        if let Some(workflow) = &run.workflow {
+            let canvas = crate::firing::workflow_run::instantiate(workflow, run);
+            return self
+                .send_workflow(&canvas)
+                .await
+                .map(|_| ())
+                .map_err(|e| failed(Box::new(e)));
+        }
         self.send_task(
             &run.task,
             run.args.clone(),
@@ -161,11 +180,7 @@ impl Publisher for Client {
         )
         .await
         .map(|_| ())
-        .map_err(|e: ClientError| DispatchError {
-            entry: run.entry.clone(),
-            task_id: run.task_id,
-            source: Box::new(e),
-        })
+        .map_err(|e: ClientError| failed(Box::new(e)))
     }
 }
 

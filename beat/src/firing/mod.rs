@@ -18,3 +18,4 @@ pub mod plan;
 pub mod run_state;
 pub mod scheduler;
 mod slot;
+pub mod workflow_run;

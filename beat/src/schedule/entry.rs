@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use celeriac::canvas::Canvas;
 use celeriac_common::Config;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -160,12 +161,18 @@ impl FiringOverrides {
 pub struct Entry {
     /// Unique name across the file and the database.
     pub name: String,
-    /// Task name, e.g. `tasks.report`.
+    /// Task name, e.g. `tasks.report`; for a workflow entry, the name of
+    /// its outer node (`celery.chain`, ...), for listings and events.
     pub task: String,
     /// Positional arguments.
     pub args: Vec<Value>,
     /// Keyword arguments.
     pub kwargs: Map<String, Value>,
+    /// A workflow sent on each run instead of `task` (see
+    /// [`crate::schedule::workflow`]); each run gets fresh ids.
+    pub workflow: Option<Canvas>,
+    /// Labels that `schedule list/pause/resume/remove --tag` select by.
+    pub tags: Vec<String>,
     /// When it fires.
     pub trigger: TriggerSpec,
     /// How each run is sent.
@@ -195,6 +202,8 @@ impl Entry {
             task: task.into(),
             args: Vec::new(),
             kwargs: Map::new(),
+            workflow: None,
+            tags: Vec::new(),
             trigger,
             options: SendOptions::default(),
             firing: FiringOverrides::default(),
@@ -204,6 +213,29 @@ impl Entry {
             created_at: None,
             description: None,
         }
+    }
+
+    /// An enabled entry that sends `workflow` on each run.
+    pub fn with_workflow(name: impl Into<String>, workflow: Canvas, trigger: TriggerSpec) -> Entry {
+        let task = crate::schedule::workflow::root_task(&workflow);
+        let mut entry = Entry::new(name, task, trigger);
+        entry.workflow = Some(workflow);
+        entry
+    }
+
+    /// The firing options in force over `defaults`. A workflow ending in a
+    /// group has no one final task to wait for: `max_instances` does not
+    /// apply to it (an explicit one is refused by [`Entry::validate`]).
+    pub fn firing_over(&self, defaults: &Firing) -> Firing {
+        let mut firing = self.firing.resolve(defaults);
+        if self
+            .workflow
+            .as_ref()
+            .is_some_and(crate::schedule::workflow::ends_in_group)
+        {
+            firing.max_instances = 0;
+        }
+        firing
     }
 
     /// The compiled trigger (interval triggers anchored at [`Entry::anchor`]),
@@ -269,6 +301,8 @@ impl Entry {
                 return Err(EntryError::invalid(field, "longer than 255 bytes"));
             }
         }
+        crate::schedule::tags::normalize(self.tags.clone())?;
+        crate::schedule::workflow::check_entry(self)?;
         self.trigger.validate()?;
         Ok(())
     }
@@ -330,65 +364,4 @@ pub fn parse_secs(field: &'static str, text: &str) -> Result<f64, EntryError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cron(expr: &str) -> TriggerSpec {
-        TriggerSpec::Cron {
-            expr: expr.into(),
-            timezone: None,
-            start_date: None,
-            end_date: None,
-            dst: None,
-            calendars: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn validation_names_the_field() {
-        let ok = Entry::new("a", "tasks.a", cron("* * * * *"));
-        assert!(ok.validate().is_ok());
-        let bad = Entry::new("", "tasks.a", cron("* * * * *"));
-        assert_eq!(
-            bad.validate()
-                .map(|_| ())
-                .expect_err("should fail")
-                .to_string(),
-            "name: must not be empty"
-        );
-        let bad = Entry::new("a", "tasks.a", cron("61 * * * *"));
-        assert_eq!(
-            bad.validate()
-                .map(|_| ())
-                .expect_err("should fail")
-                .to_string(),
-            "minute: value 61 out of range 0-59"
-        );
-        let mut bad = Entry::new("a", "tasks.a", cron("* * * * *"));
-        bad.options.expires_secs = Some(0.0);
-        assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn grace_and_overrides() {
-        assert_eq!(
-            Grace::parse("1m").ok(),
-            Some(Grace::Within(Duration::from_secs(60)))
-        );
-        assert_eq!(Grace::parse("unlimited").ok(), Some(Grace::Unlimited));
-        assert!(Grace::parse("soon").is_err());
-        assert_eq!(Grace::from_secs_f64(-1.0), Grace::Unlimited);
-        let defaults = Firing::default();
-        assert_eq!(
-            defaults.misfire_grace,
-            Grace::Within(Duration::from_secs(60))
-        );
-        let own = FiringOverrides {
-            coalesce: Some(false),
-            ..Default::default()
-        };
-        let firing = own.resolve(&defaults);
-        assert!(!firing.coalesce);
-        assert_eq!(firing.max_instances, defaults.max_instances);
-    }
-}
+mod tests;

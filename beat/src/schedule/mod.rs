@@ -11,4 +11,7 @@ pub mod file_source;
 pub mod holidays;
 pub mod ics;
 pub mod store;
+mod tagged;
+pub mod tags;
 pub mod trigger_input;
+pub mod workflow;

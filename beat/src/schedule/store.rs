@@ -285,7 +285,7 @@ pub(crate) async fn bump(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
         })
 }
 
-async fn live(txn: &DatabaseTransaction, name: &str) -> Result<Option<Entry>, DbErr> {
+pub(crate) async fn live(txn: &DatabaseTransaction, name: &str) -> Result<Option<Entry>, DbErr> {
     Ok(entry::Entity::find_by_id(name.to_owned())
         .one(txn)
         .await?
@@ -293,7 +293,7 @@ async fn live(txn: &DatabaseTransaction, name: &str) -> Result<Option<Entry>, Db
         .and_then(to_entry))
 }
 
-fn to_active(e: &Entry, revision: i64, now: DateTime<Utc>) -> entry::ActiveModel {
+pub(crate) fn to_active(e: &Entry, revision: i64, now: DateTime<Utc>) -> entry::ActiveModel {
     let json = |v: Value| v.to_string();
     entry::ActiveModel {
         name: Set(e.name.clone()),
@@ -302,6 +302,11 @@ fn to_active(e: &Entry, revision: i64, now: DateTime<Utc>) -> entry::ActiveModel
         kwargs: Set(json(Value::Object(e.kwargs.clone()))),
         trigger: Set(serde_json::to_string(&e.trigger).unwrap_or_default()),
         options: Set(serde_json::to_string(&e.options).unwrap_or_else(|_| "{}".into())),
+        workflow: Set(e
+            .workflow
+            .as_ref()
+            .and_then(|w| serde_json::to_string(w).ok())),
+        tags: Set((!e.tags.is_empty()).then(|| json(Value::from(e.tags.clone())))),
         misfire_grace_secs: Set(e.firing.misfire_grace.map(Grace::as_secs_f64)),
         coalesce: Set(e.firing.coalesce),
         max_instances: Set(e
@@ -319,7 +324,7 @@ fn to_active(e: &Entry, revision: i64, now: DateTime<Utc>) -> entry::ActiveModel
 
 /// A stored row as an entry; a row that does not read back (edited by
 /// hand) is logged and left out.
-fn to_entry(m: entry::Model) -> Option<Entry> {
+pub(crate) fn to_entry(m: entry::Model) -> Option<Entry> {
     let name = m.name.clone();
     match read_row(m) {
         Ok(e) => Some(e),
@@ -340,11 +345,23 @@ fn read_row(m: entry::Model) -> Result<Entry, String> {
     let options: SendOptions =
         serde_json::from_str(&m.options).map_err(|e| format!("options: {e}"))?;
     let anchor = parse_instant(&m.anchor_at).ok_or("anchor_at: not an RFC 3339 instant")?;
+    let workflow = m
+        .workflow
+        .as_deref()
+        .map(crate::schedule::workflow::parse_json)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let tags: Vec<String> = match m.tags.as_deref() {
+        None => Vec::new(),
+        Some(t) => serde_json::from_str(t).map_err(|e| format!("tags: {e}"))?,
+    };
     Ok(Entry {
         name: m.name,
         task: m.task,
         args,
         kwargs,
+        workflow,
+        tags,
         trigger,
         options,
         firing: FiringOverrides {

@@ -21,7 +21,7 @@ const MAX_YEARS_EXAMINED: u32 = 400;
 pub(crate) const MAX_YEAR: i32 = 9999;
 
 /// A set of days, evaluated per month. Any member matching makes the day match.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct DaySet {
     /// Bit `d` set: day-of-month `d` (1..=31).
     pub(crate) days: u32,
@@ -71,7 +71,7 @@ impl DaySet {
 }
 
 /// How the day-of-month and day-of-week sides combine when both are restricted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum DayCombine {
     /// Both must match (APScheduler fields).
     And,
@@ -80,7 +80,7 @@ pub(crate) enum DayCombine {
 }
 
 /// An inclusive arithmetic progression of years: `first, first+step, ... <= last`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct YearRange {
     pub(crate) first: u16,
     pub(crate) last: u16,
@@ -104,7 +104,7 @@ impl YearRange {
 }
 
 /// A compiled calendar expression, evaluated on wall-clock (naive) time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Calendar {
     pub(crate) seconds: u64,
     pub(crate) minutes: u64,

@@ -200,8 +200,8 @@ pub trait Schedule {
     fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>>;
 }
 
-/// A compiled trigger: compact (no heap allocation except for year lists)
-/// and quick to evaluate. Build it with [`TriggerSpec::compile`].
+/// A compiled trigger: compact (a calendar expression is one shared
+/// allocation, see [`SharedCalendars`]) and quick to evaluate. Build it with [`TriggerSpec::compile`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Trigger {
     kind: Kind,
@@ -216,7 +216,9 @@ pub struct Trigger {
 
 #[derive(Clone, Debug, PartialEq)]
 enum Kind {
-    Calendar(Calendar),
+    /// Shared: triggers of the same expression can hold one copy (see
+    /// [`SharedCalendars`]).
+    Calendar(Arc<Calendar>),
     Interval(Interval, Option<Duration>),
     Date(DateTime<FixedOffset>),
 }
@@ -294,6 +296,45 @@ impl Trigger {
     }
 }
 
+/// Compiled calendar expressions shared between triggers: 100,000 entries
+/// of a handful of crontab expressions hold a handful of calendars.
+/// Calendars no trigger uses any more are dropped as the set grows.
+#[derive(Debug, Default)]
+pub struct SharedCalendars {
+    set: std::collections::HashSet<Arc<Calendar>>,
+    prune_at: usize,
+}
+
+impl SharedCalendars {
+    /// `trigger`, its calendar (if it has one) replaced by the shared copy
+    /// of an equal one; the trigger fires at exactly the same times.
+    pub fn share(&mut self, mut trigger: Trigger) -> Trigger {
+        if let Kind::Calendar(calendar) = &mut trigger.kind {
+            match self.set.get(&**calendar) {
+                Some(shared) => *calendar = shared.clone(),
+                None => {
+                    if self.set.len() >= self.prune_at {
+                        self.set.retain(|c| Arc::strong_count(c) > 1);
+                        self.prune_at = (2 * self.set.len()).max(64);
+                    }
+                    self.set.insert(calendar.clone());
+                }
+            }
+        }
+        trigger
+    }
+
+    /// How many distinct calendars are held.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
 impl Schedule for Trigger {
     fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let Some(excluded) = &self.excluded else {
@@ -344,4 +385,46 @@ impl Trigger {
 /// One nanosecond before `t` (to turn an inclusive bound into a strict one).
 fn just_before(t: DateTime<Utc>) -> DateTime<Utc> {
     t.checked_sub_signed(TimeDelta::nanoseconds(1)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cron(expr: &str) -> Trigger {
+        TriggerSpec::from_json(&serde_json::json!({"type": "cron", "expr": expr}))
+            .and_then(|s| s.compile())
+            .expect("valid")
+    }
+
+    fn calendar(t: &Trigger) -> &Arc<Calendar> {
+        match &t.kind {
+            Kind::Calendar(c) => c,
+            _ => panic!("not a calendar trigger"),
+        }
+    }
+
+    #[test]
+    fn equal_calendars_are_shared_and_unused_ones_dropped() {
+        let mut shared = SharedCalendars::default();
+        let a = shared.share(cron("*/5 * * * *"));
+        let b = shared.share(cron("0-59/5 * * * *"));
+        let c = shared.share(cron("0 9 * * 1-5"));
+        assert!(Arc::ptr_eq(calendar(&a), calendar(&b)));
+        assert!(!Arc::ptr_eq(calendar(&a), calendar(&c)));
+        assert_eq!(a, cron("*/5 * * * *"));
+        assert_eq!(shared.len(), 2);
+        drop((a, b, c));
+        let kept: Vec<Trigger> = (0..120)
+            .map(|k| shared.share(cron(&format!("{} {} * * *", k % 60, k / 60))))
+            .collect();
+        // The first two, used by no trigger any more, were dropped on the way.
+        assert_eq!(shared.len(), kept.len());
+        let interval = shared.share(
+            TriggerSpec::from_json(&serde_json::json!({"type": "interval", "seconds": 5}))
+                .and_then(|s| s.compile())
+                .expect("valid"),
+        );
+        assert_eq!(interval.jitter(), None);
+    }
 }

@@ -51,6 +51,15 @@ pub(crate) struct BenchArgs {
     /// Best plain reference: one `basic.ack(multiple)` per this many messages (at most the prefetch).
     #[arg(long, default_value_t = reference::BEST_ACK_EVERY, help_heading = "Best plain reference")]
     pub(super) reference_ack_every: u16,
+    /// Each round also runs celeriac with task events on (a fresh worker as
+    /// with `-E`, a monitor draining celeryev), reporting both and their ratio.
+    #[arg(long)]
+    pub(super) events: bool,
+    /// Run the quorum rounds (implies `--queue-type quorum`) on this broker
+    /// instead, for example a 3-node cluster as `amqp://a;amqp://b;amqp://c`
+    /// (`scripts/rabbitmq-cluster.sh`), against classic rounds on the main one.
+    #[arg(long, value_name = "URLS")]
+    pub(super) quorum_broker: Option<String>,
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     pub(super) json: bool,

@@ -46,6 +46,12 @@
 //!    rounds (with the least and greatest: `e2e_min_per_s`,
 //!    `reference_min_per_s`, `ratio_min`, ...), the ratios the medians of
 //!    the rounds' ratios.
+//!
+//!    With `--queue-type quorum` (or `CELERIAC_QUEUE_TYPE=quorum`), each
+//!    round then runs celeriac once more through quorum queues ([`quorum`]),
+//!    so classic and quorum figures come from the same minutes; the other
+//!    phases stay on classic queues. `--quorum-broker URLS` runs those quorum
+//!    rounds on another broker, such as a 3-node cluster.
 //! 3. **Latency**: a second worker with a result backend (the `--results` one
 //!    if it keeps sub-millisecond times, else a temporary SQLite file) gets
 //!    tasks at a fixed `--rate`; latency = the task's stored `started_at`
@@ -58,7 +64,9 @@
 
 mod args;
 mod database;
+mod events;
 mod latency;
+mod quorum;
 mod reference;
 mod report;
 mod round;
@@ -72,6 +80,7 @@ use crate::procfs;
 use args::check_args;
 use celeriac::Client;
 use celeriac_common::backend::ResultBackend;
+use celeriac_common::config::QueueType;
 use celeriac_common::shutdown::{StopSignal, stop_signal};
 use celeriac_common::{Config, TaskMessage, broker};
 use database::{Results, ThrowAway};
@@ -93,6 +102,8 @@ struct Resources {
     databases: Vec<ThrowAway>,
     client: Option<Client>,
     backend: Option<ResultBackend>,
+    /// What the quorum rounds declared on `--quorum-broker`.
+    elsewhere: Option<(Config, Vec<String>, Vec<String>)>,
 }
 
 impl Resources {
@@ -120,6 +131,9 @@ impl Resources {
         }
         if !self.queues.is_empty() {
             delete_queues(config, &self.queues, &self.exchanges).await;
+        }
+        if let Some((other, queues, exchanges)) = self.elsewhere.take() {
+            delete_queues(&other, &queues, &exchanges).await;
         }
         for db in self.databases.drain(..) {
             db.drop_database().await;
@@ -166,6 +180,8 @@ async fn measure(
     let q_lat = format!("{base}.lat");
     let dlq = format!("{base}.dlq");
     let mut config = config.clone();
+    let quorum_also = config.queue_type == QueueType::Quorum || args.quorum_broker.is_some();
+    config.queue_type = QueueType::Classic;
     config.default_queue = q_main.clone();
     config.queues = vec![q_main.clone()];
     config.dead_letter_queue = dlq.clone();
@@ -224,9 +240,16 @@ async fn measure(
         .await
         .map_err(err("channel.open"))?;
     let broker_pid = if is_local(&config.broker_url) {
-        procfs::local_broker_pid()
+        procfs::local_broker_pid(procfs::amqp_port(&config.broker_url))
     } else {
         None
+    };
+    // Every process of the local server (its backends too; other clients'
+    // work as well, so run it on a quiet server).
+    let database_processes: Option<&'static [&'static str]> = match args.results {
+        Results::Postgres if is_local(admin_url(args.results)) => Some(&["postgres"]),
+        Results::Mysql if is_local(admin_url(args.results)) => Some(&["mariadbd", "mysqld"]),
+        _ => None,
     };
     // Round 1's worker; the others and the latency worker differ in a field or two.
     let first_spec = WorkerSpec {
@@ -238,6 +261,8 @@ async fn measure(
         concurrency: args.concurrency,
         prefetch_multiplier: args.prefetch_multiplier,
         hostname: hostname("bench"),
+        quorum: None,
+        events: false,
     };
     let throughput = Throughput {
         args,
@@ -247,6 +272,7 @@ async fn measure(
         task_args: &task_args,
         backend_url: &backend_url,
         broker_pid,
+        database_processes,
         timeout,
     };
     let messages = reference::Messages {
@@ -262,7 +288,14 @@ async fn measure(
         args.reference_prefetch,
         args.reference_ack_every,
     );
+    // `--queue-type quorum`: classic and quorum rounds, in turn.
+    let quorum = if quorum_also {
+        Some(quorum::Quorum::new(&config, args.quorum_broker.as_deref(), &base, res).await?)
+    } else {
+        None
+    };
     let mut rounds = Vec::new();
+    let mut quorum_rounds = Vec::new();
     for i in 1..=args.rounds {
         // Round 1 keeps the plain names; later rounds get their own queue.
         let queue = if i == 1 {
@@ -287,12 +320,36 @@ async fn measure(
                 ..first_spec.clone()
             }
         };
-        let round = throughput.run(res, &spec).await?;
+        let with_events = args.events.then(|| format!("{base}.r{i}.events"));
+        if let Some(queue) = &with_events {
+            res.queues.push(queue.clone());
+            res.exchanges.push(queue.clone());
+        }
+        let with_events = with_events.as_ref().map(|queue| WorkerSpec {
+            queue,
+            hostname: hostname(&format!("bench-events-r{i}")),
+            events: true,
+            ..spec.clone()
+        });
+        let round = throughput
+            .run_both(res, &spec, with_events.as_ref(), &config, i)
+            .await?;
         rounds.push(Round {
             reference: best,
             per_message_ack,
             ..round
         });
+        // 3. The same through quorum queues, right after.
+        if let Some(q) = &quorum {
+            let host = hostname(&format!("bench-qq{i}"));
+            quorum_rounds.push(
+                q.round(&throughput, res, &first_spec, &base, i, host)
+                    .await?,
+            );
+        }
+    }
+    if let Some(q) = quorum {
+        q.close().await;
     }
     let _ = monitor.close(200, "bench done".into()).await;
 
@@ -356,6 +413,7 @@ async fn measure(
         best_plan,
         median: Round::median(&rounds),
         rounds,
+        quorum: quorum_rounds,
         latency,
     })
 }

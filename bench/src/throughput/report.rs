@@ -19,6 +19,8 @@ pub(super) struct Report {
     /// The best plain reference's shape.
     pub(super) best_plan: Plan,
     pub(super) rounds: Vec<Round>,
+    /// The rounds through quorum queues (`--queue-type quorum`), else none.
+    pub(super) quorum: Vec<Round>,
     /// Each figure's median over the rounds.
     pub(super) median: Round,
     pub(super) latency: Option<Latency>,
@@ -42,6 +44,11 @@ pub(super) struct Round {
     pub(super) broker_cpu_s: Option<f64>,
     /// This process's (the producers') CPU time during the run.
     pub(super) bench_cpu_s: Option<f64>,
+    /// The local database server's CPU time during the run (results in
+    /// PostgreSQL or MariaDB on this machine).
+    pub(super) database_cpu_s: Option<f64>,
+    /// The same round's run with task events on (`--events`).
+    pub(super) events: Option<super::events::EventsRun>,
 }
 
 impl Round {
@@ -80,6 +87,8 @@ impl Round {
             worker_cpu_s: some(|r| r.worker_cpu_s),
             broker_cpu_s: some(|r| r.broker_cpu_s),
             bench_cpu_s: some(|r| r.bench_cpu_s),
+            database_cpu_s: some(|r| r.database_cpu_s),
+            events: None,
         }
     }
 }
@@ -97,14 +106,14 @@ pub(super) struct Latency {
 
 /// The median, least and greatest of a figure over the rounds.
 #[derive(Debug, Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
+pub(super) struct Spread {
+    pub(super) median: f64,
+    pub(super) min: f64,
+    pub(super) max: f64,
 }
 
 impl Spread {
-    fn of(rounds: &[Round], f: impl Fn(&Round) -> f64) -> Spread {
+    pub(super) fn of(rounds: &[Round], f: impl Fn(&Round) -> f64) -> Spread {
         let v: Vec<f64> = rounds.iter().map(f).collect();
         Spread {
             min: v.iter().copied().fold(f64::INFINITY, f64::min),
@@ -115,7 +124,7 @@ impl Spread {
 
     /// `median` with `digits` decimals and `unit` and, over several rounds,
     /// `(min–max)`.
-    fn show(&self, rounds: usize, digits: usize, unit: &str) -> String {
+    pub(super) fn show(&self, rounds: usize, digits: usize, unit: &str) -> String {
         let median = format!("{:>9.digits$}{unit}", self.median);
         if rounds > 1 {
             format!("{median}  ({:.digits$}–{:.digits$})", self.min, self.max)
@@ -125,7 +134,7 @@ impl Spread {
     }
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub(super) fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }
@@ -166,6 +175,7 @@ impl Report {
                     "worker_peak_rss_mb": opt(r.worker_peak_rss_mb, 1),
                     "worker_cpu_s_per_1k": opt(self.per_1k(r.worker_cpu_s), 4),
                     "broker_cpu_s_per_1k": opt(self.per_1k(r.broker_cpu_s), 4),
+                    "database_cpu_s_per_1k": opt(self.per_1k(r.database_cpu_s), 4),
                 })
             })
             .collect();
@@ -194,10 +204,13 @@ impl Report {
             "worker_cpu_s_per_1k": opt(self.per_1k(m.worker_cpu_s), 4),
             "producer_cpu_s_per_1k": opt(self.per_1k(m.bench_cpu_s), 4),
             "broker_cpu_s_per_1k": opt(self.per_1k(m.broker_cpu_s), 4),
+            "database_cpu_s_per_1k": opt(self.per_1k(m.database_cpu_s), 4),
             "rounds": rounds,
         });
         if let Value::Object(all) = &mut figures {
             all.extend(self.references_json());
+            all.extend(self.quorum_json());
+            all.extend(super::events::json_keys(&self.rounds, self.tasks));
         }
         figures
     }
@@ -260,7 +273,7 @@ impl Report {
             );
         }
         let plan = &self.best_plan;
-        let rows: Vec<(String, String)> = vec![
+        let mut rows: Vec<(String, String)> = vec![
             (
                 "publish (confirmed)".into(),
                 format!("{:>9.0} tasks/s", m.publish_per_s),
@@ -335,6 +348,14 @@ impl Report {
                 ),
             ),
         ];
+        if m.database_cpu_s.is_some() {
+            rows.push((
+                "local database server CPU per 1,000".into(),
+                secs(self.per_1k(m.database_cpu_s)),
+            ));
+        }
+        rows.extend(self.quorum_rows());
+        rows.extend(super::events::rows(&self.rounds, self.tasks));
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
             println!("  {k:<width$}  {v}");

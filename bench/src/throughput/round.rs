@@ -3,6 +3,7 @@
 
 use super::args::BenchArgs;
 use super::database::Results;
+use super::events::{Drain, EventsRun};
 use super::report::Round;
 use super::worker::{WorkerProc, WorkerSpec};
 use super::{Resources, while_running, worker_mut};
@@ -28,6 +29,9 @@ pub(super) struct Throughput<'a> {
     pub(super) task_args: &'a [Value],
     pub(super) backend_url: &'a str,
     pub(super) broker_pid: Option<u32>,
+    /// The process names of the local database server holding the results
+    /// (`postgres`, `mariadbd`), when it runs on this machine.
+    pub(super) database_processes: Option<&'static [&'static str]>,
     pub(super) timeout: Duration,
 }
 
@@ -58,6 +62,8 @@ impl Throughput<'_> {
 
         let cpu_before = worker_mut(res, w1)?.cpu_seconds();
         let broker_cpu_before = self.broker_pid.and_then(procfs::cpu_seconds);
+        let database_cpu = || self.database_processes.and_then(procfs::cpu_seconds_named);
+        let database_cpu_before = database_cpu();
         let bench_cpu_before = procfs::cpu_seconds(std::process::id());
         let start = Instant::now();
         let timed = async {
@@ -92,6 +98,7 @@ impl Throughput<'_> {
             self.broker_pid.and_then(procfs::cpu_seconds),
         );
         let bench_cpu_s = delta(bench_cpu_before, procfs::cpu_seconds(std::process::id()));
+        let database_cpu_s = delta(database_cpu_before, database_cpu());
         if args.results != Results::None {
             let backend = ResultBackend::connect(self.backend_url)
                 .await
@@ -110,7 +117,12 @@ impl Throughput<'_> {
                 )));
             }
         }
-        // Its markers sleep: no warm shutdown.
+        // Its markers sleep: no warm shutdown. With task events on, the
+        // flusher (every 100 ms) first publishes the last tasks' events,
+        // or the monitor would count them as missing.
+        if spec.events {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         res.kill_worker(w1).await;
         Ok(Round {
             queue: queue.to_owned(),
@@ -122,7 +134,56 @@ impl Throughput<'_> {
             worker_cpu_s,
             broker_cpu_s,
             bench_cpu_s,
+            database_cpu_s,
             ..Round::default()
+        })
+    }
+}
+
+impl Throughput<'_> {
+    /// The round's celeriac run and, with `with_events`, the same with
+    /// task events on, in turn: odd rounds run events off first, even
+    /// rounds on first, so a slow minute does not always hit the same one.
+    pub(super) async fn run_both(
+        &self,
+        res: &mut Resources,
+        spec: &WorkerSpec<'_>,
+        with_events: Option<&WorkerSpec<'_>>,
+        config: &celeriac_common::Config,
+        round: u32,
+    ) -> Result<Round, BenchError> {
+        let Some(with_events) = with_events else {
+            return self.run(res, spec).await;
+        };
+        let (off, on) = if round % 2 == 1 {
+            let off = self.run(res, spec).await?;
+            (off, self.run_with_events(res, with_events, config).await?)
+        } else {
+            let on = self.run_with_events(res, with_events, config).await?;
+            (self.run(res, spec).await?, on)
+        };
+        Ok(Round {
+            events: Some(on),
+            ..off
+        })
+    }
+
+    /// [`Throughput::run`] with task events on, a monitor draining them.
+    pub(super) async fn run_with_events(
+        &self,
+        res: &mut Resources,
+        spec: &WorkerSpec<'_>,
+        config: &celeriac_common::Config,
+    ) -> Result<EventsRun, BenchError> {
+        let drain = Drain::start(config, &spec.hostname).await?;
+        let round = self.run(res, spec).await;
+        let events_seen = drain.stop().await;
+        let round = round?;
+        Ok(EventsRun {
+            e2e_per_s: round.e2e_per_s,
+            worker_cpu_s: round.worker_cpu_s,
+            events_seen,
+            tasks_sent: self.args.tasks + self.args.warmup,
         })
     }
 }

@@ -23,6 +23,11 @@ pub(crate) struct WorkerSpec<'a> {
     pub(crate) concurrency: usize,
     pub(crate) prefetch_multiplier: usize,
     pub(crate) hostname: String,
+    /// Quorum: its queues are quorum queues, its delay queues under
+    /// `delay_prefix` (a classic worker keeps the configured ones).
+    pub(crate) quorum: Option<&'a str>,
+    /// Task events on (`CELERIAC_WORKER_SEND_EVENTS`).
+    pub(crate) events: bool,
 }
 
 /// A running worker process.
@@ -72,12 +77,21 @@ impl WorkerProc {
                 spec.prefetch_multiplier.to_string(),
             )
             .env("CELERIAC_HOSTNAME", &spec.hostname)
+            .env("CELERIAC_WORKER_SEND_EVENTS", spec.events.to_string())
             // started_at is stored with every final outcome; no extra STARTED write.
             .env("CELERIAC_TRACK_STARTED", "false")
             .env("CELERIAC_DEAD_LETTER_QUEUE", spec.dead_letter_queue)
             .env("CELERIAC_MIGRATE_ON_START", "true")
             .env("CELERIAC_LOG_FORMAT", "human")
             .env("CELERIAC_SHUTDOWN_GRACE_SECS", "5")
+            .env(
+                "CELERIAC_QUEUE_TYPE",
+                if spec.quorum.is_some() {
+                    "quorum"
+                } else {
+                    "classic"
+                },
+            )
             // No per-task log lines (Celery is benchmarked at -l warning too);
             // keep the lifecycle lines, "worker ready" among them.
             .env("RUST_LOG", "warn,celeriac_worker::worker=info")
@@ -85,6 +99,9 @@ impl WorkerProc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(prefix) = spec.quorum {
+            cmd.env("CELERIAC_DELAY_PREFIX", prefix);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| BenchError::new(format!("cannot start {}: {e}", spec.bin.display())))?;

@@ -1,5 +1,6 @@
 //! Beat's tables (created by migrations `m0002_create_beat_tables` and
-//! `m0006_create_beat_calendars`).
+//! `m0006_create_beat_calendars`; `m0007_beat_entry_workflow_tags` adds an
+//! entry's workflow and tags).
 //!
 //! | table | one row per | written by |
 //! | --- | --- | --- |
@@ -44,6 +45,13 @@ pub mod entry {
         /// Message options (queue, exchange, routing key, priority, expires), JSON.
         #[sea_orm(column_type = "Text")]
         pub options: String,
+        /// The workflow sent instead of `task` (Celery's canvas dict form,
+        /// JSON), or null for a single task.
+        #[sea_orm(column_type = "Text", nullable)]
+        pub workflow: Option<String>,
+        /// Tags, a JSON array of strings; null for none.
+        #[sea_orm(column_type = "Text", nullable)]
+        pub tags: Option<String>,
         /// Seconds; null = the configured default; negative = unlimited.
         #[sea_orm(nullable)]
         pub misfire_grace_secs: Option<f64>,

@@ -58,6 +58,9 @@ pub struct Model {
     pub root_id: Option<String>,
     #[sea_orm(column_type = "String(StringLen::N(ID_LEN))", nullable)]
     pub group_id: Option<String>,
+    /// The task's position in its group (the `group_index` header).
+    #[sea_orm(nullable)]
+    pub group_index: Option<i32>,
     #[sea_orm(column_type = "Text", nullable)]
     pub meta: Option<String>,
     pub created_at: DateTimeUtc,

@@ -15,6 +15,10 @@ impl MigratorTrait for Migrator {
             Box::new(LongTextOnMysql),
             Box::new(super::chord_migration::CreateChords),
             Box::new(CreateBeatCalendars),
+            Box::new(super::beat_entry_migration::BeatEntryWorkflowTags),
+            Box::new(super::workflow_migration::WorkflowIndexes),
+            Box::new(super::search_migration::CreateSearchIndexes),
+            Box::new(super::chord_parts_migration::CreateChordParts),
         ]
     }
 

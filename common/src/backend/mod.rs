@@ -2,15 +2,20 @@
 //! MySQL/MariaDB by URL. One row per task id; every write is idempotent.
 
 pub mod beat;
+mod beat_entry_migration;
 pub mod chord;
 mod chord_migration;
+mod chord_parts_migration;
 pub mod entity;
 mod many;
 pub mod migration;
 mod outcome;
+mod search_migration;
 mod sql;
 mod store;
 pub mod workers;
+pub mod workflow;
+mod workflow_migration;
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::mask_url;

@@ -52,6 +52,8 @@ pub struct TaskOutcome {
     pub root_id: Option<String>,
     /// Group id.
     pub group_id: Option<String>,
+    /// Its position in the group (the `group_index` header).
+    pub group_index: Option<u32>,
     /// Progress or custom metadata.
     pub meta: Option<Value>,
     /// When it started running.
@@ -78,6 +80,7 @@ impl TaskOutcome {
             parent_id: None,
             root_id: None,
             group_id: None,
+            group_index: None,
             meta: None,
             started_at: None,
             done_at: None,
@@ -111,6 +114,9 @@ impl TaskOutcome {
             parent_id: Set(fit_opt(self.parent_id, ID_LEN)),
             root_id: Set(fit_opt(self.root_id, ID_LEN)),
             group_id: Set(fit_opt(self.group_id, ID_LEN)),
+            group_index: Set(self
+                .group_index
+                .map(|i| i32::try_from(i).unwrap_or(i32::MAX))),
             meta: Set(text(self.meta)),
             created_at: Set(now),
             started_at: Set(self.started_at),
@@ -148,6 +154,9 @@ pub struct TaskRecord {
     pub root_id: Option<String>,
     /// Group id.
     pub group_id: Option<String>,
+    /// Its position in the group, when recorded (rows written before
+    /// migration m0007 have none).
+    pub group_index: Option<u32>,
     /// Progress or custom metadata.
     pub meta: Option<Value>,
     /// When the row was first written.
@@ -192,6 +201,7 @@ impl TryFrom<entity::Model> for TaskRecord {
             parent_id: m.parent_id,
             root_id: m.root_id,
             group_id: m.group_id,
+            group_index: m.group_index.and_then(|i| u32::try_from(i).ok()),
             created_at: m.created_at,
             started_at: m.started_at,
             done_at: m.done_at,

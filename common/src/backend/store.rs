@@ -1,6 +1,7 @@
 //! Writing outcomes: the batched upsert of final outcomes and the progress
 //! update.
 
+use super::chord::{ChordMember, ChordProgress};
 use super::entity::{ActiveModel, Column, Entity};
 use super::{BackendError, ResultBackend, TaskOutcome};
 use crate::state::TaskState;
@@ -22,11 +23,11 @@ fn last_per_task(mut outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
     outcomes
 }
 
-/// Most rows written by one statement. Small statements leave the client
-/// in one write (one TLS record), which keeps a batch from meeting the
-/// server's delayed ACK: sqlx 0.9 does not set `TCP_NODELAY`, and a statement
-/// sent in two writes waited ~40 ms for the second. One size also lets the
-/// driver reuse one prepared statement for every full chunk.
+/// Most rows written by one statement. Chosen when sqlx 0.9.0 left
+/// `TCP_NODELAY` off and a statement sent in two writes waited ~40 ms for
+/// the second (the server's delayed ACK); sqlx 0.9.1, now the minimum, sets
+/// it again. Kept because one size lets the driver reuse one prepared
+/// statement for every full chunk (at most 32 statement texts in all).
 const STORE_CHUNK: usize = 32;
 
 impl ResultBackend {
@@ -65,6 +66,31 @@ impl ResultBackend {
         Self::store_chunks(&txn, rows).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Stores final outcomes and reports chord members in one transaction:
+    /// one commit (one flush of the database's log) where
+    /// [`ResultBackend::store`] and [`ResultBackend::members_done`] take
+    /// two. `None` when they must go apart: on MySQL (its upserts commit one
+    /// by one, see `store`) and when a RETRY is among the outcomes.
+    pub async fn store_and_report(
+        &self,
+        outcomes: &[TaskOutcome],
+        members: &[ChordMember],
+    ) -> Result<Option<Vec<Option<ChordProgress>>>, BackendError> {
+        let retry = outcomes.iter().any(|o| o.state == TaskState::Retry);
+        if retry || self.db.get_database_backend() == DbBackend::MySql {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let rows = last_per_task(outcomes.to_vec())
+            .into_iter()
+            .map(|o| o.into_active(now));
+        let txn = self.db.begin().await?;
+        Self::store_chunks(&txn, rows).await?;
+        let answers = Self::members_done_in(&txn, members).await?;
+        txn.commit().await?;
+        Ok(Some(answers))
     }
 
     /// Records a RETRY unless the task already has a final outcome or a
@@ -130,6 +156,7 @@ impl ResultBackend {
                 Column::ParentId,
                 Column::RootId,
                 Column::GroupId,
+                Column::GroupIndex,
                 Column::Meta,
                 Column::StartedAt,
                 Column::DoneAt,
@@ -142,9 +169,11 @@ impl ResultBackend {
         Ok(())
     }
 
-    /// Records a non-final state (RECEIVED, STARTED, progress) unless the task
-    /// already has a final one, so a late or redelivered message never moves
-    /// a finished task backwards.
+    /// Records a non-final state (RECEIVED, STARTED, PROGRESS) unless the
+    /// task already has a final one, so a late or redelivered message (or a
+    /// late progress report) never moves a finished task backwards. The
+    /// outcome's `result`, if set, is written too (PROGRESS's `{"done",
+    /// "total", ...}`).
     pub async fn store_progress(&self, outcome: TaskOutcome) -> Result<(), BackendError> {
         let id = outcome.task_id.clone();
         let state = outcome.state.as_str().to_owned();
@@ -152,6 +181,7 @@ impl ResultBackend {
         let worker = outcome.worker.clone();
         let worker_id = outcome.worker_id.clone();
         let meta = outcome.meta.as_ref().map(Value::to_string);
+        let result = outcome.result.as_ref().map(Value::to_string);
         let mut row = outcome.into_active(Utc::now());
         row.done_at = NotSet;
         Entity::insert(row)
@@ -169,6 +199,9 @@ impl ResultBackend {
         }
         if let Some(meta) = meta {
             update = update.col_expr(Column::Meta, Expr::value(meta));
+        }
+        if let Some(result) = result {
+            update = update.col_expr(Column::Result, Expr::value(result));
         }
         update.exec(&self.db).await?;
         Ok(())

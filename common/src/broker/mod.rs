@@ -12,9 +12,15 @@
 
 mod bounded;
 mod declare;
+mod failover;
+mod startup;
 
 pub use bounded::{bounded, close, within};
-pub use declare::{declare_dead_letter_queue, declare_task_queue, queue_arguments};
+pub use declare::{
+    declare_dead_letter_queue, declare_error, declare_task_queue, queue_arguments, type_arguments,
+};
+pub use failover::connect_config;
+pub use startup::retry_on_startup;
 
 use crate::config::{Config, mask_url};
 use crate::tls::{BrokerTls, TlsError};
@@ -78,6 +84,18 @@ pub enum BrokerError {
         /// The broker's answer (for example PRECONDITION_FAILED when it exists with other arguments).
         source: lapin::Error,
     },
+    /// A queue exists with other arguments than this configuration declares
+    /// it with (another `queue_type`, priority, ...): RabbitMQ refuses the
+    /// declaration (PRECONDITION_FAILED) and cannot change the queue.
+    #[error("queue {name:?} exists with other arguments ({detail}); {hint}")]
+    QueueMismatch {
+        /// The queue.
+        name: String,
+        /// The broker's words.
+        detail: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// Another channel-level operation failed.
     #[error("broker operation {op} failed")]
     Channel {
@@ -97,6 +115,15 @@ pub enum BrokerError {
         /// How long the connection was waited for.
         after: Duration,
     },
+    /// None of the broker nodes of `broker_url` could be connected to.
+    #[error("none of the {nodes} broker nodes could be connected to; the last one tried said")]
+    NoNode {
+        /// How many nodes were tried.
+        nodes: usize,
+        /// The last node's error.
+        #[source]
+        last: Box<BrokerError>,
+    },
     /// The broker did not answer a request in time: it, or the network to
     /// it, is down or overloaded.
     #[error("RabbitMQ did not answer {op} within {after:?}")]
@@ -106,6 +133,30 @@ pub enum BrokerError {
         /// How long the answer was waited for.
         after: Duration,
     },
+}
+
+impl BrokerError {
+    /// Whether trying again later may succeed: the broker was unreachable,
+    /// silent or went away. A bad URL, unusable TLS settings and a failed
+    /// TLS handshake (a certificate problem) are not: they need a fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BrokerError::BadUrl { .. }
+            | BrokerError::QueueMismatch { .. }
+            | BrokerError::TlsSettings { .. }
+            | BrokerError::TlsHandshake { .. } => false,
+            BrokerError::NoNode { last, .. } => last.is_transient(),
+            // The broker refused a declaration (PRECONDITION_FAILED: it
+            // exists with other arguments): asking again gets the same answer.
+            BrokerError::Declare { source, .. } => {
+                !matches!(source.kind(), lapin::ErrorKind::ProtocolError(_))
+            }
+            BrokerError::Connect { .. }
+            | BrokerError::ConnectTimeout { .. }
+            | BrokerError::Channel { .. }
+            | BrokerError::Timeout { .. } => true,
+        }
+    }
 }
 
 /// Frame size asked for when the URL does not set one (RabbitMQ's default).
@@ -140,20 +191,6 @@ impl Default for Limits {
     fn default() -> Self {
         Limits::from_config(&Config::default())
     }
-}
-
-/// Connects to the configured broker (`broker_url`, the `broker_tls_*`
-/// keys, `broker_connect_timeout_secs`, `broker_heartbeat_secs`) with a
-/// connection name that shows in RabbitMQ's management UI. Every celeriac
-/// process connects through here.
-pub async fn connect_config(config: &Config, name: &str) -> Result<Connection, BrokerError> {
-    connect_with_limits(
-        &config.broker_url,
-        &BrokerTls::from_config(config),
-        name,
-        Limits::from_config(config),
-    )
-    .await
 }
 
 /// Connects to `url` with the default TLS settings (for `amqps://`: the

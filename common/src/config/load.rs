@@ -1,7 +1,7 @@
 //! Loading a [`Config`]: defaults, then a TOML file, then `CELERIAC_*`
 //! environment variables, with unknown keys refused.
 
-use super::{Config, ConfigError, env};
+use super::{Config, ConfigError, QueueType, env};
 use std::path::{Path, PathBuf};
 
 impl Config {
@@ -51,6 +51,14 @@ impl Config {
                 message: format!(
                     "broker_connect_timeout_secs must be a positive number of seconds, got {t}"
                 ),
+            });
+        }
+        if self.queue_type == QueueType::Quorum && self.queue_max_priority.is_some() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                message: "queue_max_priority cannot be used with queue_type = \"quorum\": \
+                          RabbitMQ refuses x-max-priority on quorum queues; unset one of them"
+                    .to_owned(),
             });
         }
         Ok(())

@@ -42,6 +42,10 @@ fn file_values_and_unknown_keys() {
     assert!(err.contains("did you mean \"concurrency\""), "{err}");
     std::fs::write(&path, "concurrency = \"many\"\n").expect("write");
     assert!(Config::load(Some(&path)).is_err());
+    // Quorum queues take no x-max-priority: refused before any declare.
+    std::fs::write(&path, "queue_type = \"quorum\"\nqueue_max_priority = 9\n").expect("write");
+    let err = Config::load(Some(&path)).expect_err("quorum + priority");
+    assert!(err.to_string().contains("queue_max_priority"), "{err}");
 }
 
 #[test]
@@ -84,4 +88,42 @@ fn env_values_parse() {
         toml::Value::String("amqp://x".into())
     );
     assert_eq!(split_csv(" a, ,b"), vec!["a", "b"]);
+}
+
+#[test]
+fn several_broker_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "broker_url = [\"amqp://u:pw1@a:5672/%2f\", \"amqp://u:pw2@b:5672/%2f\"]\n\
+         broker_failover_strategy = \"shuffle\"\n\
+         broker_connection_retry_on_startup = false\n",
+    )
+    .expect("write");
+    let c = Config::load(Some(&path)).expect("load");
+    assert_eq!(
+        c.broker_urls(),
+        ["amqp://u:pw1@a:5672/%2f", "amqp://u:pw2@b:5672/%2f"]
+    );
+    assert_eq!(c.broker_failover_strategy, FailoverStrategy::Shuffle);
+    assert!(!c.broker_connection_retry_on_startup);
+    // Celery's form, as given by --broker or CELERIAC_BROKER_URL.
+    let celery = Config {
+        broker_url: " amqp://a//;;amqp://b// ".into(),
+        ..Config::default()
+    };
+    assert_eq!(celery.broker_urls(), ["amqp://a//", "amqp://b//"]);
+    // Every node's password is masked.
+    let masked = mask_url(&c.broker_url);
+    assert!(
+        !masked.contains("pw1") && !masked.contains("pw2"),
+        "{masked}"
+    );
+    assert_eq!(masked.matches("u:****@").count(), 2, "{masked}");
+    std::fs::write(&path, "broker_failover_strategy = \"random\"\n").expect("write");
+    assert!(Config::load(Some(&path)).is_err());
+    let d = Config::default();
+    assert_eq!(d.broker_failover_strategy, FailoverStrategy::RoundRobin);
+    assert!(d.broker_connection_retry_on_startup);
 }

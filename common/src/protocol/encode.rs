@@ -16,6 +16,17 @@ impl TaskMessage {
             .map_err(ProtocolError::Serialize)
     }
 
+    /// The `argsrepr` and `kwargsrepr` headers: the message's own, else
+    /// the arguments' JSON text, cut as Celery cuts them.
+    pub fn reprs(&self) -> (String, String) {
+        let argsrepr = self.argsrepr.clone().unwrap_or_else(|| repr(&self.args));
+        let kwargsrepr = self
+            .kwargsrepr
+            .clone()
+            .unwrap_or_else(|| repr(&self.kwargs));
+        (argsrepr, kwargsrepr)
+    }
+
     /// The AMQP properties and headers of a task message.
     ///
     /// Celery 5 sends every header, `null` where unset. celeriac leaves out a
@@ -60,11 +71,7 @@ impl TaskMessage {
         );
         put("root_id", opt(&self.root_id));
         put("parent_id", opt(&self.parent_id));
-        let argsrepr = self.argsrepr.clone().unwrap_or_else(|| repr(&self.args));
-        let kwargsrepr = self
-            .kwargsrepr
-            .clone()
-            .unwrap_or_else(|| repr(&self.kwargs));
+        let (argsrepr, kwargsrepr) = self.reprs();
         put("argsrepr", Some(s(&argsrepr)));
         put("kwargsrepr", Some(s(&kwargsrepr)));
         put("origin", opt(&self.origin));

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 /// The options a child takes from the test's config: where the broker, the
 /// results and the queues are, and beat's lease. The others are the
 /// child's own (defaults, `--config` file, flags), as for an operator.
-const SHARED: [&str; 7] = [
+const SHARED: [&str; 8] = [
     "broker_url",
     "result_backend",
     "default_queue",
     "queues",
+    "queue_type",
     "dead_letter_queue",
     "delay_prefix",
     "beat_lease_secs",

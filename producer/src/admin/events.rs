@@ -6,22 +6,15 @@
 
 use super::AdminError;
 use celeriac_common::Config;
-use celeriac_common::broker::{self, BrokerError};
+use celeriac_common::broker;
+use celeriac_common::monitor::{self, EXCHANGE};
 use futures_util::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::options::BasicConsumeOptions;
+use lapin::types::FieldTable;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
 
-/// The events exchange.
-const EXCHANGE: &str = "celeryev";
-/// Celery's `event_queue_ttl` and `event_queue_expires`.
-const MESSAGE_TTL_MS: i64 = 5_000;
-const EXPIRES_MS: i64 = 60_000;
 /// Task names remembered by id (only `task-received`/`-sent` carry the name).
 const NAMES_KEPT: usize = 10_000;
 /// The event types' endings that `--state` takes.
@@ -82,7 +75,7 @@ impl EventsArgs {
         let limit = config.connect_timeout();
         let connection = broker::connect_config(config, "celeriac-events").await?;
         let channel = broker::bounded("channel.open", limit, connection.create_channel()).await?;
-        let queue = declare_queue(&channel, limit).await?;
+        let queue = monitor::subscribe(&channel, limit).await?;
         let consume = channel.basic_consume(
             queue.as_str().into(),
             "".into(),
@@ -108,7 +101,7 @@ impl EventsArgs {
                 Some(Err(e)) => break Err(AdminError::EventsEnded(e.to_string())),
                 None => break Err(AdminError::EventsEnded("consumer cancelled".into())),
             };
-            for event in decode(&delivery.data) {
+            for event in monitor::decode(&delivery.data) {
                 let name = names.see(&event);
                 if self.keeps(&event, name.as_deref()) {
                     self.print(&event, name.as_deref())?;
@@ -152,64 +145,6 @@ impl EventsArgs {
 
 /// Declares `celeryev` as Celery's workers do (topic, durable) and a queue
 /// of our own bound to every event; returns its name.
-async fn declare_queue(
-    channel: &Channel,
-    limit: std::time::Duration,
-) -> Result<String, BrokerError> {
-    let opts = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let declare = channel.exchange_declare(
-        EXCHANGE.into(),
-        ExchangeKind::Topic,
-        opts,
-        FieldTable::default(),
-    );
-    broker::bounded("exchange.declare", limit, declare).await?;
-    let name = format!("celeriacev.{}", uuid::Uuid::new_v4());
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-message-ttl".into(),
-        AMQPValue::LongLongInt(MESSAGE_TTL_MS),
-    );
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(EXPIRES_MS));
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    let declare = channel.queue_declare(name.as_str().into(), opts, args);
-    broker::bounded("queue.declare", limit, declare).await?;
-    let bind = channel.queue_bind(
-        name.as_str().into(),
-        EXCHANGE.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    );
-    broker::bounded("queue.bind", limit, bind).await?;
-    Ok(name)
-}
-
-/// The events in a message: one object, or a list of them (`.multi`).
-fn decode(body: &[u8]) -> Vec<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(one)) => vec![one],
-        Ok(Value::Array(many)) => many
-            .into_iter()
-            .filter_map(|v| match v {
-                Value::Object(m) => Some(m),
-                _ => None,
-            })
-            .collect(),
-        _ => {
-            tracing::debug!("unreadable event ignored");
-            Vec::new()
-        }
-    }
-}
-
 fn text<'a>(event: &'a Map<String, Value>, key: &str) -> &'a str {
     event.get(key).and_then(Value::as_str).unwrap_or("")
 }
@@ -335,13 +270,6 @@ mod tests {
         assert!(!by_state.keeps(&beat, None));
         assert!(args(None, None, Some("w1")).keeps(&beat, None));
         assert!(!args(None, None, Some("w2")).keeps(&beat, None));
-    }
-
-    #[test]
-    fn messages_hold_one_event_or_a_list() {
-        assert_eq!(decode(br#"{"type": "a"}"#).len(), 1);
-        assert_eq!(decode(br#"[{"type": "a"}, {"type": "b"}, 3]"#).len(), 2);
-        assert!(decode(b"nope").is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `{hostname: reply}` object.
 
 use super::AdminError;
-use super::mailbox::{self, Ask, Reply};
+use celeriac::mailbox::{self, Ask, Reply};
 use celeriac_common::Config;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;

@@ -1,12 +1,11 @@
 //! The admin commands that talk to running workers over the broker, as
 //! Celery's do, so they work against celeriac and Python Celery workers
 //! alike: `celeriac inspect` and `celeriac control` (remote control over
-//! the `celery.pidbox` fanout, see [`mailbox`]) and `celeriac events`
+//! the `celery.pidbox` fanout, see [`celeriac::mailbox`]) and `celeriac events`
 //! (Celery's events read from `celeryev`).
 
 pub(crate) mod events;
 pub(crate) mod inspect;
-mod mailbox;
 
 use celeriac_common::broker::BrokerError;
 

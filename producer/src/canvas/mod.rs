@@ -181,6 +181,14 @@ impl Canvas {
         }
     }
 
+    /// Checks what [`crate::Client::send_workflow`] would check before
+    /// sending (empty chains, groups and chord headers, nesting depth, chain
+    /// length, arguments that could not be encoded, option values), without
+    /// a broker: a workflow stored to be sent later can be refused up front.
+    pub fn validate(&self) -> Result<(), CanvasError> {
+        plan::plan(self).map(|_| ())
+    }
+
     /// The first argument error of a task in this workflow, if any.
     pub(crate) fn first_error(&self) -> Option<String> {
         match self {

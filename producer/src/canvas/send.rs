@@ -6,6 +6,10 @@ use super::plan::{Plan, plan};
 use super::result::WorkflowResult;
 use crate::client::{Client, ClientError};
 use celeriac_common::backend::chord::ChordError;
+use futures_util::StreamExt;
+
+/// Most messages of one workflow waiting for their publish confirms at once.
+const SEND_WINDOW: usize = 256;
 
 /// A workflow that cannot be sent, or was not sent entirely.
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +67,14 @@ pub enum CanvasError {
     #[error("a signature could not be encoded: {0}")]
     Encode(String),
     /// A chord needs the result backend (where its members are counted).
-    #[error("a chord needs a result backend (result_backend is \"none\")")]
+    #[error("a chord needs a database result backend (result_backend is \"none\" or rpc://)")]
     ChordsNeedBackend,
     /// Recording a chord failed; nothing was sent.
     #[error(transparent)]
     Chord(#[from] ChordError),
-    /// Publishing failed. `sent` messages were published before it (a
-    /// group's first members may run).
+    /// Publishing failed. The first `sent` messages were published and
+    /// confirmed (a group's first members may run); of the ones after them,
+    /// up to 256 were in flight and may have been published too.
     #[error("workflow partly sent ({sent} of {total} messages): {source}")]
     Publish {
         /// Messages published.
@@ -109,9 +114,10 @@ impl Client {
                 });
             }
             out.msg.origin = Some(self.origin().to_owned());
+            out.msg.reply_to = self.reply_to();
         }
         if !chords.is_empty() {
-            if !self.config().results_enabled() {
+            if !self.config().results_enabled() || self.config().rpc_results() {
                 return Err(CanvasError::ChordsNeedBackend);
             }
             let backend = self
@@ -128,15 +134,26 @@ impl Client {
         }
         let total = messages.len();
         let default_queue = self.config().default_queue.clone();
-        for (sent, out) in messages.iter().enumerate() {
-            let queue = out.queue.as_deref().unwrap_or(&default_queue);
-            self.send_message(&out.msg, queue)
-                .await
-                .map_err(|source| CanvasError::Publish {
-                    sent,
-                    total,
-                    source: Box::new(source),
-                })?;
+        // Pipelined: up to SEND_WINDOW publishes wait for their confirms at
+        // once (a fan-out of 10,000 is not 10,000 round trips in a row).
+        let mut outgoing = messages.iter();
+        let mut confirms = futures_util::stream::FuturesOrdered::new();
+        let mut sent = 0;
+        loop {
+            while confirms.len() < SEND_WINDOW {
+                let Some(out) = outgoing.next() else { break };
+                let queue = out.queue.as_deref().unwrap_or(&default_queue);
+                confirms.push_back(self.send_message(&out.msg, queue));
+            }
+            let Some(confirmed) = confirms.next().await else {
+                break;
+            };
+            confirmed.map_err(|source| CanvasError::Publish {
+                sent,
+                total,
+                source: Box::new(source),
+            })?;
+            sent += 1;
         }
         Ok(WorkflowResult::new(self.clone(), result))
     }

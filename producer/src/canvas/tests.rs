@@ -310,3 +310,20 @@ fn bad_input_is_refused_before_sending() {
         Err(CanvasError::Args { .. })
     ));
 }
+
+#[test]
+fn the_headers_option_adds_message_headers_but_never_the_protocol_s_own() {
+    let sig = add(json!([1, 2])).option("headers", json!({"tenant": "acme", "task": "evil"}));
+    let planned = plan(&Canvas::from(sig)).expect("plans");
+    let msg = &planned.messages[0].msg;
+    assert_eq!(msg.extra_headers.get("tenant"), Some(&json!("acme")));
+    assert!(!msg.extra_headers.contains_key("task"));
+    assert_eq!(msg.task, "tasks.add");
+    let bad = Canvas::from(add(json!([1])).option("headers", json!("x")));
+    let err = bad
+        .validate()
+        .expect_err("headers must be a table")
+        .to_string();
+    assert!(err.contains("option headers"), "{err}");
+    assert!(chord([] as [TaskSig; 0], tsum()).validate().is_err());
+}

@@ -3,11 +3,17 @@
 
 use super::{Client, ClientError};
 use celeriac_common::broker;
+use celeriac_common::cli::one_line;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+
+/// How long a failed connection attempt answers for every caller: callers
+/// that come within it get its error instead of connecting again.
+const SHARED_ATTEMPT: Duration = Duration::from_millis(200);
 
 pub(super) struct Link {
     pub(super) connection: Connection,
@@ -46,12 +52,26 @@ impl Client {
     }
 
     async fn reconnect(&self) -> Result<Arc<Link>, ClientError> {
-        let _guard = self.inner.reconnecting.lock().await;
+        let mut last_failure = self.inner.reconnecting.lock().await;
         // Another caller may have reconnected while this one waited.
         if let Some(link) = self.live_link().await {
             return Ok(link);
         }
-        let link = self.open_link().await?;
+        // ... or failed moments ago: many publishes blocked on a lost broker
+        // share one attempt per interval instead of each making its own.
+        if let Some((at, last)) = last_failure.as_ref()
+            && at.elapsed() < SHARED_ATTEMPT
+        {
+            return Err(ClientError::StillUnreachable { last: last.clone() });
+        }
+        let link = match self.open_link().await {
+            Ok(link) => link,
+            Err(e) => {
+                *last_failure = Some((Instant::now(), one_line(&e)));
+                return Err(e);
+            }
+        };
+        *last_failure = None;
         tracing::info!(broker = %celeriac_common::mask_url(&self.inner.config.broker_url), "producer connected");
         *self.inner.link.write().await = Some(link.clone());
         Ok(link)

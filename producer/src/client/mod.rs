@@ -3,6 +3,8 @@
 
 mod link;
 mod publish;
+pub(crate) mod rpc;
+mod sent;
 
 use crate::options::{ApplyOptions, OptionsError};
 use crate::result::AsyncResult;
@@ -37,7 +39,16 @@ pub enum ClientError {
         /// The last error seen.
         last: String,
     },
-    /// The broker refused the message (negative confirm).
+    /// The broker could not be reached moments ago (by another call of
+    /// this client) and is not tried again so soon.
+    #[error("broker unreachable ({last})")]
+    StillUnreachable {
+        /// What the last attempt said.
+        last: String,
+    },
+    /// The broker refused the message (negative confirm) every time it was
+    /// sent again for `publish_timeout_secs` (a quorum queue refuses while
+    /// it elects a leader: that passes).
     #[error("broker refused task {0} (negative publisher confirm)")]
     Nacked(String),
     /// No queue is bound for the exchange and routing key.
@@ -70,6 +81,12 @@ pub enum ClientError {
     /// Results are disabled (`result_backend = "none"`).
     #[error("results are disabled (result_backend = \"none\")")]
     ResultsDisabled,
+    /// The call needs a database result backend, and results go by `rpc://`.
+    #[error(
+        "result_backend is rpc://: outcomes go to this client's reply queue only; \
+         this needs a database result backend"
+    )]
+    NoDatabase,
 }
 
 /// Where a message goes.
@@ -87,8 +104,11 @@ pub(crate) struct Route {
 struct Inner {
     config: Config,
     link: RwLock<Option<Arc<Link>>>,
-    reconnecting: Mutex<()>,
+    /// Held while connecting again; the last failed attempt (when, why).
+    reconnecting: Mutex<Option<(std::time::Instant, String)>>,
     backend: OnceCell<ResultBackend>,
+    /// The reply queue and the states read from it, with `rpc://`.
+    rpc: Option<Arc<rpc::RpcResults>>,
     origin: String,
 }
 
@@ -119,12 +139,17 @@ impl Client {
             std::process::id(),
             celeriac_common::config::host_name()
         );
+        let rpc = match config.rpc_results() {
+            true => Some(rpc::RpcResults::start(&config).await?),
+            false => None,
+        };
         let client = Client {
             inner: Arc::new(Inner {
                 config,
                 link: RwLock::new(None),
-                reconnecting: Mutex::new(()),
+                reconnecting: Mutex::new(None),
                 backend: OnceCell::new(),
+                rpc,
                 origin,
             }),
         };
@@ -141,6 +166,16 @@ impl Client {
     /// The `origin` header of this client's messages (`gen<pid>@<host>`).
     pub(crate) fn origin(&self) -> &str {
         &self.inner.origin
+    }
+
+    /// The rpc results, with `result_backend = "rpc://"`.
+    pub(crate) fn rpc(&self) -> Option<&rpc::RpcResults> {
+        self.inner.rpc.as_deref()
+    }
+
+    /// The `reply_to` of this client's messages: its rpc reply queue.
+    pub(crate) fn reply_to(&self) -> Option<String> {
+        self.rpc().map(|r| r.queue.clone())
     }
 
     /// Calls task `T` now with `args`. Returns once the broker holds the message.
@@ -216,6 +251,9 @@ impl Client {
         if !config.results_enabled() {
             return Err(ClientError::ResultsDisabled);
         }
+        if config.rpc_results() {
+            return Err(ClientError::NoDatabase);
+        }
         self.inner
             .backend
             .get_or_try_init(|| async {
@@ -242,7 +280,7 @@ impl Client {
     /// (an async one: blocking tasks cannot be stopped) also stops it.
     pub async fn revoke_with(&self, task_id: &str, terminate: bool) -> Result<bool, ClientError> {
         crate::options::check_task_id(task_id)?;
-        if self.config().results_enabled() {
+        if self.config().results_enabled() && !self.config().rpc_results() {
             let backend = self.backend().await?;
             if backend
                 .get(task_id)

@@ -16,10 +16,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Between publish attempts while the broker is unreachable: 100 ms
-/// doubling to 5 s, jittered so that many clients that lost the broker
-/// together do not all come back at the same instant.
+/// doubling to 1 s, so a publish goes through within about a second of the
+/// broker's return; jittered so that many clients that lost the broker
+/// together do not all come back at the same instant. Concurrent publishes
+/// of one client share its connection attempts (see `link.rs`).
 const PUBLISH_BACKOFF: Backoff =
-    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jitter(Jitter::Equal);
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::Equal);
 
 impl Client {
     pub(super) async fn send(
@@ -53,6 +55,7 @@ impl Client {
         msg.timelimit = (options.time_limit, options.soft_time_limit);
         msg.ignore_result = options.ignore_result;
         msg.origin = Some(self.inner.origin.clone());
+        msg.reply_to = self.reply_to();
         if !options.link.is_empty() {
             msg.embed.callbacks = Some(options.link);
         }
@@ -139,6 +142,10 @@ impl Client {
             let attempt = async {
                 let link = self.link().await?;
                 let res = self.publish_on(&link, msg, route, &body, props).await;
+                if res.is_ok() && self.inner.config.task_send_sent_event {
+                    // Rare (off by default): boxed.
+                    Box::pin(self.task_sent(&link, msg, route)).await;
+                }
                 if res.is_err() && !link.connection.status().connected() {
                     self.drop_link(&link).await;
                 }
@@ -161,7 +168,10 @@ impl Client {
             };
             let err = match res {
                 Ok(()) => return Ok(()),
-                Err(e @ (ClientError::Nacked(_) | ClientError::Unroutable { .. })) => {
+                Err(e @ ClientError::Unroutable { .. }) => return Err(e),
+                // A quorum queue nacks while it has no leader (a node was
+                // lost, an election runs): sent again, as for a lost link.
+                Err(e @ ClientError::Nacked(_)) if started.elapsed() >= timeout => {
                     return Err(e);
                 }
                 Err(e) => e,
@@ -173,7 +183,13 @@ impl Client {
                 .await
                 .as_ref()
                 .is_some_and(|l| l.connection.status().connected());
-            if broker_alive && matches!(err, ClientError::Broker(BrokerError::Declare { .. })) {
+            let refused = matches!(
+                err,
+                ClientError::Broker(
+                    BrokerError::Declare { .. } | BrokerError::QueueMismatch { .. }
+                )
+            );
+            if broker_alive && refused {
                 // The broker answered (e.g. PRECONDITION_FAILED): retrying will not help.
                 self.reset_link().await;
                 return Err(err);

@@ -4,6 +4,7 @@
 use crate::chord::{self, Later};
 use crate::context::TaskFailure;
 use crate::disposition::{End, Stage};
+use crate::metrics::Tally;
 use crate::publish::Publisher;
 use crate::recorder::{AckWindow, Finished};
 use crate::shared::Shared;
@@ -11,11 +12,13 @@ use celeriac_common::TaskState;
 use celeriac_common::backend::{TaskError, TaskOutcome};
 use celeriac_common::protocol::TaskMessage;
 use chrono::Utc;
+use futures_util::future::Either;
 use lapin::message::Delivery;
 use std::sync::Arc;
 use tokio::sync::mpsc::error::TrySendError;
 
 mod broker;
+mod rpc;
 
 pub(crate) use broker::give_back;
 
@@ -35,14 +38,17 @@ impl Handling {
             o.error = Some(task_error(TaskFailure::new(kind, message)));
             Some(o)
         };
+        let tally = || Tally::of(self.shared.metrics.as_ref(), &msg.task, &self.queue);
         let outcome = match end {
             End::Revoked(stage) => {
+                tally().revoked();
                 tracing::info!("{}", revoked_log(stage));
                 self.shared.events.revoked(&msg.id, false, false);
                 let before = "revoked before it ran".to_owned();
                 record(TaskState::Revoked, "TaskRevoked", before)
             }
             End::Expired => {
+                tally().revoked();
                 tracing::info!("expired before it ran: REVOKED");
                 self.shared.events.revoked(&msg.id, false, true);
                 let at = msg.expires.map(|e| e.to_rfc3339()).unwrap_or_default();
@@ -50,6 +56,7 @@ impl Handling {
                 record(TaskState::Revoked, "TaskExpired", message)
             }
             End::UnknownTask => {
+                tally().failed("NotRegistered");
                 tracing::warn!("task not registered: {}", msg.task);
                 self.shared
                     .events
@@ -68,6 +75,7 @@ impl Handling {
                 return Box::pin(self.count_redelivery(msg, delivery, earlier)).await;
             }
             End::Poison { earlier } => {
+                tally().rejected();
                 let reason =
                     format!("delivered {earlier} times without finishing (poison message)");
                 self.shared.events.rejected(&msg.id, false);
@@ -75,11 +83,12 @@ impl Handling {
                 let mut later = None;
                 if let Some(o) = &mut o {
                     o.done_at = Some(Utc::now());
-                    later = self.later(msg, o.state, o.error.as_ref());
+                    later = self.later(msg, o.state, (o.error.as_ref(), None));
                 }
                 return Box::pin(self.dead_letter_then(delivery, &reason, o, later)).await;
             }
             End::DeadLetter(reason) => {
+                tally().rejected();
                 return Box::pin(self.dead_letter(delivery, &reason, None)).await;
             }
         };
@@ -97,6 +106,7 @@ impl Handling {
         o.parent_id = msg.parent_id.clone();
         o.root_id = msg.root_id.clone();
         o.group_id = msg.group.clone();
+        o.group_index = msg.group_index.and_then(|i| u32::try_from(i).ok());
         if config.store_args {
             o.args = Some(serde_json::Value::Array(msg.args.clone()));
             o.kwargs = Some(serde_json::Value::Object(msg.kwargs.clone()));
@@ -116,7 +126,8 @@ impl Handling {
         let shared = &self.shared;
         let later = outcome
             .as_ref()
-            .and_then(|o| self.later(msg, o.state, o.error.as_ref()));
+            .and_then(|o| self.later(msg, o.state, (o.error.as_ref(), o.result.as_ref())));
+        let reply = outcome.as_ref().and_then(|o| self.rpc_reply(msg, o));
         let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
         let done = Finished {
             outcome,
@@ -126,7 +137,14 @@ impl Handling {
             window: self.window.clone(),
             task_id: msg.id.clone(),
         };
-        self.record(done)
+        match reply {
+            None => Either::Left(self.record(done)),
+            // The reply goes out before the ack (rare: boxed).
+            Some(reply) => Either::Right(Box::pin(async move {
+                self.send_reply(reply).await;
+                self.record(done).await;
+            })),
+        }
     }
 
     /// What `msg` ending in `state` leaves to do once stored: its report
@@ -137,13 +155,13 @@ impl Handling {
         &self,
         msg: &TaskMessage,
         state: TaskState,
-        error: Option<&TaskError>,
+        outcome: (Option<&TaskError>, Option<&serde_json::Value>),
     ) -> Option<Box<Later>> {
         if self.shared.backend.is_none() || (msg.embed.chord.is_none() && msg.embed.chain.is_none())
         {
             return None;
         }
-        let (reports, aborted) = chord::consequences(msg, state, error);
+        let (reports, aborted) = chord::consequences(msg, state, outcome);
         if reports.is_empty() && aborted.is_empty() {
             return None;
         }
@@ -166,7 +184,7 @@ impl Handling {
         {
             match backend.get(&msg.id).await {
                 Ok(Some(r)) if r.state.is_ready() => {
-                    later = self.later(msg, r.state, r.error.as_ref());
+                    later = self.later(msg, r.state, (r.error.as_ref(), r.result.as_ref()));
                 }
                 Ok(_) => {}
                 Err(e) => {

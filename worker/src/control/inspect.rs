@@ -35,7 +35,11 @@ pub(super) fn scheduled(shared: &Shared) -> Value {
 
 pub(super) fn stats(shared: &Shared) -> Value {
     let config = &shared.config;
-    let broker = url::Url::parse(&config.broker_url).ok();
+    // The first node of several (`amqp://a;amqp://b`), as Celery reports.
+    let broker = config
+        .broker_urls()
+        .first()
+        .and_then(|u| url::Url::parse(u).ok());
     let broker = json!({
         "hostname": broker.as_ref().and_then(|u| u.host_str().map(str::to_owned)),
         "userid": broker.as_ref().map(|u| u.username().to_owned()),

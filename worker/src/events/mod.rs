@@ -7,21 +7,26 @@
 //! only when switched on (`worker_send_events`, `--events`, or remote
 //! control's `enable_events`), as Celery's `-E`.
 //!
-//! Sending never waits: an event goes into a bounded buffer with
-//! `try_send`, and one background task publishes what is buffered every
-//! [`FLUSH_EVERY`] (several events of one group as one message, a list
-//! under `<group>.multi`, as Celery's buffered dispatcher does). When the
-//! buffer is full, the broker channel is gone or the broker does not take a
-//! publish within [`PUBLISH_LIMIT`], events are dropped and counted
-//! (`inspect stats` shows the count); tasks are never slowed.
+//! Sending never waits: an event is written to its JSON text at once
+//! (see `encode`) and goes into a bounded buffer with `try_send`, and one
+//! background task publishes what is buffered every [`FLUSH_EVERY`], or at
+//! once when [`MAX_BATCH`] are waiting. Task events buffered together go
+//! as one message, a list under `task.multi`, as Celery's worker does with
+//! its buffered `task` group (one alone goes as itself); worker events
+//! each go as their own message, as Celery sends them. When the buffer is
+//! full, the broker channel is gone or the broker does not take a publish
+//! within [`PUBLISH_LIMIT`], events are dropped and counted (`inspect
+//! stats` shows the count); tasks are never slowed.
 
+mod encode;
 mod fields;
 
 use crate::inflight::Inflight;
+use encode::Obj;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
-use serde_json::{Map, Value, json};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -38,19 +43,23 @@ const MAX_BATCH: usize = 512;
 /// How long one publish may wait for the broker before its events are dropped.
 const PUBLISH_LIMIT: Duration = Duration::from_secs(1);
 
-/// One event: a JSON object.
-pub(crate) type Event = Map<String, Value>;
+/// One event, written: its type and its JSON object.
+pub(crate) struct Event {
+    kind: &'static str,
+    json: Vec<u8>,
+}
 
 /// The sending side, shared by every delivery.
 pub(crate) struct Events {
     task_events: AtomicBool,
     tx: mpsc::Sender<Event>,
-    dropped: AtomicU64,
+    /// Events dropped (also `celeriac_worker_events_dropped_total`).
+    dropped: Counter,
     warned: AtomicBool,
     clock: AtomicU64,
-    hostname: String,
-    utcoffset: i64,
-    pid: u32,
+    /// `,"hostname":...,"utcoffset":...,"pid":...`, written once.
+    shared_fields: Vec<u8>,
+    properties: BasicProperties,
     channel: Mutex<Option<Channel>>,
 }
 
@@ -58,15 +67,24 @@ impl Events {
     /// The sender and the receiving end for [`run`].
     pub(crate) fn new(hostname: &str, task_events: bool) -> (Arc<Events>, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(BUFFER);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "hostname".into(),
+            AMQPValue::LongString(LongString::from(hostname.as_bytes())),
+        );
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_delivery_mode(1)
+            .with_headers(headers);
         let events = Events {
             task_events: AtomicBool::new(task_events),
             tx,
-            dropped: AtomicU64::new(0),
+            dropped: Counter::default(),
             warned: AtomicBool::new(false),
             clock: AtomicU64::new(0),
-            hostname: hostname.to_owned(),
-            utcoffset: utcoffset(),
-            pid: std::process::id(),
+            shared_fields: encode::shared_fields(hostname, utcoffset(), std::process::id()),
+            properties,
             channel: Mutex::new(None),
         };
         (Arc::new(events), rx)
@@ -84,7 +102,12 @@ impl Events {
 
     /// Events dropped since the worker started.
     pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
+    }
+
+    /// The count of events dropped, shared, for the metrics.
+    pub(crate) fn dropped_counter(&self) -> Counter {
+        self.dropped.clone()
     }
 
     /// The channel events are published on from now on (one per session,
@@ -98,26 +121,20 @@ impl Events {
         self.clock.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Buffers an event of `kind` with `fields` (an object) and the fields
-    /// every event carries; never waits.
-    fn send(&self, kind: &str, fields: Value) {
-        let mut event = match fields {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        event.insert("type".into(), json!(kind));
-        event.insert("hostname".into(), json!(self.hostname));
-        event.insert("timestamp".into(), json!(now()));
-        event.insert("utcoffset".into(), json!(self.utcoffset));
-        event.insert("pid".into(), json!(self.pid));
-        event.insert("clock".into(), json!(self.tick()));
-        if self.tx.try_send(event).is_err() {
+    /// Buffers the event `obj` (of type `kind`, its own fields written)
+    /// with the fields every event carries; never waits.
+    fn send(&self, kind: &'static str, obj: Obj) {
+        let json = obj
+            .field("timestamp", &now())
+            .field("clock", &self.tick())
+            .finish(&self.shared_fields);
+        if self.tx.try_send(Event { kind, json }).is_err() {
             self.lost(1, "the event buffer is full");
         }
     }
 
     fn lost(&self, n: u64, why: &str) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.dropped.inc_by(n);
         if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "events dropped ({why}); tasks are not affected, \
@@ -126,8 +143,8 @@ impl Events {
         }
     }
 
-    /// Publishes `batch` (and empties it): each group's events as one
-    /// message. Events that cannot be published are dropped and counted.
+    /// Publishes `batch` (and empties it), see [`messages`]. Events that
+    /// cannot be published are dropped and counted.
     async fn flush(&self, batch: &mut Vec<Event>) {
         let channel = self
             .channel
@@ -139,42 +156,21 @@ impl Events {
             batch.clear();
             return;
         };
-        for (group, events) in by_group(std::mem::take(batch)) {
-            let n = events.len() as u64;
-            let (routing_key, body) = match <[Event; 1]>::try_from(events) {
-                Ok([one]) => (routing_key(&one), Value::Object(one)),
-                Err(many) => (
-                    format!("{group}.multi"),
-                    Value::Array(many.into_iter().map(Value::Object).collect()),
-                ),
-            };
-            let body = body.to_string();
+        for message in messages(batch) {
             let publish = channel.basic_publish(
                 EXCHANGE.into(),
-                routing_key.as_str().into(),
+                message.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
-                body.as_bytes(),
-                self.properties(),
+                &message.body,
+                self.properties.clone(),
             );
+            let n = message.events;
             match tokio::time::timeout(PUBLISH_LIMIT, publish).await {
                 Ok(Ok(_)) => self.warned.store(false, Ordering::Relaxed),
                 Ok(Err(e)) => self.lost(n, &format!("the broker refused them: {e}")),
                 Err(_) => self.lost(n, "the broker did not take them in time"),
             }
         }
-    }
-
-    fn properties(&self) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "hostname".into(),
-            AMQPValue::LongString(LongString::from(self.hostname.as_bytes())),
-        );
-        BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_content_encoding("utf-8".into())
-            .with_delivery_mode(1)
-            .with_headers(headers)
     }
 }
 
@@ -208,7 +204,9 @@ pub(crate) async fn run(
             _ = stop.wait_for(|s| *s) => 0,
         };
         let stopping = got == 0;
-        if !stopping {
+        // A full batch goes at once: at 3 events a task, a fixed pace of
+        // one batch a flush would cap events at 5,120/s and drop the rest.
+        if !stopping && batch.len() < MAX_BATCH {
             tokio::select! {
                 _ = tokio::time::sleep(FLUSH_EVERY) => {}
                 _ = stop.wait_for(|s| *s) => {}
@@ -245,62 +243,104 @@ pub(crate) async fn heartbeats(
     }
 }
 
-/// The events of `batch` by group (`task`, `worker`), in order.
-fn by_group(batch: Vec<Event>) -> Vec<(String, Vec<Event>)> {
-    let mut groups: Vec<(String, Vec<Event>)> = Vec::new();
-    for event in batch {
-        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-        let group = kind.split('-').next().unwrap_or("").to_owned();
-        match groups.iter_mut().find(|(g, _)| *g == group) {
-            Some((_, events)) => events.push(event),
-            None => groups.push((group, vec![event])),
+/// One message to publish on `celeryev`.
+struct Message {
+    routing_key: String,
+    body: Vec<u8>,
+    /// Events in it (counted as dropped if it cannot be published).
+    events: u64,
+}
+
+/// The messages of `batch` (emptied), in its order: each run of task events
+/// as one list under `task.multi` (a run of one as the event itself), each
+/// worker event on its own under its type (`worker-heartbeat` goes under
+/// `worker.heartbeat`), as Celery's worker buffers only its `task` group.
+fn messages(batch: &mut Vec<Event>) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut run: Vec<Event> = Vec::new();
+    for event in batch.drain(..) {
+        if event.kind.starts_with("task-") {
+            run.push(event);
+        } else {
+            out.extend(task_run(&mut run));
+            out.push(single(event));
         }
     }
-    groups
+    out.extend(task_run(&mut run));
+    out
 }
 
-/// `task-succeeded` goes out under `task.succeeded`.
-fn routing_key(event: &Event) -> String {
-    event
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .replace('-', ".")
+/// The task events of `run` (emptied) as one message, if any.
+fn task_run(run: &mut Vec<Event>) -> Option<Message> {
+    match run.len() {
+        0 => None,
+        1 => run.pop().map(single),
+        n => {
+            let size = run.iter().map(|e| e.json.len() + 1).sum::<usize>() + 1;
+            let mut body = Vec::with_capacity(size);
+            for (i, event) in run.drain(..).enumerate() {
+                body.push(if i == 0 { b'[' } else { b',' });
+                body.extend_from_slice(&event.json);
+            }
+            body.push(b']');
+            Some(Message {
+                routing_key: "task.multi".to_owned(),
+                body,
+                events: n as u64,
+            })
+        }
+    }
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+/// `event` as a message of its own, under its type with `-` as `.`.
+fn single(event: Event) -> Message {
+    Message {
+        routing_key: event.kind.replace('-', "."),
+        body: event.json,
+        events: 1,
+    }
 }
 
-/// Python's `time.timezone // 3600`: hours west of UTC (UTC+2 sends -2).
-fn utcoffset() -> i64 {
-    let east = chrono::Local::now().offset().local_minus_utc();
-    i64::from(-east).div_euclid(3600)
-}
+pub(crate) use celeriac_common::monitor::{timestamp as now, utcoffset};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     #[test]
-    fn batches_group_by_kind() {
-        let ev = |t: &str| {
-            let mut m = Map::new();
-            m.insert("type".into(), json!(t));
-            m
+    fn task_events_go_as_lists_worker_events_alone_in_order() {
+        let ev = |kind: &'static str| Event {
+            kind,
+            json: format!(r#"{{"type":"{kind}"}}"#).into_bytes(),
         };
-        let groups = by_group(vec![
+        let mut batch = vec![
             ev("task-received"),
-            ev("worker-heartbeat"),
             ev("task-started"),
-        ]);
-        assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].0, "task");
-        assert_eq!(groups[0].1.len(), 2);
-        assert_eq!(routing_key(&ev("task-succeeded")), "task.succeeded");
+            ev("worker-heartbeat"),
+            ev("task-succeeded"),
+            ev("worker-offline"),
+        ];
+        let out = messages(&mut batch);
+        assert!(batch.is_empty());
+        let keys: Vec<&str> = out.iter().map(|m| m.routing_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "task.multi",
+                "worker.heartbeat",
+                "task.succeeded",
+                "worker.offline"
+            ]
+        );
+        let list: Value = serde_json::from_slice(&out[0].body).expect("list body");
+        assert_eq!(
+            list,
+            json!([{"type": "task-received"}, {"type": "task-started"}])
+        );
+        assert_eq!(out[0].events, 2);
+        let one: Value = serde_json::from_slice(&out[2].body).expect("one body");
+        assert_eq!(one, json!({"type": "task-succeeded"}));
+        assert!(messages(&mut Vec::new()).is_empty());
     }
 }

@@ -87,3 +87,15 @@ pub async fn wait_consumed(queue: &str) {
     }
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// A program of the project's virtualenv (`scripts/python-env.sh` makes it
+/// on first use): `python`, `celery`.
+pub fn venv_bin(name: &str) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("scripts/python-env.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run python-env.sh");
+    assert!(out.status.success(), "python-env.sh failed");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).with_file_name(name)
+}

@@ -4,8 +4,10 @@
 //! and reports back with [`Scheduler::sent`], [`Scheduler::send_failed`] or
 //! [`Scheduler::hold`], then [`Scheduler::finish`].
 //!
-//! Each entry has at most one live heap item, so 100,000 entries cost one
-//! heap of 100,000 small items, and finding the next wake-up is `O(1)`.
+//! Entries live in one `Vec`, addressed by index (a name table maps names
+//! to indices); each has at most one live heap item of 20 bytes (wake-up
+//! time, index, epoch), so 100,000 entries cost one heap of 100,000 small
+//! items, and finding the next wake-up is `O(1)`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -14,38 +16,46 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::firing::dispatch::{run_now_task_id, task_id};
-use crate::firing::entry_def::EntryDef;
+use crate::firing::entry_def::{EntryDef, TaskNames};
 use crate::firing::misfire::decide;
 use crate::firing::plan::{Planned, PlannedFire};
 use crate::firing::run_state::RunState;
 use crate::firing::slot::Slot;
 use crate::schedule::entry::{Entry, Firing, Source};
-use crate::trigger::{Calendars, Schedule, Trigger, TriggerError};
+use crate::trigger::{Calendars, Schedule, SharedCalendars, Trigger, TriggerError};
 
 mod report;
 
-type Item = Reverse<(DateTime<Utc>, Arc<str>, u64)>;
+/// A wake-up: when, the slot's index, and the slot's epoch when it was
+/// pushed (an item whose epoch is no longer the slot's is stale).
+type Item = Reverse<(DateTime<Utc>, u32, u32)>;
 
 /// Entries, run state and wake-ups.
 pub struct Scheduler {
-    /// Boxed: a table of 100,000 slots grows by moving pointers, not slots.
-    slots: HashMap<Arc<str>, Box<Slot>>,
+    /// Name to index in `slots`.
+    index: HashMap<Arc<str>, u32>,
+    /// Entries; `None` where one was removed (its index is in `free`).
+    slots: Vec<Option<Slot>>,
+    /// Indices of removed entries, with the epoch they ended at (a new
+    /// entry there counts on from it, so items left behind never match).
+    free: Vec<(u32, u32)>,
     heap: BinaryHeap<Item>,
     defaults: Firing,
     dirty: HashSet<Arc<str>>,
     /// Entries with runs being sent: no wake-up until [`Scheduler::finish`].
     in_flight: HashSet<Arc<str>>,
-    /// Source of heap item epochs, unique for the scheduler's lifetime, so
-    /// an item left behind by a replaced or removed entry never matches.
-    epochs: u64,
     /// Exclusion calendars entries may name (file and database together).
     calendars: Calendars,
+    /// Task names, shared between entries.
+    tasks: TaskNames,
+    /// Compiled calendar expressions, shared between entries.
+    shared: SharedCalendars,
 }
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler")
-            .field("entries", &self.slots.len())
+            .field("entries", &self.index.len())
             .field("heap", &self.heap.len())
             .finish_non_exhaustive()
     }
@@ -55,13 +65,16 @@ impl Scheduler {
     /// An empty scheduler with these job defaults.
     pub fn new(defaults: Firing) -> Scheduler {
         Scheduler {
-            slots: HashMap::new(),
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             heap: BinaryHeap::new(),
             defaults,
             dirty: HashSet::new(),
             in_flight: HashSet::new(),
-            epochs: 0,
             calendars: Calendars::new(),
+            tasks: TaskNames::default(),
+            shared: SharedCalendars::default(),
         }
     }
 
@@ -79,27 +92,29 @@ impl Scheduler {
         if changed.is_empty() {
             return 0;
         }
-        let affected: Vec<(Arc<str>, Trigger)> = self
-            .slots
-            .iter()
-            .filter_map(|(name, slot)| {
+        let affected: Vec<(u32, Trigger)> = (0u32..)
+            .zip(&self.slots)
+            .filter_map(|(i, slot)| {
+                let slot = slot.as_ref()?;
                 let (spec, anchor) = slot.def.trigger_spec()?;
                 if !spec.calendars().iter().any(|c| changed.contains(c)) {
                     return None;
                 }
-                let mut entry = Entry::new(&**name, "", spec);
+                let mut entry = Entry::new(&*slot.name, "", spec);
                 entry.anchor = anchor;
                 let trigger = self.compile(&entry).ok()?;
-                Some((name.clone(), trigger))
+                Some((i, trigger))
             })
             .collect();
-        for (name, trigger) in &affected {
-            if let Some(slot) = self.slots.get_mut(name) {
-                slot.trigger = trigger.clone();
+        let count = affected.len();
+        for (i, trigger) in affected {
+            let trigger = self.shared.share(trigger);
+            if let Some(slot) = self.slot_at_mut(i) {
+                slot.trigger = trigger;
             }
-            self.reschedule(name);
+            self.reschedule_at(i);
         }
-        affected.len()
+        count
     }
 
     /// Compiles an entry's trigger with the calendars in force; a calendar
@@ -118,42 +133,59 @@ impl Scheduler {
 
     /// How many entries it holds.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.index.len()
     }
 
     /// Whether it holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.index.is_empty()
+    }
+
+    fn slot_at(&self, i: u32) -> Option<&Slot> {
+        self.slots.get(i as usize)?.as_ref()
+    }
+
+    fn slot_at_mut(&mut self, i: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(i as usize)?.as_mut()
+    }
+
+    fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slot_at(*self.index.get(name)?)
+    }
+
+    fn slot_mut(&mut self, name: &str) -> Option<&mut Slot> {
+        let i = *self.index.get(name)?;
+        self.slot_at_mut(i)
     }
 
     /// An entry by name (its compact form).
     pub fn entry(&self, name: &str) -> Option<&EntryDef> {
-        self.slots.get(name).map(|s| &s.def)
+        self.slot(name).map(|s| &s.def)
     }
 
     /// Whether `entry` is held exactly as given (nothing to update).
     pub fn is_current(&self, entry: &Entry) -> bool {
-        self.slots
-            .get(entry.name.as_str())
+        self.slot(entry.name.as_str())
             .is_some_and(|s| s.def == EntryDef::new(entry))
     }
 
     /// An entry's run state.
     pub fn state(&self, name: &str) -> Option<&RunState> {
-        self.slots.get(name).map(|s| &s.state)
+        self.slot(name).map(|s| &s.state)
     }
 
     /// An entry's firing options, defaults applied.
     pub fn firing(&self, name: &str) -> Option<Firing> {
-        self.slots.get(name).map(|s| s.firing)
+        self.slot(name).map(|s| s.def.firing_over(&self.defaults))
     }
 
     /// Names of entries from `source`.
     pub fn names(&self, source: Source) -> Vec<Arc<str>> {
         self.slots
             .iter()
-            .filter(|(_, s)| s.def.source == source)
-            .map(|(n, _)| n.clone())
+            .flatten()
+            .filter(|s| s.def.source == source)
+            .map(|s| s.name.clone())
             .collect()
     }
 
@@ -167,12 +199,24 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> Result<(), TriggerError> {
         let trigger = self.compile(&entry)?;
-        let firing = entry.firing.resolve(&self.defaults);
-        let name: Arc<str> = Arc::from(entry.name.as_str());
-        let def = EntryDef::new(&entry);
+        let trigger = self.shared.share(trigger);
+        let def = EntryDef::shared(&entry, &mut self.tasks);
+        let (name, i, old, epoch) = match self.index.get_key_value(entry.name.as_str()) {
+            Some((name, &i)) => {
+                let old = self.slots.get_mut(i as usize).and_then(Option::take);
+                let epoch = old.as_ref().map_or(0, |o| o.epoch);
+                (name.clone(), i, old, epoch)
+            }
+            None => {
+                let name: Arc<str> = Arc::from(entry.name.as_str());
+                let (i, epoch) = self.vacant();
+                self.index.insert(name.clone(), i);
+                (name, i, None, epoch)
+            }
+        };
         drop(entry);
         let mut restart_from = None;
-        let state = match self.slots.remove(&name) {
+        let state = match old {
             Some(old) => {
                 let mut state = old.state;
                 if old.def.created_at != def.created_at && def.source == Source::Database {
@@ -186,12 +230,12 @@ impl Scheduler {
             None => stored.unwrap_or_default(),
         };
         let mut slot = Slot {
+            name: name.clone(),
             def,
             trigger,
-            firing,
             state,
             next: None,
-            epoch: 0,
+            epoch,
             failures: 0,
             retry_at: None,
         };
@@ -208,34 +252,55 @@ impl Scheduler {
             slot.state.cursor_at = Some(from);
             self.dirty.insert(name.clone());
         }
-        self.slots.insert(name.clone(), Box::new(slot));
-        self.reschedule(&name);
+        if let Some(place) = self.slots.get_mut(i as usize) {
+            *place = Some(slot);
+        }
+        self.reschedule_at(i);
         Ok(())
+    }
+
+    /// An index for a new entry and the epoch it starts at: a freed one
+    /// (counting on from the epoch it ended at) or a new one at the end.
+    fn vacant(&mut self) -> (u32, u32) {
+        if let Some(free) = self.free.pop() {
+            return free;
+        }
+        self.slots.push(None);
+        (u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX), 0)
     }
 
     /// Removes an entry (its pending work is dropped).
     pub fn remove(&mut self, name: &str) -> bool {
         self.dirty.remove(name);
-        self.slots.remove(name).is_some()
+        let Some(i) = self.index.remove(name) else {
+            return false;
+        };
+        if let Some(old) = self.slots.get_mut(i as usize).and_then(Option::take) {
+            self.free.push((i, old.epoch.wrapping_add(1)));
+        }
+        true
     }
 
     /// Records a run-now request for `name`; `false` if there is no such entry.
     pub fn request_run_now(&mut self, name: &str, at: DateTime<Utc>) -> bool {
-        let Some(slot) = self.slots.get_mut(name) else {
+        let Some(&i) = self.index.get(name) else {
+            return false;
+        };
+        let Some(slot) = self.slot_at_mut(i) else {
             return false;
         };
         if slot.state.run_now_at != Some(at) {
             slot.state.run_now_at = Some(at);
             slot.retry_at = None;
-            self.reschedule(name);
+            self.reschedule_at(i);
         }
         true
     }
 
     /// The earliest instant something is due, if anything is scheduled.
     pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
-        while let Some(Reverse((at, name, epoch))) = self.heap.peek() {
-            if self.slots.get(name).is_some_and(|s| s.epoch == *epoch) {
+        while let Some(Reverse((at, i, epoch))) = self.heap.peek() {
+            if self.slot_at(*i).is_some_and(|s| s.epoch == *epoch) {
                 return Some(*at);
             }
             self.heap.pop();
@@ -251,22 +316,22 @@ impl Scheduler {
     /// and calls [`Scheduler::finish`] for every planned name.
     pub fn take_due(&mut self, now: DateTime<Utc>, ahead: TimeDelta) -> Vec<Planned> {
         let until = now + ahead;
-        let mut out = Vec::new();
+        let mut out: Vec<(DateTime<Utc>, Planned)> = Vec::new();
         while let Some(Reverse((at, _, _))) = self.heap.peek() {
             if *at > until {
                 break;
             }
-            let Some(Reverse((_, name, epoch))) = self.heap.pop() else {
+            let Some(Reverse((at, i, epoch))) = self.heap.pop() else {
                 break;
             };
-            let Some(slot) = self.slots.get_mut(&name) else {
+            let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::as_mut) else {
                 continue;
             };
             if slot.epoch != epoch {
                 continue;
             }
-            self.epochs += 1;
-            slot.epoch = self.epochs;
+            slot.epoch = slot.epoch.wrapping_add(1);
+            let name = slot.name.clone();
             let mut planned = Planned {
                 name: name.clone(),
                 fire: None,
@@ -287,7 +352,8 @@ impl Scheduler {
             } else if let Some(first) = slot.next.filter(|_| slot.def.enabled) {
                 let due = first + slot.jitter(|| task_id(&name, first));
                 if due <= until {
-                    let decision = decide(&slot.trigger, &slot.firing, first, now.max(due));
+                    let firing = slot.def.firing_over(&self.defaults);
+                    let decision = decide(&slot.trigger, &firing, first, now.max(due));
                     slot.state.cursor_at = Some(decision.cursor);
                     planned.missed = decision.missed;
                     planned.coalesced = decision.coalesced;
@@ -305,19 +371,26 @@ impl Scheduler {
                     self.dirty.insert(name.clone());
                 }
             }
-            self.in_flight.insert(name.clone());
-            out.push(planned);
+            self.in_flight.insert(name);
+            out.push((at, planned));
         }
-        out
+        // In wake-up order, then by name (as a heap ordered by name did).
+        out.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+        out.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Recomputes `name`'s next fire time and wake-up. Returns `true` if the
     /// entry has just run out of fire times.
     pub fn reschedule(&mut self, name: &str) -> bool {
-        let Some(key) = self.slots.get_key_value(name).map(|(k, _)| k.clone()) else {
-            return false;
-        };
-        let Some(slot) = self.slots.get_mut(&key) else {
+        match self.index.get(name) {
+            Some(&i) => self.reschedule_at(i),
+            None => false,
+        }
+    }
+
+    /// [`Scheduler::reschedule`] for the entry at index `i`.
+    fn reschedule_at(&mut self, i: u32) -> bool {
+        let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::as_mut) else {
             return false;
         };
         let had_next = slot.state.next_run_at.is_some();
@@ -333,28 +406,35 @@ impl Scheduler {
         let wake = if slot.state.sending_at.is_some() || slot.state.run_now_at.is_some() {
             Some(slot.retry_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
         } else {
-            slot.next.map(|t| t + slot.jitter(|| task_id(&key, t)))
+            slot.next
+                .map(|t| t + slot.jitter(|| task_id(&slot.name, t)))
         };
-        self.epochs += 1;
-        slot.epoch = self.epochs;
-        if self.in_flight.contains(&key) {
+        slot.epoch = slot.epoch.wrapping_add(1);
+        let epoch = slot.epoch;
+        let done = had_next && slot.is_done();
+        if self.in_flight.contains(&slot.name) {
             // Its runs are being sent; `finish` schedules it again.
             return false;
         }
         if let Some(at) = wake {
-            self.heap.push(Reverse((at, key.clone(), slot.epoch)));
+            self.heap.push(Reverse((at, i, epoch)));
         }
-        if self.heap.len() > 2 * self.slots.len() + 1024 {
+        if self.heap.len() > 2 * self.index.len() + 1024 {
             self.compact();
         }
-        had_next && self.slots.get(&key).is_some_and(|s| s.is_done())
+        done
     }
 
     fn compact(&mut self) {
         let slots = &self.slots;
         let items: Vec<Item> = std::mem::take(&mut self.heap)
             .into_iter()
-            .filter(|Reverse((_, n, g))| slots.get(n).is_some_and(|s| s.epoch == *g))
+            .filter(|Reverse((_, i, e))| {
+                slots
+                    .get(*i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.epoch == *e)
+            })
             .collect();
         self.heap = BinaryHeap::from(items);
     }

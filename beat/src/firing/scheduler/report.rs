@@ -24,7 +24,7 @@ impl Scheduler {
         let names: Vec<Arc<str>> = self.dirty.drain().collect();
         names
             .into_iter()
-            .filter_map(|n| self.slots.get(&n).map(|s| (n.clone(), s.state.clone())))
+            .filter_map(|n| self.slot(&n).map(|s| (n.clone(), s.state.clone())))
             .collect()
     }
 
@@ -35,9 +35,10 @@ impl Scheduler {
 
     /// A planned run was not sent because `max_instances` runs are unfinished.
     pub fn hold(&mut self, name: &str) {
-        if let Some(slot) = self.slots.get_mut(name) {
+        if let Some(slot) = self.slot_mut(name) {
             slot.hold();
-            self.dirty.insert(Arc::from(name));
+            let name = slot.name.clone();
+            self.dirty.insert(name);
         }
     }
 
@@ -51,25 +52,34 @@ impl Scheduler {
         run_now: bool,
         sent_at: DateTime<Utc>,
     ) {
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.sent(at, id, run_now, sent_at);
-            self.dirty.insert(Arc::from(name));
+        let defaults = &self.defaults;
+        let Some(max_instances) = self
+            .slot(name)
+            .map(|s| s.def.firing().resolve(defaults).max_instances)
+        else {
+            return;
+        };
+        if let Some(slot) = self.slot_mut(name) {
+            slot.sent(max_instances, at, id, run_now, sent_at);
+            let name = slot.name.clone();
+            self.dirty.insert(name);
         }
     }
 
     /// Sending failed (broker or database); retry later with backoff.
     pub fn send_failed(&mut self, name: &str, now: DateTime<Utc>) {
-        if let Some(slot) = self.slots.get_mut(name) {
+        if let Some(slot) = self.slot_mut(name) {
             slot.send_failed(now);
         }
     }
 
     /// Keeps only the recent runs of `name` that are still unfinished.
     pub fn set_unfinished(&mut self, name: &str, unfinished: &HashSet<Uuid>) {
-        if let Some(slot) = self.slots.get_mut(name)
+        if let Some(slot) = self.slot_mut(name)
             && slot.set_unfinished(unfinished)
         {
-            self.dirty.insert(Arc::from(name));
+            let name = slot.name.clone();
+            self.dirty.insert(name);
         }
     }
 }

@@ -18,7 +18,9 @@
 //! max_instances = 1
 //! ```
 //!
-//! Each `[entries.NAME]` table takes `task` (required), `args`, `kwargs`,
+//! Each `[entries.NAME]` table takes `task` with `args` and `kwargs`, or a
+//! workflow instead (`workflow`, inline, or `workflow_file`, a JSON file
+//! relative to this one: see [`crate::schedule::workflow`]), `tags`,
 //! exactly one trigger (`cron`, `fields`, `every`, `at`, or a full
 //! `trigger = { type = ..., ... }`), `timezone`, `start_date`, `end_date`,
 //! `jitter`, `dst` (`"cron"` or `"repeat"`), `calendars` (exclusion calendar
@@ -54,50 +56,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
-use crate::schedule::entry::{
-    Entry, EntryError, FiringOverrides, Grace, SendOptions, Source, parse_secs,
-};
+use crate::schedule::entry::{Entry, EntryError};
 use crate::schedule::holidays::{CalendarDay, to_calendars};
-use crate::schedule::trigger_input::TriggerInput;
 use crate::trigger::{Calendars, TriggerError, suggest};
 
 mod calendars;
+mod raw;
 mod reload;
+
+use raw::{FileEntry, KEYS, build};
 
 use calendars::calendar_table;
 pub(crate) use calendars::truncate;
 pub use reload::watch;
-
-/// Keys an entry table accepts.
-const KEYS: [&str; 24] = [
-    "task",
-    "args",
-    "kwargs",
-    "cron",
-    "fields",
-    "every",
-    "at",
-    "trigger",
-    "timezone",
-    "start_date",
-    "end_date",
-    "jitter",
-    "dst",
-    "calendars",
-    "queue",
-    "exchange",
-    "routing_key",
-    "priority",
-    "expires",
-    "misfire_grace_time",
-    "coalesce",
-    "max_instances",
-    "enabled",
-    "description",
-];
 
 /// A schedule file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -138,55 +109,6 @@ pub enum FileError {
         /// What is wrong.
         source: EntryError,
     },
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Text {
-    S(String),
-    N(f64),
-    D(toml::value::Datetime),
-}
-
-impl Text {
-    fn into_string(self) -> String {
-        match self {
-            Text::S(s) => s,
-            Text::N(n) => format!("{n}s"),
-            Text::D(d) => d.to_string(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEntry {
-    task: String,
-    #[serde(default)]
-    args: Vec<Value>,
-    #[serde(default)]
-    kwargs: Map<String, Value>,
-    cron: Option<String>,
-    fields: Option<Value>,
-    every: Option<Text>,
-    at: Option<Text>,
-    trigger: Option<Value>,
-    timezone: Option<String>,
-    start_date: Option<Text>,
-    end_date: Option<Text>,
-    jitter: Option<Text>,
-    dst: Option<String>,
-    calendars: Option<Vec<String>>,
-    queue: Option<String>,
-    exchange: Option<String>,
-    routing_key: Option<String>,
-    priority: Option<u8>,
-    expires: Option<Text>,
-    misfire_grace_time: Option<Text>,
-    coalesce: Option<bool>,
-    max_instances: Option<u32>,
-    enabled: Option<bool>,
-    description: Option<String>,
 }
 
 /// What a schedule file defines: entries and exclusion calendars.
@@ -301,7 +223,8 @@ pub fn parse(text: &str, path: &Path) -> Result<ScheduleFile, FileError> {
         let raw: FileEntry = value.try_into().map_err(|e: toml::de::Error| {
             entry_err(EntryError::invalid("entry", e.message().trim().to_owned()))
         })?;
-        let entry = build(&name, raw).map_err(entry_err)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let entry = build(&name, raw, dir).map_err(entry_err)?;
         entry.validate().map_err(entry_err)?;
         out.push(entry);
     }
@@ -330,47 +253,6 @@ pub fn parse(text: &str, path: &Path) -> Result<ScheduleFile, FileError> {
         entries: out,
         calendar_days,
     })
-}
-
-fn build(name: &str, raw: FileEntry) -> Result<Entry, EntryError> {
-    let input = TriggerInput {
-        cron: raw.cron,
-        fields: raw.fields,
-        every: raw.every.map(Text::into_string),
-        at: raw.at.map(Text::into_string),
-        trigger: raw.trigger,
-        timezone: raw.timezone,
-        start: raw.start_date.map(Text::into_string),
-        end: raw.end_date.map(Text::into_string),
-        jitter: raw.jitter.map(Text::into_string),
-        dst: raw.dst,
-        calendars: raw.calendars,
-    };
-    let mut entry = Entry::new(name, raw.task, input.build()?);
-    entry.source = Source::File;
-    entry.args = raw.args;
-    entry.kwargs = raw.kwargs;
-    entry.options = SendOptions {
-        queue: raw.queue,
-        exchange: raw.exchange,
-        routing_key: raw.routing_key,
-        priority: raw.priority,
-        expires_secs: raw
-            .expires
-            .map(|e| parse_secs("expires", &e.into_string()))
-            .transpose()?,
-    };
-    entry.firing = FiringOverrides {
-        misfire_grace: raw
-            .misfire_grace_time
-            .map(|g| Grace::parse(&g.into_string()))
-            .transpose()?,
-        coalesce: raw.coalesce,
-        max_instances: raw.max_instances,
-    };
-    entry.enabled = raw.enabled.unwrap_or(true);
-    entry.description = raw.description;
-    Ok(entry)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::schedule::entry::{Grace, Source};
 
 fn err(text: &str) -> String {
     celeriac_common::cli::one_line(

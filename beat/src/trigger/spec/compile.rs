@@ -1,5 +1,7 @@
 //! Compiling a [`TriggerSpec`] into a [`Trigger`], and checking it.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::TriggerSpec;
@@ -133,7 +135,12 @@ fn calendar_trigger(
     end_date: &Option<String>,
 ) -> Result<Trigger, TriggerError> {
     let rule = DstRule::new(dst.unwrap_or_default(), calendar.hour_wildcard);
-    let mut trigger = bounded(Kind::Calendar(calendar), timezone, start_date, end_date)?;
+    let mut trigger = bounded(
+        Kind::Calendar(Arc::new(calendar)),
+        timezone,
+        start_date,
+        end_date,
+    )?;
     trigger.dst = rule;
     Ok(trigger)
 }

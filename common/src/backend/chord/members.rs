@@ -1,10 +1,12 @@
 //! Recording and listing the finished members of a chord's header.
 
-use super::sql::{SELECT_CHORD, count_members, insert_ignore, read_chord, statement};
+use super::parts;
+use super::sql::{SELECT_CHORD, count_members, insert_members, read_chord, statement};
 use super::{ChordMember, ChordProgress};
 use crate::backend::{BackendError, ResultBackend};
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+use serde_json::Value;
 
 impl ResultBackend {
     /// The finished members of a chord as `(index, task_id, ok)`, by index:
@@ -35,6 +37,51 @@ impl ResultBackend {
             .collect()
     }
 
+    /// The results of a chord's finished members, by index (the callback's
+    /// argument list), from the member rows (one index range of the
+    /// chord's key). A member reported without its result (by a worker
+    /// from before the `result` column) is read from its task row; a
+    /// member with neither gives `null`.
+    pub async fn chord_results(&self, group_id: &str) -> Result<Vec<Value>, BackendError> {
+        let db = self.connection();
+        let backend = db.get_database_backend();
+        let rows = db
+            .query_all_raw(statement(
+                backend,
+                "SELECT task_id, result FROM celeriac_chord_members WHERE group_id = ? \
+                 ORDER BY idx, task_id",
+                vec![group_id.into()],
+            ))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get("", "task_id")?;
+            match r.try_get::<Option<String>>("", "result")? {
+                Some(text) => {
+                    out.push(
+                        serde_json::from_str(&text).map_err(|e| BackendError::Corrupt {
+                            task_id: id,
+                            reason: format!("result: {e}"),
+                        })?,
+                    )
+                }
+                None => {
+                    missing.push((out.len(), id));
+                    out.push(Value::Null);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let ids: Vec<String> = missing.iter().map(|(_, id)| id.clone()).collect();
+            let found = self.get_many(&ids).await?;
+            for ((at, _), record) in missing.into_iter().zip(found) {
+                out[at] = record.and_then(|r| r.result).unwrap_or(Value::Null);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reports one finished member; see [`ResultBackend::members_done`].
     pub async fn member_done(
         &self,
@@ -57,6 +104,17 @@ impl ResultBackend {
         if members.is_empty() {
             return Ok(Vec::new());
         }
+        let txn = self.connection().begin().await?;
+        let answers = Self::members_done_in(&txn, &members).await?;
+        txn.commit().await?;
+        Ok(answers)
+    }
+
+    /// [`ResultBackend::members_done`] inside the caller's transaction.
+    pub(in crate::backend) async fn members_done_in(
+        txn: &DatabaseTransaction,
+        members: &[ChordMember],
+    ) -> Result<Vec<Option<ChordProgress>>, BackendError> {
         // Rows are locked in one order, (group, task), by every caller, each
         // chord's member rows before the chord's row: concurrent batches
         // wait for each other but cannot deadlock.
@@ -65,12 +123,7 @@ impl ResultBackend {
             (&members[a].group_id, &members[a].task_id)
                 .cmp(&(&members[b].group_id, &members[b].task_id))
         });
-        let txn = self.connection().begin().await?;
         let backend = txn.get_database_backend();
-        let insert = insert_ignore(
-            backend,
-            "celeriac_chord_members (group_id, task_id, idx, ok, done_at) VALUES (?, ?, ?, ?, ?)",
-        );
         let now = Utc::now();
         let mut chords = std::collections::HashMap::new();
         let mut start = 0;
@@ -80,37 +133,16 @@ impl ResultBackend {
                 .iter()
                 .position(|&i| members[i].group_id != *group)
                 .map_or(order.len(), |n| start + n);
-            let mut new = Vec::new();
-            for &i in &order[start..end] {
-                let m = &members[i];
-                let res = txn
-                    .execute_raw(statement(
-                        backend,
-                        &insert,
-                        vec![
-                            m.group_id.clone().into(),
-                            m.task_id.clone().into(),
-                            i32::try_from(m.index).unwrap_or(i32::MAX).into(),
-                            m.ok.into(),
-                            now.into(),
-                        ],
-                    ))
-                    .await?;
-                if res.rows_affected() == 1 {
-                    new.push(m);
-                }
+            let mut sorted: Vec<&ChordMember> =
+                order[start..end].iter().map(|&i| &members[i]).collect();
+            // One copy of a member reported twice in one batch.
+            sorted.dedup_by(|b, a| a.task_id == b.task_id);
+            let inserted = insert_members(txn, &sorted, now).await?;
+            if let Some(last) = sorted.last().filter(|_| inserted.added > 0) {
+                count_members(txn, group, inserted.added, inserted.failed, last, now).await?;
             }
-            if let Some(last) = new.last() {
-                let failed = new.iter().find(|m| !m.ok);
-                count_members(
-                    &txn,
-                    group,
-                    new.len(),
-                    failed.map(|m| &m.task_id),
-                    last,
-                    now,
-                )
-                .await?;
+            if let Some(successes) = &inserted.new_successes {
+                parts::write(txn, group, successes).await?;
             }
             let row = txn
                 .query_one_raw(statement(backend, SELECT_CHORD, vec![group.clone().into()]))
@@ -118,7 +150,6 @@ impl ResultBackend {
             chords.insert(group.clone(), row.map(|r| read_chord(&r)).transpose()?);
             start = end;
         }
-        txn.commit().await?;
         Ok(members
             .iter()
             .map(|m| {

@@ -21,6 +21,7 @@
 //! See `docs/workflows.md` for how a worker uses it.
 
 mod members;
+mod parts;
 mod sql;
 
 use super::{BackendError, ResultBackend};
@@ -100,6 +101,9 @@ pub mod member_entity {
         pub idx: i32,
         /// Whether it succeeded.
         pub ok: bool,
+        /// Its result (JSON text), when it was reported with it.
+        #[sea_orm(column_type = "Text", nullable)]
+        pub result: Option<String>,
         pub done_at: DateTimeUtc,
     }
 
@@ -135,6 +139,10 @@ pub struct ChordMember {
     /// SUCCESS (true) or a final FAILURE / REVOKED / REJECTED (false).
     /// RETRY is not final: do not report it.
     pub ok: bool,
+    /// Its result as JSON text, kept with the member so the callback's
+    /// arguments are read from one table ([`ResultBackend::chord_results`]);
+    /// `None`: read from the member's task row instead.
+    pub result: Option<String>,
 }
 
 /// Where a chord stands.
@@ -282,6 +290,27 @@ impl ResultBackend {
             .transpose()
     }
 
+    /// The chords recorded under `group_ids` (one query; keep the list
+    /// short enough for the database's bound-parameter limit).
+    pub(in crate::backend) async fn chords_in(
+        &self,
+        group_ids: &[String],
+    ) -> Result<Vec<ChordRecord>, BackendError> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.connection();
+        let backend = db.get_database_backend();
+        let marks = vec!["?"; group_ids.len()].join(", ");
+        let sql = SELECT_CHORD.replace("group_id = ?", &format!("group_id IN ({marks})"));
+        let values = group_ids.iter().map(|g| g.as_str().into()).collect();
+        db.query_all_raw(statement(backend, &sql, values))
+            .await?
+            .iter()
+            .map(read_chord)
+            .collect()
+    }
+
     /// Records that the claimant sent the callback (or failed it and called
     /// its errbacks), so a later report of the same member does not send it
     /// again. Returns whether this call recorded it.
@@ -304,13 +333,17 @@ impl ResultBackend {
     pub async fn purge_chords_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
         let db = self.connection();
         let backend = db.get_database_backend();
-        db.execute_raw(statement(
-            backend,
-            "DELETE FROM celeriac_chord_members WHERE group_id IN \
-             (SELECT group_id FROM celeriac_chords WHERE created_at < ?)",
-            vec![before.into()],
-        ))
-        .await?;
+        for table in ["celeriac_chord_members", "celeriac_chord_parts"] {
+            db.execute_raw(statement(
+                backend,
+                &format!(
+                    "DELETE FROM {table} WHERE group_id IN \
+                     (SELECT group_id FROM celeriac_chords WHERE created_at < ?)"
+                ),
+                vec![before.into()],
+            ))
+            .await?;
+        }
         let res = db
             .execute_raw(statement(
                 backend,

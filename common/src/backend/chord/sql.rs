@@ -5,6 +5,7 @@ use super::{ChordMember, ChordRecord, ChordState};
 use crate::backend::BackendError;
 pub(super) use crate::backend::statement;
 use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
 use sea_orm::{ConnectionTrait, DbBackend, Value as DbValue};
 
 /// `INSERT` that does nothing when the key exists, in each dialect.
@@ -91,4 +92,96 @@ pub(super) async fn count_members<C: ConnectionTrait>(
     };
     db.execute_raw(statement(backend, sql, values)).await?;
     Ok(())
+}
+
+/// Most member rows in one `INSERT` (six parameters each, well under
+/// SQLite's limit of 32,766).
+const MEMBERS_PER_INSERT: usize = 1_000;
+
+/// What inserting one chord's member rows did.
+pub(super) struct Inserted<'a> {
+    /// How many rows were new.
+    pub(super) added: usize,
+    /// The first new member that failed.
+    pub(super) failed: Option<&'a String>,
+    /// The new members that succeeded, where the database says which rows
+    /// it inserted (`RETURNING`: PostgreSQL and SQLite); `None` on MySQL.
+    pub(super) new_successes: Option<Vec<&'a ChordMember>>,
+}
+
+/// Inserts the member rows of one chord that are not there yet, `members`
+/// sorted by task id (the lock order) and without repeats. Successes go in
+/// multi-row statements; a failure goes alone, so that a failed copy of a
+/// member already counted as a success does not fail the chord.
+pub(super) async fn insert_members<'a>(
+    txn: &DatabaseTransaction,
+    members: &[&'a ChordMember],
+    now: DateTime<Utc>,
+) -> Result<Inserted<'a>, BackendError> {
+    let returning = txn.get_database_backend() != DbBackend::MySql;
+    let mut out = Inserted {
+        added: 0,
+        failed: None,
+        new_successes: returning.then(Vec::new),
+    };
+    for run in members.chunk_by(|a, b| a.ok && b.ok) {
+        for rows in run.chunks(MEMBERS_PER_INSERT) {
+            let (new, ids) = insert_rows(txn, rows, now, returning).await?;
+            if new > 0 && out.failed.is_none() && !rows[0].ok {
+                out.failed = Some(&rows[0].task_id);
+            }
+            if let (Some(ids), Some(successes)) = (ids, &mut out.new_successes) {
+                let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+                successes.extend(rows.iter().filter(|m| m.ok && ids.contains(&m.task_id)));
+            }
+            out.added += new;
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts `rows` where absent; returns how many were new and, with
+/// `returning`, their task ids.
+async fn insert_rows(
+    txn: &DatabaseTransaction,
+    rows: &[&ChordMember],
+    now: DateTime<Utc>,
+    returning: bool,
+) -> Result<(usize, Option<Vec<String>>), BackendError> {
+    let backend = txn.get_database_backend();
+    let marks = vec!["(?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
+    let mut sql = insert_ignore(
+        backend,
+        &format!(
+            "celeriac_chord_members (group_id, task_id, idx, ok, done_at, result) VALUES {marks}"
+        ),
+    );
+    if returning {
+        sql.push_str(" RETURNING task_id");
+    }
+    let mut values: Vec<DbValue> = Vec::with_capacity(rows.len() * 6);
+    for m in rows {
+        values.extend([
+            m.group_id.clone().into(),
+            m.task_id.clone().into(),
+            i32::try_from(m.index).unwrap_or(i32::MAX).into(),
+            m.ok.into(),
+            now.into(),
+            m.result.clone().into(),
+        ]);
+    }
+    if returning {
+        let ids = txn
+            .query_all_raw(statement(backend, &sql, values))
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String>("", "task_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((ids.len(), Some(ids)));
+    }
+    let res = txn.execute_raw(statement(backend, &sql, values)).await?;
+    Ok((
+        usize::try_from(res.rows_affected()).unwrap_or(usize::MAX),
+        None,
+    ))
 }

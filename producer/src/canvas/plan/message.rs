@@ -87,6 +87,16 @@ pub(crate) fn message(sig: &Signature) -> Result<(TaskMessage, Option<String>), 
                 .map_err(|_| bad(k, v)),
         }
     };
+    // Celery's `headers` option: extra message headers (the protocol's own
+    // are not overridden).
+    if let Some(v) = opt("headers") {
+        let headers = v.as_object().ok_or_else(|| bad("headers", v))?;
+        for (k, h) in headers {
+            if !celeriac_common::protocol::is_reserved_header(k) {
+                msg.extra_headers.insert(k.clone(), h.clone());
+            }
+        }
+    }
     msg.embed.callbacks = sigs("link")?;
     msg.embed.errbacks = sigs("link_error")?;
     msg.embed.chord = match opt("chord") {

@@ -13,25 +13,25 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// One worker's reply: its host name and what it answered.
-pub(crate) type Reply = (String, Value);
+pub type Reply = (String, Value);
 
 /// What to ask and whom.
 #[derive(Debug, Clone)]
-pub(crate) struct Ask {
+pub struct Ask {
     /// The command (`ping`, `rate_limit`, ...).
-    pub(crate) method: String,
+    pub method: String,
     /// Its keyword arguments (a JSON object).
-    pub(crate) arguments: Value,
+    pub arguments: Value,
     /// The workers that answer; empty for all.
-    pub(crate) destination: Vec<String>,
+    pub destination: Vec<String>,
     /// How long replies are collected.
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
 }
 
 /// Broadcasts `ask` and returns the replies that came within its timeout,
 /// one per worker, in their order of arrival. Returns early once every
 /// worker named in its destination replied.
-pub(crate) async fn ask(config: &Config, ask: &Ask) -> Result<Vec<Reply>, BrokerError> {
+pub async fn ask(config: &Config, ask: &Ask) -> Result<Vec<Reply>, BrokerError> {
     let connection = broker::connect_config(config, "celeriac-admin").await?;
     let replies = ask_on(&connection, config.connect_timeout(), ask).await;
     broker::close(&connection, config.connect_timeout(), "done").await;
