@@ -52,6 +52,9 @@ pub(crate) struct Publisher {
     config: Arc<Config>,
     /// Queues declared and bound to the delay queues on this connection.
     ready: Mutex<HashSet<String>>,
+    /// Tasks publish on `channel` at once: each takes its turn to be
+    /// numbered, so its confirm is its own.
+    order: broker::PublishOrder,
 }
 
 impl Publisher {
@@ -68,6 +71,7 @@ impl Publisher {
             connection,
             config,
             ready: Mutex::new(ready),
+            order: broker::PublishOrder::default(),
         }
     }
 
@@ -86,19 +90,15 @@ impl Publisher {
         props: BasicProperties,
     ) -> Result<(), PublishError> {
         let publish = async {
-            self.channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    body,
-                    props,
-                )
-                .await?
-                .await
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            let channel = &self.channel;
+            let publish = self
+                .order
+                .publish(channel, exchange, routing_key, options, body, props);
+            publish.await?.await
         };
         match tokio::time::timeout(BROKER_TIMEOUT, publish).await {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),

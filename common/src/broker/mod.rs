@@ -13,6 +13,7 @@
 mod bounded;
 mod declare;
 mod failover;
+mod ordered;
 mod startup;
 
 pub use bounded::{bounded, close, within};
@@ -20,6 +21,7 @@ pub use declare::{
     declare_dead_letter_queue, declare_error, declare_task_queue, queue_arguments, type_arguments,
 };
 pub use failover::connect_config;
+pub use ordered::PublishOrder;
 pub use startup::retry_on_startup;
 
 use crate::config::{Config, mask_url};

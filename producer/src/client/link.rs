@@ -4,8 +4,8 @@
 use super::{Client, ClientError};
 use celeriac_common::broker;
 use celeriac_common::cli::one_line;
-use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ pub(super) struct Link {
     /// for one declaration instead of each sending their own (the delay
     /// topology alone is ~600 round trips).
     pub(super) declaring: Mutex<()>,
+    /// Every publish on `channel` goes through it (see [`Link::publish`]).
+    order: broker::PublishOrder,
 }
 
 impl Link {
@@ -38,6 +40,24 @@ impl Link {
         if let Ok(mut d) = self.declared.lock() {
             d.insert(what.to_owned());
         }
+    }
+
+    /// Publishes on the link's channel in confirm mode. Concurrent sends
+    /// share it, so each takes its turn to be numbered
+    /// ([`broker::PublishOrder`]): its confirm is then its own.
+    pub(super) async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: BasicPublishOptions,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> lapin::Result<PublisherConfirm> {
+        let channel = &self.channel;
+        let publish = self
+            .order
+            .publish(channel, exchange, routing_key, options, body, props);
+        publish.await
     }
 }
 
@@ -126,6 +146,7 @@ impl Client {
             channel,
             declared: SyncMutex::new(HashSet::new()),
             declaring: Mutex::new(()),
+            order: broker::PublishOrder::default(),
         }))
     }
 

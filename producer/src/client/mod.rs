@@ -317,16 +317,15 @@ impl Client {
             .with_content_encoding("utf-8".into())
             .with_headers(headers);
         let publish = async {
-            link.channel
-                .basic_publish(
-                    pidbox::EXCHANGE.into(),
-                    "".into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                )
-                .await?
-                .await
+            link.publish(
+                pidbox::EXCHANGE,
+                "",
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await?
+            .await
         };
         broker::bounded("basic.publish", config.publish_timeout(), publish).await?;
         Ok(())

@@ -232,10 +232,9 @@ impl Client {
             })
         };
         let confirm = link
-            .channel
-            .basic_publish(
-                route.exchange.as_str().into(),
-                route.routing_key.as_str().into(),
+            .publish(
+                &route.exchange,
+                &route.routing_key,
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()

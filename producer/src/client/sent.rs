@@ -111,16 +111,15 @@ impl Client {
             .with_delivery_mode(1)
             .with_headers(headers);
         let publish = async {
-            link.channel
-                .basic_publish(
-                    EXCHANGE.into(),
-                    "task.sent".into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    props,
-                )
-                .await?
-                .await
+            link.publish(
+                EXCHANGE,
+                "task.sent",
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await?
+            .await
         };
         broker::bounded("basic.publish", limit, publish).await?;
         Ok(())
