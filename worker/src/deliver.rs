@@ -67,6 +67,12 @@ fn deliver(
     delivery: Delivery,
     received: chrono::DateTime<Utc>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    tracing::debug!(
+        task.id = %msg.id,
+        tag = delivery.delivery_tag,
+        redelivered = delivery.redelivered,
+        "received"
+    );
     let mut facts = DeliveryFacts::of(&delivery, received);
     async move {
         let shared = &hand.shared;

@@ -281,7 +281,7 @@ async fn nack(done: Finished) {
 async fn ack(done: &Finished, multiple: bool) {
     let ack = tokio::time::timeout(ACK_TIMEOUT, done.acker.ack(BasicAckOptions { multiple }));
     match ack.await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => tracing::debug!(task.id = %done.task_id, tag = done.tag, multiple, "acked"),
         Ok(Err(e)) => {
             tracing::debug!(
                 task.id = %done.task_id,

@@ -212,7 +212,7 @@ async fn worker_on(
         .arg(WORKER)
         .env("CELERIAC_HOSTNAME", name)
         .env("CELERIAC_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,celeriac_worker=debug")
         .args(["--concurrency", "16", "--track-started", "true"])
         .args(["--connect-timeout", "1", "--broker-heartbeat", "1"]);
     WorkerHost {
@@ -373,6 +373,15 @@ async fn cluster_node_kill_and_host_partition_lose_nothing() {
             "queues holding messages:\n{}",
             cluster.queues_with_messages()
         );
+        // What each worker logged about a lost task (debug: received, acked).
+        for (i, w) in workers.iter().enumerate() {
+            let log = w.worker.log_text();
+            for line in log.lines() {
+                if lost.iter().any(|(id, _)| line.contains(id.as_str())) {
+                    eprintln!("host{i}: {line}");
+                }
+            }
+        }
     }
     let mut runs: HashMap<String, usize> = HashMap::new();
     for line in workers.iter().flat_map(|w| {
