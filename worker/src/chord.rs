@@ -352,12 +352,15 @@ async fn send_callback(
 ) -> Result<(), SettleError> {
     let chord = &progress.chord;
     let gid = &chord.group_id;
+    let began = std::time::Instant::now();
     // Published before a crash, and already running or done: not again.
     if backend.get(&chord.callback_id).await?.is_some() {
         backend.mark_callback_sent(gid).await?;
         return Ok(());
     }
+    let checked = began.elapsed();
     let results = Value::Array(backend.callback_arguments(chord).await?);
+    let read = began.elapsed();
     let after = After {
         result: Some(&results),
         parent_id: &report.member.task_id,
@@ -373,7 +376,16 @@ async fn send_callback(
                     .insert(CHORD_CALLBACK_HEADER.into(), Value::String(gid.clone()));
             }
             let (publisher, queue) = (&later.publisher, later.queue.as_str());
+            let built = began.elapsed();
             followup::publish(publisher, Some(backend), &applied, queue, "chord callback").await?;
+            tracing::debug!(
+                chord = %gid,
+                checked_ms = checked.as_secs_f64() * 1e3,
+                read_ms = read.as_secs_f64() * 1e3,
+                built_ms = built.as_secs_f64() * 1e3,
+                published_ms = began.elapsed().as_secs_f64() * 1e3,
+                "chord callback: times since the claim"
+            );
         }
         Err(e) => {
             tracing::error!(chord = %gid, error = %e, "chord callback cannot be sent");
