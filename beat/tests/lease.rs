@@ -5,15 +5,13 @@ use std::time::Duration;
 
 use celeriac_beat::firing::run_state::{self, RunState, SaveError};
 use celeriac_beat::leadership::lease::{Lease, LeaseStatus, check_fence};
-use celeriac_common::ResultBackend;
 use celeriac_common::testing::{DbKind, TestDatabase};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 
 async fn database(kind: DbKind) -> (TestDatabase, DatabaseConnection) {
     let db = TestDatabase::create(kind).await.unwrap();
-    let backend = ResultBackend::connect(&db.url).await.unwrap();
-    backend.migrate().await.unwrap();
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let conn = backend.connection().clone();
     (db, conn)
 }

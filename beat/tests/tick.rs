@@ -98,8 +98,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let db = TestDatabase::create(DbKind::Sqlite).await.unwrap();
-        let backend = ResultBackend::connect(&db.url).await.unwrap();
-        backend.migrate().await.unwrap();
+        let backend = db.migrated_backend().await.expect("migrated backend");
         World {
             store: Store::new(backend.connection().clone()),
             backend,

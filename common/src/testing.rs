@@ -91,6 +91,13 @@ impl TestDatabase {
         })
     }
 
+    /// A result backend on this database, its schema migrated.
+    pub async fn migrated_backend(&self) -> Result<crate::ResultBackend, crate::BackendError> {
+        let backend = crate::ResultBackend::connect(&self.url).await?;
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
     /// Drops the database (server kinds); the SQLite directory goes with `self`.
     pub async fn drop_database(self) {
         if self.kind == DbKind::Sqlite {

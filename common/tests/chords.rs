@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 async fn backend(kind: DbKind) -> (TestDatabase, ResultBackend) {
     let db = TestDatabase::create(kind).await.expect("test database");
-    let backend = ResultBackend::connect(&db.url).await.expect("connect");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     (db, backend)
 }
 

@@ -39,8 +39,7 @@ async fn progress(backend: &ResultBackend, id: &str, done: u64) {
 #[tokio::test]
 async fn follow_prints_plain_progress_lines_then_the_outcome() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
 
     let id = unique("follow-ok");
     let mut child = follow(&db.url, &id);

@@ -79,8 +79,7 @@ struct Rust {
 async fn rust_worker(queue: &str) -> Rust {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, queue);
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let process = process::spawn_worker(
         env!("CARGO_BIN_EXE_celeriac-worker"),
         &config,

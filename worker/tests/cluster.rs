@@ -278,12 +278,7 @@ async fn cluster_node_kill_and_host_partition_lose_nothing() {
     let mut config = testing::config(&db.url, &unique("cluster"));
     config.queue_type = QueueType::Quorum;
     config.publish_timeout_secs = 90;
-    ResultBackend::connect(&db.url)
-        .await
-        .expect("backend")
-        .migrate()
-        .await
-        .expect("migrate");
+    db.migrated_backend().await.expect("migrated backend");
     declare_from(&cluster.url(3), &config).await;
     // Every client knows the three nodes (`;`-separated) and tries them in
     // the order given: both producers and two of the three workers start

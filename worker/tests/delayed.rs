@@ -5,7 +5,6 @@
 mod support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
-use celeriac_common::backend::ResultBackend;
 use celeriac_common::diagnostics::Noop;
 use celeriac_common::testing::process::spawn_worker;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
@@ -71,12 +70,7 @@ async fn tasks_run_at_their_eta_and_far_ones_wait_in_the_broker() {
 async fn a_worker_killed_during_the_wait_loses_nothing() {
     let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
     let config = testing::config(&db.url, &unique("delaykill"));
-    ResultBackend::connect(&db.url)
-        .await
-        .expect("backend")
-        .migrate()
-        .await
-        .expect("migrate");
+    db.migrated_backend().await.expect("migrated backend");
     let doomed = spawn_worker(WORKER, &config, "doomed@test", &[]);
     let client = Client::connect(config.clone()).await.expect("client");
     let eta = Utc::now() + Span::seconds(3);

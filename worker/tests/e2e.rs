@@ -25,8 +25,7 @@ async fn ten_thousand_tasks(kind: DbKind) {
         .expect("create test database");
     let queue = unique("e2e");
     let config = testing::config(&db.url, &queue);
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let w1 = spawn_worker(WORKER, &config, "w1@test", &[]);
     let w2 = spawn_worker(WORKER, &config, "w2@test", &[]);
 
@@ -117,8 +116,7 @@ async fn awkward_batches_are_stored(kind: DbKind) {
     use celeriac::TaskState;
     use celeriac_common::backend::{TaskError, TaskOutcome};
     let db = TestDatabase::create(kind).await.expect("db");
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let mut batch: Vec<TaskOutcome> = (0..40)
         .map(|i| TaskOutcome::new(format!("t{i}"), "tasks.x", TaskState::Success))
         .collect();

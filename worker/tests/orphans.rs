@@ -26,8 +26,7 @@ fn started(id: &str, worker_id: Option<&str>) -> TaskOutcome {
 /// One sweep, driven directly, on each database.
 async fn sweep_moves_only_tasks_of_gone_workers(kind: DbKind) {
     let db = TestDatabase::create(kind).await.expect("db");
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let alive = WorkerInfo::this_process("alive@test");
     let dead = WorkerInfo::this_process("dead@test");
     let stopped = WorkerInfo::this_process("stopped@test");
@@ -132,8 +131,7 @@ async fn concurrent_sweeps_report_each_task_once(kind: DbKind) {
     const TASKS: usize = 60;
     const SWEEPERS: usize = 4;
     let db = TestDatabase::create(kind).await.expect("db");
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let ids: Vec<String> = (0..TASKS).map(|i| format!("t-lost-{i}")).collect();
     for id in &ids {
         backend
@@ -203,8 +201,7 @@ async fn a_killed_workers_started_task_becomes_retry_then_runs_again() {
     let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
     let config = testing::config(&db.url, &unique("orphan"));
     let other = testing::config(&db.url, &unique("orphan-other"));
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("celeriac.toml");
     std::fs::write(&file, "worker_heartbeat_secs = 1\ntrack_started = true\n").expect("config");
@@ -286,8 +283,7 @@ async fn migration_adds_worker_id_to_an_older_taskmeta() {
     use sea_orm::ConnectionTrait;
     for kind in [DbKind::Sqlite, DbKind::Postgres, DbKind::Mysql] {
         let db = TestDatabase::create(kind).await.expect("db");
-        let backend = ResultBackend::connect(&db.url).await.expect("backend");
-        backend.migrate().await.expect("migrate");
+        let backend = db.migrated_backend().await.expect("migrated backend");
         let conn = backend.connection();
         for sql in [
             "ALTER TABLE celeriac_taskmeta DROP COLUMN worker_id",

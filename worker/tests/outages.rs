@@ -178,10 +178,7 @@ async fn chaos_every_task_ends_exactly_once() {
     let mut config = testing::config(&db.url, &unique("chaos"));
     config.publish_timeout_secs = 90;
     config.beat_lease_secs = 2;
-    let backend = celeriac_common::backend::ResultBackend::connect(&db.url)
-        .await
-        .expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let args = ["--concurrency", "8"];
     let mut workers: Vec<LoggedProcess> = (0..3)
         .map(|i| spawn_worker(WORKER, &config, &format!("chaos{i}@test"), &args))

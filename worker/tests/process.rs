@@ -4,7 +4,6 @@
 mod support;
 
 use celeriac::{Client, TaskState};
-use celeriac_common::backend::ResultBackend;
 use celeriac_common::broker;
 use celeriac_common::diagnostics::{Noop, Sleep};
 use celeriac_common::testing::process::{self, sibling_bin, spawn_worker};
@@ -61,8 +60,7 @@ async fn sigterm_finishes_running_work_and_returns_the_rest() {
 async fn sigkill_loses_nothing() {
     let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
     let config = testing::config(&db.url, &unique("sigkill"));
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let doomed = spawn_worker(
         WORKER,
         &config,

@@ -41,8 +41,7 @@ async fn done(backend: &ResultBackend, id: &str, worker: &LoggedProcess) -> Task
 async fn bad_workflows_fail_clearly_and_never_hang() {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("wf-bad"));
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let client = Client::connect(config.clone()).await.expect("client");
 
     // Refused at send time, before anything is published.

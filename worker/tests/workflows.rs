@@ -53,8 +53,7 @@ async fn drain(queue: &str) -> Vec<TaskMessage> {
 async fn setup() -> (TestDatabase, Config, Client, ResultBackend) {
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("workflows"));
-    let backend = ResultBackend::connect(&db.url).await.expect("backend");
-    backend.migrate().await.expect("migrate");
+    let backend = db.migrated_backend().await.expect("migrated backend");
     let client = Client::connect(config.clone()).await.expect("client");
     (db, config, client, backend)
 }
