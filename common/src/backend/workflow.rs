@@ -21,15 +21,7 @@ impl ResultBackend {
     /// (which Celery's clients may store without a `root_id`), at most
     /// [`WORKFLOW_ROWS_MAX`], ordered by task id.
     pub async fn workflow_rows(&self, root_id: &str) -> Result<Vec<TaskRecord>, BackendError> {
-        let mut rows: Vec<TaskRecord> = Entity::find()
-            .filter(Column::RootId.eq(root_id))
-            .order_by_asc(Column::TaskId)
-            .limit(WORKFLOW_ROWS_MAX)
-            .all(self.connection())
-            .await?
-            .into_iter()
-            .map(TaskRecord::try_from)
-            .collect::<Result<_, _>>()?;
+        let mut rows = self.rows_where(Column::RootId, root_id).await?;
         if !rows.iter().any(|r| r.task_id == root_id)
             && let Some(root) = self.get(root_id).await?
         {
@@ -41,8 +33,18 @@ impl ResultBackend {
     /// The rows of a group's members (same `group_id`), at most
     /// [`WORKFLOW_ROWS_MAX`].
     pub async fn group_rows(&self, group_id: &str) -> Result<Vec<TaskRecord>, BackendError> {
+        self.rows_where(Column::GroupId, group_id).await
+    }
+
+    /// The rows whose `column` is `value`, at most [`WORKFLOW_ROWS_MAX`],
+    /// ordered by task id.
+    async fn rows_where(
+        &self,
+        column: Column,
+        value: &str,
+    ) -> Result<Vec<TaskRecord>, BackendError> {
         Entity::find()
-            .filter(Column::GroupId.eq(group_id))
+            .filter(column.eq(value))
             .order_by_asc(Column::TaskId)
             .limit(WORKFLOW_ROWS_MAX)
             .all(self.connection())
