@@ -127,15 +127,19 @@ async fn measure(args: &DashboardArgs, config: Config) -> Result<(), BenchError>
     outcome
 }
 
-async fn queries(http: &reqwest::Client, base: &str, repeat: usize) -> Result<(), BenchError> {
-    let page: Value = http
-        .get(format!("{base}/api/tasks?limit=50&state=FAILURE"))
+/// GETs `url` and reads its JSON answer.
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, BenchError> {
+    http.get(url)
         .send()
         .await
         .map_err(err("request failed"))?
         .json()
         .await
-        .map_err(err("bad answer"))?;
+        .map_err(err("bad answer"))
+}
+
+async fn queries(http: &reqwest::Client, base: &str, repeat: usize) -> Result<(), BenchError> {
+    let page = get_json(http, &format!("{base}/api/tasks?limit=50&state=FAILURE")).await?;
     let failed = page["tasks"][7]["id"]
         .as_str()
         .unwrap_or_default()
@@ -144,14 +148,7 @@ async fn queries(http: &reqwest::Client, base: &str, repeat: usize) -> Result<()
     let mut next = page["next"].clone();
     for _ in 0..200 {
         let Some(k) = next.as_str() else { break };
-        let p: Value = http
-            .get(format!("{base}/api/tasks?limit=50&before={k}"))
-            .send()
-            .await
-            .map_err(err("request failed"))?
-            .json()
-            .await
-            .map_err(err("bad answer"))?;
+        let p = get_json(http, &format!("{base}/api/tasks?limit=50&before={k}")).await?;
         next = p["next"].clone();
     }
     let deep = next.as_str().unwrap_or_default().to_owned();
