@@ -11,12 +11,11 @@ mod support;
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::testing::process::LoggedProcess;
 use celeriac_common::testing::{self, unique};
-use celeriac_worker::{Worker, WorkerError};
+use celeriac_worker::Worker;
 use serde_json::{Map, Value, json};
 use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -120,10 +119,7 @@ async fn flower_lists_a_celeriac_worker_and_its_tasks() {
         .build()
         .await
         .expect("build worker");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = support::InProcess::spawn(worker);
 
     let port = free_port();
     let mut cmd = Command::new(support::venv_bin("celery"));
@@ -211,11 +207,6 @@ async fn flower_lists_a_celeriac_worker_and_its_tasks() {
     assert!(!log.contains("Traceback"), "{log}");
     drop(flower);
     client.close().await;
-    let _ = stop.send(());
-    let ran: Result<(), WorkerError> = tokio::time::timeout(WAIT, running)
-        .await
-        .expect("worker stops")
-        .expect("join");
-    ran.expect("worker ran");
+    running.stop(WAIT).await.expect("worker ran");
     vhost.delete();
 }

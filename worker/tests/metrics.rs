@@ -4,6 +4,8 @@
 //! RabbitMQ is left alone), and task progress stored as PROGRESS, throttled,
 //! never over the final outcome.
 
+mod support;
+
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::TaskDef;
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
@@ -15,7 +17,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -135,10 +136,7 @@ async fn metrics_scraped_and_health_follows_the_broker() {
         .await
         .expect("worker");
     let addr = worker.http_addr().expect("an HTTP address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = support::InProcess::spawn(worker);
 
     let client = Client::connect(config.clone()).await.expect("client");
     let deadline = Instant::now() + WAIT;
@@ -238,8 +236,7 @@ async fn metrics_scraped_and_health_follows_the_broker() {
     let scrape = Scrape::parse(&get(addr, "/metrics").await.1);
     assert_eq!(scrape.sum("celery_worker_up", &host), 0.0);
 
-    let _ = stop.send(());
-    running.await.expect("joined").expect("worker ran");
+    running.stop(WAIT).await.expect("worker ran");
     // The server stops with the worker.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     client.close().await;
@@ -264,10 +261,7 @@ async fn progress_is_stored_throttled_and_never_over_the_outcome() {
         .build()
         .await
         .expect("worker");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = support::InProcess::spawn(worker);
     let client = Client::connect(config.clone()).await.expect("client");
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
 
@@ -315,8 +309,7 @@ async fn progress_is_stored_throttled_and_never_over_the_outcome() {
         (TaskState::Success, Some(json!(1000)))
     );
 
-    let _ = stop.send(());
-    running.await.expect("joined").expect("worker ran");
+    running.stop(WAIT).await.expect("worker ran");
     client.close().await;
     testing::cleanup(&config).await;
 }

@@ -5,6 +5,8 @@
 //! that exists with the other type is a clear error. Each test has a vhost
 //! of its own.
 
+mod support;
+
 use celeriac::{ApplyOptions, Client, ClientError, TaskState};
 use celeriac_common::broker::{self, BrokerError};
 use celeriac_common::config::{Config, QueueType};
@@ -79,10 +81,7 @@ async fn quorum_queues_carry_delays_retries_and_dead_letters() {
         .build()
         .await
         .expect("build worker");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = support::InProcess::spawn(worker);
     let client = Client::connect(config.clone()).await.expect("client");
 
     let eta = Utc::now() + Span::milliseconds(1500);
@@ -150,8 +149,7 @@ async fn quorum_queues_carry_delays_retries_and_dead_letters() {
             assert!(text.contains("reject-publish"), "{name}: {text}");
         }
     }
-    let _ = stop.send(());
-    running.await.expect("join").expect("worker ran");
+    running.stop(WAIT).await.expect("worker ran");
     client.close().await;
 }
 

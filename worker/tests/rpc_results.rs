@@ -9,11 +9,10 @@ use celeriac::{ApplyOptions, Client, ResultError};
 use celeriac_common::TaskState;
 use celeriac_common::testing::process::LoggedProcess;
 use celeriac_common::testing::{self, unique};
-use celeriac_worker::{Worker, WorkerError};
+use celeriac_worker::Worker;
 use serde_json::{Map, Value, json};
 use std::process::Command;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -71,10 +70,7 @@ async fn python_and_celeriac_read_celeriac_results_over_rpc() {
         .build()
         .await
         .expect("build worker");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = support::InProcess::spawn(worker);
 
     let out = python(PY_CALLER, &[&config.broker_url, &config.default_queue]).await;
     assert_eq!(out["ok"], json!({"args": [1, "a"], "kwargs": {"k": true}}));
@@ -110,12 +106,7 @@ async fn python_and_celeriac_read_celeriac_results_over_rpc() {
     assert!(client.backend().await.is_err());
 
     client.close().await;
-    let _ = stop.send(());
-    let ran: Result<(), WorkerError> = tokio::time::timeout(WAIT, running)
-        .await
-        .expect("worker stops")
-        .expect("join");
-    ran.expect("worker ran");
+    running.stop(WAIT).await.expect("worker ran");
     // Every message was acked, the one whose reply had nowhere to go too.
     assert_eq!(waiting(&config).await, 0);
     testing::cleanup(&config).await;

@@ -4,6 +4,8 @@
 //! ids or from the group's id, every state in place; a chain stopped by a
 //! failure shows its later steps not run, in order; the reads use indexes.
 
+mod support;
+
 use celeriac::canvas::{TaskSig, WorkflowResult, group};
 use celeriac::workflow::{self, Node, RenderOptions, Sequence};
 use celeriac::{Client, TaskState};
@@ -14,7 +16,6 @@ use celeriac_worker::Worker;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -68,10 +69,7 @@ async fn tree_after_a_real_run(kind: DbKind) {
         .build()
         .await
         .expect("worker");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = support::InProcess::spawn(worker);
     let client = Client::connect(config.clone()).await.expect("client");
     let backend = ResultBackend::connect(&db.url).await.expect("backend");
 
@@ -144,8 +142,7 @@ async fn tree_after_a_real_run(kind: DbKind) {
     );
 
     assert_indexed(&backend).await;
-    let _ = stop.send(());
-    running.await.expect("join").expect("worker ran");
+    running.stop(WAIT).await.expect("worker ran");
     testing::cleanup(&config).await;
     db.drop_database().await;
 }

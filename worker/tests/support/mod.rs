@@ -6,9 +6,11 @@ use celeriac_common::Config;
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::entity::{Column, Entity};
 use celeriac_common::testing::process;
+use celeriac_worker::{Worker, WorkerError};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// This crate's worker binary, for `testing::process::spawn_worker`.
 pub const WORKER: &str = env!("CARGO_BIN_EXE_celeriac-worker");
@@ -98,4 +100,33 @@ pub fn venv_bin(name: &str) -> std::path::PathBuf {
         .expect("run python-env.sh");
     assert!(out.status.success(), "python-env.sh failed");
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).with_file_name(name)
+}
+
+/// A worker running in the test's own process until [`InProcess::stop`].
+pub struct InProcess {
+    stop: oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+impl InProcess {
+    /// Runs `worker` on a task of its own.
+    pub fn spawn(worker: Worker) -> InProcess {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        InProcess { stop, running }
+    }
+
+    /// Asks it to stop (a warm shutdown) and returns what its run returned.
+    ///
+    /// # Panics
+    /// If it has not stopped within `within`, or its task panicked.
+    pub async fn stop(self, within: Duration) -> Result<(), WorkerError> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(within, self.running)
+            .await
+            .expect("worker stops")
+            .expect("join")
+    }
 }
