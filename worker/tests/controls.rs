@@ -1,6 +1,9 @@
 //! Task-level controls: retries (asked for, automatic, exhausted), hard and
 //! soft time limits, rate limits, and follow-ups (link, link_error, chain).
 
+#[macro_use]
+mod support;
+
 use celeriac::{ApplyOptions, Client, ResultError, Signature, TaskState};
 use celeriac_common::TaskDef;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
@@ -12,17 +15,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-macro_rules! task {
-    ($ty:ident, $name:literal, $args:ty, $out:ty) => {
-        struct $ty;
-        impl TaskDef for $ty {
-            const NAME: &'static str = $name;
-            type Args = $args;
-            type Output = $out;
-        }
-    };
-}
 
 task!(Flaky, "ctl.flaky", (u32,), u32);
 task!(Hopeless, "ctl.hopeless", (), ());

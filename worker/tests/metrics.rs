@@ -4,6 +4,7 @@
 //! RabbitMQ is left alone), and task progress stored as PROGRESS, throttled,
 //! never over the final outcome.
 
+#[macro_use]
 mod support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
@@ -19,17 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-macro_rules! task {
-    ($ty:ident, $name:literal, $args:ty, $out:ty) => {
-        struct $ty;
-        impl TaskDef for $ty {
-            const NAME: &'static str = $name;
-            type Args = $args;
-            type Output = $out;
-        }
-    };
-}
 
 task!(Add, "m.add", (i64, i64), i64);
 task!(Broken, "m.broken", (), ());

@@ -1,6 +1,6 @@
 //! Helpers for the worker's integration tests: worker processes, waiting on
 //! results, and reading the backend.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_macros, unreachable_pub, missing_docs)]
 
 use celeriac_common::Config;
 use celeriac_common::backend::ResultBackend;
@@ -11,6 +11,18 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// A task definition with no body: `task!(Add, "tests.add", (i64, i64), i64)`.
+macro_rules! task {
+    ($ty:ident, $name:literal, $args:ty, $out:ty) => {
+        struct $ty;
+        impl ::celeriac_common::TaskDef for $ty {
+            const NAME: &'static str = $name;
+            type Args = $args;
+            type Output = $out;
+        }
+    };
+}
 
 /// This crate's worker binary, for `testing::process::spawn_worker`.
 pub const WORKER: &str = env!("CARGO_BIN_EXE_celeriac-worker");
