@@ -108,31 +108,8 @@ async fn python_and_celeriac_read_celeriac_results_over_rpc() {
     client.close().await;
     running.stop(WAIT).await.expect("worker ran");
     // Every message was acked, the one whose reply had nowhere to go too.
-    assert_eq!(waiting(&config).await, 0);
+    assert_eq!(support::ready_messages(&config.default_queue).await, 0);
     testing::cleanup(&config).await;
-}
-
-/// Messages left in the config's queue (a worker's unacked ones return
-/// there when it stops).
-async fn waiting(config: &celeriac::Config) -> u32 {
-    let conn = celeriac_common::broker::connect(&config.broker_url, "rpc-test")
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let q = ch
-        .queue_declare(
-            config.default_queue.as_str().into(),
-            passive,
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .expect("queue exists");
-    let _ = conn.close(200, "done".into()).await;
-    q.message_count()
 }
 
 /// The Python worker's tasks, with the rpc backend.
