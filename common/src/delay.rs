@@ -213,75 +213,90 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
             within("queue.declare", limit, declare).await?;
         }
     }
-    // From exchange `level`, a message whose highest non-zero digit at or
-    // below `level` is digit `d` at `target` goes straight into that queue.
-    for level in 0..LEVELS {
-        let exchange = level_exchange(config, level);
-        for target in 0..=level {
-            for digit in 1..BASE {
+    for (exchange, pattern, queue) in level_bindings(config) {
+        let bind = channel.queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            pattern.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        within(
+            "queue.bind",
+            limit,
+            bind.map_err(err("queue binding", &queue)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The level queues' bindings, as (exchange, pattern, queue): from exchange
+/// `level`, a message whose highest non-zero digit at or below `level` is
+/// digit `d` at `target` goes straight into that queue.
+fn level_bindings(config: &Config) -> impl Iterator<Item = (String, String, String)> + '_ {
+    (0..LEVELS).flat_map(move |level| {
+        (0..=level).flat_map(move |target| {
+            (1..BASE).map(move |digit| {
                 let pattern = format!(
                     "{}{}{digit:x}.#",
                     stars(LEVELS - 1 - level),
                     "0.".repeat((level - target) as usize)
                 );
-                let queue = queue_name(config, target, digit);
-                let bind = channel.queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    pattern.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                );
-                within(
-                    "queue.bind",
-                    limit,
-                    bind.map_err(err("queue binding", &queue)),
+                (
+                    level_exchange(config, level),
+                    pattern,
+                    queue_name(config, target, digit),
                 )
-                .await?;
-            }
-        }
-    }
-    Ok(())
+            })
+        })
+    })
 }
 
-/// Binds `queue` so due messages reach it: on every level's exchange for a
-/// message whose remaining digits are all 0, and on the delivery exchange.
-/// Each round trip waits at most `broker_connect_timeout_secs`.
+/// A task queue's bindings, as (exchange, pattern): on every level's
+/// exchange for a message whose remaining digits are all 0, and on the
+/// delivery exchange.
+fn queue_bindings(config: &Config, queue: &str) -> Vec<(String, String)> {
+    (0..LEVELS)
+        .map(|level| {
+            let pattern = format!(
+                "{}{}{queue}",
+                stars(LEVELS - 1 - level),
+                "0.".repeat(level as usize + 1)
+            );
+            (level_exchange(config, level), pattern)
+        })
+        .chain(std::iter::once((
+            delivery_exchange(config),
+            format!("{}{queue}", stars(LEVELS)),
+        )))
+        .collect()
+}
+
+/// Binds `queue` so due messages reach it ([`queue_bindings`]). Each round
+/// trip waits at most `broker_connect_timeout_secs`.
 pub async fn bind_queue(
     channel: &Channel,
     config: &Config,
     queue: &str,
 ) -> Result<(), BrokerError> {
     let limit = config.connect_timeout();
-    let err = |source| BrokerError::Declare {
-        what: "queue binding",
-        name: queue.to_owned(),
-        source,
-    };
-    for level in 0..LEVELS {
-        let pattern = format!(
-            "{}{}{queue}",
-            stars(LEVELS - 1 - level),
-            "0.".repeat(level as usize + 1)
-        );
+    for (exchange, pattern) in queue_bindings(config, queue) {
         let bind = channel.queue_bind(
             queue.into(),
-            level_exchange(config, level).as_str().into(),
+            exchange.as_str().into(),
             pattern.as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         );
+        let err = |source| BrokerError::Declare {
+            what: "queue binding",
+            name: queue.to_owned(),
+            source,
+        };
         within("queue.bind", limit, bind.map_err(err)).await?;
     }
-    let key = format!("{}{queue}", stars(LEVELS));
-    let bind = channel.queue_bind(
-        queue.into(),
-        delivery_exchange(config).as_str().into(),
-        key.as_str().into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    );
-    within("queue.bind", limit, bind.map_err(err)).await
+    Ok(())
 }
 
 /// Deletes the delay exchanges and queues (for tests with their own prefix).
@@ -319,6 +334,90 @@ mod tests {
         );
         let err = routing_key(MAX_DELAY + UNIT, "q").expect_err("too far");
         assert!(err.to_string().contains("8.7 years"), "{err}");
+    }
+
+    /// RabbitMQ's topic match: `*` is one word, `#` zero or more.
+    fn topic_match(pattern: &[&str], key: &[&str]) -> bool {
+        match (pattern.split_first(), key.split_first()) {
+            (None, None) => true,
+            (Some((&"#", rest)), _) => {
+                topic_match(rest, key)
+                    || key
+                        .split_first()
+                        .is_some_and(|(_, k)| topic_match(pattern, k))
+            }
+            (Some((p, rest)), Some((k, krest))) => {
+                (*p == "*" || p == k) && topic_match(rest, krest)
+            }
+            _ => false,
+        }
+    }
+
+    /// Follows messages through the bindings as RabbitMQ routes them: from
+    /// the entry exchange, into exactly one queue per hop, each level queue
+    /// waiting its TTL and dead-lettering to the exchange a level down.
+    #[test]
+    fn every_delay_descends_its_digits_highest_first_and_reaches_its_queue() {
+        let config = Config::default();
+        let task_queue = "tasks.q";
+        let mut bindings: Vec<(String, String, String)> = level_bindings(&config).collect();
+        bindings.extend(
+            queue_bindings(&config, task_queue)
+                .into_iter()
+                .map(|(e, p)| (e, p, task_queue.to_owned())),
+        );
+        for units in [
+            0u64,
+            1,
+            15,
+            16,
+            0x1a3,
+            0x6ddd,
+            0x10000,
+            0x149970,
+            0x0f0f_0f0f,
+            0x8000_0001,
+            MAX_UNITS,
+        ] {
+            let key = routing_key(Duration::from_millis(units * UNIT_MS), task_queue).expect("key");
+            let words: Vec<&str> = key.split('.').collect();
+            let (mut exchange, mut waited, mut levels) = (entry_exchange(&config), 0, Vec::new());
+            loop {
+                let matched: Vec<&str> = bindings
+                    .iter()
+                    .filter(|(e, p, _)| {
+                        *e == exchange && topic_match(&p.split('.').collect::<Vec<_>>(), &words)
+                    })
+                    .map(|(_, _, q)| q.as_str())
+                    .collect();
+                assert_eq!(matched.len(), 1, "{units:#x} at {exchange}: {matched:?}");
+                if matched[0] == task_queue {
+                    break;
+                }
+                let mut parts = matched[0].rsplit('.');
+                let digit = u64::from_str_radix(parts.next().expect("digit"), 16).expect("hex");
+                let level: u32 = parts.next().expect("level").parse().expect("level");
+                assert_eq!(matched[0], queue_name(&config, level, digit));
+                waited += digit << (4 * level);
+                levels.push(level);
+                exchange = if level > 0 {
+                    level_exchange(&config, level - 1)
+                } else {
+                    delivery_exchange(&config)
+                };
+            }
+            assert_eq!(waited, units, "{units:#x} waited {waited:#x}");
+            assert!(
+                levels.windows(2).all(|w| w[0] > w[1]),
+                "{units:#x}: {levels:?}"
+            );
+            let nonzero = (0..LEVELS).filter(|l| digit(units, *l) != 0).count();
+            assert_eq!(
+                levels.len(),
+                nonzero,
+                "{units:#x}: one hop per non-zero digit"
+            );
+        }
     }
 
     #[test]
