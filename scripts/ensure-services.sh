@@ -54,6 +54,11 @@ rabbitmq() {
     # The port opens before the node is fully booted; wait for the app too.
     timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || { rabbitmqctl start_app >/dev/null 2>&1 || true; }
   fi
+  # On RabbitMQ before 3.12, delay queues of the default delay_prefix keep
+  # their messages on disk (a policy; see the script). Later versions: nothing.
+  if have rabbitmqctl; then
+    "$(dirname "$0")/rabbitmq-delay-policy.sh" 2>&1 | sed 's/^rabbitmq-delay-policy/ensure-services/'
+  fi
   # The management API (15672): the dashboard's queue page and its tests
   # read queue depths and rates there. Enabled on the running node, no restart.
   if have rabbitmq-plugins && ! up 15672; then
