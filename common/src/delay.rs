@@ -214,21 +214,32 @@ pub async fn declare_topology(channel: &Channel, config: &Config) -> Result<(), 
         }
     }
     for (exchange, pattern, queue) in level_bindings(config) {
-        let bind = channel.queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            pattern.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        );
-        within(
-            "queue.bind",
-            limit,
-            bind.map_err(err("queue binding", &queue)),
-        )
-        .await?;
+        bind(channel, limit, &queue, &exchange, &pattern).await?;
     }
     Ok(())
+}
+
+/// One `queue.bind`, waiting at most `limit`.
+async fn bind(
+    channel: &Channel,
+    limit: Duration,
+    queue: &str,
+    exchange: &str,
+    pattern: &str,
+) -> Result<(), BrokerError> {
+    let bind = channel.queue_bind(
+        queue.into(),
+        exchange.into(),
+        pattern.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    let err = |source| BrokerError::Declare {
+        what: "queue binding",
+        name: queue.to_owned(),
+        source,
+    };
+    within("queue.bind", limit, bind.map_err(err)).await
 }
 
 /// The level queues' bindings, as (exchange, pattern, queue): from exchange
@@ -282,19 +293,7 @@ pub async fn bind_queue(
 ) -> Result<(), BrokerError> {
     let limit = config.connect_timeout();
     for (exchange, pattern) in queue_bindings(config, queue) {
-        let bind = channel.queue_bind(
-            queue.into(),
-            exchange.as_str().into(),
-            pattern.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        );
-        let err = |source| BrokerError::Declare {
-            what: "queue binding",
-            name: queue.to_owned(),
-            source,
-        };
-        within("queue.bind", limit, bind.map_err(err)).await?;
+        bind(channel, limit, queue, &exchange, &pattern).await?;
     }
     Ok(())
 }

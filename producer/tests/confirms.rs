@@ -8,12 +8,11 @@
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::broker;
-use celeriac_common::testing::vhost::TestVhost;
+use celeriac_common::testing::vhost::{TestVhost, rabbitmqctl};
 use celeriac_common::testing::{self, unique};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::Map;
-use std::process::Command;
 
 const SENDERS: usize = 64;
 const EACH: usize = 10;
@@ -22,12 +21,17 @@ const EACH: usize = 10;
 async fn concurrent_sends_report_only_their_own_confirms() {
     let vhost = TestVhost::create("confirms").expect("vhost");
     let policy = r#"{"max-length":0,"overflow":"reject-publish"}"#;
-    let set = Command::new("rabbitmqctl")
-        .args(["set_policy", "-p", &vhost.name, "--apply-to", "queues"])
-        .args(["refuse", "[.]refuses$", policy])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(set.status.success(), "set_policy: {set:?}");
+    rabbitmqctl(&[
+        "set_policy",
+        "-p",
+        &vhost.name,
+        "--apply-to",
+        "queues",
+        "refuse",
+        "[.]refuses$",
+        policy,
+    ])
+    .expect("set_policy");
     let (takes, refuses) = (unique("takes"), format!("{}.refuses", unique("q")));
     let mut config = testing::config("none", &takes);
     config.broker_url = vhost.url.clone();

@@ -5,7 +5,7 @@
 //! nothing, and the test checks that instead.
 
 use celeriac::{ApplyOptions, Client};
-use celeriac_common::testing::vhost::TestVhost;
+use celeriac_common::testing::vhost::{TestVhost, rabbitmqctl};
 use celeriac_common::testing::{self, unique};
 use celeriac_common::{broker, delay};
 use lapin::options::BasicGetOptions;
@@ -27,19 +27,10 @@ fn script(args: &[&str]) -> Output {
     .expect("run scripts/rabbitmq-delay-policy.sh")
 }
 
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Whether the test broker is older than 3.12 (where classic queues keep
 /// their messages in memory unless lazy).
 fn before_3_12() -> bool {
-    let version = rabbitmqctl(&["version"]);
+    let version = rabbitmqctl(&["version"]).expect("rabbitmqctl version");
     let mut parts = version.trim().split('.').map(|p| p.parse().unwrap_or(0));
     let major: u32 = parts.next().unwrap_or(0);
     (major, parts.next().unwrap_or(0)) < (3, 12)
@@ -55,7 +46,8 @@ fn policies(vhost: &str) -> HashMap<String, String> {
         vhost,
         "name",
         "policy",
-    ]);
+    ])
+    .expect("rabbitmqctl list_queues");
     listed
         .lines()
         .filter_map(|line| line.split_once('\t'))

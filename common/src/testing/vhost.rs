@@ -21,7 +21,9 @@ pub struct VhostError {
     output: String,
 }
 
-fn rabbitmqctl(args: &[&str]) -> Result<(), VhostError> {
+/// Runs `rabbitmqctl` with `args` on the test broker's node and returns what
+/// it printed.
+pub fn rabbitmqctl(args: &[&str]) -> Result<String, VhostError> {
     let failed = |output: String| VhostError {
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         output,
@@ -31,7 +33,7 @@ fn rabbitmqctl(args: &[&str]) -> Result<(), VhostError> {
         .output()
         .map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(failed(String::from_utf8_lossy(&out.stderr).into_owned()))
     }
