@@ -40,6 +40,10 @@ pub(crate) struct LatencyArgs {
     /// Publish with celeriac's `Client` instead of a plain `basic_publish`.
     #[arg(long)]
     client: bool,
+    /// Pad each plain probe's body to this many bytes (a large message,
+    /// such as a chord callback carrying 10,000 results: about 50,000).
+    #[arg(long, default_value_t = 0, conflicts_with = "client")]
+    body_bytes: usize,
     /// Internal: consume this queue and print the latencies.
     #[arg(long, hide = true)]
     consume: Option<String>,
@@ -113,11 +117,12 @@ async fn consume(config: &Config, queue: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The send instant in a message: a plain probe's body is the number, a
-/// celeriac task's body is `[[number], {}, {...}]`. Anything else ends the run.
+/// The send instant in a message: a plain probe's body is the number
+/// (padded with spaces), a celeriac task's body is `[[number], {}, {...}]`.
+/// Anything else ends the run.
 fn sent_at(body: &[u8]) -> Option<u128> {
     let text = std::str::from_utf8(body).ok()?;
-    if let Ok(ns) = text.parse::<u128>() {
+    if let Ok(ns) = text.trim_end().parse::<u128>() {
         return Some(ns);
     }
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
@@ -182,7 +187,7 @@ async fn publish(config: &Config, args: &LatencyArgs) -> Result<(), BenchError> 
         let body = if last {
             String::new()
         } else {
-            now_ns().to_string()
+            format!("{:<width$}", now_ns(), width = args.body_bytes)
         };
         ch.basic_publish(
             "".into(),

@@ -188,6 +188,26 @@ async fn sequences(kind: DbKind) {
         .await
         .expect("arguments");
     assert_eq!(arguments, expected, "from the parts too");
+
+    // Members that share an index (sent without a group_index): by task id.
+    let tied = new_chord(3);
+    backend.create_chord(&tied).await.expect("create");
+    let reports = ["c", "a", "b"].map(|id| ChordMember {
+        task_id: format!("{}-{id}", tied.group_id),
+        result: Some(json!(id.to_uppercase()).to_string()),
+        ..member(&tied, 0, true)
+    });
+    backend.members_done(reports.into()).await.expect("report");
+    let record = backend
+        .chord(&tied.group_id)
+        .await
+        .expect("read")
+        .expect("row");
+    let arguments = backend
+        .callback_arguments(&record)
+        .await
+        .expect("arguments");
+    assert_eq!(arguments, [json!("A"), json!("B"), json!("C")]);
     // Purged: the chord, its member rows and its parts.
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
     assert!(backend.purge_chords_before(later).await.expect("purge") >= 1);

@@ -198,19 +198,46 @@ fn reports_of(laters: &[(usize, Box<Later>)]) -> Vec<(usize, Report)> {
         .collect()
 }
 
+/// Chord reports made, with the answers still to act on.
+pub(crate) struct Reported {
+    pending: Vec<(usize, Report)>,
+    answers: Vec<Option<ChordProgress>>,
+}
+
+impl Reported {
+    /// The positions (the first of each pair in `laters`) of the
+    /// deliveries whose answers leave something to do: a callback to send
+    /// or fail, a chord to record failed. Sorted, without repeats.
+    pub(crate) fn acting(&self, laters: &[(usize, Box<Later>)]) -> Vec<usize> {
+        let mut acting: Vec<usize> = self
+            .pending
+            .iter()
+            .zip(&self.answers)
+            .filter(|(_, answer)| {
+                answer
+                    .as_ref()
+                    .is_none_or(|p| p.action() != ChordAction::Nothing)
+            })
+            .map(|((i, _), _)| laters[*i].0)
+            .collect();
+        acting.sort_unstable();
+        acting.dedup();
+        acting
+    }
+}
+
 /// Stores `outcomes` and reports the chord members of `laters` in one
-/// transaction, then acts on the answers as [`settle`] does; `None` when
-/// that cannot be done in one transaction or failed (nothing is then
-/// stored or reported: store, then [`settle`]).
-pub(crate) async fn store_and_settle(
+/// transaction; `None` when that cannot be done in one transaction or
+/// failed (nothing is then stored or reported: store, then [`report`]).
+pub(crate) async fn store_and_report(
     backend: &ResultBackend,
     outcomes: &[TaskOutcome],
     laters: &[(usize, Box<Later>)],
-) -> Option<Vec<usize>> {
+) -> Option<Reported> {
     let pending = reports_of(laters);
     let members: Vec<ChordMember> = pending.iter().map(|(_, r)| r.member.clone()).collect();
     match backend.store_and_report(outcomes, &members).await {
-        Ok(Some(answers)) => Some(act_on(backend, laters, pending, Some(answers)).await),
+        Ok(Some(answers)) => Some(Reported { pending, answers }),
         Ok(None) => None,
         Err(e) => {
             tracing::debug!(error = %e, "storing and reporting together failed; apart now");
@@ -219,22 +246,29 @@ pub(crate) async fn store_and_settle(
     }
 }
 
-/// Reports every chord member of `laters` (one transaction for all) and
-/// acts on the answers; returns the positions (the first of each pair) of
-/// the deliveries that must go back to their queue instead of being acked.
-pub(crate) async fn settle(backend: &ResultBackend, laters: &[(usize, Box<Later>)]) -> Vec<usize> {
-    act_on(backend, laters, reports_of(laters), None).await
+/// Reports every chord member of `laters` (one transaction for all),
+/// retrying while the database cannot be reached.
+pub(crate) async fn report(backend: &ResultBackend, laters: &[(usize, Box<Later>)]) -> Reported {
+    let pending = reports_of(laters);
+    let members = pending.iter().map(|(_, r)| r.member.clone()).collect();
+    let answers = report_until_done(backend, members).await;
+    Reported { pending, answers }
 }
 
-/// Acts on the answers to `pending` (`first`, when they were reported
-/// already; else reports them), then reports and acts on what that brings
-/// (a failed callback that is a member of an outer chord), and so on.
-async fn act_on(
+/// Acts on the answers of `reported`, then reports and acts on what that
+/// brings (a failed callback that is a member of an outer chord), and so
+/// on; returns the positions (the first of each pair in `laters`) of the
+/// deliveries that must go back to their queue instead of being acked.
+pub(crate) async fn act_on(
     backend: &ResultBackend,
     laters: &[(usize, Box<Later>)],
-    mut pending: Vec<(usize, Report)>,
-    mut first: Option<Vec<Option<ChordProgress>>>,
+    reported: Reported,
 ) -> Vec<usize> {
+    let Reported {
+        mut pending,
+        answers,
+    } = reported;
+    let mut first = Some(answers);
     let mut failed = Vec::new();
     for _ in 0..MAX_NESTING {
         if pending.is_empty() {
@@ -353,13 +387,18 @@ async fn send_callback(
     let chord = &progress.chord;
     let gid = &chord.group_id;
     let began = std::time::Instant::now();
+    // Both at once where the database has connections to spare (the
+    // check is for a claimant that published before a crash, rare).
+    let (done, arguments) = tokio::join!(
+        backend.get(&chord.callback_id),
+        backend.callback_arguments(chord)
+    );
     // Published before a crash, and already running or done: not again.
-    if backend.get(&chord.callback_id).await?.is_some() {
+    if done?.is_some() {
         backend.mark_callback_sent(gid).await?;
         return Ok(());
     }
-    let checked = began.elapsed();
-    let results = Value::Array(backend.callback_arguments(chord).await?);
+    let results = Value::Array(arguments?);
     let read = began.elapsed();
     let after = After {
         result: Some(&results),
@@ -380,7 +419,6 @@ async fn send_callback(
             followup::publish(publisher, Some(backend), &applied, queue, "chord callback").await?;
             tracing::debug!(
                 chord = %gid,
-                checked_ms = checked.as_secs_f64() * 1e3,
                 read_ms = read.as_secs_f64() * 1e3,
                 built_ms = built.as_secs_f64() * 1e3,
                 published_ms = began.elapsed().as_secs_f64() * 1e3,

@@ -18,6 +18,12 @@
 //! Draining a full queue at prefetch 128, that is about 31 tasks per ack
 //! frame instead of 6, and about a sixth less worker CPU per task; with a
 //! prefetch of 1 to 7 every ack goes out at once.
+//!
+//! A batch whose reports leave a chord to settle (a callback to send) acks
+//! its other deliveries as soon as it is stored, and the claimant's only
+//! once the callback is sent: the callback usually goes to a queue this
+//! worker consumes, and must find room in the prefetch window to start at
+//! once.
 
 use crate::chord::{self, Later};
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
@@ -185,54 +191,87 @@ pub(crate) async fn run(
                 laters.push((i, later));
             }
         }
-        let mut give_back = Vec::new();
-        if let Some(backend) = &backend {
-            // Stored, then reported to their chords: both before the acks.
-            let store = async {
-                // With chord members: stored and reported in one commit
-                // when the database allows it.
-                if !laters.is_empty()
-                    && let Some(back) = chord::store_and_settle(backend, &outcomes, &laters).await
-                {
-                    return back;
-                }
+        let Some(backend) = &backend else {
+            unacked.append(&mut batch);
+            ack_soon(&mut unacked, fill, &mut deadline).await;
+            continue;
+        };
+        // Stored, then reported to their chords: both before the acks.
+        let store = async {
+            if laters.is_empty() {
                 store_until_done(backend, outcomes).await;
-                if laters.is_empty() {
-                    Vec::new()
-                } else {
-                    chord::settle(backend, &laters).await
-                }
-            };
-            let mut store = std::pin::pin!(store);
-            match deadline {
-                // Acks waiting for company never wait on a later batch's
-                // write (which retries for as long as the database is down).
-                Some(at) => match tokio::time::timeout_at(at, &mut store).await {
-                    Ok(back) => give_back = back,
-                    Err(_) => {
-                        ack_all(&mut unacked).await;
-                        deadline = None;
-                        give_back = store.await;
-                    }
-                },
-                None => give_back = store.await,
+                return None;
             }
-        }
-        // Deliveries whose chord could not be settled go back to their
-        // queue: their next delivery reports again.
-        for i in give_back.into_iter().rev() {
-            nack(batch.swap_remove(i)).await;
-        }
-        unacked.append(&mut batch);
-        let now = tokio::time::Instant::now();
-        if unacked.len() >= fill || deadline.is_some_and(|at| at <= now) {
+            // With chord members: stored and reported in one commit when
+            // the database allows it.
+            if let Some(reported) = chord::store_and_report(backend, &outcomes, &laters).await {
+                return Some(reported);
+            }
+            store_until_done(backend, outcomes).await;
+            Some(chord::report(backend, &laters).await)
+        };
+        let mut store = std::pin::pin!(store);
+        let reported = match deadline {
+            // Acks waiting for company never wait on a later batch's
+            // write (which retries for as long as the database is down).
+            Some(at) => match tokio::time::timeout_at(at, &mut store).await {
+                Ok(reported) => reported,
+                Err(_) => {
+                    ack_all(&mut unacked).await;
+                    deadline = None;
+                    store.await
+                }
+            },
+            None => store.await,
+        };
+        let acting = reported
+            .as_ref()
+            .map(|r| r.acting(&laters))
+            .unwrap_or_default();
+        if let Some(reported) = reported.filter(|_| !acting.is_empty()) {
+            // A chord to settle: the rest of the batch is acked first, so
+            // the callback it sends finds room in the prefetch window.
+            let mut kept = Vec::with_capacity(acting.len());
+            for (i, f) in batch.drain(..).enumerate() {
+                if acting.binary_search(&i).is_ok() {
+                    kept.push(f);
+                } else {
+                    unacked.push(f);
+                }
+            }
             ack_all(&mut unacked).await;
             deadline = None;
-        } else if deadline.is_none() {
-            deadline = Some(now + ACK_LINGER);
+            // Deliveries whose chord could not be settled go back to their
+            // queue: their next delivery reports again.
+            let back = chord::act_on(backend, &laters, reported).await;
+            for (f, i) in kept.into_iter().zip(acting) {
+                if back.binary_search(&i).is_ok() {
+                    nack(f).await;
+                } else {
+                    unacked.push(f);
+                }
+            }
         }
+        unacked.append(&mut batch);
+        ack_soon(&mut unacked, fill, &mut deadline).await;
     }
     ack_all(&mut unacked).await;
+}
+
+/// Acks `unacked` now if `fill` of them wait or their linger is over;
+/// else starts the linger.
+async fn ack_soon(
+    unacked: &mut Vec<Finished>,
+    fill: usize,
+    deadline: &mut Option<tokio::time::Instant>,
+) {
+    let now = tokio::time::Instant::now();
+    if unacked.len() >= fill || deadline.is_some_and(|at| at <= now) {
+        ack_all(unacked).await;
+        *deadline = None;
+    } else if deadline.is_none() {
+        *deadline = Some(now + ACK_LINGER);
+    }
 }
 
 /// Acks every delivery in `unacked` (whose outcomes are stored), with one
@@ -243,18 +282,17 @@ async fn ack_all(unacked: &mut Vec<Finished>) {
     unacked.retain(|done| done.acker.usable());
     // Deliveries of one session (channel) are acked together.
     unacked.sort_unstable_by_key(|d| (Arc::as_ptr(&d.window), d.tag));
+    let mut acks = Vec::new();
     for session in unacked.chunk_by(|a, b| Arc::ptr_eq(&a.window, &b.window)) {
         let tags: Vec<u64> = session.iter().map(|d| d.tag).collect();
         let together = session[0].window.settle_batch(&tags);
-        if together > 1 {
-            ack(&session[together - 1], true).await;
-        } else if together == 1 {
-            ack(&session[0], false).await;
+        if together > 0 {
+            acks.push(ack(&session[together - 1], together > 1));
         }
-        for done in &session[together..] {
-            ack(done, false).await;
-        }
+        acks.extend(session[together..].iter().map(|done| ack(done, false)));
     }
+    // Sent together: one frame does not wait for the one before it.
+    futures_util::future::join_all(acks).await;
     unacked.clear();
 }
 
