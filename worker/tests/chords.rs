@@ -4,8 +4,8 @@
 //! effect of the callback itself), with two workers taking members at once,
 //! a member retried, a member failing (the chord fails naming it, the
 //! callback's errback runs once), nested in a chain (T1 → (T2, T3) → T4),
-//! a failed chain's later steps marked not run, and a worker SIGKILLed in
-//! the middle of a chord.
+//! a failed chain's later steps marked not run, a worker SIGKILLed in the
+//! middle of a chord, and a callback the broker refuses for a while.
 
 use celeriac::Client;
 use celeriac::canvas::{Canvas, TaskSig, TaskSignatures, chord, group};
@@ -300,6 +300,84 @@ async fn chords_on_postgres() {
 #[tokio::test]
 async fn chords_on_mariadb() {
     chords_on(DbKind::Mysql).await;
+}
+
+/// A callback that cannot be sent (its queue exists with other arguments,
+/// so the broker refuses the worker's declaration) is not lost and not
+/// sent twice: the claimant's message goes back to its queue and reports
+/// again until the queue can be declared, then the callback goes out once.
+#[tokio::test]
+async fn a_refused_callback_is_sent_once_when_it_can_be() {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let h = start(DbKind::Sqlite).await;
+    let blocked = format!("{}.blocked", h.config.default_queue);
+    let conn = celeriac_common::broker::connect(&testing::broker_url(), "chords-test")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut other = FieldTable::default();
+    other.insert("x-max-length".into(), AMQPValue::LongInt(1000));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(blocked.as_str().into(), durable, other)
+        .await
+        .expect("declare the blocking queue");
+
+    let key = unique("refused");
+    let members: Vec<Canvas> = (0..3)
+        .map(|i| Tally::s((format!("{key}-{i}"),)).into())
+        .collect();
+    let fan = chord(members, Collect::partial(()).queue(blocked.clone()));
+    let res = h.client.send_workflow(&fan).await.expect("send chord");
+    let header = res.parent().and_then(|p| p.as_group()).expect("header");
+    for id in header.ids() {
+        h.final_row(&id).await;
+    }
+    let chord_row = || async {
+        h.backend
+            .chord(header.id())
+            .await
+            .expect("read")
+            .expect("chord")
+    };
+    // Refused for a while: complete, not sent, nothing in the queue.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let row = chord_row().await;
+    assert_eq!(row.state, ChordState::Complete);
+    assert!(row.callback_sent_at.is_none(), "not sent while refused");
+    let get = || async {
+        ch.basic_get(blocked.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+    };
+    assert!(get().await.is_none(), "nothing published while refused");
+
+    // The queue can be declared again: the callback goes out, once.
+    ch.queue_delete(blocked.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete the blocking queue");
+    let began = Instant::now();
+    while chord_row().await.callback_sent_at.is_none() {
+        assert!(began.elapsed() < WAIT, "the callback was never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = get().await.expect("the callback in its queue");
+    let headers = sent.delivery.properties.headers().clone().expect("headers");
+    let id = match headers.inner().get("id") {
+        Some(AMQPValue::LongString(id)) => String::from_utf8_lossy(id.as_bytes()).into_owned(),
+        other => panic!("no id header: {other:?}"),
+    };
+    assert_eq!(id, res.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(get().await.is_none(), "sent once");
+    let _ = ch
+        .queue_delete(blocked.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    h.stop().await;
 }
 
 fn worker_process(config: &Config, name: &str) -> LoggedProcess {
