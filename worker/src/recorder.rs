@@ -45,6 +45,12 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_START: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How long a delivery whose chord could not be settled (the broker
+/// refused the callback, the database failed) is held before it goes back
+/// to its queue, whose next delivery reports again: a failure that lasts
+/// is retried about once a second, not as fast as the broker redelivers.
+const SETTLE_RETRY: Duration = Duration::from_secs(1);
+
 /// How often one outcome the database refuses (not merely cannot reach) is
 /// tried before it is given up.
 const REFUSALS_MAX: u32 = 3;
@@ -242,11 +248,14 @@ pub(crate) async fn run(
             ack_all(&mut unacked).await;
             deadline = None;
             // Deliveries whose chord could not be settled go back to their
-            // queue: their next delivery reports again.
+            // queue (after SETTLE_RETRY): their next delivery reports again.
             let back = chord::act_on(backend, &laters, reported).await;
             for (f, i) in kept.into_iter().zip(acting) {
                 if back.binary_search(&i).is_ok() {
-                    nack(f).await;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(SETTLE_RETRY).await;
+                        nack(f).await;
+                    });
                 } else {
                     unacked.push(f);
                 }
