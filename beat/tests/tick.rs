@@ -702,3 +702,54 @@ async fn skips_excluded_dates_and_follows_calendar_changes() {
         ]
     );
 }
+
+/// Loading reads the database schedule page by page (2,000 entries a
+/// page), with each page's run states in one range of names: every entry
+/// and every stored state arrives, across page boundaries, and a file
+/// entry shadows the database entry of the same name.
+#[tokio::test]
+async fn a_schedule_of_several_pages_loads_every_entry_with_its_state() {
+    let w = World::new().await;
+    let now = t("2024-01-01T00:00:00Z");
+    let n = 4_500;
+    let name = |i: usize| format!("db-{i:05}");
+    let entries: Vec<Entry> = (0..n)
+        .map(|i| Entry::new(name(i), "tasks.t", every(3600)))
+        .collect();
+    w.store.add_many(&entries, now).await.unwrap();
+    // States for every seventh entry, each with its own count; some sit on
+    // the first and last names of a page (1999, 2000, 3999, 4000).
+    let stored: Vec<usize> = (0..n)
+        .filter(|i| i % 7 == 0 || [1999, 2000, 3999, 4000].contains(i))
+        .collect();
+    let states: Vec<(String, run_state::RunState)> = stored
+        .iter()
+        .map(|&i| {
+            let state = run_state::RunState {
+                total_runs: i as i64 + 1,
+                ..Default::default()
+            };
+            (name(i), state)
+        })
+        .collect();
+    let rows: Vec<(&str, &run_state::RunState)> =
+        states.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let fence = w.fence("loader").await;
+    run_state::save(w.store.db(), &fence, &rows, &[], now)
+        .await
+        .unwrap();
+    let shadowing = entry(&name(2000), every(10));
+    let beat = w
+        .beat("loader", vec![shadowing], "2024-01-01T00:00:00Z")
+        .await;
+    let scheduler = beat.scheduler();
+    assert_eq!(scheduler.len(), n, "every entry, the shadowed one once");
+    for i in 0..n {
+        let state = scheduler.state(&name(i)).expect("a state");
+        // State goes by name: the file entry takes the stored one too.
+        let want = if stored.contains(&i) { i as i64 + 1 } else { 0 };
+        assert_eq!(state.total_runs, want, "{}", name(i));
+    }
+    let file = scheduler.entry(&name(2000)).expect("the file entry");
+    assert_eq!(file.source, Source::File, "the file entry wins");
+}

@@ -126,6 +126,26 @@ pub async fn load_all<C: ConnectionTrait>(db: &C) -> Result<HashMap<String, RunS
         .collect())
 }
 
+/// The stored run states of the entries named after `after` (all, if
+/// `None`) up to `last` included: one range of the key, for a page of
+/// entries read in name order.
+pub async fn load_range<C: ConnectionTrait>(
+    db: &C,
+    after: Option<&str>,
+    last: &str,
+) -> Result<HashMap<String, RunState>, DbErr> {
+    let mut query = Entity::find().filter(Column::Name.lte(last));
+    if let Some(after) = after {
+        query = query.filter(Column::Name.gt(after));
+    }
+    Ok(query
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| (m.name.clone(), RunState::from_model(m)))
+        .collect())
+}
+
 /// The stored run states of `names` (those that have one).
 pub async fn load_some<C: ConnectionTrait>(
     db: &C,

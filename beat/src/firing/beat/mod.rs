@@ -19,7 +19,7 @@ use crate::firing::instances;
 use crate::firing::run_state::{self, RunState};
 use crate::firing::scheduler::Scheduler;
 use crate::leadership::lease::Fence;
-use crate::schedule::entry::{Entry, Firing};
+use crate::schedule::entry::Firing;
 use crate::schedule::file_source::ScheduleFile;
 use crate::schedule::store::Store;
 use crate::trigger::Calendars;
@@ -111,31 +111,30 @@ impl<P: Publisher> Beat<P> {
             let state = states.remove(&entry.name);
             beat.upsert(entry, state, now);
         }
-        // Page by page, so that 100,000 entries never sit in memory twice.
+        // Page by page, so that 100,000 entries never sit in memory twice;
+        // each page's run states in one range of names, and the next page
+        // read while this one is applied.
+        let store = beat.store.clone();
         let mut after: Option<String> = None;
-        loop {
-            let (page, last) = beat.store.load_page(after.as_deref(), LOAD_PAGE).await?;
-            let Some(last) = last else { break };
-            after = Some(last);
-            let page: Vec<Entry> = page
-                .into_iter()
-                .filter(|e| {
-                    let shadowed = file_names.contains(&e.name);
-                    if shadowed {
+        let mut fetched = store.load_page(None, LOAD_PAGE).await?;
+        while let (page, Some(last)) = fetched {
+            let mut states = run_state::load_range(store.db(), after.as_deref(), &last).await?;
+            let apply = async {
+                for entry in page {
+                    if file_names.contains(&entry.name) {
                         tracing::warn!(
-                            entry = %e.name,
+                            entry = %entry.name,
                             "a file entry has the same name: the database entry is ignored"
                         );
+                        continue;
                     }
-                    !shadowed
-                })
-                .collect();
-            let names: Vec<String> = page.iter().map(|e| e.name.clone()).collect();
-            let mut states = run_state::load_some(beat.store.db(), &names).await?;
-            for entry in page {
-                let state = states.remove(&entry.name);
-                beat.upsert(entry, state, now);
-            }
+                    let state = states.remove(&entry.name);
+                    beat.upsert(entry, state, now);
+                }
+            };
+            let (next, ()) = tokio::join!(store.load_page(Some(&last), LOAD_PAGE), apply);
+            fetched = next?;
+            after = Some(last);
         }
         beat.flush(now).await?;
         let mut ev = BeatEvent::new(EventKind::Loaded, beat.clock.now());
