@@ -3,7 +3,8 @@
 //! chain of 100,000 steps), or a FAILURE on the step at run time (an
 //! unknown task in a chord's header fails the chord once; an unknown
 //! callback fails once; arguments a typed task cannot take fail the step
-//! and stop its chain). Never a hang.
+//! and stop its chain), or stopped part way with an error that says how
+//! far it got (a member the broker refuses). Never a hang.
 
 use celeriac::Client;
 use celeriac::canvas::{CanvasError, TaskSig, chain, chord};
@@ -120,4 +121,76 @@ async fn bad_workflows_fail_clearly_and_never_hang() {
     let _ = worker.terminate();
     testing::cleanup(&config).await;
     db.drop_database().await;
+}
+
+/// A member the broker refuses (its queue exists with other arguments)
+/// stops the send with an error that says how far it got: the members
+/// before it are published and confirmed, the refused one is not.
+#[tokio::test]
+async fn a_refused_member_stops_the_send_and_says_how_far_it_got() {
+    use celeriac::canvas::group;
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let config = testing::config("none", &unique("wf-refused"));
+    let blocked = format!("{}.blocked", config.default_queue);
+    let conn = celeriac_common::broker::connect(&testing::broker_url(), "wf-refused")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut other = FieldTable::default();
+    other.insert("x-max-length".into(), AMQPValue::LongInt(1000));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(blocked.as_str().into(), durable, other)
+        .await
+        .expect("declare the blocking queue");
+    let client = Client::connect(config.clone()).await.expect("client");
+    let id = |i: usize| format!("{}-{i}", config.default_queue);
+    let members = (0..5).map(|i| {
+        let sig = echo(json!([i])).task_id(id(i));
+        if i == 2 {
+            sig.queue(blocked.clone())
+        } else {
+            sig
+        }
+    });
+    let err = client
+        .send_workflow(&group(members))
+        .await
+        .expect_err("refused");
+    let CanvasError::Publish { sent, total, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((*sent, *total), (2, 5), "{err}");
+    assert!(err.to_string().contains("2 of 5 messages"), "{err}");
+    // The two before it are in the queue (once or more: at least once);
+    // the refused one nowhere; the two after it may have gone out.
+    let mut queued = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            config.default_queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("get")
+    {
+        let headers = m.delivery.properties.headers().clone().expect("headers");
+        if let Some(AMQPValue::LongString(id)) = headers.inner().get("id") {
+            queued.push(String::from_utf8_lossy(id.as_bytes()).into_owned());
+        }
+    }
+    for i in [0, 1] {
+        assert!(queued.contains(&id(i)), "{} missing from {queued:?}", id(i));
+    }
+    assert!(!queued.contains(&id(2)), "{queued:?}");
+    let refused = ch
+        .basic_get(blocked.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get");
+    assert!(refused.is_none(), "nothing reached the refused queue");
+    testing::delete_queues(&[blocked.as_str()]).await;
+    testing::cleanup(&config).await;
+    let _ = conn.close(200, "done".into()).await;
 }
