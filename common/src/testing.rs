@@ -148,6 +148,30 @@ pub async fn cleanup(config: &Config) {
     let _ = conn.close(200, "cleanup".into()).await;
 }
 
+/// Declares `name` as a durable queue with an argument celeriac never sets
+/// (`x-max-length`), so that celeriac's own declaration of it is refused
+/// (PRECONDITION_FAILED) until it is deleted. Returns the connection and
+/// channel it was declared on, to read or delete it with.
+pub async fn declare_refusing_queue(name: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = crate::broker::connect(&broker_url(), "celeriac-test-refusing")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut other = lapin::types::FieldTable::default();
+    other.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongInt(1000),
+    );
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), durable, other)
+        .await
+        .expect("declare the refusing queue");
+    (conn, ch)
+}
+
 /// Deletes queues (and their same-named exchanges) after a test.
 pub async fn delete_queues(names: &[&str]) {
     let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {

@@ -38,6 +38,15 @@ fn member(chord: &NewChord, i: u32, ok: bool) -> ChordMember {
     }
 }
 
+/// The callback's arguments of the chord recorded under `group_id`.
+async fn arguments(backend: &ResultBackend, group_id: &str) -> Vec<serde_json::Value> {
+    let record = backend.chord(group_id).await.expect("read").expect("row");
+    backend
+        .callback_arguments(&record)
+        .await
+        .expect("arguments")
+}
+
 fn claims(progress: &[Option<ChordProgress>]) -> usize {
     progress
         .iter()
@@ -183,11 +192,11 @@ async fn sequences(kind: DbKind) {
         .await
         .expect("read")
         .expect("row");
-    let arguments = backend
-        .callback_arguments(&record)
-        .await
-        .expect("arguments");
-    assert_eq!(arguments, expected, "from the parts too");
+    assert_eq!(
+        arguments(&backend, &chord.group_id).await,
+        expected,
+        "from the parts too"
+    );
 
     // Members that share an index (sent without a group_index): by task id.
     let tied = new_chord(3);
@@ -198,16 +207,10 @@ async fn sequences(kind: DbKind) {
         ..member(&tied, 0, true)
     });
     backend.members_done(reports.into()).await.expect("report");
-    let record = backend
-        .chord(&tied.group_id)
-        .await
-        .expect("read")
-        .expect("row");
-    let arguments = backend
-        .callback_arguments(&record)
-        .await
-        .expect("arguments");
-    assert_eq!(arguments, [json!("A"), json!("B"), json!("C")]);
+    assert_eq!(
+        arguments(&backend, &tied.group_id).await,
+        [json!("A"), json!("B"), json!("C")]
+    );
     // Purged: the chord, its member rows and its parts.
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
     assert!(backend.purge_chords_before(later).await.expect("purge") >= 1);

@@ -308,23 +308,11 @@ async fn chords_on_mariadb() {
 /// again until the queue can be declared, then the callback goes out once.
 #[tokio::test]
 async fn a_refused_callback_is_sent_once_when_it_can_be() {
-    use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::options::{BasicGetOptions, QueueDeleteOptions};
+    use lapin::types::AMQPValue;
     let h = start(DbKind::Sqlite).await;
     let blocked = format!("{}.blocked", h.config.default_queue);
-    let conn = celeriac_common::broker::connect(&testing::broker_url(), "chords-test")
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    let mut other = FieldTable::default();
-    other.insert("x-max-length".into(), AMQPValue::LongInt(1000));
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(blocked.as_str().into(), durable, other)
-        .await
-        .expect("declare the blocking queue");
+    let (conn, ch) = testing::declare_refusing_queue(&blocked).await;
 
     let key = unique("refused");
     let members: Vec<Canvas> = (0..3)

@@ -129,23 +129,11 @@ async fn bad_workflows_fail_clearly_and_never_hang() {
 #[tokio::test]
 async fn a_refused_member_stops_the_send_and_says_how_far_it_got() {
     use celeriac::canvas::group;
-    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::options::BasicGetOptions;
+    use lapin::types::AMQPValue;
     let config = testing::config("none", &unique("wf-refused"));
     let blocked = format!("{}.blocked", config.default_queue);
-    let conn = celeriac_common::broker::connect(&testing::broker_url(), "wf-refused")
-        .await
-        .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    let mut other = FieldTable::default();
-    other.insert("x-max-length".into(), AMQPValue::LongInt(1000));
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(blocked.as_str().into(), durable, other)
-        .await
-        .expect("declare the blocking queue");
+    let (conn, ch) = testing::declare_refusing_queue(&blocked).await;
     let client = Client::connect(config.clone()).await.expect("client");
     let id = |i: usize| format!("{}-{i}", config.default_queue);
     let members = (0..5).map(|i| {
