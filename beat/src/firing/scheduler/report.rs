@@ -21,7 +21,9 @@ impl Scheduler {
 
     /// Run states changed since the last call, to persist.
     pub fn take_dirty(&mut self) -> Vec<(Arc<str>, RunState)> {
-        let names: Vec<Arc<str>> = self.dirty.drain().collect();
+        // Taken, not drained: the set held every name after the load and
+        // would keep room for them all.
+        let names: Vec<Arc<str>> = std::mem::take(&mut self.dirty).into_iter().collect();
         names
             .into_iter()
             .filter_map(|n| self.slot(&n).map(|s| (n.clone(), s.state.clone())))
