@@ -72,7 +72,7 @@ pub struct RunState {
 }
 
 impl RunState {
-    fn from_model(m: Model) -> RunState {
+    pub(crate) fn from_model(m: Model) -> RunState {
         let at = |s: Option<String>| s.as_deref().and_then(parse_instant);
         RunState {
             cursor_at: at(m.cursor_at),
