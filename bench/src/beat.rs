@@ -10,7 +10,8 @@
 //! the window (a top-of-the-minute crowd). Reported: load time, resident
 //! memory, the process's CPU use while idle, and lateness of each run
 //! (broker confirm minus due time) as p50 / p99 / max, p50 and p99
-//! nearest-rank ([`crate::stats`]).
+//! nearest-rank ([`crate::stats`]); then the load time of a second beat
+//! started on the same database, where every entry has a run state.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -255,7 +256,45 @@ async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
             );
         }
     }
+    println!(
+        "after a restart, every entry with its run state: {}",
+        reload(config).await?
+    );
     Ok(())
+}
+
+/// A second beat on the same database, as after a restart or a failover
+/// (every entry now has a run state to read with it): its load event's
+/// detail. It is stopped once loaded.
+async fn reload(config: &Config) -> Result<String, BenchError> {
+    let service = Service::new(config.clone(), None);
+    let mut events = service.events().subscribe();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(service.run(async {
+        let _ = stop_rx.await;
+    }));
+    let loaded = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if e.kind == EventKind::Loaded => return Some(e.detail.unwrap_or_default()),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    let _ = stop_tx.send(());
+    let stopped = handle.await?;
+    match loaded {
+        Ok(Some(detail)) => Ok(detail),
+        Ok(None) => Err(BenchError::new(match stopped {
+            Err(e) => format!("the restarted beat stopped: {}", one_line(&e)),
+            Ok(()) => "the restarted beat stopped before loading".to_owned(),
+        })),
+        Err(_) => Err(BenchError::new(
+            "the restarted beat did not load within 60 s",
+        )),
+    }
 }
 
 /// `--fill-only`: migrates `--database` and writes the schedule into it.

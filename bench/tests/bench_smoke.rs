@@ -345,7 +345,8 @@ fn bench_cleans_up_on_sigterm() {
 }
 
 /// `celeriac-bench beat` on a small schedule: the schedule is filled by a
-/// child process, runs fire, and the crowd's floor is printed beside them.
+/// child process, runs fire, the crowd's floor is printed beside them, and
+/// a restarted beat loads every entry with its run state.
 #[test]
 fn beat_bench_prints_memory_lateness_and_the_floor() {
     let out = Command::new(env!("CARGO_BIN_EXE_celeriac-bench"))
@@ -368,4 +369,8 @@ fn beat_bench_prints_memory_lateness_and_the_floor() {
     assert!(text.contains("MiB before beat"), "{text}");
     assert!(text.contains("lateness burst : 50 runs"), "{text}");
     assert!(text.contains("floor: plain lapin, 50 messages"), "{text}");
+    assert!(
+        text.contains("after a restart, every entry with its run state: 300 entries"),
+        "{text}"
+    );
 }
