@@ -121,7 +121,7 @@ impl<P: Publisher> Beat<P> {
         let mut fetched = page::fetch(&store, None, LOAD_PAGE).await?;
         while let Some(last) = fetched.last.clone() {
             let apply = async {
-                for (entry, state) in fetched.entries()? {
+                for (entry, state) in fetched.entries(&store).await? {
                     if file_names.contains(&entry.name) {
                         tracing::warn!(
                             entry = %entry.name,

@@ -7,7 +7,9 @@
 //! to the caller's: read row by row, 100,000 entries took about 1 s of the
 //! load; the whole load now takes about half a second. The row also names
 //! the page's last entry, so the next page is read while this one is
-//! parsed. PostgreSQL and MySQL decode rows where they arrive and keep
+//! parsed. A page SQLite cannot build as JSON, or beat cannot parse (over
+//! SQLite's 1 GB string limit, a value edited by hand to infinity), is read
+//! row by row. PostgreSQL and MySQL decode rows where they arrive and keep
 //! the plain queries (MySQL's `JSON_ARRAYAGG` is also cut at
 //! `group_concat_max_len`).
 
@@ -29,7 +31,12 @@ pub(super) struct Fetched {
 }
 
 enum Body {
-    Json(String),
+    /// The page as JSON, and the range it was read from.
+    Json {
+        text: String,
+        after: Option<String>,
+        limit: u64,
+    },
     Parsed(Vec<(Entry, Option<RunState>)>),
 }
 
@@ -39,32 +46,60 @@ pub(super) async fn fetch(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Fetched, DbErr> {
-    if store.db().get_database_backend() == DbBackend::Sqlite {
-        fetch_json(store, after, limit).await
-    } else {
-        fetch_rows(store, after, limit).await
+    if store.db().get_database_backend() != DbBackend::Sqlite {
+        return fetch_rows(store, after, limit).await;
+    }
+    match fetch_json(store, after, limit).await {
+        Ok(page) => Ok(page),
+        // SQLite caps a string at 1 GB: a page of entries with megabytes
+        // of arguments each is read row by row instead.
+        Err(e) => {
+            tracing::warn!(error = %e, "schedule page not readable as JSON, read row by row");
+            fetch_rows(store, after, limit).await
+        }
     }
 }
 
 impl Fetched {
     /// The page's entries in name order, each with its stored run state
     /// (an entry whose row does not read back is logged and left out).
-    pub(super) fn entries(self) -> Result<Vec<(Entry, Option<RunState>)>, DbErr> {
+    pub(super) async fn entries(
+        self,
+        store: &Store,
+    ) -> Result<Vec<(Entry, Option<RunState>)>, DbErr> {
         match self.body {
             Body::Parsed(entries) => Ok(entries),
-            Body::Json(text) => parse_json(&text),
+            Body::Json { text, after, limit } => match parse_json(&text) {
+                Ok(entries) => Ok(entries),
+                // A value JSON cannot carry (a REAL edited to infinity
+                // comes out as 9.0e+999): the same range row by row.
+                Err(e) => {
+                    tracing::warn!(error = %e, "schedule page not readable as JSON, read row by row");
+                    Ok(read_rows(store, after.as_deref(), limit).await?.0)
+                }
+            },
         }
     }
 }
 
 /// Two queries in the same key range: entries, then their states.
 async fn fetch_rows(store: &Store, after: Option<&str>, limit: u64) -> Result<Fetched, DbErr> {
+    let (entries, last) = read_rows(store, after, limit).await?;
+    Ok(Fetched {
+        last,
+        body: Body::Parsed(entries),
+    })
+}
+
+/// The entries of [`fetch_rows`] and the last name read.
+async fn read_rows(
+    store: &Store,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<(Entry, Option<RunState>)>, Option<String>), DbErr> {
     let (entries, last) = store.load_page(after, limit).await?;
     let Some(last) = last else {
-        return Ok(Fetched {
-            last: None,
-            body: Body::Parsed(Vec::new()),
-        });
+        return Ok((Vec::new(), None));
     };
     let mut states = run_state::load_range(store.db(), after, &last).await?;
     let entries = entries
@@ -74,10 +109,7 @@ async fn fetch_rows(store: &Store, after: Option<&str>, limit: u64) -> Result<Fe
             (e, state)
         })
         .collect();
-    Ok(Fetched {
-        last: Some(last),
-        body: Body::Parsed(entries),
-    })
+    Ok((entries, Some(last)))
 }
 
 /// The page's last name, and the page as one JSON array of arrays (no
@@ -108,7 +140,11 @@ async fn fetch_json(store: &Store, after: Option<&str>, limit: u64) -> Result<Fe
     let text: String = row.try_get_by_index(1)?;
     Ok(Fetched {
         last,
-        body: Body::Json(text),
+        body: Body::Json {
+            text,
+            after: after.map(str::to_owned),
+            limit,
+        },
     })
 }
 
@@ -213,7 +249,7 @@ pub(super) async fn read_all(
         let Some(last) = page.last.clone() else {
             return Ok(out);
         };
-        for (e, s) in page.entries()? {
+        for (e, s) in page.entries(store).await? {
             out.insert(e.name.clone(), (e, s));
         }
         after = Some(last);
@@ -362,5 +398,45 @@ mod tests {
             e.source = crate::schedule::entry::Source::Database;
             e
         });
+    }
+
+    /// A value JSON cannot carry (a grace edited by hand to infinity, which
+    /// SQLite writes as 9.0e+999) sends that page to the row reader: every
+    /// entry still loads, the edited one with an unlimited grace. A value
+    /// neither reader can take (a BLOB in a text column) fails the read with
+    /// the row reader's error, not a half-read page.
+    #[tokio::test]
+    async fn a_page_json_cannot_carry_is_read_row_by_row() {
+        let db = TestDatabase::create(DbKind::Sqlite).await.unwrap();
+        let backend = db.migrated_backend().await.unwrap();
+        let store = Store::new(backend.connection().clone());
+        let every = trigger(json!({"type": "interval", "every": "1h"}));
+        let entries: Vec<Entry> = (0..12)
+            .map(|i| Entry::new(format!("e-{i:02}"), "tasks.t", every.clone()))
+            .collect();
+        store
+            .add_many(&entries, t("2024-03-01T12:00:00Z"))
+            .await
+            .unwrap();
+        let db = backend.connection();
+        db.execute_unprepared(
+            "UPDATE celeriac_beat_entries SET misfire_grace_secs = 1e999 WHERE name = 'e-09'",
+        )
+        .await
+        .unwrap();
+        let all = read_all(&store, true).await.unwrap();
+        assert_eq!(all.len(), 12);
+        assert_eq!(all["e-09"].0.firing.misfire_grace, Some(Grace::Unlimited));
+
+        db.execute_unprepared(
+            "UPDATE celeriac_beat_entries SET args = X'5B315D' WHERE name = 'e-03'",
+        )
+        .await
+        .unwrap();
+        let err = match fetch(&store, None, 100).await {
+            Ok(_) => panic!("a BLOB read as text"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("mismatched types"), "{err}");
     }
 }
