@@ -122,16 +122,17 @@ const PAGE_JSON: &str = "SELECT max(e.name), json_group_array(json_array(\
      e.created_at, s.name IS NOT NULL, s.cursor_at, s.sending_at, s.last_run_at, \
      s.last_sent_at, s.last_task_id, s.next_run_at, s.total_runs, s.recent, \
      s.run_now_at)) \
-     FROM (SELECT * FROM celeriac_beat_entries WHERE deleted = 0 AND name > ? \
-           ORDER BY name LIMIT ?) AS e \
+     FROM (SELECT * FROM celeriac_beat_entries \
+           WHERE deleted = 0 AND (? IS NULL OR name > ?) ORDER BY name LIMIT ?) AS e \
      LEFT JOIN celeriac_beat_state AS s ON s.name = e.name";
 
 async fn fetch_json(store: &Store, after: Option<&str>, limit: u64) -> Result<Fetched, DbErr> {
-    // Every name sorts after the empty string.
+    let after_name = after.map(str::to_owned);
+    let after: sea_orm::Value = after.map(str::to_owned).into();
     let stmt = statement(
         DbBackend::Sqlite,
         PAGE_JSON,
-        vec![after.unwrap_or("").into(), limit.into()],
+        vec![after.clone(), after, limit.into()],
     );
     let Some(row) = store.db().query_one_raw(stmt).await? else {
         return Err(DbErr::RecordNotFound("an aggregate gave no row".into()));
@@ -142,7 +143,7 @@ async fn fetch_json(store: &Store, after: Option<&str>, limit: u64) -> Result<Fe
         last,
         body: Body::Json {
             text,
-            after: after.map(str::to_owned),
+            after: after_name,
             limit,
         },
     })
