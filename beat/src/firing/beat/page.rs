@@ -116,24 +116,36 @@ async fn read_rows(
 /// keys: a row is read by position into [`JsonRow`]). Column values stay
 /// strings (JSON text columns included), so that one unreadable row is
 /// left out by [`to_entry`] as on the other databases, not a failed load.
-const PAGE_JSON: &str = "SELECT max(e.name), json_group_array(json_array(\
-     e.name, e.task, e.args, e.kwargs, e.trigger, e.options, e.workflow, e.tags, \
-     e.misfire_grace_secs, e.coalesce, e.max_instances, e.enabled, e.anchor_at, \
-     e.created_at, s.name IS NOT NULL, s.cursor_at, s.sending_at, s.last_run_at, \
-     s.last_sent_at, s.last_task_id, s.next_run_at, s.total_runs, s.recent, \
-     s.run_now_at)) \
-     FROM (SELECT * FROM celeriac_beat_entries \
-           WHERE deleted = 0 AND (? IS NULL OR name > ?) ORDER BY name LIMIT ?) AS e \
-     LEFT JOIN celeriac_beat_state AS s ON s.name = e.name";
+/// `$range` restricts the names; it must stay a plain `name > ?` for
+/// SQLite to read a range of the key (an `? IS NULL OR` scans the table
+/// for each page).
+macro_rules! page_json {
+    ($range:literal) => {
+        concat!(
+            "SELECT max(e.name), json_group_array(json_array(",
+            "e.name, e.task, e.args, e.kwargs, e.trigger, e.options, e.workflow, e.tags, ",
+            "e.misfire_grace_secs, e.coalesce, e.max_instances, e.enabled, e.anchor_at, ",
+            "e.created_at, s.name IS NOT NULL, s.cursor_at, s.sending_at, s.last_run_at, ",
+            "s.last_sent_at, s.last_task_id, s.next_run_at, s.total_runs, s.recent, ",
+            "s.run_now_at)) ",
+            "FROM (SELECT * FROM celeriac_beat_entries WHERE deleted = 0 ",
+            $range,
+            " ORDER BY name LIMIT ?) AS e ",
+            "LEFT JOIN celeriac_beat_state AS s ON s.name = e.name"
+        )
+    };
+}
 
 async fn fetch_json(store: &Store, after: Option<&str>, limit: u64) -> Result<Fetched, DbErr> {
     let after_name = after.map(str::to_owned);
-    let after: sea_orm::Value = after.map(str::to_owned).into();
-    let stmt = statement(
-        DbBackend::Sqlite,
-        PAGE_JSON,
-        vec![after.clone(), after, limit.into()],
-    );
+    let stmt = match after {
+        None => statement(DbBackend::Sqlite, page_json!(""), vec![limit.into()]),
+        Some(after) => statement(
+            DbBackend::Sqlite,
+            page_json!("AND name > ?"),
+            vec![after.into(), limit.into()],
+        ),
+    };
     let Some(row) = store.db().query_one_raw(stmt).await? else {
         return Err(DbErr::RecordNotFound("an aggregate gave no row".into()));
     };
@@ -161,7 +173,7 @@ fn parse_json(text: &str) -> Result<Vec<(Entry, Option<RunState>)>, DbErr> {
         .collect())
 }
 
-/// An entry row and its run state's as `PAGE_JSON` gives them, by
+/// An entry row and its run state's as `page_json!` gives them, by
 /// position (SQLite keeps booleans as 0 and 1; the state's columns are all
 /// null when there is none).
 #[derive(Deserialize)]
@@ -439,5 +451,32 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("mismatched types"), "{err}");
+    }
+
+    /// Each page after the first reads a range of the key, not the whole
+    /// table (an `? IS NULL OR name > ?` made the load quadratic: 1.1 s
+    /// instead of 0.5 s at 100,000 entries), and each state is one lookup.
+    #[tokio::test]
+    async fn a_page_reads_a_range_of_the_key() {
+        let db = TestDatabase::create(DbKind::Sqlite).await.unwrap();
+        let backend = db.migrated_backend().await.unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", page_json!("AND name > ?"));
+        let rows = backend
+            .connection()
+            .query_all_raw(statement(
+                DbBackend::Sqlite,
+                &sql,
+                vec!["a".into(), 5u64.into()],
+            ))
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(3).unwrap())
+            .collect();
+        let step = |prefix: &str| plan.iter().any(|d| d.starts_with(prefix));
+        assert!(step("SEARCH celeriac_beat_entries"), "{plan:?}");
+        assert!(!step("SCAN celeriac_beat_entries"), "{plan:?}");
+        assert!(step("SEARCH s USING INDEX"), "{plan:?}");
     }
 }
