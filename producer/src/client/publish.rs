@@ -183,13 +183,7 @@ impl Client {
                 .await
                 .as_ref()
                 .is_some_and(|l| l.connection.status().connected());
-            let refused = matches!(
-                err,
-                ClientError::Broker(
-                    BrokerError::Declare { .. } | BrokerError::QueueMismatch { .. }
-                )
-            );
-            if broker_alive && refused {
+            if broker_alive && refused(&err) {
                 // The broker answered (e.g. PRECONDITION_FAILED): retrying will not help.
                 self.reset_link().await;
                 return Err(err);
@@ -283,5 +277,49 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the broker refused a declaration (PRECONDITION_FAILED: the
+/// queue exists with other arguments), which sending again cannot change.
+/// A declaration cut short by a lost connection (a node killed while the
+/// delay queues of an `eta` task were declared) is not refused: it is sent
+/// again, on the next node if need be.
+fn refused(err: &ClientError) -> bool {
+    match err {
+        ClientError::Broker(
+            b @ (BrokerError::Declare { .. } | BrokerError::QueueMismatch { .. }),
+        ) => !b.is_transient(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declare(source: lapin::Error) -> ClientError {
+        ClientError::Broker(BrokerError::Declare {
+            what: "queue binding",
+            name: "q.delay.5.6".into(),
+            source,
+        })
+    }
+
+    #[test]
+    fn a_declaration_cut_by_a_lost_connection_is_sent_again() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!refused(&declare(
+            lapin::ErrorKind::IOError(reset.into()).into()
+        )));
+        let refusal = lapin::protocol::AMQPError::new(
+            lapin::protocol::AMQPErrorKind::Soft(
+                lapin::protocol::AMQPSoftError::PRECONDITIONFAILED,
+            ),
+            "inequivalent arg 'x-queue-type'".into(),
+        );
+        assert!(refused(&declare(
+            lapin::ErrorKind::ProtocolError(refusal).into()
+        )));
     }
 }
