@@ -23,6 +23,18 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// One `#[tokio::test]` per database for each `async fn NAME(kind: DbKind)`
+/// named, in modules `sqlite`, `postgres` and `mysql` (run them alone with
+/// a filter such as `mysql::`).
+#[macro_export]
+macro_rules! on_each_database {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::testing::DbKind::Sqlite).await } )* }
+        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::testing::DbKind::Postgres).await } )* }
+        mod mysql { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::testing::DbKind::Mysql).await } )* }
+    };
+}
+
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {

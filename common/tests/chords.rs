@@ -211,9 +211,19 @@ async fn sequences(kind: DbKind) {
         arguments(&backend, &tied.group_id).await,
         [json!("A"), json!("B"), json!("C")]
     );
-    // Purged: the chord, its member rows and its parts.
+    // Expired once its callback is sent: the chord, its member rows and
+    // its parts. The tied chord, complete but its callback not marked
+    // sent, stays.
+    assert!(
+        backend
+            .mark_callback_sent(&chord.group_id)
+            .await
+            .expect("mark")
+    );
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert!(backend.purge_chords_before(later).await.expect("purge") >= 1);
+    let purged = backend.purge_expired(later).await.expect("purge");
+    assert!(purged.chords >= 1, "{purged:?}");
+    assert!(backend.chord(&tied.group_id).await.expect("read").is_some());
     assert!(
         backend
             .chord(&chord.group_id)
@@ -422,15 +432,7 @@ async fn stored_and_reported_together(kind: DbKind) {
     db.drop_database().await;
 }
 
-macro_rules! on_each_database {
-    ($($name:ident),*) => {
-        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::DbKind::Sqlite).await } )* }
-        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::DbKind::Postgres).await } )* }
-        mod mysql { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::DbKind::Mysql).await } )* }
-    };
-}
-
-on_each_database!(
+celeriac_common::on_each_database!(
     concurrent_reports_fire_once,
     sequences,
     stored_and_reported_together,

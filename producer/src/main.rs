@@ -92,6 +92,11 @@ enum Command {
         #[arg(long)]
         queue: Option<String>,
     },
+    /// Manage stored results: `results purge` deletes expired ones now.
+    Results {
+        #[command(subcommand)]
+        action: ResultsAction,
+    },
     /// Inspect, replay or drop dead-lettered messages.
     Dlq {
         /// The dead-letter queue [default: celeriac.dlq].
@@ -128,6 +133,20 @@ enum Command {
     },
     /// Create or upgrade every table celeriac uses (results and beat).
     Migrate {
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ResultsAction {
+    /// Delete results finished more than --older-than seconds ago, and
+    /// chords whose callback was sent before then (as workers do every
+    /// hour); rows still running or waiting stay.
+    Purge {
+        /// Age in seconds [default: result_expires_secs, one day].
+        #[arg(long, allow_negative_numbers = true)]
+        older_than: Option<f64>,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -306,6 +325,35 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             let client = Client::connect(config).await?;
             let n = client.purge(&queue).await?;
             println!("purged {n} messages from {queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Results {
+            action:
+                ResultsAction::Purge {
+                    older_than,
+                    backend,
+                },
+        } => {
+            backend.apply(&mut config);
+            let age = match older_than {
+                Some(s) => secs(s, "older-than")?,
+                None => Duration::from_secs(config.result_expires_secs),
+            };
+            let age = chrono::Duration::from_std(age)
+                .map_err(|_| CliError::Usage("--older-than is too large".into()))?;
+            let backend = ResultBackend::connect(&config.result_backend).await?;
+            if config.migrate_on_start {
+                backend.migrate().await?;
+            }
+            let cutoff = chrono::Utc::now() - age;
+            let purged = backend.purge_expired(cutoff).await?;
+            println!(
+                "deleted {} task results, {} chords and {} stray chord rows finished before {}",
+                purged.tasks,
+                purged.chords,
+                purged.orphans,
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq {

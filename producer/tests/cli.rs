@@ -30,7 +30,7 @@ fn at(help: &str, needle: &str) -> usize {
 fn the_summary_names_every_command() {
     let help = stdout(&celeriac(&["--help"]));
     for command in [
-        "call", "result", "revoke", "purge", "dlq", "health", "migrate",
+        "call", "result", "results", "revoke", "purge", "dlq", "health", "migrate",
     ] {
         assert!(
             help.lines()
@@ -74,6 +74,58 @@ fn an_outcome_lists_id_state_result_error_in_that_order() {
         stdout(&out).trim(),
         r#"{"id":"no-such-task","state":"PENDING","result":null,"error":null}"#
     );
+}
+
+#[tokio::test]
+async fn results_purge_deletes_what_finished_before_the_age_given() {
+    use celeriac_common::TaskState;
+    use celeriac_common::backend::{ResultBackend, TaskOutcome};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let backend = ResultBackend::connect(&url).await.expect("connect");
+    backend.migrate().await.expect("migrate");
+    let done = |id: &str, hours: i64| {
+        let mut o = TaskOutcome::new(id, "tasks.t", TaskState::Success);
+        o.done_at = Some(chrono::Utc::now() - chrono::Duration::hours(hours));
+        o
+    };
+    backend
+        .store(vec![done("old", 3), done("new", 1)])
+        .await
+        .expect("store");
+
+    let out = celeriac(&[
+        "results",
+        "purge",
+        "--older-than",
+        "-1",
+        "--result-backend",
+        &url,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--older-than must be a non-negative number"),
+        "{err}"
+    );
+
+    let out = celeriac(&[
+        "results",
+        "purge",
+        "--older-than",
+        "7200",
+        "--result-backend",
+        &url,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).starts_with(
+            "deleted 1 task results, 0 chords and 0 stray chord rows finished before "
+        ),
+        "{out:?}"
+    );
+    assert!(backend.get("old").await.expect("read").is_none());
+    assert!(backend.get("new").await.expect("read").is_some());
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ mod diagnostics;
 mod disposition;
 mod events;
 mod execute;
+mod expiry;
 mod followup;
 mod heartbeat;
 mod inflight;

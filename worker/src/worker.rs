@@ -248,6 +248,15 @@ impl Worker {
             metrics: metrics.clone(),
         });
         let http = metrics::serve(self.http, prom, &shared)?;
+        // Results expire (0: never).
+        let expiry = shared
+            .backend
+            .clone()
+            .filter(|_| config.result_expires_secs > 0)
+            .map(|backend| {
+                let expires = Duration::from_secs(config.result_expires_secs);
+                tokio::spawn(crate::expiry::run(backend, expires))
+            });
         let health = |ok, detail: String| metrics::health(metrics.as_deref(), ok, detail);
         health(false, "connecting to the broker".into());
         tracing::info!(
@@ -380,6 +389,9 @@ impl Worker {
         // Heartbeats last until every outcome is stored: tasks still running
         // in the grace period are not taken for lost ones.
         // Bounded, so an unreachable database does not hold up the exit.
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
         let _ = beat_stop_tx.send(true);
         if let Some(h) = heartbeats {
             let abort = h.abort_handle();

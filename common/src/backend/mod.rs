@@ -7,6 +7,7 @@ pub mod chord;
 mod chord_migration;
 mod chord_parts_migration;
 pub mod entity;
+pub mod expiry;
 mod many;
 pub mod migration;
 mod outcome;
@@ -212,15 +213,5 @@ impl ResultBackend {
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected > 0)
-    }
-
-    /// Deletes finished records done before `before`; returns how many.
-    pub async fn purge_finished_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
-        let res = Entity::delete_many()
-            .filter(Column::DoneAt.lt(before))
-            .filter(Column::State.is_in(TaskState::ready_names()))
-            .exec(&self.db)
-            .await?;
-        Ok(res.rows_affected)
     }
 }

@@ -24,7 +24,7 @@
 //! | `log_format` | `CELERIAC_LOG_FORMAT` | `human` (or `json`) |
 //! | `track_started` | `CELERIAC_TRACK_STARTED` | `false` |
 //! | `store_args` | `CELERIAC_STORE_ARGS` | `false` (store args/kwargs with results) |
-//! | `result_expires_secs` | `CELERIAC_RESULT_EXPIRES_SECS` | `86400` |
+//! | `result_expires_secs` | `CELERIAC_RESULT_EXPIRES_SECS` | `86400` (workers delete older results; `0`: never) |
 //! | `shutdown_grace_secs` | `CELERIAC_SHUTDOWN_GRACE_SECS` | `30` |
 //! | `publish_timeout_secs` | `CELERIAC_PUBLISH_TIMEOUT_SECS` | `30` (how long a call waits for a lost broker) |
 //! | `max_message_bytes` | `CELERIAC_MAX_MESSAGE_BYTES` | `10485760` |

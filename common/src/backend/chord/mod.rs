@@ -327,32 +327,6 @@ impl ResultBackend {
             .await?;
         Ok(res.rows_affected() == 1)
     }
-
-    /// Deletes chords (and their members) created before `before`; returns
-    /// how many chords.
-    pub async fn purge_chords_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
-        let db = self.connection();
-        let backend = db.get_database_backend();
-        for table in ["celeriac_chord_members", "celeriac_chord_parts"] {
-            db.execute_raw(statement(
-                backend,
-                &format!(
-                    "DELETE FROM {table} WHERE group_id IN \
-                     (SELECT group_id FROM celeriac_chords WHERE created_at < ?)"
-                ),
-                vec![before.into()],
-            ))
-            .await?;
-        }
-        let res = db
-            .execute_raw(statement(
-                backend,
-                "DELETE FROM celeriac_chords WHERE created_at < ?",
-                vec![before.into()],
-            ))
-            .await?;
-        Ok(res.rows_affected())
-    }
 }
 
 #[cfg(test)]

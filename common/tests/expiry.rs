@@ -1,0 +1,171 @@
+//! Results expire on SQLite, PostgreSQL and MariaDB: final task rows done
+//! before the cutoff go, in batches; rows still running or waiting stay,
+//! and so do recent ones; chords go once their callback is sent, never
+//! while they wait for members; member rows of no chord go when old.
+
+use celeriac_common::TaskState;
+use celeriac_common::backend::chord::{ChordMember, NewChord};
+use celeriac_common::backend::{ResultBackend, TaskOutcome};
+use celeriac_common::testing::{DbKind, TestDatabase, unique};
+use chrono::{Duration, Utc};
+use serde_json::json;
+
+fn row(id: String, state: TaskState, done_ago: Option<Duration>) -> TaskOutcome {
+    let mut o = TaskOutcome::new(id, "tasks.t", state);
+    o.done_at = done_ago.map(|ago| Utc::now() - ago);
+    o
+}
+
+fn chord(size: u64) -> NewChord {
+    NewChord {
+        group_id: unique("g"),
+        size,
+        callback: json!({"task": "tasks.tsum", "args": [], "kwargs": {}, "options": {},
+                         "subtask_type": null, "immutable": false}),
+        callback_id: unique("cb"),
+    }
+}
+
+fn members(group_id: &str, n: u32) -> Vec<ChordMember> {
+    (0..n)
+        .map(|i| ChordMember {
+            group_id: group_id.to_owned(),
+            task_id: format!("{group_id}-m{i}"),
+            index: i,
+            ok: true,
+            result: Some(json!(i).to_string()),
+        })
+        .collect()
+}
+
+async fn exists(backend: &ResultBackend, id: &str) -> bool {
+    backend.get(id).await.expect("read").is_some()
+}
+
+async fn expires(kind: DbKind) {
+    let db = TestDatabase::create(kind).await.expect("test database");
+    let backend = db.migrated_backend().await.expect("migrated backend");
+    let day = Duration::days(1);
+    let old = Some(day + Duration::hours(1));
+    let cutoff = Utc::now() - day;
+
+    // 2,500 old successes: more than two batches.
+    let tag = unique("t");
+    let many: Vec<TaskOutcome> = (0..2_500)
+        .map(|i| row(format!("{tag}-{i}"), TaskState::Success, old))
+        .collect();
+    for chunk in many.chunks(500) {
+        backend.store(chunk.to_vec()).await.expect("store");
+    }
+    let keep = [
+        ("recent", TaskState::Success, Some(Duration::hours(1))),
+        ("started", TaskState::Started, None),
+        ("retrying", TaskState::Retry, old),
+        ("pending", TaskState::Pending, None),
+    ];
+    let gone = [
+        ("failed", TaskState::Failure, old),
+        ("revoked", TaskState::Revoked, old),
+    ];
+    let id = |name: &str| format!("{tag}-{name}");
+    let rows = keep
+        .iter()
+        .chain(&gone)
+        .map(|(name, state, ago)| row(id(name), *state, *ago))
+        .collect();
+    backend.store(rows).await.expect("store");
+
+    // A settled chord (callback sent), a complete one not yet marked sent,
+    // a pending one, and members of a group no chord row names.
+    let (settled, unsent, pending) = (chord(3), chord(2), chord(5));
+    for c in [&settled, &unsent, &pending] {
+        backend.create_chord(c).await.expect("create");
+    }
+    backend
+        .members_done(members(&settled.group_id, 3))
+        .await
+        .expect("report");
+    assert!(
+        backend
+            .mark_callback_sent(&settled.group_id)
+            .await
+            .expect("mark")
+    );
+    backend
+        .members_done(members(&unsent.group_id, 2))
+        .await
+        .expect("report");
+    backend
+        .members_done(members(&pending.group_id, 2))
+        .await
+        .expect("report");
+    let stray = unique("stray");
+    backend
+        .members_done(members(&stray, 2))
+        .await
+        .expect("report");
+
+    // Nothing is old enough yet for the chords: their times are now.
+    let first = backend.purge_expired(cutoff).await.expect("purge");
+    assert_eq!((first.tasks, first.chords, first.orphans), (2_502, 0, 0));
+    for (name, _, _) in &keep {
+        assert!(exists(&backend, &id(name)).await, "{name} must stay");
+    }
+    for (name, _, _) in &gone {
+        assert!(!exists(&backend, &id(name)).await, "{name} must go");
+    }
+    assert!(!exists(&backend, &id("0")).await);
+    assert!(!exists(&backend, &id("2499")).await);
+
+    // A cutoff after them: the settled chord goes with its members and
+    // parts, the unsent and pending ones stay whole, the stray rows go.
+    let later = Utc::now() + Duration::seconds(1);
+    let second = backend.purge_expired(later).await.expect("purge");
+    assert_eq!(second.chords, 1, "{second:?}");
+    assert!(second.orphans >= 2, "{second:?}");
+    assert!(
+        second.tasks >= 1,
+        "the recent success is older than `later`"
+    );
+    assert!(
+        backend
+            .chord(&settled.group_id)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        backend
+            .chord_members(&settled.group_id)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        backend
+            .chord_members(&stray)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    for (c, n) in [(&unsent, 2), (&pending, 2)] {
+        assert!(backend.chord(&c.group_id).await.expect("read").is_some());
+        let results = backend.chord_results(&c.group_id).await.expect("results");
+        assert_eq!(results, (0..n).map(|i| json!(i)).collect::<Vec<_>>());
+    }
+    for name in ["started", "retrying", "pending"] {
+        assert!(exists(&backend, &id(name)).await, "{name} must stay");
+    }
+    // Nothing left to do: a second run deletes nothing.
+    assert!(
+        backend
+            .purge_expired(later)
+            .await
+            .expect("purge")
+            .is_empty()
+    );
+    drop(backend);
+    db.drop_database().await;
+}
+
+celeriac_common::on_each_database!(expires);
