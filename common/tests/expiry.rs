@@ -1,13 +1,15 @@
 //! Results expire on SQLite, PostgreSQL and MariaDB: final task rows done
 //! before the cutoff go, in batches; rows still running or waiting stay,
-//! and so do recent ones; chords go once their callback is sent, never
-//! while they wait for members; member rows of no chord go when old.
+//! and so do recent ones; chords go once their callback is sent and every
+//! member reported, never while they wait for members; a group with no
+//! chord recorded keeps no rows.
 
 use celeriac_common::TaskState;
 use celeriac_common::backend::chord::{ChordMember, NewChord};
-use celeriac_common::backend::{ResultBackend, TaskOutcome};
+use celeriac_common::backend::{ResultBackend, TaskOutcome, statement};
 use celeriac_common::testing::{DbKind, TestDatabase, unique};
 use chrono::{Duration, Utc};
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 
 fn row(id: String, state: TaskState, done_ago: Option<Duration>) -> TaskOutcome {
@@ -36,6 +38,27 @@ fn members(group_id: &str, n: u32) -> Vec<ChordMember> {
             result: Some(json!(i).to_string()),
         })
         .collect()
+}
+
+/// Member rows and parts held for `group`.
+async fn chord_rows(backend: &ResultBackend, group: &str) -> (i64, i64) {
+    let db = backend.connection();
+    let count = |table: &str| {
+        statement(
+            db.get_database_backend(),
+            &format!("SELECT COUNT(*) AS n FROM {table} WHERE group_id = ?"),
+            vec![group.into()],
+        )
+    };
+    let mut out = [0i64; 2];
+    for (n, table) in out
+        .iter_mut()
+        .zip(["celeriac_chord_members", "celeriac_chord_parts"])
+    {
+        let row = db.query_one_raw(count(table)).await.expect("count");
+        *n = row.expect("a row").try_get("", "n").expect("n");
+    }
+    (out[0], out[1])
 }
 
 async fn exists(backend: &ResultBackend, id: &str) -> bool {
@@ -76,38 +99,43 @@ async fn expires(kind: DbKind) {
     backend.store(rows).await.expect("store");
 
     // A settled chord (callback sent), a complete one not yet marked sent,
-    // a pending one, and members of a group no chord row names.
-    let (settled, unsent, pending) = (chord(3), chord(2), chord(5));
-    for c in [&settled, &unsent, &pending] {
+    // a pending one, a failed one with members still to report, and
+    // members of a group no chord row names.
+    let (settled, unsent, pending, failed) = (chord(3), chord(2), chord(5), chord(3));
+    for c in [&settled, &unsent, &pending, &failed] {
         backend.create_chord(c).await.expect("create");
     }
-    backend
-        .members_done(members(&settled.group_id, 3))
-        .await
-        .expect("report");
-    assert!(
-        backend
-            .mark_callback_sent(&settled.group_id)
-            .await
-            .expect("mark")
-    );
-    backend
-        .members_done(members(&unsent.group_id, 2))
-        .await
-        .expect("report");
-    backend
-        .members_done(members(&pending.group_id, 2))
-        .await
-        .expect("report");
+    let report = |group: &NewChord, n| backend.members_done(members(&group.group_id, n));
+    report(&settled, 3).await.expect("report");
+    report(&unsent, 2).await.expect("report");
+    report(&pending, 2).await.expect("report");
+    let mut first = members(&failed.group_id, 1);
+    first[0].ok = false;
+    backend.members_done(first).await.expect("report");
+    for c in [&settled, &failed] {
+        assert!(backend.mark_callback_sent(&c.group_id).await.expect("mark"));
+    }
     let stray = unique("stray");
-    backend
+    let answers = backend
         .members_done(members(&stray, 2))
         .await
         .expect("report");
+    assert_eq!(answers, [None, None], "no chord recorded");
+    assert_eq!(
+        chord_rows(&backend, &stray).await,
+        (0, 0),
+        "nothing kept for it"
+    );
+    if backend.connection().get_database_backend() != sea_orm::DbBackend::MySql {
+        assert!(
+            chord_rows(&backend, &settled.group_id).await.1 > 0,
+            "parts written"
+        );
+    }
 
     // Nothing is old enough yet for the chords: their times are now.
     let first = backend.purge_expired(cutoff).await.expect("purge");
-    assert_eq!((first.tasks, first.chords, first.orphans), (2_502, 0, 0));
+    assert_eq!((first.tasks, first.chords), (2_502, 0));
     for (name, _, _) in &keep {
         assert!(exists(&backend, &id(name)).await, "{name} must stay");
     }
@@ -118,11 +146,10 @@ async fn expires(kind: DbKind) {
     assert!(!exists(&backend, &id("2499")).await);
 
     // A cutoff after them: the settled chord goes with its members and
-    // parts, the unsent and pending ones stay whole, the stray rows go.
+    // parts; the unsent, pending and failed ones stay whole.
     let later = Utc::now() + Duration::seconds(1);
     let second = backend.purge_expired(later).await.expect("purge");
     assert_eq!(second.chords, 1, "{second:?}");
-    assert!(second.orphans >= 2, "{second:?}");
     assert!(
         second.tasks >= 1,
         "the recent success is older than `later`"
@@ -134,20 +161,7 @@ async fn expires(kind: DbKind) {
             .expect("read")
             .is_none()
     );
-    assert!(
-        backend
-            .chord_members(&settled.group_id)
-            .await
-            .expect("read")
-            .is_empty()
-    );
-    assert!(
-        backend
-            .chord_members(&stray)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    assert_eq!(chord_rows(&backend, &settled.group_id).await, (0, 0));
     for (c, n) in [(&unsent, 2), (&pending, 2)] {
         assert!(backend.chord(&c.group_id).await.expect("read").is_some());
         let results = backend.chord_results(&c.group_id).await.expect("results");
@@ -156,6 +170,17 @@ async fn expires(kind: DbKind) {
     for name in ["started", "retrying", "pending"] {
         assert!(exists(&backend, &id(name)).await, "{name} must stay");
     }
+    // The failed chord's late members still find it; once all have
+    // reported, it expires too.
+    let late = backend
+        .members_done(members(&failed.group_id, 3)[1..].to_vec())
+        .await
+        .expect("report");
+    assert!(late.iter().all(Option::is_some), "{late:?}");
+    let third = backend.purge_expired(later).await.expect("purge");
+    assert_eq!(third.chords, 1, "{third:?}");
+    assert_eq!(chord_rows(&backend, &failed.group_id).await, (0, 0));
+
     // Nothing left to do: a second run deletes nothing.
     assert!(
         backend

@@ -337,21 +337,29 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             backend.apply(&mut config);
             let age = match older_than {
                 Some(s) => secs(s, "older-than")?,
+                None if config.result_expires_secs == 0 => {
+                    return Err(CliError::Usage(
+                        "result_expires_secs is 0 (results never expire): give --older-than SECS"
+                            .into(),
+                    ));
+                }
                 None => Duration::from_secs(config.result_expires_secs),
             };
-            let age = chrono::Duration::from_std(age)
-                .map_err(|_| CliError::Usage("--older-than is too large".into()))?;
+            let cutoff = celeriac_common::backend::expiry::cutoff(age).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--older-than {} s reaches before year 1",
+                    age.as_secs()
+                ))
+            })?;
             let backend = ResultBackend::connect(&config.result_backend).await?;
             if config.migrate_on_start {
                 backend.migrate().await?;
             }
-            let cutoff = chrono::Utc::now() - age;
             let purged = backend.purge_expired(cutoff).await?;
             println!(
-                "deleted {} task results, {} chords and {} stray chord rows finished before {}",
+                "deleted {} task results and {} chords finished before {}",
                 purged.tasks,
                 purged.chords,
-                purged.orphans,
                 cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
             Ok(ExitCode::SUCCESS)

@@ -350,9 +350,22 @@ async fn act(
 
 /// A member of a chord the result backend does not know (its client did
 /// not record it, as Celery's own does not): its callback cannot be run
-/// exactly once, so it is recorded failed.
+/// exactly once, so it is recorded failed. A callback that already has a
+/// final row (its chord settled, then expired, and this member came again)
+/// is left as it is.
 async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), SettleError> {
     let gid = &report.member.group_id;
+    if let Some(id) = &report.callback_id
+        && let Some(done) = backend.get(id).await?.filter(|r| r.state.is_ready())
+    {
+        tracing::warn!(
+            chord = %gid,
+            callback.id = %id,
+            callback.state = %done.state,
+            "member reported again after its chord expired; the callback's outcome stays"
+        );
+        return Ok(());
+    }
     tracing::error!(
         chord = %gid,
         "chord not recorded in the result backend (sent by a client that does not record chords); \

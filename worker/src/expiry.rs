@@ -9,8 +9,8 @@
 //! is harmless: a row is deleted once, the others find it gone.
 
 use celeriac_common::backend::ResultBackend;
+use celeriac_common::backend::expiry::cutoff;
 use celeriac_common::backoff::{Backoff, Jitter};
-use chrono::Utc;
 use std::time::Duration;
 
 /// The longest time between two purges.
@@ -24,10 +24,6 @@ pub(crate) fn period(expires: Duration) -> Duration {
 /// Purges what expired, once per [`period`], for ever (the worker aborts
 /// it at shutdown). A failed purge is logged and tried again next period.
 pub(crate) async fn run(backend: ResultBackend, expires: Duration) {
-    // Past chrono's range (about 292 million years) nothing ever expires.
-    let Ok(age) = chrono::Duration::from_std(expires) else {
-        return;
-    };
     let every = period(expires);
     // Uniform in [0, every]: the first purge of this worker.
     let first = Backoff::new(every, every).jitter(Jitter::Full).delay_for(0);
@@ -35,12 +31,14 @@ pub(crate) async fn run(backend: ResultBackend, expires: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let cutoff = Utc::now() - age;
+        // An age before the calendar's start: nothing ever expires.
+        let Some(cutoff) = cutoff(expires) else {
+            return;
+        };
         match backend.purge_expired(cutoff).await {
             Ok(p) if !p.is_empty() => tracing::info!(
                 tasks = p.tasks,
                 chords = p.chords,
-                orphan_rows = p.orphans,
                 "expired results deleted (older than result_expires_secs)"
             ),
             Ok(_) => {}

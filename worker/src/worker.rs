@@ -341,6 +341,10 @@ impl Worker {
             }
         }
         health(false, "shutting down".into());
+        // No purge competes with the flush of the last outcomes.
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
         if let Some(s) = &session {
             s.cancel().await;
             s.give_back_waiting();
@@ -389,9 +393,6 @@ impl Worker {
         // Heartbeats last until every outcome is stored: tasks still running
         // in the grace period are not taken for lost ones.
         // Bounded, so an unreachable database does not hold up the exit.
-        if let Some(expiry) = expiry {
-            expiry.abort();
-        }
         let _ = beat_stop_tx.send(true);
         if let Some(h) = heartbeats {
             let abort = h.abort_handle();

@@ -1,11 +1,12 @@
 //! A worker deletes expired results by itself (`result_expires_secs`),
 //! again and again, while it runs tasks; a purge that fails is logged and
-//! tried again, and the worker goes on.
+//! tried again until it succeeds, and the worker goes on meanwhile.
 
 mod support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::TaskState;
+use celeriac_common::backend::chord::{ChordMember, NewChord};
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::diagnostics::ECHO;
 use celeriac_common::testing::process::{LoggedProcess, command};
@@ -63,18 +64,52 @@ async fn a_worker_deletes_expired_results_and_goes_on_when_it_cannot() {
     assert_eq!(record.state, TaskState::Success);
     wait_gone(&backend, sent.id(), Duration::from_secs(10)).await;
 
-    // A table the purge needs is gone: the purge fails with a warning and
-    // is tried again; tasks still run, and other rows still expire.
+    // A table the purge needs is gone: every purge fails at the chord
+    // it cannot delete, with a warning, and is tried again next period;
+    // tasks still run, task rows still expire. Once the table is back, the
+    // chord goes too.
+    let chord = NewChord {
+        group_id: unique("g"),
+        size: 1,
+        callback: json!({"task": "t", "args": [], "kwargs": {}, "options": {},
+                         "subtask_type": null, "immutable": false}),
+        callback_id: unique("cb"),
+    };
+    backend.create_chord(&chord).await.expect("create");
     backend
-        .connection()
-        .execute_unprepared("DROP TABLE celeriac_chord_parts")
+        .member_done(ChordMember {
+            group_id: chord.group_id.clone(),
+            task_id: unique("m"),
+            index: 0,
+            ok: true,
+            result: Some("1".into()),
+        })
+        .await
+        .expect("report");
+    assert!(
+        backend
+            .mark_callback_sent(&chord.group_id)
+            .await
+            .expect("mark")
+    );
+    let db = backend.connection();
+    db.execute_unprepared("DROP TABLE celeriac_chord_parts")
         .await
         .expect("drop table");
     backend
         .store(vec![old_success("old-2")])
         .await
         .expect("store");
-    worker.wait_log("cannot delete expired results", Duration::from_secs(10));
+    let failed = "cannot delete expired results";
+    let until = Instant::now() + Duration::from_secs(15);
+    while worker.log_text().matches(failed).count() < 2 {
+        assert!(
+            Instant::now() < until,
+            "no second failed purge:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let again = client
         .send_task(ECHO, vec![json!(2)], Map::new(), ApplyOptions::new())
         .await
@@ -82,6 +117,29 @@ async fn a_worker_deletes_expired_results_and_goes_on_when_it_cannot() {
     let record = again.wait(Duration::from_secs(20)).await.expect("result");
     assert_eq!(record.state, TaskState::Success);
     wait_gone(&backend, "old-2", Duration::from_secs(10)).await;
+    assert!(
+        backend
+            .chord(&chord.group_id)
+            .await
+            .expect("read")
+            .is_some()
+    );
+    db.execute_unprepared(
+        "CREATE TABLE celeriac_chord_parts (group_id VARCHAR(191) NOT NULL, \
+         part VARCHAR(191) NOT NULL, body TEXT NOT NULL, PRIMARY KEY (group_id, part))",
+    )
+    .await
+    .expect("create table");
+    let until = Instant::now() + Duration::from_secs(10);
+    while backend
+        .chord(&chord.group_id)
+        .await
+        .expect("read")
+        .is_some()
+    {
+        assert!(Instant::now() < until, "the chord did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     assert_eq!(worker.terminate(), Some(0), "a warm shutdown");
     drop(client);

@@ -3,13 +3,13 @@
 //! for long (on SQLite, workers record outcomes between two batches).
 //!
 //! - a task row in a final state (SUCCESS, FAILURE, REVOKED, REJECTED)
-//!   done before the cutoff (the `done_at` index);
-//! - a chord whose callback (or errbacks) was sent before the cutoff,
-//!   with its member rows and parts. A chord still waiting for members
-//!   stays, however old: a member may yet come (a retry, a far `eta`);
-//! - member rows of a group no chord row names (a chord recorded
-//!   elsewhere, or removed by hand), done before the cutoff, and parts of
-//!   a group that has neither a chord nor member rows.
+//!   done before the cutoff, found by the `done_at` index;
+//! - a chord whose callback (or errbacks) was sent before the cutoff and
+//!   whose members have all reported, with its member rows and parts,
+//!   found by the `callback_sent_at` index. A chord still waiting for
+//!   members stays, however old: a member may yet come (a retry, a far
+//!   `eta`), and so does a failed chord whose other members are still to
+//!   report: each of them still finds its chord.
 //!
 //! Rows still running, waiting or retrying are never deleted. A revoked
 //! task's row goes with the rest, which is also the window in which
@@ -23,9 +23,10 @@ use std::time::Duration;
 
 /// Task rows deleted per statement.
 const TASK_BATCH: u64 = 1_000;
-/// Chords deleted per transaction (each with all its members: a chord of
-/// 10,000 members is 10,000 rows).
+/// Chords deleted per transaction, at most...
 const CHORD_BATCH: u64 = 50;
+/// ...and members of theirs, at most (but always one chord).
+const MEMBER_BATCH: u64 = 10_000;
 /// A pause between two batches, so that other writers get their turn.
 const PAUSE: Duration = Duration::from_millis(20);
 
@@ -36,8 +37,6 @@ pub struct Purged {
     pub tasks: u64,
     /// Chords (their member rows and parts not counted).
     pub chords: u64,
-    /// Member rows and parts of groups without a chord row.
-    pub orphans: u64,
 }
 
 impl Purged {
@@ -45,6 +44,57 @@ impl Purged {
     pub fn is_empty(&self) -> bool {
         *self == Purged::default()
     }
+}
+
+/// The query that finds a batch of expired task rows (their ids).
+pub(crate) fn expired_tasks(backend: DbBackend) -> String {
+    let states = TaskState::ready_names()
+        .map(|s| format!("'{s}'"))
+        .join(", ");
+    // SQLite would otherwise pick the state index (a few values, so every
+    // final row) over `done_at`; `+state` rules it out.
+    let plus = if backend == DbBackend::Sqlite {
+        "+"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT task_id FROM celeriac_taskmeta WHERE done_at < ? \
+         AND {plus}state IN ({states}) LIMIT {TASK_BATCH}"
+    )
+}
+
+/// The statement that deletes one batch of expired task rows. The filter
+/// is repeated outside the subquery so that a row rewritten meanwhile (a
+/// task id reused) is not deleted.
+fn task_batch_sql(backend: DbBackend) -> String {
+    let states = TaskState::ready_names()
+        .map(|s| format!("'{s}'"))
+        .join(", ");
+    let filter = format!("done_at < ? AND state IN ({states})");
+    match backend {
+        // No LIMIT in an IN subquery there, but DELETE ... ORDER BY ...
+        // LIMIT (ordered, so that statement-based replication deletes the
+        // same rows on replicas).
+        DbBackend::MySql => format!(
+            "DELETE FROM celeriac_taskmeta WHERE {filter} ORDER BY done_at LIMIT {TASK_BATCH}"
+        ),
+        _ => format!(
+            "DELETE FROM celeriac_taskmeta WHERE task_id IN ({}) AND {filter}",
+            expired_tasks(backend)
+        ),
+    }
+}
+
+/// The query that finds expired chords (the `callback_sent_at` index).
+pub(crate) const EXPIRED_CHORDS: &str = "SELECT group_id, size FROM celeriac_chords \
+     WHERE callback_sent_at < ? AND done >= size ORDER BY callback_sent_at";
+
+/// The instant `age` ago: what finished before it has expired. `None`
+/// when that is before the calendar's start (nothing expires).
+pub fn cutoff(age: Duration) -> Option<DateTime<Utc>> {
+    let age = chrono::Duration::from_std(age).ok()?;
+    Utc::now().checked_sub_signed(age)
 }
 
 impl ResultBackend {
@@ -61,14 +111,13 @@ impl ResultBackend {
             tokio::time::sleep(PAUSE).await;
         }
         loop {
-            let n = self.purge_chords_batch(before).await?;
-            purged.chords += n;
-            if n < CHORD_BATCH {
+            let (found, deleted) = self.purge_chords_batch(before).await?;
+            purged.chords += deleted;
+            if !found {
                 break;
             }
             tokio::time::sleep(PAUSE).await;
         }
-        purged.orphans = self.purge_orphans(before).await?;
         Ok(purged)
     }
 
@@ -76,56 +125,47 @@ impl ResultBackend {
     async fn purge_tasks_batch(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
         let db = self.connection();
         let backend = db.get_database_backend();
-        let states = TaskState::ready_names()
-            .map(|s| format!("'{s}'"))
-            .join(", ");
-        let filter = format!("done_at < ? AND state IN ({states})");
-        // MySQL takes no LIMIT in an IN subquery, but has DELETE ... LIMIT.
-        let sql = match backend {
-            DbBackend::MySql => {
-                format!("DELETE FROM celeriac_taskmeta WHERE {filter} LIMIT {TASK_BATCH}")
-            }
-            _ => format!(
-                "DELETE FROM celeriac_taskmeta WHERE task_id IN \
-                 (SELECT task_id FROM celeriac_taskmeta WHERE {filter} LIMIT {TASK_BATCH})"
-            ),
-        };
-        let res = db
-            .execute_raw(statement(backend, &sql, vec![before.into()]))
-            .await?;
+        let sql = task_batch_sql(backend);
+        let cutoffs = vec![before.into(); sql.matches('?').count()];
+        let res = db.execute_raw(statement(backend, &sql, cutoffs)).await?;
         Ok(res.rows_affected())
     }
 
-    /// Deletes up to [`CHORD_BATCH`] chords whose callback was sent before
-    /// `before`, with their member rows and parts, in one transaction.
-    async fn purge_chords_batch(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+    /// Deletes a batch of chords whose callback was sent before `before`
+    /// and whose members all reported, with their member rows and parts,
+    /// in one transaction: up to [`CHORD_BATCH`] chords and
+    /// [`MEMBER_BATCH`] members. Returns whether it found any, and how
+    /// many it deleted (fewer when another process got there first).
+    async fn purge_chords_batch(&self, before: DateTime<Utc>) -> Result<(bool, u64), BackendError> {
         let db = self.connection();
         let backend = db.get_database_backend();
         let rows = db
             .query_all_raw(statement(
                 backend,
-                &format!(
-                    "SELECT group_id FROM celeriac_chords WHERE callback_sent_at < ? \
-                     LIMIT {CHORD_BATCH}"
-                ),
+                &format!("{EXPIRED_CHORDS} LIMIT {CHORD_BATCH}"),
                 vec![before.into()],
             ))
             .await?;
-        let ids = rows
-            .iter()
-            .map(|r| r.try_get::<String>("", "group_id"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = Vec::new();
+        let mut members = 0u64;
+        for row in &rows {
+            let size: i64 = row.try_get("", "size")?;
+            let size = u64::try_from(size).unwrap_or(0);
+            if !ids.is_empty() && members + size > MEMBER_BATCH {
+                break;
+            }
+            members += size;
+            ids.push(row.try_get::<String>("", "group_id")?);
+        }
         if ids.is_empty() {
-            return Ok(0);
+            return Ok((false, 0));
         }
         let marks = vec!["?"; ids.len()].join(", ");
         let values: Vec<Value> = ids.iter().map(|g| g.as_str().into()).collect();
         let txn = db.begin().await?;
-        for table in [
-            "celeriac_chord_members",
-            "celeriac_chord_parts",
-            "celeriac_chords",
-        ] {
+        // Members, then parts, then the chord: the order in which
+        // `members_done` takes its locks.
+        for table in ["celeriac_chord_members", "celeriac_chord_parts"] {
             txn.execute_raw(statement(
                 backend,
                 &format!("DELETE FROM {table} WHERE group_id IN ({marks})"),
@@ -133,33 +173,48 @@ impl ResultBackend {
             ))
             .await?;
         }
+        let chords = txn
+            .execute_raw(statement(
+                backend,
+                &format!("DELETE FROM celeriac_chords WHERE group_id IN ({marks})"),
+                values,
+            ))
+            .await?;
         txn.commit().await?;
-        Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+        Ok((true, chords.rows_affected()))
     }
+}
 
-    /// Deletes member rows done before `before` whose group has no chord
-    /// row, then parts whose group has neither a chord nor member rows.
-    async fn purge_orphans(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
-        let db = self.connection();
-        let backend = db.get_database_backend();
-        let members = db
-            .execute_raw(statement(
-                backend,
-                "DELETE FROM celeriac_chord_members WHERE done_at < ? AND NOT EXISTS \
-                 (SELECT 1 FROM celeriac_chords c WHERE c.group_id = celeriac_chord_members.group_id)",
-                vec![before.into()],
-            ))
-            .await?;
-        let parts = db
-            .execute_raw(statement(
-                backend,
-                "DELETE FROM celeriac_chord_parts WHERE NOT EXISTS \
-                 (SELECT 1 FROM celeriac_chords c WHERE c.group_id = celeriac_chord_parts.group_id) \
-                 AND NOT EXISTS (SELECT 1 FROM celeriac_chord_members m \
-                 WHERE m.group_id = celeriac_chord_parts.group_id)",
-                vec![],
-            ))
-            .await?;
-        Ok(members.rows_affected() + parts.rows_affected())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::Statement;
+
+    /// SQLite finds a batch of expired rows by the `done_at` index, and
+    /// expired chords by `callback_sent_at`, never by scanning.
+    #[tokio::test]
+    async fn sqlite_reads_the_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        let backend = ResultBackend::connect(&url).await.expect("connect");
+        backend.migrate().await.expect("migrate");
+        let db = backend.connection();
+        for (query, index) in [
+            (expired_tasks(DbBackend::Sqlite).as_str(), "done_at"),
+            (EXPIRED_CHORDS, "callback_sent_at"),
+        ] {
+            let plan: Vec<String> = db
+                .query_all_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    format!("EXPLAIN QUERY PLAN {}", query.replace('?', "'2026-01-01'")),
+                ))
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.try_get::<String>("", "detail").expect("detail"))
+                .collect();
+            let plan = plan.join("; ");
+            assert!(plan.contains(&format!("({index}<")), "{query}: {plan}");
+        }
     }
 }

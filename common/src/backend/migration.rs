@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(super::workflow_migration::WorkflowIndexes),
             Box::new(super::search_migration::CreateSearchIndexes),
             Box::new(super::chord_parts_migration::CreateChordParts),
+            Box::new(super::expiry_migration::ChordExpiryIndex),
         ]
     }
 

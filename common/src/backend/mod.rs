@@ -8,6 +8,7 @@ mod chord_migration;
 mod chord_parts_migration;
 pub mod entity;
 pub mod expiry;
+mod expiry_migration;
 mod many;
 pub mod migration;
 mod outcome;

@@ -147,6 +147,19 @@ impl ResultBackend {
             let row = txn
                 .query_one_raw(statement(backend, SELECT_CHORD, vec![group.clone().into()]))
                 .await?;
+            if row.is_none() && inserted.added > 0 {
+                // No chord recorded (sent by a client that does not record
+                // chords, or expired): keep no rows that nothing would read
+                // or delete.
+                for table in ["celeriac_chord_members", "celeriac_chord_parts"] {
+                    txn.execute_raw(statement(
+                        backend,
+                        &format!("DELETE FROM {table} WHERE group_id = ?"),
+                        vec![group.clone().into()],
+                    ))
+                    .await?;
+                }
+            }
             chords.insert(group.clone(), row.map(|r| read_chord(&r)).transpose()?);
             start = end;
         }
