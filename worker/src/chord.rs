@@ -350,19 +350,19 @@ async fn act(
 
 /// A member of a chord the result backend does not know (its client did
 /// not record it, as Celery's own does not): its callback cannot be run
-/// exactly once, so it is recorded failed. A callback that already has a
-/// final row (its chord settled, then expired, and this member came again)
-/// is left as it is.
+/// exactly once, so it is recorded failed, once. A callback that already
+/// has a row (failed by an earlier member, or sent, run and its chord since
+/// expired) is left as it is.
 async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), SettleError> {
     let gid = &report.member.group_id;
     if let Some(id) = &report.callback_id
-        && let Some(done) = backend.get(id).await?.filter(|r| r.state.is_ready())
+        && let Some(row) = backend.get(id).await?
     {
-        tracing::warn!(
+        tracing::debug!(
             chord = %gid,
             callback.id = %id,
-            callback.state = %done.state,
-            "member reported again after its chord expired; the callback's outcome stays"
+            callback.state = %row.state,
+            "member of a chord not recorded; its callback's row stays as it is"
         );
         return Ok(());
     }

@@ -1,7 +1,8 @@
 //! Results expire: every worker with a result backend deletes what is
 //! older than `result_expires_secs` (Celery's `result_expires`, which its
 //! beat runs as `celery.backend_cleanup`), so that result and chord rows do
-//! not grow for ever. What goes is in `celeriac_common::backend::expiry`.
+//! not pile up. What goes, and what stays, is in
+//! `celeriac_common::backend::expiry`.
 //!
 //! Each worker purges once per period (the expiry time, at most an hour),
 //! starting at a random point of its first period, so that workers

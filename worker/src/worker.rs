@@ -430,8 +430,11 @@ async fn load_revocations(shared: &Shared) {
     let Some(backend) = &shared.backend else {
         return;
     };
-    let keep = i64::try_from(shared.config.result_expires_secs).unwrap_or(i64::MAX / 2_000);
-    let since = chrono::Utc::now() - chrono::Duration::seconds(keep);
+    // Revocations are kept as long as results (0: for ever).
+    let since = match shared.config.result_expires_secs {
+        0 => None,
+        secs => celeriac_common::backend::expiry::cutoff(Duration::from_secs(secs)),
+    };
     match backend.revoked_since(since).await {
         Ok(ids) => ids.iter().for_each(|id| shared.revocations.revoke(id)),
         Err(e) => tracing::warn!(error = %e, "cannot load revoked task ids"),

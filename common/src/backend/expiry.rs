@@ -9,7 +9,8 @@
 //!   found by the `callback_sent_at` index. A chord still waiting for
 //!   members stays, however old: a member may yet come (a retry, a far
 //!   `eta`), and so does a failed chord whose other members are still to
-//!   report: each of them still finds its chord.
+//!   report: each of them still finds its chord. (A chord one of whose
+//!   members never reports, its message purged, is never deleted.)
 //!
 //! Rows still running, waiting or retrying are never deleted. A revoked
 //! task's row goes with the rest, which is also the window in which
@@ -70,11 +71,11 @@ fn task_batch_sql(backend: DbBackend) -> String {
         .join(", ");
     match backend {
         // No LIMIT in an IN subquery there, but DELETE ... ORDER BY ...
-        // LIMIT (ordered, so that statement-based replication deletes the
-        // same rows on replicas).
+        // LIMIT (in a total order, so that statement-based replication
+        // deletes the same rows on replicas).
         DbBackend::MySql => format!(
             "DELETE FROM celeriac_taskmeta WHERE done_at < ? AND state IN ({states}) \
-             ORDER BY done_at LIMIT {TASK_BATCH}"
+             ORDER BY done_at, task_id LIMIT {TASK_BATCH}"
         ),
         // `+` keeps SQLite from answering a filter with an index: without
         // it, the outer one read every final row through the state index
@@ -141,10 +142,11 @@ impl ResultBackend {
     }
 
     /// Deletes a batch of chords whose callback was sent before `before`
-    /// and whose members all reported, with their member rows and parts,
-    /// in one transaction: up to [`CHORD_BATCH`] chords and
-    /// [`MEMBER_BATCH`] members. Returns whether it found any, and how
-    /// many it deleted (fewer when another process got there first).
+    /// and whose members all reported, with their member rows and parts:
+    /// up to [`CHORD_BATCH`] chords and [`MEMBER_BATCH`] members in one
+    /// transaction, or one larger chord, its members a batch at a time
+    /// first. Returns whether it found any, and how many chords it deleted
+    /// (fewer when another process got there first).
     async fn purge_chords_batch(&self, before: DateTime<Utc>) -> Result<(bool, u64), BackendError> {
         let db = self.connection();
         let backend = db.get_database_backend();
@@ -166,31 +168,63 @@ impl ResultBackend {
             members += size;
             ids.push(row.try_get::<String>("", "group_id")?);
         }
-        if ids.is_empty() {
+        let [first, ..] = ids.as_slice() else {
             return Ok((false, 0));
+        };
+        if members > MEMBER_BATCH {
+            self.purge_members_of(first).await?;
         }
         let marks = vec!["?"; ids.len()].join(", ");
         let values: Vec<Value> = ids.iter().map(|g| g.as_str().into()).collect();
-        let txn = db.begin().await?;
-        // Members, then parts, then the chord: the order in which
-        // `members_done` takes its locks.
-        for table in ["celeriac_chord_members", "celeriac_chord_parts"] {
-            txn.execute_raw(statement(
+        let delete = |table: &str| {
+            statement(
                 backend,
                 &format!("DELETE FROM {table} WHERE group_id IN ({marks})"),
                 values.clone(),
-            ))
-            .await?;
-        }
-        let chords = txn
-            .execute_raw(statement(
-                backend,
-                &format!("DELETE FROM celeriac_chords WHERE group_id IN ({marks})"),
-                values,
-            ))
-            .await?;
+            )
+        };
+        // Members, then the chord, then its parts: the order in which
+        // `members_done` takes its locks.
+        let txn = db.begin().await?;
+        txn.execute_raw(delete("celeriac_chord_members")).await?;
+        let chords = txn.execute_raw(delete("celeriac_chords")).await?;
+        txn.execute_raw(delete("celeriac_chord_parts")).await?;
         txn.commit().await?;
         Ok((true, chords.rows_affected()))
+    }
+
+    /// Deletes the member rows of chord `group`, [`MEMBER_BATCH`] per
+    /// statement, paced as the other batches.
+    async fn purge_members_of(&self, group: &str) -> Result<(), BackendError> {
+        let db = self.connection();
+        let backend = db.get_database_backend();
+        let (sql, values): (String, Vec<Value>) = match backend {
+            DbBackend::MySql => (
+                format!(
+                    "DELETE FROM celeriac_chord_members WHERE group_id = ? \
+                     ORDER BY task_id LIMIT {MEMBER_BATCH}"
+                ),
+                vec![group.into()],
+            ),
+            _ => (
+                format!(
+                    "DELETE FROM celeriac_chord_members WHERE group_id = ? AND task_id IN \
+                     (SELECT task_id FROM celeriac_chord_members WHERE group_id = ? \
+                     ORDER BY task_id LIMIT {MEMBER_BATCH})"
+                ),
+                vec![group.into(), group.into()],
+            ),
+        };
+        loop {
+            let began = Instant::now();
+            let res = db
+                .execute_raw(statement(backend, &sql, values.clone()))
+                .await?;
+            if res.rows_affected() < MEMBER_BATCH {
+                return Ok(());
+            }
+            tokio::time::sleep(pause(backend, began.elapsed())).await;
+        }
     }
 }
 

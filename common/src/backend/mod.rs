@@ -193,18 +193,21 @@ impl ResultBackend {
             .transpose()
     }
 
-    /// Ids revoked (REVOKED and never started) since `since`.
-    pub async fn revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, BackendError> {
+    /// Ids revoked (REVOKED and never started) since `since` (`None`: ever).
+    pub async fn revoked_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<String>, BackendError> {
         use sea_orm::QuerySelect;
-        let ids = Entity::find()
+        let mut query = Entity::find()
             .select_only()
             .column(Column::TaskId)
             .filter(Column::State.eq(TaskState::Revoked.as_str()))
-            .filter(Column::StartedAt.is_null())
-            .filter(Column::DoneAt.gte(since))
-            .into_tuple::<String>()
-            .all(&self.db)
-            .await?;
+            .filter(Column::StartedAt.is_null());
+        if let Some(since) = since {
+            query = query.filter(Column::DoneAt.gte(since));
+        }
+        let ids = query.into_tuple::<String>().all(&self.db).await?;
         Ok(ids)
     }
 

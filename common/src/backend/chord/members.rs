@@ -141,24 +141,30 @@ impl ResultBackend {
             if let Some(last) = sorted.last().filter(|_| inserted.added > 0) {
                 count_members(txn, group, inserted.added, inserted.failed, last, now).await?;
             }
-            if let Some(successes) = &inserted.new_successes {
-                parts::write(txn, group, successes).await?;
-            }
             let row = txn
                 .query_one_raw(statement(backend, SELECT_CHORD, vec![group.clone().into()]))
                 .await?;
-            if row.is_none() && inserted.added > 0 {
+            if row.is_some() {
+                if let Some(successes) = &inserted.new_successes {
+                    parts::write(txn, group, successes).await?;
+                }
+            } else if inserted.added > 0 {
                 // No chord recorded (sent by a client that does not record
                 // chords, or expired): keep no rows that nothing would read
-                // or delete.
-                for table in ["celeriac_chord_members", "celeriac_chord_parts"] {
-                    txn.execute_raw(statement(
-                        backend,
-                        &format!("DELETE FROM {table} WHERE group_id = ?"),
-                        vec![group.clone().into()],
-                    ))
-                    .await?;
-                }
+                // or delete. By key: on MySQL a delete of the whole group
+                // would lock the rows another report just inserted.
+                let marks = vec!["?"; sorted.len()].join(", ");
+                let mut values = vec![group.clone().into()];
+                values.extend(sorted.iter().map(|m| m.task_id.clone().into()));
+                txn.execute_raw(statement(
+                    backend,
+                    &format!(
+                        "DELETE FROM celeriac_chord_members WHERE group_id = ? \
+                         AND task_id IN ({marks})"
+                    ),
+                    values,
+                ))
+                .await?;
             }
             chords.insert(group.clone(), row.map(|r| read_chord(&r)).transpose()?);
             start = end;
