@@ -141,8 +141,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ResultsAction {
     /// Delete results finished more than --older-than seconds ago, and
-    /// chords whose callback was sent before then (as workers do every
-    /// hour); rows still running or waiting stay.
+    /// chords whose callback was sent before then and whose members all
+    /// reported (as workers do every hour); rows still running or waiting stay.
     Purge {
         /// Age in seconds [default: result_expires_secs, one day].
         #[arg(long, allow_negative_numbers = true)]

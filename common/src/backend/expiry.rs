@@ -94,7 +94,7 @@ fn task_batch_sql(backend: DbBackend) -> String {
 }
 
 /// The query that finds expired chords (the `callback_sent_at` index).
-pub(crate) const EXPIRED_CHORDS: &str = "SELECT group_id, size FROM celeriac_chords \
+const EXPIRED_CHORDS: &str = "SELECT group_id, size FROM celeriac_chords \
      WHERE callback_sent_at < ? AND done >= size ORDER BY callback_sent_at";
 
 /// The instant `age` ago: what finished before it has expired. `None`
