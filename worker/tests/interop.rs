@@ -467,6 +467,40 @@ async fn clean_up(queue: &str, check: bool) {
     let _ = conn.close(200, "done".into()).await;
 }
 
+/// The task queue and delay queues of `config` that hold messages, with
+/// their ready counts: where a task that did not run is waiting.
+async fn waiting(config: &celeriac::Config) -> String {
+    let Ok(conn) = broker::connect(&testing::broker_url(), "interop-waiting").await else {
+        return "(broker unreachable)".into();
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let mut names = vec![config.default_queue.clone()];
+    names.extend(celeriac_common::delay::queue_names(config));
+    let mut found = Vec::new();
+    for name in names {
+        let Ok(ch) = conn.create_channel().await else {
+            break;
+        };
+        if let Ok(q) = ch
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+            .await
+            && q.message_count() > 0
+        {
+            found.push(format!("{name}={}", q.message_count()));
+        }
+        let _ = ch.close(200, "done".into()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    if found.is_empty() {
+        "none ready (in flight or unacked)".into()
+    } else {
+        found.join(", ")
+    }
+}
+
 /// Runs a test's `body`, then deletes what it made under the name `queue`,
 /// also when it failed (then without checking, and the failure goes on).
 async fn guarded(queue: &str, body: impl Future<Output = ()>) {
@@ -958,11 +992,15 @@ async fn quorum_queue(queue: String) {
     // ...and a celeriac worker with queue_type = quorum runs them.
     let worker = start_worker(&config).await;
     for (s, want) in sent.iter().zip([42, 4]) {
-        let sum = client
-            .async_result::<i64>(&s.id)
-            .get(WAIT)
-            .await
-            .expect("celeriac ran Celery's task");
+        let sum = match client.async_result::<i64>(&s.id).get(WAIT).await {
+            Ok(sum) => sum,
+            Err(e) => panic!(
+                "celeriac did not run Celery's task {} (the one giving {want}): {e:?}; \
+                 messages in the task and delay queues: {}",
+                s.id,
+                waiting(&config).await
+            ),
+        };
         assert_eq!(sum, want);
     }
     let delayed = client

@@ -127,7 +127,12 @@ async fn result_database_outage_loses_nothing() {
                 .to_owned(),
         );
     }
+    // Where it stands, for a run that times out instead of failing.
+    let began = std::time::Instant::now();
+    let mark = |what: &str| eprintln!("{:>6.1} s: {what}", began.elapsed().as_secs_f64());
+    mark("100 tasks sent; stopping the database");
     pg.stop().expect("stop the database");
+    mark("database stopped");
     for i in 100..200 {
         ids.push(
             client
@@ -140,8 +145,13 @@ async fn result_database_outage_loses_nothing() {
     }
     // Longer than the pool's 10 s acquire timeout, so writes fail and are retried.
     tokio::time::sleep(Duration::from_secs(13)).await;
+    mark("starting the database again");
     pg.start_again().expect("start the database again");
-    for id in &ids {
+    mark("database started; waiting for the 200 outcomes");
+    for (n, id) in ids.iter().enumerate() {
+        if n % 50 == 0 {
+            mark(&format!("{n} outcomes seen"));
+        }
         let rec = match client
             .async_result::<serde_json::Value>(id.clone())
             .wait(Duration::from_secs(90))
