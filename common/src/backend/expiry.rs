@@ -108,27 +108,35 @@ impl ResultBackend {
     /// Deletes what expired before `before` (see the module docs), batch
     /// by batch until nothing is left.
     pub async fn purge_expired(&self, before: DateTime<Utc>) -> Result<Purged, BackendError> {
+        let tasks = self
+            .paced(move || async move {
+                let n = self.purge_tasks_batch(before).await?;
+                Ok((n == TASK_BATCH, n))
+            })
+            .await?;
+        let chords = self.paced(move || self.purge_chords_batch(before)).await?;
+        Ok(Purged { tasks, chords })
+    }
+
+    /// Runs `batch` until it says nothing is left (each run: whether to go
+    /// on, and how many it deleted), with a [`pause`] after each batch that
+    /// left more; returns how many it deleted in all.
+    async fn paced<F, Fut>(&self, mut batch: F) -> Result<u64, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(bool, u64), BackendError>>,
+    {
         let backend = self.connection().get_database_backend();
-        let mut purged = Purged::default();
+        let mut total = 0;
         loop {
             let began = Instant::now();
-            let n = self.purge_tasks_batch(before).await?;
-            purged.tasks += n;
-            if n < TASK_BATCH {
-                break;
+            let (more, deleted) = batch().await?;
+            total += deleted;
+            if !more {
+                return Ok(total);
             }
             tokio::time::sleep(pause(backend, began.elapsed())).await;
         }
-        loop {
-            let began = Instant::now();
-            let (found, deleted) = self.purge_chords_batch(before).await?;
-            purged.chords += deleted;
-            if !found {
-                break;
-            }
-            tokio::time::sleep(pause(backend, began.elapsed())).await;
-        }
-        Ok(purged)
     }
 
     /// Deletes up to [`TASK_BATCH`] finished task rows done before `before`.
@@ -215,16 +223,14 @@ impl ResultBackend {
                 vec![group.into(), group.into()],
             ),
         };
-        loop {
-            let began = Instant::now();
+        self.paced(|| async {
             let res = db
                 .execute_raw(statement(backend, &sql, values.clone()))
                 .await?;
-            if res.rows_affected() < MEMBER_BATCH {
-                return Ok(());
-            }
-            tokio::time::sleep(pause(backend, began.elapsed())).await;
-        }
+            Ok((res.rows_affected() == MEMBER_BATCH, res.rows_affected()))
+        })
+        .await
+        .map(|_| ())
     }
 }
 
