@@ -23,6 +23,18 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A chord of `size` members to record, under fresh group and callback
+/// ids, its callback a task `tasks.tsum` with no arguments.
+pub fn new_chord(size: u64) -> crate::backend::chord::NewChord {
+    crate::backend::chord::NewChord {
+        group_id: unique("g"),
+        size,
+        callback: serde_json::json!({"task": "tasks.tsum", "args": [], "kwargs": {},
+                                     "options": {}, "subtask_type": null, "immutable": false}),
+        callback_id: unique("cb"),
+    }
+}
+
 /// One `#[tokio::test]` per database for each `async fn NAME(kind: DbKind)`
 /// named, in modules `sqlite`, `postgres` and `mysql` (run them alone with
 /// a filter such as `mysql::`).

@@ -7,7 +7,7 @@ use celeriac_common::backend::chord::{
     ChordAction, ChordMember, ChordProgress, ChordState, NewChord,
 };
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
-use celeriac_common::testing::{DbKind, TestDatabase, unique};
+use celeriac_common::testing::{DbKind, TestDatabase, new_chord, unique};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -16,16 +16,6 @@ async fn backend(kind: DbKind) -> (TestDatabase, ResultBackend) {
     let db = TestDatabase::create(kind).await.expect("test database");
     let backend = db.migrated_backend().await.expect("migrated backend");
     (db, backend)
-}
-
-fn new_chord(size: u64) -> NewChord {
-    NewChord {
-        group_id: unique("g"),
-        size,
-        callback: json!({"task": "tasks.tsum", "args": [], "kwargs": {}, "options": {},
-                         "subtask_type": null, "immutable": false}),
-        callback_id: unique("cb"),
-    }
 }
 
 fn member(chord: &NewChord, i: u32, ok: bool) -> ChordMember {

@@ -7,7 +7,7 @@
 use celeriac_common::TaskState;
 use celeriac_common::backend::chord::{ChordMember, NewChord};
 use celeriac_common::backend::{ResultBackend, TaskOutcome, statement};
-use celeriac_common::testing::{DbKind, TestDatabase, unique};
+use celeriac_common::testing::{DbKind, TestDatabase, new_chord, unique};
 use chrono::{Duration, Utc};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
@@ -16,16 +16,6 @@ fn row(id: String, state: TaskState, done_ago: Option<Duration>) -> TaskOutcome 
     let mut o = TaskOutcome::new(id, "tasks.t", state);
     o.done_at = done_ago.map(|ago| Utc::now() - ago);
     o
-}
-
-fn chord(size: u64) -> NewChord {
-    NewChord {
-        group_id: unique("g"),
-        size,
-        callback: json!({"task": "tasks.tsum", "args": [], "kwargs": {}, "options": {},
-                         "subtask_type": null, "immutable": false}),
-        callback_id: unique("cb"),
-    }
 }
 
 fn members(group_id: &str, n: u32) -> Vec<ChordMember> {
@@ -101,9 +91,10 @@ async fn expires(kind: DbKind) {
     // A settled chord (callback sent), a complete one not yet marked sent,
     // a pending one, a failed one with members still to report, and
     // members of a group no chord row names.
-    let (settled, unsent, pending, failed) = (chord(3), chord(2), chord(5), chord(3));
+    let (settled, unsent, pending, failed) =
+        (new_chord(3), new_chord(2), new_chord(5), new_chord(3));
     // Larger than a purge's batch of members: deleted a batch at a time.
-    let big = chord(10_001);
+    let big = new_chord(10_001);
     for c in [&settled, &unsent, &pending, &failed, &big] {
         backend.create_chord(c).await.expect("create");
     }

@@ -6,7 +6,7 @@ mod support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::TaskState;
-use celeriac_common::backend::chord::{ChordMember, NewChord};
+use celeriac_common::backend::chord::ChordMember;
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::diagnostics::ECHO;
 use celeriac_common::testing::process::{LoggedProcess, command};
@@ -68,13 +68,7 @@ async fn a_worker_deletes_expired_results_and_goes_on_when_it_cannot() {
     // it cannot delete, with a warning, and is tried again next period;
     // tasks still run, task rows still expire. Once the table is back, the
     // chord goes too.
-    let chord = NewChord {
-        group_id: unique("g"),
-        size: 1,
-        callback: json!({"task": "t", "args": [], "kwargs": {}, "options": {},
-                         "subtask_type": null, "immutable": false}),
-        callback_id: unique("cb"),
-    };
+    let chord = testing::new_chord(1);
     backend.create_chord(&chord).await.expect("create");
     backend
         .member_done(ChordMember {
