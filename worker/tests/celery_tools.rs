@@ -285,11 +285,21 @@ async fn celery_inspect_and_control_answered_by_celeriac() {
         json!({"ok": "task events disabled"})
     );
 
-    // Unknown and unsupported commands get Celery's error replies.
+    // Unknown and unsupported commands get Celery's error replies; a
+    // broadcast with a pattern reaches the workers whose name it matches.
+    let name = host.trim_end_matches("@test");
+    let (glob, pcre, other) = (
+        format!("{name}@*"),
+        format!("{name}@t"),
+        format!("{name}@nowhere*"),
+    );
     let out = python(&format!(
         "print(json.dumps(app.control.broadcast('nosuch', reply=True, timeout=5, destination=[{host:?}])))\n\
          print(json.dumps(app.control.broadcast('pool_grow', arguments={{'n': 1}}, reply=True, timeout=5, destination=[{host:?}])))\n\
-         print(json.dumps(app.control.broadcast('ping', reply=True, timeout=2, destination=['nobody@nowhere'])))"
+         print(json.dumps(app.control.broadcast('ping', reply=True, timeout=2, destination=['nobody@nowhere'])))\n\
+         print(json.dumps(app.control.broadcast('ping', reply=True, timeout=2, pattern={glob:?}, matcher='glob')))\n\
+         print(json.dumps(app.control.broadcast('ping', reply=True, timeout=2, pattern={pcre:?}, matcher='pcre')))\n\
+         print(json.dumps(app.control.broadcast('ping', reply=True, timeout=2, pattern={other:?}, matcher='glob')))"
     ))
     .await;
     let lines: Vec<Value> = out
@@ -308,6 +318,10 @@ async fn celery_inspect_and_control_answered_by_celeriac() {
         "{out}"
     );
     assert_eq!(lines[2], json!([]), "{out}");
+    let pong = json!([{ host.as_str(): {"ok": "pong"} }]);
+    assert_eq!(lines[3], pong, "glob {glob}: {out}");
+    assert_eq!(lines[4], pong, "pcre {pcre}: {out}");
+    assert_eq!(lines[5], json!([]), "glob {other}: {out}");
 
     sleeping
         .wait(WAIT)

@@ -12,6 +12,7 @@
 mod args;
 mod commands;
 mod inspect;
+mod matcher;
 
 use crate::consumers::Live;
 use crate::events;
@@ -42,6 +43,12 @@ pub(crate) struct Request {
     pub(crate) arguments: Option<Map<String, Value>>,
     #[serde(default)]
     pub(crate) destination: Option<Vec<String>>,
+    /// With `matcher` (`glob` or `pcre`), selects workers by hostname when
+    /// `destination` is empty.
+    #[serde(default)]
+    pub(crate) pattern: Option<String>,
+    #[serde(default)]
+    pub(crate) matcher: Option<String>,
     #[serde(default)]
     pub(crate) ticket: Option<String>,
     #[serde(default)]
@@ -73,9 +80,19 @@ pub(crate) fn parse(body: &[u8], headers: Option<&FieldTable>, hostname: &str, n
     {
         return Parsed::Expired;
     }
-    match &req.destination {
-        Some(d) if !d.is_empty() && !d.iter().any(|h| h == hostname) => Parsed::NotForUs,
-        _ => Parsed::ForUs(req),
+    // kombu's order: a destination list, else a pattern with its matcher,
+    // else every worker.
+    let for_us = match (&req.destination, &req.pattern, &req.matcher) {
+        (Some(d), _, _) if !d.is_empty() => d.iter().any(|h| h == hostname),
+        (_, Some(p), Some(m)) if !p.is_empty() && !m.is_empty() => {
+            matcher::matches(hostname, p, m)
+        }
+        _ => true,
+    };
+    if for_us {
+        Parsed::ForUs(req)
+    } else {
+        Parsed::NotForUs
     }
 }
 
@@ -308,6 +325,38 @@ mod tests {
             parse(to("[]").as_bytes(), None, "w2", 0.0),
             Parsed::ForUs(_)
         ));
+    }
+
+    #[test]
+    fn a_pattern_selects_by_hostname_when_there_is_no_destination() {
+        let req = |d: &str, p: &str, m: &str| {
+            format!(
+                r#"{{"method": "shutdown", "destination": {d}, "pattern": {p}, "matcher": {m}}}"#
+            )
+        };
+        let to = |body: String, host: &str| parse(body.as_bytes(), None, host, 0.0);
+        let py = req("null", r#""py-*""#, r#""glob""#);
+        assert_eq!(to(py.clone(), "rs-1"), Parsed::NotForUs);
+        assert!(matches!(to(py, "py-1"), Parsed::ForUs(_)));
+        let pcre = req("null", r#""rs-\\d""#, r#""pcre""#);
+        assert!(matches!(to(pcre.clone(), "rs-1"), Parsed::ForUs(_)));
+        assert_eq!(to(pcre, "py-1"), Parsed::NotForUs);
+        // A destination list wins over a pattern, as in kombu...
+        let both = req(r#"["rs-1"]"#, r#""py-*""#, r#""glob""#);
+        assert!(matches!(to(both, "rs-1"), Parsed::ForUs(_)));
+        // ...and a pattern without a matcher, or an empty one, is ignored.
+        assert!(matches!(
+            to(req("[]", r#""py-*""#, "null"), "rs-1"),
+            Parsed::ForUs(_)
+        ));
+        assert!(matches!(
+            to(req("null", r#""""#, r#""glob""#), "rs-1"),
+            Parsed::ForUs(_)
+        ));
+        assert_eq!(
+            to(req("null", r#""rs-*""#, r#""nosuch""#), "rs-1"),
+            Parsed::NotForUs
+        );
     }
 
     #[test]
