@@ -307,6 +307,43 @@ async fn a_run_cut_by_a_crash_is_resent_with_the_same_id() {
 }
 
 #[tokio::test]
+async fn numbers_edited_into_a_row_stop_nothing() {
+    // Too long for a Duration (misfire grace, expiry) or negative: read
+    // without a panic, at the load and at each run.
+    let w = World::new().await;
+    let mut e = Entry::new("db", "tasks.db", every(10));
+    e.firing.max_instances = Some(5);
+    w.store.add(&e, t("2024-01-01T00:00:00.5Z")).await.unwrap();
+    let edit = |sql: &'static str| async {
+        sea_orm::ConnectionTrait::execute_unprepared(w.store.db(), sql)
+            .await
+            .unwrap();
+    };
+    edit(
+        "UPDATE celeriac_beat_entries SET misfire_grace_secs = 1e20, \
+         options = '{\"expires_secs\": -1}'",
+    )
+    .await;
+    let mut beat = w.beat("a", vec![], "2024-01-01T00:00:01Z").await;
+    w.tick(&mut beat, "2024-01-01T00:00:10Z").await;
+    // A modify through the store (it bumps the version) with an expiry
+    // of 1e20 s: valid, finite and positive.
+    e.options.expires_secs = Some(1e20);
+    w.store.modify(&e, t("2024-01-01T00:00:11Z")).await.unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:11Z")).await.unwrap();
+    w.tick(&mut beat, "2024-01-01T00:00:20Z").await;
+    w.tick(&mut beat, "2024-01-01T00:00:30Z").await;
+    assert_eq!(
+        w.recorder.times("db"),
+        [
+            "2024-01-01T00:00:10Z",
+            "2024-01-01T00:00:20Z",
+            "2024-01-01T00:00:30Z"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_fenced_off_beat_sends_nothing() {
     let w = World::new().await;
     let mut old = w

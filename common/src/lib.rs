@@ -33,6 +33,7 @@ pub mod netfault;
 pub mod pidbox;
 pub mod protocol;
 pub mod rpc;
+pub mod seconds;
 pub mod shutdown;
 pub mod state;
 pub mod stats;

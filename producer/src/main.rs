@@ -217,7 +217,7 @@ fn main() -> ExitCode {
 }
 
 fn secs(value: f64, what: &str) -> Result<Duration, CliError> {
-    Duration::try_from_secs_f64(value).map_err(|_| {
+    celeriac_common::seconds::capped(value).ok_or_else(|| {
         CliError::Usage(format!(
             "--{what} must be a non-negative number of seconds, got {value}"
         ))

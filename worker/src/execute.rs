@@ -19,7 +19,7 @@ pub(crate) fn limits(
 ) -> (Option<Duration>, Option<Duration>) {
     let secs = |s: Option<f64>| {
         s.filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(celeriac_common::seconds::capped)
     };
     (
         secs(msg.timelimit.0).or(options.time_limit),

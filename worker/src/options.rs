@@ -92,9 +92,9 @@ impl std::str::FromStr for RateLimit {
         if !(count.is_finite() && count > 0.0) {
             return Err(bad());
         }
-        Ok(RateLimit {
-            interval: Duration::from_secs_f64(period / count),
-        })
+        // "1e-30/s" is one run in a thousand years (the cap), not a panic.
+        let interval = celeriac_common::seconds::capped(period / count).ok_or_else(bad)?;
+        Ok(RateLimit { interval })
     }
 }
 
@@ -124,6 +124,11 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+        // One run in 1e30 s: the longest span a clock can hold, not a panic.
+        assert_eq!(
+            "1e-30/s".parse::<RateLimit>().expect("rate").interval,
+            celeriac_common::seconds::capped(f64::INFINITY).expect("cap")
+        );
     }
 
     #[test]

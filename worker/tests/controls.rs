@@ -200,6 +200,22 @@ async fn time_limits() {
             .kind,
         "TimeLimitExceeded"
     );
+    // Limits too long for a clock (a sender's 1e20 s) mean "no limit": the
+    // task runs, and the worker goes on.
+    let r = h
+        .client
+        .send_task(
+            Add::NAME,
+            vec![json!(1), json!(2)],
+            Default::default(),
+            ApplyOptions::new().time_limit(1e20).soft_time_limit(1e19),
+        )
+        .await
+        .expect("send");
+    let rec = r.wait(WAIT).await.expect("final");
+    assert_eq!(rec.state, TaskState::Success, "{rec:?}");
+    let next = h.client.delay::<Add>((2, 3)).await.expect("send");
+    assert_eq!(next.get(WAIT).await.expect("the worker goes on"), 5);
     h.stop().await;
 }
 

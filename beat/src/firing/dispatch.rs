@@ -93,7 +93,7 @@ impl RunMessage {
     ) -> RunMessage {
         let options = def.options();
         let expires = options.expires_secs.and_then(|secs| {
-            let delta = TimeDelta::from_std(std::time::Duration::from_secs_f64(secs)).ok()?;
+            let delta = TimeDelta::from_std(celeriac_common::seconds::capped(secs)?).ok()?;
             fire_at.checked_add_signed(delta)
         });
         RunMessage {

@@ -51,12 +51,13 @@ pub fn running(
     expires_secs: Option<f64>,
     now: DateTime<Utc>,
 ) -> usize {
-    let expiry =
-        expires_secs.and_then(|s| TimeDelta::from_std(std::time::Duration::from_secs_f64(s)).ok());
+    let expiry = expires_secs
+        .and_then(celeriac_common::seconds::capped)
+        .and_then(|s| TimeDelta::from_std(s).ok());
     recent
         .iter()
         .filter(|r| !finished.contains(&r.id))
-        .filter(|r| expiry.is_none_or(|e| r.at + e > now))
+        .filter(|r| expiry.is_none_or(|e| r.at.checked_add_signed(e).is_none_or(|t| t > now)))
         .count()
 }
 

@@ -80,10 +80,9 @@ impl Grace {
 
     /// Seconds, with any negative value meaning unlimited (as stored).
     pub fn from_secs_f64(secs: f64) -> Grace {
-        if secs < 0.0 || !secs.is_finite() {
-            Grace::Unlimited
-        } else {
-            Grace::Within(Duration::from_secs_f64(secs))
+        match celeriac_common::seconds::capped(secs) {
+            Some(d) if secs.is_finite() => Grace::Within(d),
+            _ => Grace::Unlimited,
         }
     }
 

@@ -8,7 +8,6 @@ use celeriac::mailbox::{self, Ask, Reply};
 use celeriac_common::Config;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Whom to ask, how long to wait, how to print.
 #[derive(Debug, clap::Args)]
@@ -171,7 +170,7 @@ impl Target {
             method: method.to_owned(),
             arguments,
             destination: self.destination,
-            timeout: Duration::from_secs_f64(self.timeout),
+            timeout: celeriac_common::seconds::capped(self.timeout).unwrap_or_default(),
         };
         let replies = mailbox::ask(config, &ask).await?;
         if self.json {

@@ -43,7 +43,7 @@ pub(super) fn seconds(v: Option<&Value>) -> Result<Option<Duration>, String> {
         _ => None,
     };
     match secs {
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(celeriac_common::seconds::capped(s)),
         Some(0.0) => Ok(None),
         _ => Err(format!("ValueError('invalid time limit: {v}')")),
     }
@@ -64,5 +64,9 @@ mod tests {
         assert_eq!(seconds(Some(&json!("2"))), Ok(Some(Duration::from_secs(2))));
         assert_eq!(seconds(None), Ok(None));
         assert!(seconds(Some(&json!(-1))).is_err());
+        // Longer than any clock can add: the cap, not a panic.
+        let cap = celeriac_common::seconds::capped(f64::INFINITY);
+        assert_eq!(seconds(Some(&json!(1e20))), Ok(cap));
+        assert_eq!(seconds(Some(&json!("1e300"))), Ok(cap));
     }
 }

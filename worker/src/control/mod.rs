@@ -84,9 +84,7 @@ pub(crate) fn parse(body: &[u8], headers: Option<&FieldTable>, hostname: &str, n
     // else every worker.
     let for_us = match (&req.destination, &req.pattern, &req.matcher) {
         (Some(d), _, _) if !d.is_empty() => d.iter().any(|h| h == hostname),
-        (_, Some(p), Some(m)) if !p.is_empty() && !m.is_empty() => {
-            matcher::matches(hostname, p, m)
-        }
+        (_, Some(p), Some(m)) if !p.is_empty() && !m.is_empty() => matcher::matches(hostname, p, m),
         _ => true,
     };
     if for_us {

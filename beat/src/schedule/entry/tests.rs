@@ -45,6 +45,11 @@ fn grace_and_overrides() {
     assert_eq!(Grace::parse("unlimited").ok(), Some(Grace::Unlimited));
     assert!(Grace::parse("soon").is_err());
     assert_eq!(Grace::from_secs_f64(-1.0), Grace::Unlimited);
+    // A number edited into a row, too long for a Duration: the cap, not a panic.
+    assert_eq!(
+        Grace::from_secs_f64(1e20),
+        Grace::Within(celeriac_common::seconds::capped(1e20).expect("cap"))
+    );
     let defaults = Firing::default();
     assert_eq!(
         defaults.misfire_grace,
