@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// How often pages are told to refresh without an event.
 const TICK: Duration = Duration::from_secs(5);
@@ -73,6 +73,9 @@ struct Seen {
 /// The live view, shared by the handlers.
 pub(crate) struct Live {
     tx: broadcast::Sender<Arc<str>>,
+    /// Set when the server stops: every events stream then ends, or a
+    /// graceful shutdown would wait for open browser tabs for ever.
+    closing: watch::Sender<bool>,
     seen: Mutex<Seen>,
     /// What the workers answer over remote control.
     pub(crate) facts: crate::facts::Facts,
@@ -86,8 +89,22 @@ impl Live {
     pub(crate) fn new() -> Live {
         Live {
             tx: broadcast::channel(1024).0,
+            closing: watch::channel(false).0,
             seen: Mutex::new(Seen::default()),
             facts: crate::facts::Facts::default(),
+        }
+    }
+
+    /// Ends every events stream, now and for those opened later.
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Completes once [`Live::close`] was called.
+    pub(crate) fn closed(&self) -> impl Future<Output = ()> + use<> {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
         }
     }
 
@@ -278,8 +295,11 @@ pub(crate) async fn sse(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.live.tx.subscribe();
     let tick = tokio::time::interval(TICK);
-    let stream = futures_util::stream::unfold((rx, tick), |(mut rx, mut tick)| async move {
+    let closed = Box::pin(state.live.closed());
+    let start = (rx, tick, closed);
+    let stream = futures_util::stream::unfold(start, |(mut rx, mut tick, mut closed)| async move {
         let event = tokio::select! {
+            _ = &mut closed => return None,
             _ = tick.tick() => Event::default().event("tick").data("{}"),
             got = rx.recv() => match got {
                 Ok(data) => Event::default().event("celery").data(&*data),
@@ -289,7 +309,7 @@ pub(crate) async fn sse(
                 Err(broadcast::error::RecvError::Closed) => return None,
             },
         };
-        Some((Ok(event), (rx, tick)))
+        Some((Ok(event), (rx, tick, closed)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

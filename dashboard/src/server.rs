@@ -9,7 +9,11 @@ use celeriac_common::{Config, ResultBackend};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// How long [`Dashboard::serve`] lets requests finish after its stop.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How the dashboard runs (the address it listens on is the caller's).
 #[derive(Debug, Clone, Default)]
@@ -49,12 +53,22 @@ impl Dashboard {
     }
 
     /// The routes (pages, assets, API), for embedding in another server.
+    /// A page keeps its events stream (`/api/events`) open; call
+    /// [`Dashboard::close`] when that server starts its graceful shutdown,
+    /// or the shutdown waits for every open tab.
     pub fn router(&self) -> Router {
         router(self.state.clone())
     }
 
+    /// Ends every open events stream, and those opened from now on.
+    pub fn close(&self) {
+        self.state.live.close();
+    }
+
     /// Serves on `listener` until `stop` completes; listens to the events
-    /// stream meanwhile.
+    /// stream meanwhile. Then open events streams end, and requests still
+    /// running get 5 s to finish before their connections are
+    /// dropped.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -66,10 +80,25 @@ impl Dashboard {
         if listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
             app = app.layer(axum::middleware::from_fn(loopback_hosts_only));
         }
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(DashboardError::Serve);
+        let state = self.state.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            stop.await;
+            state.live.close();
+        });
+        let closed = self.state.live.closed();
+        let served = tokio::select! {
+            served = server.into_future() => served.map_err(DashboardError::Serve),
+            () = async {
+                closed.await;
+                tokio::time::sleep(CLOSE_GRACE).await;
+            } => {
+                tracing::warn!(
+                    "requests still open {} s after the stop: their connections are dropped",
+                    CLOSE_GRACE.as_secs()
+                );
+                Ok(())
+            }
+        };
         events.abort();
         facts.abort();
         served
@@ -143,18 +172,16 @@ pub(crate) fn management(broker_url: &str, given: Option<&str>) -> Option<Manage
         return None;
     }
     let broker = url::Url::parse(broker_url).ok()?;
+    // Percent-decoded as RFC 3986 (and lapin) read them: a `+` or `&` in a
+    // password or virtual host is itself.
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let vhost = match broker.path().trim_start_matches('/') {
         "" => "/".to_owned(),
-        v => url::form_urlencoded::parse(format!("v={v}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_else(|| v.to_owned()),
-    };
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("v={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        v => decode(v),
     };
     let from = match given {
         Some(g) => url::Url::parse(g).ok()?,
@@ -238,5 +265,12 @@ mod tests {
             ("http://mgmt:8080", "a", "v")
         );
         assert!(management("amqp://rabbit/v", Some("off")).is_none());
+        // `+` and `&` stand for themselves in a URL's user part and path
+        // (not a form's space and separator).
+        let m = management("amqp://u+1:ab+c%26d@rabbit/a+b", None).expect("derived");
+        assert_eq!(
+            (m.user.as_str(), m.password.as_str(), m.vhost.as_str()),
+            ("u+1", "ab+c&d", "a+b")
+        );
     }
 }

@@ -272,3 +272,47 @@ async fn actions_need_the_token_and_do_what_they_say() {
     let _ = stop.send(());
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_open_event_streams() {
+    use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
+    use celeriac_dashboard::{Dashboard, Options};
+    use std::time::Duration;
+
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let config = testing::config(&db.url, &unique("dash-stop"));
+    let dashboard = Dashboard::open(config, Options::default())
+        .await
+        .expect("dashboard");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(dashboard.serve(listener, async {
+        let _ = rx.await;
+    }));
+    // A browser tab: an events stream, open and read from.
+    let mut events = reqwest::get(format!("http://{addr}/api/events"))
+        .await
+        .expect("events");
+    assert!(events.status().is_success());
+    let first = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+        .await
+        .expect("a first event (the tick) within 10 s")
+        .expect("read");
+    assert!(first.is_some());
+    // Ctrl-C: the server returns at once, not when the tab is closed (and
+    // before its 5 s backstop for slow requests).
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(3), served)
+        .await
+        .expect("the dashboard stops within 3 s with a tab open")
+        .expect("join")
+        .expect("served");
+    let rest = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the events stream ended");
+}
