@@ -749,3 +749,33 @@ async fn calendars_from_the_command_line_on_sqlite() {
 async fn calendars_from_the_command_line_on_postgres() {
     calendars_from_the_command_line(DbKind::Postgres).await;
 }
+
+#[tokio::test]
+async fn output_to_a_reader_that_stopped_ends_quietly() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    // `celeriac-beat preview ... | head -1`: the reader leaves after one
+    // line of five megabytes.
+    let (_db, config) = config().await;
+    let mut child = celeriac_common::testing::process::command(BEAT, &config)
+        .args(["preview", "--every", "1s", "--count", "200000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("20"), "{first:?}");
+    drop(stdout);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -192,3 +192,35 @@ pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     }
     line
 }
+
+/// Writes a command's output to stdout. When the reader has gone
+/// (`celeriac events | head -3`), the command ends quietly with status 0,
+/// as `grep` or `rg` do, instead of panicking as `println!` does; any other
+/// write error ends it with one line and status 1.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for a command's output: see [`write_out`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for a command's output: see [`write_out`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}

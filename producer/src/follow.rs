@@ -68,7 +68,7 @@ impl View {
                     _ => state.as_str().to_owned(),
                 };
                 if last.as_deref() != Some(line.as_str()) {
-                    println!("{line}");
+                    celeriac_common::outln!("{line}");
                     *last = Some(line);
                 }
             }

@@ -25,7 +25,7 @@ pub(crate) async fn check(
     config: &celeriac::Config,
 ) -> Result<ExitCode, BackendError> {
     if !config.results_enabled() {
-        println!(
+        celeriac_common::outln!(
             "unknown: the health check reads the result backend, and result_backend is \"none\""
         );
         return Ok(ExitCode::FAILURE);
@@ -36,11 +36,13 @@ pub(crate) async fn check(
             let hostname = hostname.unwrap_or_else(|| config.hostname.clone());
             match backend.worker_liveness(&hostname).await? {
                 Some((pid, age)) => {
-                    println!("alive: worker {hostname} (pid {pid}), last heartbeat {age} ms ago");
+                    celeriac_common::outln!(
+                        "alive: worker {hostname} (pid {pid}), last heartbeat {age} ms ago"
+                    );
                     true
                 }
                 None => {
-                    println!(
+                    celeriac_common::outln!(
                         "not alive: no worker named {hostname} has renewed its heartbeat row lately"
                     );
                     false
@@ -49,11 +51,11 @@ pub(crate) async fn check(
         }
         Of::Beat => match backend.lease_holder(LEASE_NAME).await? {
             Some((holder, age)) => {
-                println!("alive: beat {holder} leads, lease renewed {age} ms ago");
+                celeriac_common::outln!("alive: beat {holder} leads, lease renewed {age} ms ago");
                 true
             }
             None => {
-                println!("not alive: no beat holds the leader lease");
+                celeriac_common::outln!("not alive: no beat holds the leader lease");
                 false
             }
         },

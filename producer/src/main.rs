@@ -262,7 +262,7 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             let client = Client::connect(config).await?;
             let result = client.send_task(&task, args, kwargs, opts).await?;
             let Some(wait) = wait else {
-                println!("{}", result.id());
+                celeriac_common::outln!("{}", result.id());
                 return Ok(ExitCode::SUCCESS);
             };
             print_outcome(result.id(), result.wait(wait).await)
@@ -314,9 +314,9 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             backend.apply(&mut config);
             let client = Client::connect(config).await?;
             if client.revoke_with(&id, terminate).await? {
-                println!("revoked {id}");
+                celeriac_common::outln!("revoked {id}");
             } else {
-                println!("{id} already finished; nothing to revoke");
+                celeriac_common::outln!("{id} already finished; nothing to revoke");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -324,7 +324,7 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             let queue = queue.unwrap_or_else(|| config.default_queue.clone());
             let client = Client::connect(config).await?;
             let n = client.purge(&queue).await?;
-            println!("purged {n} messages from {queue}");
+            celeriac_common::outln!("purged {n} messages from {queue}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Results {
@@ -356,7 +356,7 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
                 backend.migrate().await?;
             }
             let purged = backend.purge_expired(cutoff).await?;
-            println!(
+            celeriac_common::outln!(
                 "deleted {} task results and {} chords finished before {}",
                 purged.tasks,
                 purged.chords,
@@ -376,7 +376,7 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
                 DlqAction::List { limit } => {
                     for letter in client.dead_letters(limit).await? {
                         // Serialized from the struct: its fields in their order.
-                        println!(
+                        celeriac_common::outln!(
                             "{}",
                             serde_json::to_string(&letter).map_err(CliError::Json)?
                         );
@@ -386,13 +386,16 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
                     if ids.is_empty() && !all {
                         return Err(CliError::Usage("give task ids to replay, or --all".into()));
                     }
-                    println!(
+                    celeriac_common::outln!(
                         "replayed {} messages",
                         client.replay_dead_letters(&ids).await?
                     );
                 }
                 DlqAction::Purge => {
-                    println!("purged {} messages", client.purge_dead_letters().await?)
+                    celeriac_common::outln!(
+                        "purged {} messages",
+                        client.purge_dead_letters().await?
+                    )
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -414,7 +417,7 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
             backend.apply(&mut config);
             let backend = ResultBackend::connect(&config.result_backend).await?;
             backend.migrate().await?;
-            println!(
+            celeriac_common::outln!(
                 "migrated {}",
                 celeriac_common::mask_url(&config.result_backend)
             );
@@ -455,7 +458,7 @@ struct Outcome<'a> {
 }
 
 pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
-    println!("{}", serde_json::to_string(value).map_err(CliError::Json)?);
+    celeriac_common::outln!("{}", serde_json::to_string(value).map_err(CliError::Json)?);
     Ok(())
 }
 

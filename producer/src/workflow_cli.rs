@@ -61,7 +61,7 @@ impl WorkflowArgs {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
-        print!(
+        celeriac_common::out!(
             "{}",
             tree.render(RenderOptions {
                 color,

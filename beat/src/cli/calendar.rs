@@ -114,7 +114,7 @@ pub(crate) async fn run(
                 (None, None) => return Err(CliError::Usage("give --date or --ics".into())),
             };
             let n = store.add_calendar_days(&name, &days, now).await?;
-            println!("added {n} date{} to {name}", if n == 1 { "" } else { "s" });
+            celeriac_common::outln!("added {n} date{} to {name}", if n == 1 { "" } else { "s" });
             Ok(())
         }
         CalendarCommand::List { name, json } => {
@@ -177,11 +177,11 @@ pub(crate) async fn run(
                     "calendar \"{name}\" has no date or range starting on {d}"
                 ))),
                 Some(d) => {
-                    println!("removed {d} from {name}");
+                    celeriac_common::outln!("removed {d} from {name}");
                     Ok(())
                 }
                 None => {
-                    println!("removed {name}");
+                    celeriac_common::outln!("removed {name}");
                     Ok(())
                 }
             }
@@ -210,7 +210,7 @@ fn print_days(days: &[&CalendarDay], json: bool) {
         })
         .collect();
     if json {
-        println!("{}", Value::Array(rows));
+        celeriac_common::outln!("{}", Value::Array(rows));
         return;
     }
     let table: Vec<[String; 4]> = days

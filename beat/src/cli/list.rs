@@ -65,7 +65,7 @@ pub(crate) async fn list(
         })
         .collect();
     if args.json {
-        println!("{}", Value::Array(rows));
+        celeriac_common::outln!("{}", Value::Array(rows));
         return Ok(());
     }
     let text = |v: &Value, k: &str| match &v[k] {

@@ -171,6 +171,6 @@ fn print_columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", cells.join("  ").trim_end());
+        celeriac_common::outln!("{}", cells.join("  ").trim_end());
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn run(args: &PreviewArgs, config: &Config) -> Result<(), CliError> {
         out.push_str(&t.to_rfc3339());
         out.push('\n');
     }
-    print!("{out}");
+    celeriac_common::out!("{out}");
     Ok(())
 }
 

@@ -145,7 +145,7 @@ pub(crate) async fn run(
             new.anchor = now;
             fires_after(&new, &calendars, now)?;
             store.add(&new, now).await?;
-            println!("added {}", new.name);
+            celeriac_common::outln!("added {}", new.name);
             Ok(())
         }
         ScheduleCommand::Modify {
@@ -179,7 +179,7 @@ pub(crate) async fn run(
             entry.apply(&mut e)?;
             fires_after(&e, &calendars, now)?;
             store.modify(&e, now).await?;
-            println!("modified {name}");
+            celeriac_common::outln!("modified {name}");
             Ok(())
         }
         ScheduleCommand::Remove(Selector {
@@ -189,7 +189,7 @@ pub(crate) async fn run(
                 return Err(file_owned(&name));
             }
             store.remove(&name, now).await?;
-            println!("removed {name}");
+            celeriac_common::outln!("removed {name}");
             Ok(())
         }
         ScheduleCommand::Pause(Selector {
@@ -202,14 +202,14 @@ pub(crate) async fn run(
             name: Some(name), ..
         }) => {
             store.set_enabled(&name, false, now).await?;
-            println!("paused {name}");
+            celeriac_common::outln!("paused {name}");
             Ok(())
         }
         ScheduleCommand::Resume(Selector {
             name: Some(name), ..
         }) => {
             store.set_enabled(&name, true, now).await?;
-            println!("resumed {name}");
+            celeriac_common::outln!("resumed {name}");
             Ok(())
         }
         ScheduleCommand::RunNow { name } => {
@@ -221,7 +221,7 @@ pub(crate) async fn run(
                 return Err(CliError::Usage(msg));
             }
             store.request_run_now(&name, now).await?;
-            println!("{}", run_now_task_id(&name, now));
+            celeriac_common::outln!("{}", run_now_task_id(&name, now));
             Ok(())
         }
         ScheduleCommand::Remove(_) | ScheduleCommand::Pause(_) | ScheduleCommand::Resume(_) => {

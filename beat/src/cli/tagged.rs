@@ -83,7 +83,7 @@ pub(crate) async fn by_tag(
         )));
     }
     for name in &changed {
-        println!("{} {name}", verb.past());
+        celeriac_common::outln!("{} {name}", verb.past());
     }
     for name in in_file.iter().filter(|n| !changed.iter().any(|c| c == *n)) {
         eprintln!(

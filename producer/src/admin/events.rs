@@ -135,9 +135,9 @@ impl EventsArgs {
     fn print(&self, event: &Map<String, Value>, name: Option<&str>) -> Result<(), AdminError> {
         if self.json {
             let line = serde_json::to_string(event).map_err(AdminError::Json)?;
-            println!("{line}");
+            celeriac_common::outln!("{line}");
         } else {
-            println!("{}", line(event, name));
+            celeriac_common::outln!("{}", line(event, name));
         }
         Ok(())
     }

@@ -176,9 +176,9 @@ impl Target {
         if self.json {
             let all: Map<String, Value> = replies.iter().cloned().collect();
             let text = serde_json::to_string(&all).map_err(AdminError::Json)?;
-            println!("{text}");
+            celeriac_common::outln!("{text}");
         } else {
-            print!("{}", human(&replies));
+            celeriac_common::out!("{}", human(&replies));
         }
         let within = self.timeout;
         if replies.is_empty() && silent_ok {
