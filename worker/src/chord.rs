@@ -509,7 +509,10 @@ async fn fail_callback(
         rows.insert(0, o);
         backend.store(rows).await?;
         let queue = queue.as_deref().unwrap_or(&later.queue);
-        followup::on_failure(&later.publisher, msg, queue).await;
+        if !followup::on_failure(&later.publisher, msg, queue).await {
+            // The callback's FAILURE is stored: the errbacks are not tried again.
+            tracing::error!(task_id = %msg.id, "the errbacks of a failed chord callback were not sent");
+        }
         outer.extend(reports);
     }
     tracing::info!(

@@ -155,7 +155,8 @@ async fn admit<'a>(hand: &'a Handling, msg: &TaskMessage) -> Option<SemaphorePer
 }
 
 /// Runs the task holding `permit`, and says what to record; `None` if its
-/// retry could not be published (the message then goes back to its queue).
+/// retry, callbacks, next chain step or errbacks could not be published (the
+/// message then goes back to its queue, and runs again).
 async fn run(
     hand: &Handling,
     msg: &TaskMessage,
@@ -190,7 +191,10 @@ async fn run(
             tally.succeeded();
             shared.events.succeeded(&msg.id, &value, ms / 1e3);
             let backend = shared.backend.as_ref();
-            followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await;
+            if !followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await {
+                tracing::warn!("returning the message to its queue, to send what follows again");
+                return None;
+            }
             (TaskState::Success, Some(value), None)
         }
         Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {

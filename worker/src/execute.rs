@@ -122,7 +122,7 @@ async fn run_inner(
 /// Turns a failure into a retry (a new message, same id, `retries + 1`,
 /// through the delay queues; RETRY recorded) while retries remain, else a
 /// final FAILURE (errbacks sent): returns the state to record and the
-/// failure. Returns `None` if the retry could not be published: the caller
+/// failure. Returns `None` if the retry or an errback could not be published: the caller
 /// then returns the message to its queue, so it is neither lost nor
 /// recorded.
 pub(crate) async fn conclude_failure(
@@ -163,6 +163,9 @@ pub(crate) async fn conclude_failure(
             .causes
             .push(format!("gave up after {} retries", msg.retries));
     }
-    followup::on_failure(publisher, msg, queue).await;
+    if !followup::on_failure(publisher, msg, queue).await {
+        tracing::warn!("returning the message to its queue, to send its errbacks again");
+        return None;
+    }
     Some((TaskState::Failure, failure))
 }

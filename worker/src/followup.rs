@@ -3,8 +3,11 @@
 //! Each is a signature that may itself be a workflow (a chain, group or
 //! chord); it is planned by the canvas module ([`apply_after`]), so it
 //! sends what a client would, its chords recorded first. A follow-up that
-//! cannot be sent is logged; it never changes the outcome of the task that
-//! finished.
+//! cannot be planned (it does not fit) is logged and left; one the broker
+//! or the database did not take makes [`on_success`] and [`on_failure`]
+//! say so, and the task's message goes back to its queue to run again, as
+//! when a retry cannot be published: a chain never stops silently because
+//! the broker blinked.
 
 use crate::publish::{PublishError, Publisher};
 use celeriac::canvas::{After, Applied, CanvasError, apply_after};
@@ -28,6 +31,21 @@ pub(crate) enum FollowupError {
     /// The broker did not confirm a message.
     #[error(transparent)]
     Publish(#[from] PublishError),
+}
+
+/// The pause after a follow-up was not taken, before its task's message
+/// goes back to its queue.
+const PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl FollowupError {
+    /// Whether sending again later may succeed.
+    fn is_transient(&self) -> bool {
+        match self {
+            FollowupError::Publish(e) => e.is_transient(),
+            FollowupError::Chord(ChordError::Backend(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Publishes what applying a signature sends (through the session's one
@@ -61,7 +79,8 @@ pub(crate) fn root_of(msg: &TaskMessage) -> &str {
 }
 
 /// Applies `sig` after `parent` with `first_arg` prepended (unless
-/// immutable) and `rest` of its chain after it; a failure is logged.
+/// immutable) and `rest` of its chain after it; a failure is logged, and
+/// `false` returned when sending again may succeed.
 async fn apply(
     publisher: &Publisher,
     backend: Option<&ResultBackend>,
@@ -69,7 +88,7 @@ async fn apply(
     (parent, first_arg, rest): (&TaskMessage, &Value, Vec<Signature>),
     default_queue: &str,
     what: &str,
-) {
+) -> bool {
     let after = After {
         result: Some(first_arg),
         parent_id: &parent.id,
@@ -79,25 +98,41 @@ async fn apply(
         Ok(applied) => publish(publisher, backend, &applied, default_queue, what).await,
         Err(e) => Err(e.into()),
     };
-    if let Err(e) = sent {
-        tracing::error!(next.name = %sig.task, error = %e, "{what} could not be sent");
+    match sent {
+        Ok(()) => true,
+        Err(e) if e.is_transient() => {
+            tracing::warn!(
+                next.name = %sig.task,
+                error = %e,
+                "{what} could not be sent; trying again in a second"
+            );
+            // A broker that refuses (a full queue, an alarm) would
+            // otherwise see every delivery of the message at once.
+            tokio::time::sleep(PAUSE).await;
+            false
+        }
+        Err(e) => {
+            tracing::error!(next.name = %sig.task, error = %e, "{what} could not be sent");
+            true
+        }
     }
 }
 
-/// Sends the callbacks and the next chain step with the task's result.
-/// Their sending is boxed: most tasks have none, and this future is part
-/// of every delivery's task.
+/// Sends the callbacks and the next chain step with the task's result;
+/// `false` if one was not taken and may be on a later try. Their sending is
+/// boxed: most tasks have none, and this future is part of every
+/// delivery's task.
 pub(crate) async fn on_success(
     publisher: &Publisher,
     backend: Option<&ResultBackend>,
     parent: &TaskMessage,
     result: &Value,
     default_queue: &str,
-) {
+) -> bool {
     let embed = &parent.embed;
     let none = |v: &Option<Vec<Signature>>| v.as_ref().is_none_or(Vec::is_empty);
     if none(&embed.callbacks) && none(&embed.chain) {
-        return;
+        return true;
     }
     Box::pin(send_on_success(
         publisher,
@@ -106,36 +141,49 @@ pub(crate) async fn on_success(
         result,
         default_queue,
     ))
-    .await;
+    .await
 }
 
+/// Stops at the first follow-up not taken: the task runs again and sends
+/// them all again.
 async fn send_on_success(
     publisher: &Publisher,
     backend: Option<&ResultBackend>,
     parent: &TaskMessage,
     result: &Value,
     default_queue: &str,
-) {
+) -> bool {
     for sig in parent.embed.callbacks.iter().flatten() {
         let call = (parent, result, Vec::new());
-        apply(publisher, backend, sig, call, default_queue, "callback").await;
+        if !apply(publisher, backend, sig, call, default_queue, "callback").await {
+            return false;
+        }
     }
     if let Some(chain) = parent.embed.chain.as_ref().filter(|c| !c.is_empty()) {
         let mut rest = chain.clone();
         if let Some(next) = rest.pop() {
             let call = (parent, result, rest);
-            apply(publisher, backend, &next, call, default_queue, "chain step").await;
+            return apply(publisher, backend, &next, call, default_queue, "chain step").await;
         }
     }
+    true
 }
 
 /// Sends the errbacks, each called with the failed task's id (Celery's
-/// form for errbacks that run in another process). Errbacks that hold a
-/// chord are not recorded (no backend here): their chords fail.
-pub(crate) async fn on_failure(publisher: &Publisher, parent: &TaskMessage, default_queue: &str) {
+/// form for errbacks that run in another process); `false` if one was not
+/// taken and may be on a later try. Errbacks that hold a chord are not
+/// recorded (no backend here): their chords fail.
+pub(crate) async fn on_failure(
+    publisher: &Publisher,
+    parent: &TaskMessage,
+    default_queue: &str,
+) -> bool {
     let id = Value::String(parent.id.clone());
     for sig in parent.embed.errbacks.iter().flatten() {
         let call = (parent, &id, Vec::new());
-        apply(publisher, None, sig, call, default_queue, "errback").await;
+        if !apply(publisher, None, sig, call, default_queue, "errback").await {
+            return false;
+        }
     }
+    true
 }

@@ -45,6 +45,14 @@ pub(crate) enum PublishError {
     Declare(#[from] BrokerError),
 }
 
+impl PublishError {
+    /// Whether sending again later may succeed (the broker or its channel
+    /// failed), unlike a message that cannot be encoded or delayed.
+    pub(crate) fn is_transient(&self) -> bool {
+        !matches!(self, PublishError::Encode(_) | PublishError::Delay(_))
+    }
+}
+
 /// A session's publishing side: its channel in confirm mode.
 pub(crate) struct Publisher {
     channel: Channel,

@@ -168,3 +168,67 @@ async fn chains_and_groups_run() {
     drop(worker);
     testing::cleanup(&config).await;
 }
+
+/// `rabbitmqctl set_policy` on one queue, cleared when dropped.
+struct Policy(String);
+
+impl Policy {
+    fn set(queue: &str, definition: &str) -> Policy {
+        let name = format!("test-{queue}");
+        let pattern = format!("^{queue}$");
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "-q", &name, &pattern, definition])
+            .args(["--apply-to", "queues", "--priority", "100"])
+            .status()
+            .expect("rabbitmqctl set_policy");
+        assert!(status.success(), "rabbitmqctl set_policy: {status}");
+        Policy(name)
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", "-q", &self.0])
+            .status();
+    }
+}
+
+/// The broker refuses a chain's next step (its queue is full and rejects
+/// publishes): the step before it is not recorded as done with its
+/// successor lost; its message goes back to its queue and runs again, and
+/// once the broker takes the step the chain completes.
+#[tokio::test]
+async fn a_next_step_the_broker_refuses_is_sent_again() {
+    let (_db, mut config, client, backend) = setup().await;
+    let next_queue = format!("{}-next", config.queues[0]);
+    config.queues.push(next_queue.clone());
+    config.max_deliveries = 100;
+    let refusing = Policy::set(
+        &next_queue,
+        r#"{"max-length": 0, "overflow": "reject-publish"}"#,
+    );
+    let worker = worker(&config);
+
+    let flow = echo(json!([1])) | echo(json!([2])).queue(next_queue.as_str());
+    let res = client.send_workflow(&flow).await.expect("send chain");
+    let first = res.parent().expect("step 1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let row = backend.get(first.id()).await.expect("read");
+    assert!(
+        row.as_ref().is_none_or(|r| r.state != TaskState::Success),
+        "step 1 recorded SUCCESS while its next step was refused: {row:?}"
+    );
+    drop(refusing);
+    let last = res
+        .get(Duration::from_secs(30))
+        .await
+        .expect("the chain completes once the broker takes the step");
+    assert_eq!(
+        last,
+        json!({"args": [{"args": [1], "kwargs": {}}, 2], "kwargs": {}})
+    );
+    drop(worker);
+    testing::cleanup(&config).await;
+    testing::delete_queues(&[next_queue.as_str()]).await;
+}
