@@ -190,6 +190,25 @@ async fn schedule_commands_reject_bad_input_with_one_line() {
         2,
         "expression has 4 fields",
     );
+    // Beat remembers 100 unfinished runs an entry: a larger limit could
+    // never hold a run.
+    one_line_error(
+        &cli(
+            &config,
+            &[
+                "schedule",
+                "add",
+                "b",
+                "tasks.b",
+                "--every",
+                "1m",
+                "--max-instances",
+                "101",
+            ],
+        ),
+        2,
+        "max_instances: at most 100",
+    );
     one_line_error(
         &cli(
             &config,

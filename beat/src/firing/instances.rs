@@ -23,7 +23,7 @@ use celeriac_common::backend::entity::{Column, Entity};
 
 use crate::events::{BeatEvent, EventKind, Events};
 use crate::firing::plan::Planned;
-use crate::firing::run_state::RecentRun;
+use crate::firing::run_state::{RECENT_MAX, RecentRun};
 use crate::firing::scheduler::Scheduler;
 
 /// Of `ids`, those the result backend records as finished.
@@ -119,7 +119,8 @@ pub(crate) async fn hold_busy(
             .collect();
         let (name, task) = (p.name.to_string(), entry.task.to_string());
         scheduler.set_unfinished(&p.name, &unfinished);
-        if running >= firing.max_instances as usize {
+        // A row edited by hand past the largest value acts as that value.
+        if running >= (firing.max_instances as usize).min(RECENT_MAX) {
             scheduler.hold(&p.name);
             p.fire = None;
             held += 1;

@@ -28,8 +28,8 @@ use crate::error::BeatError;
 use crate::leadership::lease::{Fence, check_fence};
 use celeriac_common::backend::statement;
 
-/// How many recent runs are remembered for `max_instances`.
-pub const RECENT_MAX: usize = 100;
+/// How many recent runs are remembered for `max_instances` (its largest value).
+pub const RECENT_MAX: usize = celeriac_common::config::BEAT_MAX_INSTANCES as usize;
 
 /// Names per query when reading many states.
 const READ_CHUNK: usize = 400;

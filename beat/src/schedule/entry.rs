@@ -291,6 +291,17 @@ impl Entry {
                 "must be a positive duration",
             ));
         }
+        if let Some(m) = self.firing.max_instances
+            && m > celeriac_common::config::BEAT_MAX_INSTANCES
+        {
+            return Err(EntryError::invalid(
+                "max_instances",
+                format!(
+                    "at most {} (0 for no limit), got {m}",
+                    celeriac_common::config::BEAT_MAX_INSTANCES
+                ),
+            ));
+        }
         for (field, value) in [
             ("queue", &self.options.queue),
             ("exchange", &self.options.exchange),
