@@ -307,6 +307,45 @@ async fn a_run_cut_by_a_crash_is_resent_with_the_same_id() {
 }
 
 #[tokio::test]
+async fn a_resume_counts_from_when_it_was_made_not_when_it_was_seen() {
+    let w = World::new().await;
+    let mut beat = w.beat("a", vec![], "2024-01-01T00:00:00Z").await;
+    let e = Entry::new("db", "tasks.db", every(10));
+    w.store.add(&e, t("2024-01-01T00:00:00Z")).await.unwrap();
+    w.store
+        .set_enabled("db", false, t("2024-01-01T00:00:01Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:01Z")).await.unwrap();
+    // Resumed 0.1 s before a fire time, seen 0.1 s after it: that fire
+    // is sent, not skipped to the next one.
+    w.store
+        .set_enabled("db", true, t("2024-01-01T00:00:19.9Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:20.1Z"))
+        .await
+        .unwrap();
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:00:20Z")));
+    w.tick(&mut beat, "2024-01-01T00:00:20.2Z").await;
+    assert_eq!(w.recorder.times("db"), ["2024-01-01T00:00:20Z"]);
+    // A change written by a clock a minute slow counts from 10 s before it
+    // was seen at most: of the paused stretch, only a fire in those 10 s
+    // (00:01:00) can come back, not 00:00:30, 00:00:40 or 00:00:50.
+    w.store
+        .set_enabled("db", false, t("2024-01-01T00:00:21Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:00:21Z")).await.unwrap();
+    w.store
+        .set_enabled("db", true, t("2024-01-01T00:00:05Z"))
+        .await
+        .unwrap();
+    beat.poll_changes(t("2024-01-01T00:01:05Z")).await.unwrap();
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:01:00Z")));
+}
+
+#[tokio::test]
 async fn numbers_edited_into_a_row_stop_nothing() {
     // Too long for a Duration (misfire grace, expiry) or negative: read
     // without a panic, at the load and at each run.

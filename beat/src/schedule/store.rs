@@ -26,8 +26,9 @@ use celeriac_common::backend::statement;
 /// A change to the database schedule, as a running beat sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EntryChange {
-    /// Added or modified (paused and resumed included).
-    Upsert(Box<Entry>),
+    /// Added or modified (paused and resumed included), with when its row
+    /// was last written (`None` if that does not read back).
+    Upsert(Box<Entry>, Option<DateTime<Utc>>),
     /// Removed.
     Removed(String),
 }
@@ -114,7 +115,8 @@ impl Store {
                 if m.deleted {
                     Some(EntryChange::Removed(m.name))
                 } else {
-                    to_entry(m).map(|e| EntryChange::Upsert(Box::new(e)))
+                    let changed_at = parse_instant(&m.updated_at);
+                    to_entry(m).map(|e| EntryChange::Upsert(Box::new(e), changed_at))
                 }
             })
             .collect())

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Beat;
 use crate::error::BeatError;
@@ -13,6 +13,9 @@ use crate::firing::run_state::{self, RunState};
 use crate::schedule::entry::{Entry, Source};
 use crate::schedule::file_source::ScheduleFile;
 use crate::schedule::store::EntryChange;
+
+/// How far before a poll a change it picks up may count from.
+const CHANGE_SLACK: TimeDelta = TimeDelta::seconds(10);
 
 impl<P: Publisher> Beat<P> {
     pub(super) fn upsert(&mut self, entry: Entry, state: Option<RunState>, now: DateTime<Utc>) {
@@ -60,7 +63,7 @@ impl<P: Publisher> Beat<P> {
         let new_names: Vec<String> = changes
             .iter()
             .filter_map(|c| match c {
-                EntryChange::Upsert(e) if self.scheduler.entry(&e.name).is_none() => {
+                EntryChange::Upsert(e, _) if self.scheduler.entry(&e.name).is_none() => {
                     Some(e.name.clone())
                 }
                 _ => None,
@@ -69,7 +72,7 @@ impl<P: Publisher> Beat<P> {
         let mut states = run_state::load_some(self.store.db(), &new_names).await?;
         for change in changes {
             match change {
-                EntryChange::Upsert(entry) => {
+                EntryChange::Upsert(entry, changed_at) => {
                     if file_names.contains(entry.name.as_str()) {
                         tracing::warn!(
                             entry = %entry.name,
@@ -83,7 +86,13 @@ impl<P: Publisher> Beat<P> {
                         "schedule change picked up"
                     );
                     let state = states.remove(&entry.name);
-                    self.upsert(*entry, state, now);
+                    // A changed trigger or a resume counts from when it was
+                    // made, not from this poll: a resume a moment before a
+                    // fire time keeps that fire. Within the last
+                    // CHANGE_SLACK only, so a writer's slow clock cannot
+                    // bring back runs from a paused stretch.
+                    let made = changed_at.map_or(now, |c| c.clamp(now - CHANGE_SLACK, now));
+                    self.upsert(*entry, state, made);
                 }
                 EntryChange::Removed(name) => {
                     if !file_names.contains(name.as_str()) && self.scheduler.remove(&name) {
