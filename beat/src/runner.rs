@@ -17,6 +17,7 @@ use celeriac::{Client, ClientError};
 use celeriac_common::broker;
 use celeriac_common::cli::one_line;
 use celeriac_common::{Config, ResultBackend};
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -227,6 +228,9 @@ impl Service {
         // due together never delays the next one; their outcomes come back here.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Sent>();
         let mut in_flight = 0usize;
+        // A schedule file not (fully) applied yet: tried again at each poll.
+        let mut unapplied: Option<ScheduleFile> = None;
+        let mut file_warned = false;
         loop {
             let sleep = match beat.next_tick() {
                 Some(at) => (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO),
@@ -259,14 +263,19 @@ impl Service {
                 _ = tokio::time::sleep(sleep) => {}
                 Some(entries) = file_rx.recv() => {
                     *file_entries = entries.clone();
-                    if let Err(e) = beat.apply_file(entries, self.clock.now()).await {
-                        tracing::warn!(
-                            "schedule file change not fully applied: {}",
-                            one_line(&e)
-                        );
+                    unapplied = Some(entries);
+                    let now = self.clock.now();
+                    if apply_file(beat, &mut unapplied, &mut file_warned, now).await.is_err() {
+                        recheck.notify_one();
+                        return "lost the lease";
                     }
                 }
                 _ = poll.tick() => {
+                    let now = self.clock.now();
+                    if apply_file(beat, &mut unapplied, &mut file_warned, now).await.is_err() {
+                        recheck.notify_one();
+                        return "lost the lease";
+                    }
                     match beat.poll_changes(self.clock.now()).await {
                         Ok(_) => db_failing = false,
                         Err(BeatError::LostLease) => {
@@ -330,3 +339,36 @@ impl Service {
 }
 
 const STOPPING: &str = "stopping";
+
+/// Applies the schedule file in `unapplied`, if any. A failure other than
+/// a lost lease keeps it there for the next poll (logged once until it
+/// applies); `Err` only for the lost lease.
+async fn apply_file(
+    beat: &mut Beat<Client>,
+    unapplied: &mut Option<ScheduleFile>,
+    warned: &mut bool,
+    now: DateTime<Utc>,
+) -> Result<(), BeatError> {
+    let Some(file) = unapplied.take() else {
+        return Ok(());
+    };
+    match beat.apply_file(file.clone(), now).await {
+        Ok(()) => {
+            if std::mem::take(warned) {
+                tracing::info!("schedule file change applied");
+            }
+            Ok(())
+        }
+        Err(BeatError::LostLease) => Err(BeatError::LostLease),
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                tracing::warn!(
+                    "schedule file change not fully applied, trying again: {}",
+                    one_line(&e)
+                );
+            }
+            *unapplied = Some(file);
+            Ok(())
+        }
+    }
+}

@@ -346,6 +346,38 @@ async fn a_resume_counts_from_when_it_was_made_not_when_it_was_seen() {
 }
 
 #[tokio::test]
+async fn a_database_entry_hidden_by_a_file_entry_returns_when_it_is_removed() {
+    let w = World::new().await;
+    let db_entry = Entry::new("x", "tasks.db", every(10));
+    w.store
+        .add(&db_entry, t("2024-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let mut beat = w
+        .beat("a", vec![entry("x", every(60))], "2024-01-01T00:00:01Z")
+        .await;
+    assert_eq!(beat.scheduler().entry("x").unwrap().source, Source::File);
+    // The file entry goes while the database cannot be read: nothing
+    // changes, so trying again later still finds the database entry.
+    let db = w.store.db();
+    let rename = |sql: &'static str| async move {
+        sea_orm::ConnectionTrait::execute_unprepared(db, sql)
+            .await
+            .unwrap();
+    };
+    rename("ALTER TABLE celeriac_beat_entries RENAME TO hidden_entries").await;
+    let now = t("2024-01-01T00:00:02Z");
+    assert!(beat.apply_file(Vec::<Entry>::new(), now).await.is_err());
+    assert_eq!(beat.scheduler().entry("x").unwrap().source, Source::File);
+    rename("ALTER TABLE hidden_entries RENAME TO celeriac_beat_entries").await;
+    beat.apply_file(Vec::<Entry>::new(), now).await.unwrap();
+    let x = beat.scheduler().entry("x").expect("the database entry");
+    assert_eq!(x.source, Source::Database);
+    w.tick(&mut beat, "2024-01-01T00:00:10Z").await;
+    assert_eq!(w.recorder.times("x"), ["2024-01-01T00:00:10Z"]);
+}
+
+#[tokio::test]
 async fn numbers_edited_into_a_row_stop_nothing() {
     // Too long for a Duration (misfire grace, expiry) or negative: read
     // without a panic, at the load and at each run.

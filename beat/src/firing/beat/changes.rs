@@ -125,11 +125,28 @@ impl<P: Publisher> Beat<P> {
         }
         let entries = file.entries;
         let keep: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        for name in self.scheduler.names(Source::File) {
-            if !keep.contains(&*name) {
-                self.scheduler.remove(&name);
-                tracing::info!(entry = %name, "entry removed from the schedule file");
+        let removed: Vec<Arc<str>> = self
+            .scheduler
+            .names(Source::File)
+            .into_iter()
+            .filter(|name| !keep.contains(&**name))
+            .collect();
+        // A database entry the removed file entry hid takes its place. Read
+        // before anything changes, so a failed read leaves all as it was
+        // for the next try.
+        let mut hidden = Vec::new();
+        for name in &removed {
+            if let Some(entry) = self.store.get(name).await? {
+                hidden.push((entry, run_state::load_one(self.store.db(), name).await?));
             }
+        }
+        for name in removed {
+            self.scheduler.remove(&name);
+            tracing::info!(entry = %name, "entry removed from the schedule file");
+        }
+        for (entry, stored) in hidden {
+            tracing::info!(entry = %entry.name, "database entry of the same name loaded");
+            self.upsert(entry, stored, now);
         }
         for entry in entries {
             if self.scheduler.is_current(&entry) {
