@@ -26,7 +26,8 @@
 //! once.
 
 use crate::chord::{self, Later};
-use celeriac_common::backend::{ResultBackend, TaskOutcome};
+use celeriac_common::TaskState;
+use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::backoff::Backoff;
 use lapin::Acker;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -54,6 +55,16 @@ const SETTLE_RETRY: Duration = Duration::from_secs(1);
 /// How often one outcome the database refuses (not merely cannot reach) is
 /// tried before it is given up.
 const REFUSALS_MAX: u32 = 3;
+
+/// Failures of a batch, for a reason other than a refusal, while the
+/// database answers a ping meanwhile: then it is the batch the database
+/// cannot take (MySQL drops the connection of a statement over
+/// `max_allowed_packet`), and its outcomes are stored one by one...
+const SPLIT_AFTER: u32 = 3;
+/// ...and one outcome failing so this often is given up (a FAILURE row
+/// saying so is stored in its place), instead of holding every later
+/// outcome and ack for ever.
+const ANSWERED_MAX: u32 = 10;
 
 /// One finished delivery: what to store (if anything) and what to ack.
 pub(crate) struct Finished {
@@ -352,6 +363,7 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
     let mut backoff = Backoff::new(RETRY_START, RETRY_MAX);
     let mut logged = false;
     let mut refusals = 0;
+    let mut answered = 0;
     loop {
         match backend.store(outcomes.clone()).await {
             Ok(()) => {
@@ -380,18 +392,35 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
             Err(e) if e.is_refused() => {
                 refusals += 1;
                 if refusals >= REFUSALS_MAX {
-                    tracing::error!(
-                        task.id = %outcomes[0].task_id,
-                        error = %e,
-                        source = ?std::error::Error::source(&e),
-                        "result backend refuses this task's outcome; \
-                         it is not stored and its message is acked"
-                    );
+                    Box::pin(give_up(backend, &outcomes[0], &e)).await;
                     return;
                 }
                 tokio::time::sleep(backoff.delay_for(backoff.failures())).await;
             }
+            // The database answers, yet this batch keeps failing.
+            Err(e) if backend.connection().ping().await.is_ok() => {
+                answered += 1;
+                if outcomes.len() > 1 && answered >= SPLIT_AFTER {
+                    tracing::warn!(
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        count = outcomes.len(),
+                        "result backend answers but does not take this batch; \
+                         storing its outcomes one by one"
+                    );
+                    for outcome in outcomes {
+                        Box::pin(store_until_done(backend, vec![outcome])).await;
+                    }
+                    return;
+                }
+                if answered >= ANSWERED_MAX {
+                    Box::pin(give_up(backend, &outcomes[0], &e)).await;
+                    return;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
             Err(e) => {
+                answered = 0;
                 if !logged {
                     tracing::error!(
                         error = %e,
@@ -405,6 +434,34 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+/// Gives up an outcome the database does not take: stores a FAILURE
+/// `ResultNotStored` row in its place, so the task does not stay PENDING
+/// (tried once; if that is refused too, only logged), and lets its message
+/// be acked.
+async fn give_up(backend: &ResultBackend, outcome: &TaskOutcome, e: &BackendError) {
+    tracing::error!(
+        task.id = %outcome.task_id,
+        error = %e,
+        source = ?std::error::Error::source(e),
+        "result backend does not take this task's outcome; \
+         a FAILURE ResultNotStored is stored in its place and its message is acked"
+    );
+    let mut row = outcome.clone();
+    row.state = TaskState::Failure;
+    row.result = None;
+    row.error = Some(TaskError {
+        kind: "ResultNotStored".to_owned(),
+        message: format!(
+            "the result backend did not take this task's {} outcome: {e}",
+            outcome.state.as_str()
+        ),
+        traceback: None,
+    });
+    if let Err(e) = backend.store(vec![row]).await {
+        tracing::error!(task.id = %outcome.task_id, error = %e, "its FAILURE was not stored either");
     }
 }
 

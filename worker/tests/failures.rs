@@ -478,3 +478,51 @@ async fn a_retired_session_gives_back_what_waits() {
     testing::delete_queues(&[&other]).await;
     h.stop().await;
 }
+
+struct Big;
+impl TaskDef for Big {
+    const NAME: &'static str = "test.big";
+    type Args = (usize,);
+    type Output = String;
+}
+
+/// MariaDB drops the connection of a statement over `max_allowed_packet`
+/// (16 MiB here): a result larger than that is not a database outage. The
+/// outcomes beside it are stored, and it ends FAILURE `ResultNotStored`
+/// instead of holding every later outcome and ack for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_database_cannot_take_holds_nothing_back() {
+    let db = TestDatabase::create(DbKind::Mysql).await.expect("db");
+    let config = testing::config(&db.url, &unique("too-big"));
+    let worker = Worker::builder(config.clone())
+        .register::<Big, _, _, _>(|_, (n,)| async move { Ok::<_, TaskFailure>("x".repeat(n)) })
+        .build()
+        .await
+        .expect("build worker");
+    let (stop, rx) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = Client::connect(config.clone()).await.expect("client");
+    let big = client.delay::<Big>((17 << 20,)).await.expect("send");
+    let mut small = Vec::new();
+    for _ in 0..5 {
+        small.push(client.delay::<Big>((10,)).await.expect("send"));
+    }
+    for r in &small {
+        let got = r.get(Duration::from_secs(60)).await.expect("stored");
+        assert_eq!(got, "x".repeat(10));
+    }
+    let rec = big
+        .wait(Duration::from_secs(90))
+        .await
+        .expect("a final state for the big one");
+    assert_eq!(rec.state, TaskState::Failure, "{rec:?}");
+    let error = rec.error.expect("error");
+    assert_eq!(error.kind, "ResultNotStored", "{error:?}");
+    assert!(error.message.contains("SUCCESS"), "{error:?}");
+    let _ = stop.send(());
+    worker.await.expect("join").expect("worker ran");
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
