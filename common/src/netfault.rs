@@ -232,6 +232,13 @@ impl Proxy {
         let _ = self.frozen.send(true);
     }
 
+    /// New connections are forwarded again; those open while it was
+    /// frozen stay silent for good, as the sockets of a host that failed
+    /// over to another.
+    pub fn thaw(&self) {
+        let _ = self.frozen.send(false);
+    }
+
     /// Stops listening and closes every connection.
     pub fn stop(&mut self) {
         self.tasks.abort_all();

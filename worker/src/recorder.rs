@@ -66,6 +66,15 @@ const SPLIT_AFTER: u32 = 3;
 /// outcome and ack for ever.
 const ANSWERED_MAX: u32 = 10;
 
+/// The longest one store may take before it is tried again on a fresh
+/// connection: a socket whose peer went silent (a database host that died
+/// without a reset, a stalled proxy) would otherwise hold every outcome and
+/// ack for ever. Far above any real write; a store cut short is an upsert
+/// and safe to repeat.
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a ping may take to say whether the database answers.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One finished delivery: what to store (if anything) and what to ack.
 pub(crate) struct Finished {
     pub(crate) outcome: Option<TaskOutcome>,
@@ -365,7 +374,22 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
     let mut refusals = 0;
     let mut answered = 0;
     loop {
-        match backend.store(outcomes.clone()).await {
+        let stored = tokio::time::timeout(STORE_TIMEOUT, backend.store(outcomes.clone())).await;
+        let Ok(stored) = stored else {
+            answered = 0;
+            if !logged {
+                tracing::error!(
+                    count = outcomes.len(),
+                    "storing outcomes took over {} s; trying again on a fresh connection \
+                     (messages stay unacknowledged)",
+                    STORE_TIMEOUT.as_secs()
+                );
+                logged = true;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
+        match stored {
             Ok(()) => {
                 if logged {
                     tracing::info!(
@@ -398,7 +422,7 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
                 tokio::time::sleep(backoff.delay_for(backoff.failures())).await;
             }
             // The database answers, yet this batch keeps failing.
-            Err(e) if backend.connection().ping().await.is_ok() => {
+            Err(e) if answers(backend).await => {
                 answered += 1;
                 if outcomes.len() > 1 && answered >= SPLIT_AFTER {
                     tracing::warn!(
@@ -435,6 +459,14 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
             }
         }
     }
+}
+
+/// Whether the database answers a ping within [`PING_TIMEOUT`].
+async fn answers(backend: &ResultBackend) -> bool {
+    matches!(
+        tokio::time::timeout(PING_TIMEOUT, backend.connection().ping()).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Gives up an outcome the database does not take: stores a FAILURE

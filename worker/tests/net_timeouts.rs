@@ -144,3 +144,81 @@ async fn worker_notices_a_silent_broker_and_keeps_retrying() {
     let _ = child.wait().await;
     testing::cleanup(&testing::config("none", &queue)).await;
 }
+
+/// The result database's host goes silent mid-write (no RST: it died, or
+/// failed over to another address the old sockets do not reach). The
+/// write that hangs on its socket is given up after a minute and made
+/// again on a fresh connection, so the outcome is stored and its message
+/// acked, instead of every later outcome waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_database_gone_silent_mid_write_is_left_for_a_fresh_connection() {
+    use celeriac::Client;
+    use celeriac_common::TaskState;
+    use celeriac_common::diagnostics::ECHO;
+    use celeriac_common::testing::{DbKind, TestDatabase, unique};
+    use celeriac_worker::Worker;
+
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let direct = db.migrated_backend().await.expect("backend");
+    let proxy = Proxy::start(&db.url, ProxyMode::Forward)
+        .await
+        .expect("proxy");
+    let config = testing::config(&proxy.url(), &unique("silent-db"));
+    let worker = Worker::builder(config.clone())
+        .with_diagnostics()
+        .build()
+        .await
+        .expect("worker");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+    }));
+    let mut direct_config = config.clone();
+    direct_config.result_backend = db.url.clone();
+    let client = Client::connect(direct_config).await.expect("client");
+    let echo = |n: i64| {
+        let client = &client;
+        async move {
+            client
+                .send_task(ECHO, vec![n.into()], Default::default(), Default::default())
+                .await
+                .expect("send")
+        }
+    };
+    let first = echo(1).await;
+    first.wait(Duration::from_secs(30)).await.expect("stored");
+    // The next outcome's write is sent and waits on a table lock; the
+    // database goes silent; the lock goes. The write is done, but its
+    // reply never comes back through the frozen proxy.
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let lock = direct.connection().begin().await.expect("begin");
+    lock.execute_unprepared("LOCK TABLE celeriac_taskmeta IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let second = echo(2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.freeze();
+    let started = Instant::now();
+    lock.rollback().await.expect("unlock");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.thaw();
+    // Outcomes are written in order: the next one is stored only once the
+    // hung write was given up.
+    let third = echo(3).await;
+    let rec = third
+        .wait(Duration::from_secs(150))
+        .await
+        .expect("stored on a fresh connection");
+    assert_eq!(rec.state, TaskState::Success);
+    let rec = second.wait(Duration::from_secs(5)).await.expect("stored");
+    assert_eq!(rec.state, TaskState::Success);
+    println!(
+        "the next outcome stored {:.1} s after the database went silent",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    drop(direct);
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
