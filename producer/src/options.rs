@@ -41,6 +41,14 @@ pub enum OptionsError {
     /// A time limit is negative or not a number.
     #[error("time limit {0} must be a positive number of seconds")]
     BadTimeLimit(f64),
+    /// A time a message cannot carry: before year 1 or after 9999 (a
+    /// `countdown` or `expires_in` that far away included).
+    #[error("{0} is out of range: messages carry times of years 1 to 9999")]
+    TimeOutOfRange(&'static str),
+    /// A custom header name (or a key inside its value) longer than the
+    /// 255 bytes AMQP allows.
+    #[error("header {0:?}: names and keys are at most 255 bytes")]
+    HeaderNameTooLong(String),
     /// A task id no result row can be keyed by.
     #[error("invalid task id {id:?}: {reason}")]
     BadTaskId {
@@ -171,6 +179,50 @@ impl ApplyOptions {
         {
             return Err(OptionsError::ReservedHeader(name.clone()));
         }
+        for (name, value) in &self.headers {
+            if name.len() > 255 || !short_keys(value) {
+                return Err(OptionsError::HeaderNameTooLong(name.clone()));
+            }
+        }
+        for (what, t) in [("eta", self.eta), ("expires", self.expires)] {
+            if t.is_some_and(|t| !celeriac_common::protocol::fits_the_wire(&t)) {
+                return Err(OptionsError::TimeOutOfRange(what));
+            }
+        }
         Ok(())
+    }
+
+    /// `eta` and `expires` of a message sent at `now`: given, or `now`
+    /// plus `countdown` / `expires_in`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn times(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), OptionsError> {
+        let after = |what: &'static str, d: Option<Duration>| {
+            d.map(|d| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .filter(celeriac_common::protocol::fits_the_wire)
+                    .ok_or(OptionsError::TimeOutOfRange(what))
+            })
+            .transpose()
+        };
+        Ok((
+            self.eta
+                .map_or_else(|| after("countdown", self.countdown), |t| Ok(Some(t)))?,
+            self.expires
+                .map_or_else(|| after("expires_in", self.expires_in), |t| Ok(Some(t)))?,
+        ))
+    }
+}
+
+/// Whether every object key inside a header value fits an AMQP short string.
+fn short_keys(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(m) => m.iter().all(|(k, v)| k.len() <= 255 && short_keys(v)),
+        serde_json::Value::Array(items) => items.iter().all(short_keys),
+        _ => true,
     }
 }

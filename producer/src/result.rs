@@ -136,12 +136,26 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 
     /// Waits up to `timeout` for a final state and returns the whole record.
+    /// The reads count: a database that does not answer (a held lock, a
+    /// silent host) ends the wait at `timeout` too, or after a second for a
+    /// shorter one, so that even a zero timeout gets one read.
     pub async fn wait(&self, timeout: Duration) -> Result<TaskRecord, ResultError> {
         let started = Instant::now();
         let mut interval = POLL_START;
+        let mut state = TaskState::Pending;
         loop {
-            let record = self.record().await?;
-            let state = record.as_ref().map_or(TaskState::Pending, |r| r.state);
+            let allowed = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            let Ok(record) = tokio::time::timeout(allowed, self.record()).await else {
+                return Err(ResultError::Timeout {
+                    task_id: self.id.clone(),
+                    waited: started.elapsed(),
+                    state,
+                });
+            };
+            let record = record?;
+            state = record.as_ref().map_or(TaskState::Pending, |r| r.state);
             if let Some(r) = record.filter(|r| r.state.is_ready()) {
                 return Ok(r);
             }

@@ -306,3 +306,43 @@ async fn celeriac_call_with_a_silent_broker_fails_in_one_line() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("positive number of seconds"), "{stderr}");
 }
+
+/// `get(timeout)` returns by its timeout while the result database does
+/// not answer (here a table lock held elsewhere), instead of waiting for
+/// the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_keeps_its_timeout_while_the_database_does_not_answer() {
+    use celeriac::ResultError;
+    use celeriac_common::testing::{DbKind, TestDatabase, unique};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let backend = db.migrated_backend().await.expect("backend");
+    let config = testing::config(&db.url, &unique("get-timeout"));
+    let client = Client::connect(config.clone()).await.expect("client");
+    let r = client
+        .send_task(
+            "tasks.nobody",
+            vec![],
+            Default::default(),
+            ApplyOptions::new(),
+        )
+        .await
+        .expect("send");
+    assert!(r.state().await.is_ok(), "the backend is connected");
+    let lock = backend.connection().begin().await.expect("begin");
+    lock.execute_unprepared("LOCK TABLE celeriac_taskmeta IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), r.get(Duration::from_secs(2)))
+        .await
+        .expect("get returns by its own timeout");
+    let took = started.elapsed();
+    assert!(matches!(got, Err(ResultError::Timeout { .. })), "{got:?}");
+    assert!(took < Duration::from_secs(2) + SLACK, "{took:?}");
+    println!("get(2 s) returned after {took:?} with the table locked");
+    lock.rollback().await.expect("unlock");
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}

@@ -386,6 +386,36 @@ async fn bad_options_are_refused_before_sending() {
     assert!(client.apply_async::<Noop>((), reserved).await.is_err());
     let limit = ApplyOptions::new().time_limit(-1.0);
     assert!(client.apply_async::<Noop>((), limit).await.is_err());
+    // Each of these passed before and then panicked, or sent a message
+    // no worker takes (leaving the task PENDING for ever).
+    let refused = |opts: ApplyOptions| {
+        let client = &client;
+        async move {
+            let err = client
+                .apply_async::<Noop>((), opts)
+                .await
+                .expect_err("refused before sending");
+            err.to_string()
+        }
+    };
+    let err = refused(ApplyOptions::new().expires(chrono::DateTime::<chrono::Utc>::MAX_UTC)).await;
+    assert!(err.contains("expires is out of range"), "{err}");
+    let err = refused(ApplyOptions::new().countdown(Duration::MAX)).await;
+    assert!(err.contains("countdown is out of range"), "{err}");
+    let err = refused(ApplyOptions::new().expires_in(Duration::from_secs(1 << 40))).await;
+    assert!(err.contains("expires_in is out of range"), "{err}");
+    let err = refused(ApplyOptions::new().task_id("€".repeat(100))).await;
+    assert!(err.contains("255 bytes"), "{err}");
+    let err = refused(ApplyOptions::new().header("h".repeat(256), json!(1))).await;
+    assert!(err.contains("at most 255 bytes"), "{err}");
+    let err = refused(ApplyOptions::new().header("h", json!({"k".repeat(256): 1}))).await;
+    assert!(err.contains("at most 255 bytes"), "{err}");
+    let big = "x".repeat(config.max_message_bytes);
+    let err = client
+        .send_task("tasks.x", vec![json!(big)], Map::new(), ApplyOptions::new())
+        .await
+        .expect_err("larger than workers take");
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
     let _ = ResultBackend::connect(&db.url).await.expect("backend");
     testing::cleanup(&config).await;
 }

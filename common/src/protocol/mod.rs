@@ -72,18 +72,30 @@ pub enum ProtocolError {
 pub const MAX_TASK_ID_CHARS: usize = 191;
 
 /// Refuses a task id no result row could be keyed by: empty, longer than
-/// [`MAX_TASK_ID_CHARS`], or holding control characters.
+/// [`MAX_TASK_ID_CHARS`] (or 255 bytes, the AMQP short string it travels in as
+/// the `correlation_id`), or holding control characters.
 pub fn check_task_id(id: &str) -> Result<(), ProtocolError> {
     let reason = if id.is_empty() {
         "it is empty".to_owned()
     } else if id.chars().count() > MAX_TASK_ID_CHARS {
         format!("it is longer than {MAX_TASK_ID_CHARS} characters")
+    } else if id.len() > 255 {
+        // It is the message's correlation_id too, an AMQP short string.
+        "it is longer than 255 bytes".to_owned()
     } else if id.chars().any(char::is_control) {
         "it holds control characters".to_owned()
     } else {
         return Ok(());
     };
     Err(ProtocolError::BadHeader { name: "id", reason })
+}
+
+/// Whether `t` can travel in a message's `eta` or `expires` header: Celery
+/// writes and reads ISO 8601 with a four-digit year, so years 1 to 9999
+/// (chrono writes `+10000-...` past that, which no worker reads).
+pub fn fits_the_wire(t: &chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&t.year())
 }
 
 /// One task message, decoded.

@@ -298,6 +298,27 @@ fn bad_input_is_refused_before_sending() {
         plan(&bad.into()),
         Err(CanvasError::BadOption { .. })
     ));
+    // Times past what a message carries (years 1 to 9999): refused, not a
+    // panic (a countdown of 1e13 s overflowed chrono) nor a message no
+    // worker reads.
+    for (option, value) in [
+        ("countdown", json!(1.8e19)),
+        ("countdown", json!(1e13)),
+        ("expires", json!(1e13)),
+        ("expires", json!("+10000-01-01T00:00:00Z")),
+        ("eta", json!("0000-12-31T00:00:00Z")),
+    ] {
+        let bad = add(json!([1])).option(option, value.clone());
+        assert!(
+            matches!(plan(&bad.into()), Err(CanvasError::BadOption { .. })),
+            "{option} = {value}"
+        );
+    }
+    let far = Add::s((1, 1)).countdown(std::time::Duration::MAX);
+    assert!(matches!(
+        plan(&far.into()),
+        Err(CanvasError::BadOption { .. })
+    ));
     struct Keyed;
     impl TaskDef for Keyed {
         const NAME: &'static str = "tasks.keyed";

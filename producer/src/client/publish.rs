@@ -33,23 +33,13 @@ impl Client {
     ) -> Result<String, ClientError> {
         options.validate()?;
         let now = Utc::now();
+        let (eta, expires) = options.times(now)?;
         let mut msg = TaskMessage::new(name, args, kwargs);
         if let Some(id) = options.task_id {
             msg = msg.with_id(id);
         }
-        let after = |d: Duration| {
-            chrono::Duration::from_std(d)
-                .ok()
-                .and_then(|d| now.checked_add_signed(d))
-        };
-        msg.eta = options
-            .eta
-            .or_else(|| options.countdown.and_then(after))
-            .map(|t| t.fixed_offset());
-        msg.expires = options
-            .expires
-            .or_else(|| options.expires_in.and_then(after))
-            .map(|t| t.fixed_offset());
+        msg.eta = eta.map(|t| t.fixed_offset());
+        msg.expires = expires.map(|t| t.fixed_offset());
         msg.priority = options.priority;
         msg.extra_headers = options.headers;
         msg.timelimit = (options.time_limit, options.soft_time_limit);
@@ -131,6 +121,13 @@ impl Client {
         route: &Route,
     ) -> Result<(), ClientError> {
         let body = msg.encode_body()?;
+        // Workers refuse (dead-letter) a larger body, and would leave no
+        // result row: refused here, where the caller hears of it.
+        let limit = self.inner.config.max_message_bytes;
+        if body.len() > limit {
+            let size = body.len();
+            return Err(celeriac_common::protocol::ProtocolError::TooLarge { size, limit }.into());
+        }
         // Built once; rebuilt only for a retry (the header table is the
         // costliest part of a publish to copy).
         let mut props = Some(msg.properties());

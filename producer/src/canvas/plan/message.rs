@@ -46,13 +46,17 @@ pub(crate) fn message(sig: &Signature) -> Result<(TaskMessage, Option<String>), 
         match opt(k) {
             None => Ok(None),
             Some(Value::String(t)) => parse_time(t)
-                .map(|t| Some(t.with_timezone(&Utc)))
+                .map(|t| t.with_timezone(&Utc))
+                .filter(celeriac_common::protocol::fits_the_wire)
+                .map(Some)
                 .ok_or_else(|| bad(k, &Value::String(t.clone()))),
             Some(v) => v
                 .as_f64()
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .and_then(|s| chrono::Duration::try_milliseconds((s * 1000.0) as i64))
-                .map(|d| Some(now + d))
+                .and_then(|d| now.checked_add_signed(d))
+                .filter(celeriac_common::protocol::fits_the_wire)
+                .map(Some)
                 .ok_or_else(|| bad(k, v)),
         }
     };
