@@ -152,6 +152,18 @@ pub(crate) fn decide(
 ) -> Disposition {
     use Disposition::{CheckDone, Hold, Run};
     let end = Disposition::End;
+    // A redelivered copy may already have a final outcome (its worker died
+    // after storing it, before the ack): looked up before anything that
+    // would record another over it (a revoke, its expiry, a task unknown
+    // here), which would also report a chord member that succeeded as
+    // failed.
+    if facts.redelivered {
+        match facts.already_done {
+            None => return CheckDone,
+            Some(true) => return end(End::AlreadyDone),
+            Some(false) => {}
+        }
+    }
     if view.revocations.is_revoked(&msg.id) {
         return end(End::Revoked(stage));
     }

@@ -91,9 +91,17 @@ fn revoked_at_any_stage() {
         let d = decide(&msg(KNOWN), stage, &fresh(), &w.view());
         assert_eq!(d, end(End::Revoked(stage)));
     }
-    // Before anything else: even a redelivered copy is not looked up.
-    let d = decide(&msg(KNOWN), Stage::Due, &redelivered(9, false), &w.view());
-    assert_eq!(d, end(End::Revoked(Stage::Due)));
+    // A redelivered copy is looked up first: one that already ended keeps
+    // its outcome.
+    let mut facts = redelivered(9, false);
+    let d = decide(&msg(KNOWN), Stage::Received, &facts, &w.view());
+    assert_eq!(d, Disposition::CheckDone);
+    facts.already_done = Some(true);
+    let d = decide(&msg(KNOWN), Stage::Received, &facts, &w.view());
+    assert_eq!(d, end(End::AlreadyDone));
+    facts.already_done = Some(false);
+    let d = decide(&msg(KNOWN), Stage::Received, &facts, &w.view());
+    assert_eq!(d, end(End::Revoked(Stage::Received)));
 }
 
 #[test]
@@ -104,6 +112,14 @@ fn expired_before_it_was_received() {
     assert_eq!(
         decide(&m, Stage::Received, &fresh(), &w.view()),
         end(End::Expired)
+    );
+    // A redelivered copy whose first delivery ran and stored its outcome
+    // before its worker died: acked as done, not recorded REVOKED over it.
+    let mut facts = redelivered(1, false);
+    facts.already_done = Some(true);
+    assert_eq!(
+        decide(&m, Stage::Received, &facts, &w.view()),
+        end(End::AlreadyDone)
     );
     m.expires = Some((now() + chrono::Duration::seconds(1)).fixed_offset());
     assert_eq!(
