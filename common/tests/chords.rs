@@ -422,7 +422,28 @@ async fn stored_and_reported_together(kind: DbKind) {
     db.drop_database().await;
 }
 
+/// Two copies of the last member in one batch (a retry or chain step
+/// published twice, a redelivery): one claimant, so one callback.
+async fn two_copies_of_the_claimant_in_one_batch_claim_once(kind: DbKind) {
+    let (db, backend) = backend(kind).await;
+    let chord = new_chord(1);
+    backend.create_chord(&chord).await.expect("create");
+    let m = member(&chord, 0, true);
+    let answers = backend
+        .members_done(vec![m.clone(), m])
+        .await
+        .expect("report");
+    let actions: Vec<ChordAction> = answers.iter().flatten().map(|p| p.action()).collect();
+    assert_eq!(
+        actions,
+        [ChordAction::SendCallback, ChordAction::Nothing],
+        "{kind:?}"
+    );
+    db.drop_database().await;
+}
+
 celeriac_common::on_each_database!(
+    two_copies_of_the_claimant_in_one_batch_claim_once,
     concurrent_reports_fire_once,
     sequences,
     stored_and_reported_together,

@@ -169,11 +169,16 @@ impl ResultBackend {
             chords.insert(group.clone(), row.map(|r| read_chord(&r)).transpose()?);
             start = end;
         }
+        // Two copies of the claimant in one batch (a retry or chain step
+        // published twice, a redelivery): only the first is answered as the
+        // claimant, or both would send the callback.
+        let mut claimants = std::collections::HashSet::new();
         Ok(members
             .iter()
             .map(|m| {
                 chords.get(&m.group_id).cloned().flatten().map(|chord| {
-                    let claimed = chord.fired_by.as_deref() == Some(m.task_id.as_str());
+                    let claimed = chord.fired_by.as_deref() == Some(m.task_id.as_str())
+                        && claimants.insert(m.group_id.as_str());
                     ChordProgress { chord, claimed }
                 })
             })
