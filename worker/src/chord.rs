@@ -305,16 +305,56 @@ pub(crate) async fn act_on(
 }
 
 /// `members_done`, retried while the database cannot be reached (the
-/// members' messages stay unacknowledged meanwhile).
+/// members' messages stay unacknowledged meanwhile). While it answers
+/// pings and the report still fails (MySQL drops a statement over
+/// `max_allowed_packet`), the members go one by one, and one that keeps
+/// failing is reported failed without its result (its task row says
+/// `ResultNotStored` by then): its chord fails, naming it, instead of the
+/// worker's outcomes waiting for ever.
 async fn report_until_done(
     backend: &ResultBackend,
     members: Vec<ChordMember>,
 ) -> Vec<Option<ChordProgress>> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut answered = 0;
     loop {
         match backend.members_done(members.clone()).await {
             Ok(answers) => return answers,
+            Err(e) if crate::recorder::answers(backend).await => {
+                answered += 1;
+                if members.len() > 1 && answered >= crate::recorder::SPLIT_AFTER {
+                    tracing::warn!(
+                        error = %e,
+                        count = members.len(),
+                        "the database answers but does not take these chord reports; \
+                         reporting them one by one"
+                    );
+                    let mut out = Vec::with_capacity(members.len());
+                    for m in members {
+                        out.extend(Box::pin(report_until_done(backend, vec![m])).await);
+                    }
+                    return out;
+                }
+                let m = &members[0];
+                if answered >= crate::recorder::ANSWERED_MAX && (m.ok || m.result.is_some()) {
+                    tracing::error!(
+                        error = %e,
+                        task.id = %m.task_id,
+                        chord = %m.group_id,
+                        "the database does not take this chord member's report; \
+                         reporting it failed, without its result"
+                    );
+                    let failed = ChordMember {
+                        ok: false,
+                        result: None,
+                        ..m.clone()
+                    };
+                    return Box::pin(report_until_done(backend, vec![failed])).await;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
             Err(e) => {
+                answered = 0;
                 if backoff.failures() == 0 {
                     tracing::error!(
                         error = %e,

@@ -60,11 +60,11 @@ const REFUSALS_MAX: u32 = 3;
 /// database answers a ping meanwhile: then it is the batch the database
 /// cannot take (MySQL drops the connection of a statement over
 /// `max_allowed_packet`), and its outcomes are stored one by one...
-const SPLIT_AFTER: u32 = 3;
+pub(crate) const SPLIT_AFTER: u32 = 3;
 /// ...and one outcome failing so this often is given up (a FAILURE row
 /// saying so is stored in its place), instead of holding every later
 /// outcome and ack for ever.
-const ANSWERED_MAX: u32 = 10;
+pub(crate) const ANSWERED_MAX: u32 = 10;
 
 /// The longest one store may take before it is tried again on a fresh
 /// connection: a socket whose peer went silent (a database host that died
@@ -462,7 +462,7 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
 }
 
 /// Whether the database answers a ping within [`PING_TIMEOUT`].
-async fn answers(backend: &ResultBackend) -> bool {
+pub(crate) async fn answers(backend: &ResultBackend) -> bool {
     matches!(
         tokio::time::timeout(PING_TIMEOUT, backend.connection().ping()).await,
         Ok(Ok(()))

@@ -556,3 +556,46 @@ async fn a_result_the_database_cannot_take_holds_nothing_back() {
     testing::cleanup(&config).await;
     db.drop_database().await;
 }
+
+/// The same result as a chord member: its report cannot be stored either
+/// (it carries the result), so it is reported failed without it. The chord
+/// fails naming it, and the worker's later outcomes are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_member_result_the_database_cannot_take_fails_its_chord() {
+    use celeriac::canvas::{TaskSig, TaskSignatures, chord};
+    let db = TestDatabase::create(DbKind::Mysql).await.expect("db");
+    let config = testing::config(&db.url, &unique("too-big-chord"));
+    let worker = Worker::builder(config.clone())
+        .with_diagnostics()
+        .register::<Big, _, _, _>(|_, (n,)| async move { Ok::<_, TaskFailure>("x".repeat(n)) })
+        .build()
+        .await
+        .expect("build worker");
+    let (stop, rx) = oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = Client::connect(config.clone()).await.expect("client");
+    let flow = chord(
+        [Big::s((17 << 20,)), Big::s((10,))],
+        TaskSig::by_name(celeriac_common::diagnostics::ECHO, vec![]),
+    );
+    let sent = client.send_workflow(&flow).await.expect("send");
+    let mut small = Vec::new();
+    for _ in 0..3 {
+        small.push(client.delay::<Big>((10,)).await.expect("send"));
+    }
+    for r in &small {
+        let got = r.get(Duration::from_secs(90)).await.expect("stored");
+        assert_eq!(got, "x".repeat(10));
+    }
+    let err = sent
+        .get(Duration::from_secs(120))
+        .await
+        .expect_err("the chord fails");
+    assert!(err.to_string().contains("ChordError"), "{err}");
+    let _ = stop.send(());
+    worker.await.expect("join").expect("worker ran");
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
