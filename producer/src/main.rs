@@ -217,11 +217,14 @@ fn main() -> ExitCode {
 }
 
 fn secs(value: f64, what: &str) -> Result<Duration, CliError> {
-    celeriac_common::seconds::capped(value).ok_or_else(|| {
-        CliError::Usage(format!(
-            "--{what} must be a non-negative number of seconds, got {value}"
-        ))
-    })
+    let within = value <= celeriac_common::seconds::MAX_SECONDS;
+    celeriac_common::seconds::capped(value)
+        .filter(|_| within)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--{what} must be a non-negative number of seconds, at most 1000 years, got {value}"
+            ))
+        })
 }
 
 async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitCode, CliError> {

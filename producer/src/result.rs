@@ -138,11 +138,16 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits up to `timeout` for a final state and returns the whole record.
     /// The reads count: a database that does not answer (a held lock, a
     /// silent host) ends the wait at `timeout` too, or after a second for a
-    /// shorter one, so that even a zero timeout gets one read.
+    /// shorter one, so that even a zero timeout gets one read. (Connecting
+    /// on a client's first use is bounded by the connect timeouts.)
     pub async fn wait(&self, timeout: Duration) -> Result<TaskRecord, ResultError> {
         let started = Instant::now();
         let mut interval = POLL_START;
         let mut state = TaskState::Pending;
+        if self.client.rpc().is_none() {
+            // Connected (and migrated) once, outside the timed reads.
+            self.client.backend().await?;
+        }
         loop {
             let allowed = timeout
                 .saturating_sub(started.elapsed())

@@ -305,12 +305,11 @@ pub(crate) async fn act_on(
 }
 
 /// `members_done`, retried while the database cannot be reached (the
-/// members' messages stay unacknowledged meanwhile). While it answers
-/// pings and the report still fails (MySQL drops a statement over
-/// `max_allowed_packet`), the members go one by one, and one that keeps
-/// failing is reported failed without its result (its task row says
-/// `ResultNotStored` by then): its chord fails, naming it, instead of the
-/// worker's outcomes waiting for ever.
+/// members' messages stay unacknowledged meanwhile). When the report costs
+/// its connection while the database answers pings (MySQL drops a
+/// statement over `max_allowed_packet`), the members go one by one, and
+/// one that keeps failing is reported failed without its result: its chord
+/// fails, naming it, instead of the worker's outcomes waiting for ever.
 async fn report_until_done(
     backend: &ResultBackend,
     members: Vec<ChordMember>,
@@ -318,9 +317,20 @@ async fn report_until_done(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut answered = 0;
     loop {
-        match backend.members_done(members.clone()).await {
+        let done = backend.members_done(members.clone());
+        let Ok(done) = tokio::time::timeout(crate::recorder::STORE_TIMEOUT, done).await else {
+            // A silent socket: again, on a fresh connection (a report
+            // counts a member once however often it is made).
+            tracing::error!(
+                count = members.len(),
+                "reporting chord members timed out; retrying"
+            );
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
+        match done {
             Ok(answers) => return answers,
-            Err(e) if crate::recorder::answers(backend).await => {
+            Err(e) if e.cost_the_connection() && crate::recorder::answers(backend).await => {
                 answered += 1;
                 if members.len() > 1 && answered >= crate::recorder::SPLIT_AFTER {
                     tracing::warn!(

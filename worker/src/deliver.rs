@@ -187,14 +187,14 @@ async fn run(
     let ms = runtime.as_secs_f64() * 1e3;
     let (state, value, failure) = match result {
         Ok(value) => {
+            let backend = shared.backend.as_ref();
+            if !followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await {
+                Box::pin(before_return(hand, earlier)).await;
+                return None;
+            }
             tracing::info!(duration_ms = ms, "succeeded");
             tally.succeeded();
             shared.events.succeeded(&msg.id, &value, ms / 1e3);
-            let backend = shared.backend.as_ref();
-            if !followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await {
-                tracing::warn!("returning the message to its queue, to send what follows again");
-                return None;
-            }
             (TaskState::Success, Some(value), None)
         }
         Err(f) if f.kind == "Cancelled" && shared.revocations.is_revoked(&msg.id) => {
@@ -208,7 +208,10 @@ async fn run(
             tracing::warn!(duration_ms = ms, kind = %f.kind, "failed: {}", f.message);
             let concluded =
                 execute::conclude_failure(&hand.publisher, msg, &hand.queue, &options, f);
-            let (state, failure) = Box::pin(concluded).await?;
+            let Some((state, failure)) = Box::pin(concluded).await else {
+                Box::pin(before_return(hand, earlier)).await;
+                return None;
+            };
             let retried = state == TaskState::Retry;
             if retried {
                 tally.retried();
@@ -226,6 +229,21 @@ async fn run(
     outcome.error = failure.map(task_error);
     (outcome.started_at, outcome.done_at) = (Some(started_at), done_at);
     Some(outcome)
+}
+
+/// Waits before a message whose retry or follow-ups the broker did not take
+/// goes back to its queue (see [`followup::pause_before_return`]); cut
+/// short when the session is retired.
+async fn before_return(hand: &Handling, earlier: u32) {
+    let pause = followup::pause_before_return(earlier);
+    tracing::warn!(
+        pause_s = pause.as_secs(),
+        "returning the message to its queue, to send what it sends again"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        () = hand.window.retired() => {}
+    }
 }
 
 /// Records PROGRESS with `value` (a failure to is logged; the task goes on).

@@ -164,7 +164,6 @@ pub(crate) async fn conclude_failure(
             .push(format!("gave up after {} retries", msg.retries));
     }
     if !followup::on_failure(publisher, msg, queue).await {
-        tracing::warn!("returning the message to its queue, to send its errbacks again");
         return None;
     }
     Some((TaskState::Failure, failure))

@@ -3,11 +3,13 @@
 //! Each is a signature that may itself be a workflow (a chain, group or
 //! chord); it is planned by the canvas module ([`apply_after`]), so it
 //! sends what a client would, its chords recorded first. A follow-up that
-//! cannot be planned (it does not fit) is logged and left; one the broker
-//! or the database did not take makes [`on_success`] and [`on_failure`]
-//! say so, and the task's message goes back to its queue to run again, as
-//! when a retry cannot be published: a chain never stops silently because
-//! the broker blinked.
+//! cannot be planned (it does not fit), or that the broker refuses for
+//! good (a queue declared with other arguments), is logged and left; one
+//! the broker or the database did not take for now makes [`on_success`]
+//! and [`on_failure`] say so, and the task's message goes back to its
+//! queue to run again (after [`pause_before_return`]), as when a retry
+//! cannot be published: a chain never stops silently because the broker
+//! blinked.
 
 use crate::publish::{PublishError, Publisher};
 use celeriac::canvas::{After, Applied, CanvasError, apply_after};
@@ -33,16 +35,21 @@ pub(crate) enum FollowupError {
     Publish(#[from] PublishError),
 }
 
-/// The pause after a follow-up was not taken, before its task's message
-/// goes back to its queue.
-const PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a message whose follow-ups were not taken waits before it goes
+/// back to its queue: 1 s after its first delivery, doubling with each
+/// earlier one (at most 32 s), so the default five deliveries ride out
+/// about half a minute of a broker refusing (a full queue, an alarm, a
+/// failover) before the message is dead-lettered as poison.
+pub(crate) fn pause_before_return(earlier_deliveries: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1 << earlier_deliveries.min(5))
+}
 
 impl FollowupError {
     /// Whether sending again later may succeed.
     fn is_transient(&self) -> bool {
         match self {
             FollowupError::Publish(e) => e.is_transient(),
-            FollowupError::Chord(ChordError::Backend(_)) => true,
+            FollowupError::Chord(ChordError::Backend(e)) => !e.is_refused(),
             _ => false,
         }
     }
@@ -104,11 +111,8 @@ async fn apply(
             tracing::warn!(
                 next.name = %sig.task,
                 error = %e,
-                "{what} could not be sent; trying again in a second"
+                "{what} not taken by the broker or the database"
             );
-            // A broker that refuses (a full queue, an alarm) would
-            // otherwise see every delivery of the message at once.
-            tokio::time::sleep(PAUSE).await;
             false
         }
         Err(e) => {

@@ -49,7 +49,12 @@ impl PublishError {
     /// Whether sending again later may succeed (the broker or its channel
     /// failed), unlike a message that cannot be encoded or delayed.
     pub(crate) fn is_transient(&self) -> bool {
-        !matches!(self, PublishError::Encode(_) | PublishError::Delay(_))
+        match self {
+            PublishError::Encode(_) | PublishError::Delay(_) => false,
+            // A queue that exists with other arguments stays so.
+            PublishError::Declare(e) => e.is_transient(),
+            PublishError::NotTaken(_) | PublishError::Timeout | PublishError::Channel(_) => true,
+        }
     }
 }
 

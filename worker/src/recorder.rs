@@ -71,7 +71,7 @@ pub(crate) const ANSWERED_MAX: u32 = 10;
 /// without a reset, a stalled proxy) would otherwise hold every outcome and
 /// ack for ever. Far above any real write; a store cut short is an upsert
 /// and safe to repeat.
-const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a ping may take to say whether the database answers.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -230,7 +230,10 @@ pub(crate) async fn run(
             }
             // With chord members: stored and reported in one commit when
             // the database allows it.
-            if let Some(reported) = chord::store_and_report(backend, &outcomes, &laters).await {
+            // (A write cut short by the timeout is done again apart:
+            // storing and reporting are both idempotent.)
+            let together = chord::store_and_report(backend, &outcomes, &laters);
+            if let Ok(Some(reported)) = tokio::time::timeout(STORE_TIMEOUT, together).await {
                 return Some(reported);
             }
             store_until_done(backend, outcomes).await;
@@ -365,7 +368,7 @@ async fn ack(done: &Finished, multiple: bool) {
     }
 }
 
-async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
+async fn store_until_done(backend: &ResultBackend, mut outcomes: Vec<TaskOutcome>) {
     if outcomes.is_empty() {
         return;
     }
@@ -373,23 +376,41 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
     let mut logged = false;
     let mut refusals = 0;
     let mut answered = 0;
+    let mut replaced = false;
     loop {
         let stored = tokio::time::timeout(STORE_TIMEOUT, backend.store(outcomes.clone())).await;
-        let Ok(stored) = stored else {
-            answered = 0;
-            if !logged {
+        let stored = match stored {
+            Ok(stored) => stored,
+            // Too slow, or a silent socket: a batch goes one by one (each
+            // write smaller), one outcome is tried again on a fresh
+            // connection.
+            Err(_) if outcomes.len() > 1 => {
                 tracing::error!(
                     count = outcomes.len(),
-                    "storing outcomes took over {} s; trying again on a fresh connection \
-                     (messages stay unacknowledged)",
+                    "storing outcomes took over {} s; storing them one by one",
                     STORE_TIMEOUT.as_secs()
                 );
-                logged = true;
+                for outcome in outcomes {
+                    Box::pin(store_until_done(backend, vec![outcome])).await;
+                }
+                return;
             }
-            tokio::time::sleep(backoff.next_delay()).await;
-            continue;
+            Err(_) => {
+                answered = 0;
+                if !logged {
+                    tracing::error!(
+                        task.id = %outcomes[0].task_id,
+                        "storing an outcome took over {} s; trying again on a fresh connection \
+                         (its message stays unacknowledged)",
+                        STORE_TIMEOUT.as_secs()
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
         };
-        match stored {
+        let e = match stored {
             Ok(()) => {
                 if logged {
                     tracing::info!(
@@ -399,65 +420,66 @@ async fn store_until_done(backend: &ResultBackend, outcomes: Vec<TaskOutcome>) {
                 }
                 return;
             }
-            // The database refused the rows themselves: one by one, so one
-            // it cannot take does not hold the others (and their acks) back.
-            Err(e) if e.is_refused() && outcomes.len() > 1 => {
-                tracing::warn!(
+            Err(e) => e,
+        };
+        // The database refused the rows themselves, or the statement cost
+        // its connection while the database answers: this batch is what it
+        // cannot take. One by one, so one outcome does not hold the others
+        // (and their acks) back; one that keeps failing is given up. (A
+        // database that says no for a while, read-only, full, locked, is
+        // waited out below, as an outage: nothing is given up for that.)
+        let refused = e.is_refused();
+        let cannot_take = refused || (e.cost_the_connection() && answers(backend).await);
+        if !cannot_take {
+            answered = 0;
+        }
+        if !refused {
+            if !logged {
+                tracing::error!(
                     error = %e,
                     source = ?std::error::Error::source(&e),
                     count = outcomes.len(),
-                    "result backend refused a batch; storing its outcomes one by one"
+                    "cannot store outcomes; retrying until the result backend is back \
+                     (messages stay unacknowledged)"
                 );
-                for outcome in outcomes {
-                    Box::pin(store_until_done(backend, vec![outcome])).await;
-                }
-                return;
+                logged = true;
             }
-            Err(e) if e.is_refused() => {
-                refusals += 1;
-                if refusals >= REFUSALS_MAX {
-                    Box::pin(give_up(backend, &outcomes[0], &e)).await;
-                    return;
-                }
-                tokio::time::sleep(backoff.delay_for(backoff.failures())).await;
-            }
-            // The database answers, yet this batch keeps failing.
-            Err(e) if answers(backend).await => {
-                answered += 1;
-                if outcomes.len() > 1 && answered >= SPLIT_AFTER {
-                    tracing::warn!(
-                        error = %e,
-                        source = ?std::error::Error::source(&e),
-                        count = outcomes.len(),
-                        "result backend answers but does not take this batch; \
-                         storing its outcomes one by one"
-                    );
-                    for outcome in outcomes {
-                        Box::pin(store_until_done(backend, vec![outcome])).await;
-                    }
-                    return;
-                }
-                if answered >= ANSWERED_MAX {
-                    Box::pin(give_up(backend, &outcomes[0], &e)).await;
-                    return;
-                }
+            if !cannot_take {
                 tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => {
-                answered = 0;
-                if !logged {
-                    tracing::error!(
-                        error = %e,
-                        source = ?std::error::Error::source(&e),
-                        count = outcomes.len(),
-                        "cannot store outcomes; retrying until the result backend is back \
-                         (messages stay unacknowledged)"
-                    );
-                    logged = true;
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
             }
         }
+        let tries = if refused {
+            refusals += 1;
+            refusals
+        } else {
+            answered += 1;
+            answered
+        };
+        let split_after = if refused { 1 } else { SPLIT_AFTER };
+        if outcomes.len() > 1 && tries >= split_after {
+            tracing::warn!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                count = outcomes.len(),
+                "result backend does not take this batch; storing its outcomes one by one"
+            );
+            for outcome in outcomes {
+                Box::pin(store_until_done(backend, vec![outcome])).await;
+            }
+            return;
+        }
+        if tries >= if refused { REFUSALS_MAX } else { ANSWERED_MAX } {
+            match replacement(&outcomes[0], &e, replaced) {
+                Some(row) => {
+                    (outcomes, replaced) = (vec![row], true);
+                    (refusals, answered) = (0, 0);
+                    continue;
+                }
+                None => return,
+            }
+        }
+        tokio::time::sleep(backoff.delay_for(backoff.failures().max(tries))).await;
     }
 }
 
@@ -469,17 +491,28 @@ pub(crate) async fn answers(backend: &ResultBackend) -> bool {
     )
 }
 
-/// Gives up an outcome the database does not take: stores a FAILURE
-/// `ResultNotStored` row in its place, so the task does not stay PENDING
-/// (tried once; if that is refused too, only logged), and lets its message
-/// be acked.
-async fn give_up(backend: &ResultBackend, outcome: &TaskOutcome, e: &BackendError) {
+/// What to store in place of an outcome the database does not take: a
+/// FAILURE `ResultNotStored` row, so the task does not stay PENDING (it is
+/// then stored as any outcome, waiting out an outage). `None`, the outcome
+/// only logged and its message acked, for a RETRY (its retry message
+/// carries on) or when the replacement itself is not taken.
+fn replacement(outcome: &TaskOutcome, e: &BackendError, replaced: bool) -> Option<TaskOutcome> {
+    if replaced || outcome.state == TaskState::Retry {
+        tracing::error!(
+            task.id = %outcome.task_id,
+            error = %e,
+            source = ?std::error::Error::source(e),
+            "result backend does not take this task's outcome; it is not stored \
+             and its message is acked"
+        );
+        return None;
+    }
     tracing::error!(
         task.id = %outcome.task_id,
         error = %e,
         source = ?std::error::Error::source(e),
         "result backend does not take this task's outcome; \
-         a FAILURE ResultNotStored is stored in its place and its message is acked"
+         storing a FAILURE ResultNotStored in its place"
     );
     let mut row = outcome.clone();
     row.state = TaskState::Failure;
@@ -492,9 +525,7 @@ async fn give_up(backend: &ResultBackend, outcome: &TaskOutcome, e: &BackendErro
         ),
         traceback: None,
     });
-    if let Err(e) = backend.store(vec![row]).await {
-        tracing::error!(task.id = %outcome.task_id, error = %e, "its FAILURE was not stored either");
-    }
+    Some(row)
 }
 
 #[cfg(test)]

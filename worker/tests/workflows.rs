@@ -203,7 +203,6 @@ async fn a_next_step_the_broker_refuses_is_sent_again() {
     let (_db, mut config, client, backend) = setup().await;
     let next_queue = format!("{}-next", config.queues[0]);
     config.queues.push(next_queue.clone());
-    config.max_deliveries = 100;
     let refusing = Policy::set(
         &next_queue,
         r#"{"max-length": 0, "overflow": "reject-publish"}"#,

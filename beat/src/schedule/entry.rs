@@ -122,7 +122,11 @@ impl Firing {
         Firing {
             misfire_grace: Grace::Within(Duration::from_secs(config.beat_misfire_grace_secs)),
             coalesce: config.beat_coalesce,
-            max_instances: config.beat_max_instances,
+            // Above what beat remembers: acts as that (a shared config is
+            // not refused by every process for it).
+            max_instances: config
+                .beat_max_instances
+                .min(celeriac_common::config::BEAT_MAX_INSTANCES),
         }
     }
 }

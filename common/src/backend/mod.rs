@@ -89,6 +89,27 @@ impl BackendError {
             _ => code.len() == 5 && (code.starts_with("22") || code.starts_with("23")),
         }
     }
+
+    /// Whether the statement cost its connection or was too large for the
+    /// server (the connection dropped; MySQL's `max_allowed_packet`;
+    /// PostgreSQL's program limit, 54000), as opposed to the database
+    /// saying no for a while (read-only, disk full, a lock, a deadlock),
+    /// after which the same statement may well succeed.
+    pub fn cost_the_connection(&self) -> bool {
+        let BackendError::Query(
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
+        ) = self
+        else {
+            return false;
+        };
+        match e.as_ref() {
+            sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::Protocol(_) => true,
+            sea_orm::sqlx::Error::Database(db) => {
+                db.code().as_deref() == Some("54000") || db.message().contains("max_allowed_packet")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The database server's clock in milliseconds since the Unix epoch, as an

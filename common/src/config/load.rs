@@ -53,16 +53,6 @@ impl Config {
                 ),
             });
         }
-        if self.beat_max_instances > super::BEAT_MAX_INSTANCES {
-            return Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                message: format!(
-                    "beat_max_instances must be 0 (no limit) to {}, got {}",
-                    super::BEAT_MAX_INSTANCES,
-                    self.beat_max_instances
-                ),
-            });
-        }
         if self.queue_type == QueueType::Quorum && self.queue_max_priority.is_some() {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),

@@ -39,7 +39,7 @@
 //! | `beat_schedule` | `CELERIAC_BEAT_SCHEDULE` | unset (beat's TOML schedule file) |
 //! | `beat_misfire_grace_secs` | `CELERIAC_BEAT_MISFIRE_GRACE_SECS` | `60` (a run later than this is skipped as missed) |
 //! | `beat_coalesce` | `CELERIAC_BEAT_COALESCE` | `true` (a backlog of missed runs becomes one run) |
-//! | `beat_max_instances` | `CELERIAC_BEAT_MAX_INSTANCES` | `0` (unlimited unfinished runs per entry; at most 100) |
+//! | `beat_max_instances` | `CELERIAC_BEAT_MAX_INSTANCES` | `0` (unlimited unfinished runs per entry; above 100 acts as 100) |
 //! | `beat_http_addr` | `CELERIAC_BEAT_HTTP_ADDR` | unset: no HTTP server (`HOST:PORT` where `celeriac-beat run` serves `/metrics` and `/health`) |
 //! | `beat_lease_secs` | `CELERIAC_BEAT_LEASE_SECS` | `10` (leader lease; a standby takes over this long after the leader dies) |
 

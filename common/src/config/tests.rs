@@ -46,15 +46,6 @@ fn file_values_and_unknown_keys() {
     std::fs::write(&path, "queue_type = \"quorum\"\nqueue_max_priority = 9\n").expect("write");
     let err = Config::load(Some(&path)).expect_err("quorum + priority");
     assert!(err.to_string().contains("queue_max_priority"), "{err}");
-    // Beat remembers 100 unfinished runs an entry.
-    std::fs::write(&path, "beat_max_instances = 100\n").expect("write");
-    assert_eq!(
-        Config::load(Some(&path)).expect("100").beat_max_instances,
-        100
-    );
-    std::fs::write(&path, "beat_max_instances = 101\n").expect("write");
-    let err = Config::load(Some(&path)).expect_err("101");
-    assert!(err.to_string().contains("beat_max_instances"), "{err}");
 }
 
 #[test]

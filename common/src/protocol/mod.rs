@@ -71,17 +71,19 @@ pub enum ProtocolError {
 /// are UUIDs (36).
 pub const MAX_TASK_ID_CHARS: usize = 191;
 
+/// The longest task id a message can be sent with, in bytes: it is the
+/// message's `correlation_id` too, an AMQP short string.
+pub const MAX_SENT_TASK_ID_BYTES: usize = 255;
+
 /// Refuses a task id no result row could be keyed by: empty, longer than
-/// [`MAX_TASK_ID_CHARS`] (or 255 bytes, the AMQP short string it travels in as
-/// the `correlation_id`), or holding control characters.
+/// [`MAX_TASK_ID_CHARS`], or holding control characters. (A sender also
+/// keeps it within 255 bytes, the AMQP short string of `correlation_id`:
+/// [`MAX_SENT_TASK_ID_BYTES`].)
 pub fn check_task_id(id: &str) -> Result<(), ProtocolError> {
     let reason = if id.is_empty() {
         "it is empty".to_owned()
     } else if id.chars().count() > MAX_TASK_ID_CHARS {
         format!("it is longer than {MAX_TASK_ID_CHARS} characters")
-    } else if id.len() > 255 {
-        // It is the message's correlation_id too, an AMQP short string.
-        "it is longer than 255 bytes".to_owned()
     } else if id.chars().any(char::is_control) {
         "it holds control characters".to_owned()
     } else {
