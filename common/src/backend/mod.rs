@@ -64,18 +64,22 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The driver's error behind a failed query, if there is one.
+    fn driver_error(&self) -> Option<&sea_orm::sqlx::Error> {
+        match self {
+            BackendError::Query(
+                DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
+            ) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+
     /// Whether the database answered and refused the statement for what it
     /// holds (a value it cannot take, a constraint): sending the same rows
     /// again will not help, unlike after a lost connection, a lock or a
     /// deadlock.
     pub fn is_refused(&self) -> bool {
-        let BackendError::Query(
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
-        ) = self
-        else {
-            return false;
-        };
-        let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+        let Some(sea_orm::sqlx::Error::Database(db)) = self.driver_error() else {
             return false;
         };
         let Some(code) = db.code() else {
@@ -96,13 +100,10 @@ impl BackendError {
     /// saying no for a while (read-only, disk full, a lock, a deadlock),
     /// after which the same statement may well succeed.
     pub fn cost_the_connection(&self) -> bool {
-        let BackendError::Query(
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)),
-        ) = self
-        else {
+        let Some(e) = self.driver_error() else {
             return false;
         };
-        match e.as_ref() {
+        match e {
             sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::Protocol(_) => true,
             sea_orm::sqlx::Error::Database(db) => {
                 db.code().as_deref() == Some("54000") || db.message().contains("max_allowed_packet")
