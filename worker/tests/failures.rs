@@ -69,7 +69,11 @@ impl TaskDef for Count {
 }
 
 async fn start_with(edit: impl FnOnce(&mut celeriac::Config)) -> Harness {
-    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    start_on(DbKind::Sqlite, edit).await
+}
+
+async fn start_on(kind: DbKind, edit: impl FnOnce(&mut celeriac::Config)) -> Harness {
+    let db = TestDatabase::create(kind).await.expect("db");
     let mut config = testing::config(&db.url, &unique("fail"));
     edit(&mut config);
     let worker = Worker::builder(config.clone())
@@ -94,6 +98,7 @@ async fn start_with(edit: impl FnOnce(&mut celeriac::Config)) -> Harness {
                 .or_default() += 1;
             Ok::<_, TaskFailure>(())
         })
+        .register::<Big, _, _, _>(|_, (n,)| async move { Ok::<_, TaskFailure>("x".repeat(n)) })
         .register_blocking::<Digest, _, _>(|_, (text,)| {
             std::thread::sleep(Duration::from_millis(50));
             Ok::<_, TaskFailure>(text.bytes().map(u64::from).sum())
@@ -522,18 +527,8 @@ impl TaskDef for Big {
 /// instead of holding every later outcome and ack for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_database_cannot_take_holds_nothing_back() {
-    let db = TestDatabase::create(DbKind::Mysql).await.expect("db");
-    let config = testing::config(&db.url, &unique("too-big"));
-    let worker = Worker::builder(config.clone())
-        .register::<Big, _, _, _>(|_, (n,)| async move { Ok::<_, TaskFailure>("x".repeat(n)) })
-        .build()
-        .await
-        .expect("build worker");
-    let (stop, rx) = oneshot::channel::<()>();
-    let worker = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-    }));
-    let client = Client::connect(config.clone()).await.expect("client");
+    let h = start_on(DbKind::Mysql, |_| {}).await;
+    let client = &h.client;
     let big = client.delay::<Big>((17 << 20,)).await.expect("send");
     let mut small = Vec::new();
     for _ in 0..5 {
@@ -551,10 +546,7 @@ async fn a_result_the_database_cannot_take_holds_nothing_back() {
     let error = rec.error.expect("error");
     assert_eq!(error.kind, "ResultNotStored", "{error:?}");
     assert!(error.message.contains("SUCCESS"), "{error:?}");
-    let _ = stop.send(());
-    worker.await.expect("join").expect("worker ran");
-    testing::cleanup(&config).await;
-    db.drop_database().await;
+    h.stop().await;
 }
 
 /// The same result as a chord member: its report cannot be stored either
@@ -563,19 +555,8 @@ async fn a_result_the_database_cannot_take_holds_nothing_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chord_member_result_the_database_cannot_take_fails_its_chord() {
     use celeriac::canvas::{TaskSig, TaskSignatures, chord};
-    let db = TestDatabase::create(DbKind::Mysql).await.expect("db");
-    let config = testing::config(&db.url, &unique("too-big-chord"));
-    let worker = Worker::builder(config.clone())
-        .with_diagnostics()
-        .register::<Big, _, _, _>(|_, (n,)| async move { Ok::<_, TaskFailure>("x".repeat(n)) })
-        .build()
-        .await
-        .expect("build worker");
-    let (stop, rx) = oneshot::channel::<()>();
-    let worker = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-    }));
-    let client = Client::connect(config.clone()).await.expect("client");
+    let h = start_on(DbKind::Mysql, |_| {}).await;
+    let client = &h.client;
     let flow = chord(
         [Big::s((17 << 20,)), Big::s((10,))],
         TaskSig::by_name(celeriac_common::diagnostics::ECHO, vec![]),
@@ -594,8 +575,5 @@ async fn a_chord_member_result_the_database_cannot_take_fails_its_chord() {
         .await
         .expect_err("the chord fails");
     assert!(err.to_string().contains("ChordError"), "{err}");
-    let _ = stop.send(());
-    worker.await.expect("join").expect("worker ran");
-    testing::cleanup(&config).await;
-    db.drop_database().await;
+    h.stop().await;
 }
