@@ -276,24 +276,13 @@ async fn actions_need_the_token_and_do_what_they_say() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_ends_open_event_streams() {
     use celeriac_common::testing::{self, DbKind, TestDatabase, unique};
-    use celeriac_dashboard::{Dashboard, Options};
     use std::time::Duration;
 
     let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
     let config = testing::config(&db.url, &unique("dash-stop"));
-    let dashboard = Dashboard::open(config, Options::default())
-        .await
-        .expect("dashboard");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(dashboard.serve(listener, async {
-        let _ = rx.await;
-    }));
+    let (base, stop, served) = support::serving(&config, None).await;
     // A browser tab: an events stream, open and read from.
-    let mut events = reqwest::get(format!("http://{addr}/api/events"))
+    let mut events = reqwest::get(format!("{base}/api/events"))
         .await
         .expect("events");
     assert!(events.status().is_success());

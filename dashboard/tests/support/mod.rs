@@ -112,6 +112,19 @@ impl Stack {
 /// Serves a dashboard for `config` on a free loopback port; returns its
 /// base URL and the sender that stops it.
 pub async fn serve(config: &Config, token: Option<&str>) -> (String, oneshot::Sender<()>) {
+    let (base, stop, _) = serving(config, token).await;
+    (base, stop)
+}
+
+/// [`serve`], with the server's task to await after the stop.
+pub async fn serving(
+    config: &Config,
+    token: Option<&str>,
+) -> (
+    String,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), celeriac_dashboard::DashboardError>>,
+) {
     let options = Options {
         token: token.map(str::to_owned),
         ..Options::default()
@@ -124,10 +137,10 @@ pub async fn serve(config: &Config, token: Option<&str>) -> (String, oneshot::Se
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(dashboard.serve(listener, async {
+    let served = tokio::spawn(dashboard.serve(listener, async {
         let _ = rx.await;
     }));
-    (format!("http://{addr}"), tx)
+    (format!("http://{addr}"), tx, served)
 }
 
 /// Polls `check` every 100 ms for up to `secs` seconds.
