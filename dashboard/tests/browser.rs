@@ -13,6 +13,7 @@ use celeriac_beat::trigger::TriggerSpec;
 use celeriac_common::diagnostics::ECHO;
 use celeriac_common::testing::process::{sibling_bin, spawn_beat};
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -60,15 +61,13 @@ async fn driver() -> Driver {
 }
 
 async fn browser(d: &Driver) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         json!({"binary": CHROMIUM, "args": ["--headless=new", "--no-sandbox",
             "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,760"]}),
     );
-    ClientBuilder::rustls()
-        .expect("tls")
+    ClientBuilder::new(HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", d.1))
         .await
