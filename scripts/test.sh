@@ -18,7 +18,7 @@ cargo build --workspace --all-targets --locked
 
 if cargo nextest --version >/dev/null 2>&1; then
   # Tests mostly wait on RabbitMQ and the databases: run several at once.
-  cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads 6
   cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-threads 2 --no-tests pass
 else
   cargo test --workspace --locked --no-fail-fast -- --test-threads 4
@@ -27,13 +27,15 @@ fi
 cargo test --workspace --locked --doc
 # The quickstart and its output are part of the suite too; its log (its
 # on-purpose failure's WARN included) is shown only if it does not finish.
+# Both examples run as the workspace build above built them.
+export CELERIAC_EXAMPLES_BUILT="${CARGO_TARGET_DIR:-target}/debug/examples"
 if ! quickstart=$(scripts/quickstart.sh 2>&1) || ! grep -q "all done" <<<"$quickstart"; then
   echo "$quickstart"
   echo "scripts/test.sh: the quickstart did not finish" >&2
   exit 1
 fi
 # So is the workflow example (T1 → (T2, T3) → T4 against a worker).
-if ! workflow=$(cargo run -q --locked -p celeriac-examples --example workflow 2>&1) ||
+if ! workflow=$("$CELERIAC_EXAMPLES_BUILT/workflow" 2>&1) ||
   ! grep -q "stored 2 thumbnails" <<<"$workflow"; then
   echo "$workflow"
   echo "scripts/test.sh: examples/workflow.rs did not finish" >&2
