@@ -12,6 +12,7 @@ use crate::followup;
 use crate::inflight::Phase;
 use crate::metrics::Tally;
 use crate::progress;
+use crate::recorder;
 use crate::registry::Handler;
 use celeriac_common::TaskState;
 use celeriac_common::backend::TaskOutcome;
@@ -257,7 +258,7 @@ async fn write_progress(
         let mut row = hand.outcome(msg, TaskState::Progress);
         row.started_at = Some(started_at);
         row.result = Some(value);
-        if let Err(e) = backend.store_progress(row).await {
+        if let Err(e) = recorder::bounded(backend.store_progress(row)).await {
             tracing::warn!(error = %e, "cannot record progress; the task goes on");
         }
     }
@@ -268,7 +269,13 @@ async fn already_done(hand: &Handling, id: &str) -> bool {
     let Some(backend) = &hand.shared.backend else {
         return false;
     };
-    matches!(backend.get(id).await, Ok(Some(r)) if r.state.is_ready())
+    match recorder::bounded(backend.get(id)).await {
+        Ok(found) => found.is_some_and(|r| r.state.is_ready()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up an earlier outcome; running it");
+            false
+        }
+    }
 }
 
 /// Records STARTED (a failure to is logged; the task runs anyway); with
@@ -280,7 +287,7 @@ async fn mark_started(hand: &Handling, msg: &TaskMessage, at: chrono::DateTime<U
         hand.send_reply(reply).await;
     }
     if let Some(backend) = &hand.shared.backend
-        && let Err(e) = backend.store_progress(started).await
+        && let Err(e) = recorder::bounded(backend.store_progress(started)).await
     {
         tracing::warn!(error = %e, "cannot record STARTED; running anyway");
     }

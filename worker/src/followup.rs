@@ -68,7 +68,7 @@ pub(crate) async fn publish(
     if !applied.chords.is_empty() {
         let backend = backend.ok_or(FollowupError::NoBackend)?;
         for chord in &applied.chords {
-            backend.create_chord(chord).await?;
+            crate::recorder::bounded(backend.create_chord(chord)).await?;
         }
     }
     for (msg, queue) in &applied.messages {

@@ -72,6 +72,24 @@ pub(crate) const ANSWERED_MAX: u32 = 10;
 /// ack for ever. Far above any real write; a store cut short is an upsert
 /// and safe to repeat.
 pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `call` to the result database on a path that must go on whatever the
+/// database does (a STARTED mark, progress, the lookup of a redelivered
+/// copy, a heartbeat, the revocations at start): given up after
+/// [`STORE_TIMEOUT`], as a store is.
+pub(crate) async fn bounded<T, E: From<BackendError>>(
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout(STORE_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackendError::NoAnswer {
+                after: STORE_TIMEOUT,
+            }
+            .into())
+        })
+}
+
 /// How long a ping may take to say whether the database answers.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -435,7 +435,7 @@ async fn load_revocations(shared: &Shared) {
         0 => None,
         secs => celeriac_common::backend::expiry::cutoff(Duration::from_secs(secs)),
     };
-    match backend.revoked_since(since).await {
+    match recorder::bounded(backend.revoked_since(since)).await {
         Ok(ids) => ids.iter().for_each(|id| shared.revocations.revoke(id)),
         Err(e) => tracing::warn!(error = %e, "cannot load revoked task ids"),
     }

@@ -222,3 +222,73 @@ async fn a_result_database_gone_silent_mid_write_is_left_for_a_fresh_connection(
     testing::cleanup(&config).await;
     db.drop_database().await;
 }
+
+/// A STARTED mark the database does not answer (here: a table lock held
+/// by another session, as a long migration or `VACUUM FULL` holds one) is
+/// given up after a minute and the task runs; it does not hold the task,
+/// and with it a slot of the worker, for as long as the lock lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_mark_the_database_does_not_answer_holds_no_task() {
+    use celeriac::Client;
+    use celeriac_common::TaskState;
+    use celeriac_common::testing::{DbKind, TestDatabase, unique};
+    use celeriac_worker::{TaskContext, TaskFailure, Worker};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let direct = db.migrated_backend().await.expect("backend");
+    let mut config = testing::config(&db.url, &unique("started-lock"));
+    config.track_started = true;
+    let (ran_tx, mut ran) = mpsc::unbounded_channel::<String>();
+    let worker = Worker::builder(config.clone())
+        .register_raw("lock.probe", move |ctx: TaskContext, _, _| {
+            let ran_tx = ran_tx.clone();
+            async move {
+                let _ = ran_tx.send(ctx.id.clone());
+                Ok::<_, TaskFailure>(serde_json::json!("ran"))
+            }
+        })
+        .build()
+        .await
+        .expect("worker");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = Client::connect(config.clone()).await.expect("client");
+    // The worker is up (consuming, its revocations read) before the lock.
+    let first = client
+        .send_task("lock.probe", vec![], Default::default(), Default::default())
+        .await
+        .expect("send");
+    first.wait(Duration::from_secs(30)).await.expect("stored");
+    let _ = ran.recv().await;
+    let lock = direct.connection().begin().await.expect("begin");
+    lock.execute_unprepared("LOCK TABLE celeriac_taskmeta IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let sent = client
+        .send_task("lock.probe", vec![], Default::default(), Default::default())
+        .await
+        .expect("send");
+    let id = tokio::time::timeout(Duration::from_secs(100), ran.recv())
+        .await
+        .expect("the task ran while the lock was held")
+        .expect("id");
+    let waited = started.elapsed();
+    assert_eq!(id, sent.id());
+    assert!(waited >= Duration::from_secs(55), "ran after {waited:?}");
+    println!(
+        "the task ran {:.1} s after it was sent",
+        waited.as_secs_f64()
+    );
+    lock.rollback().await.expect("unlock");
+    let rec = sent.wait(Duration::from_secs(90)).await.expect("stored");
+    assert_eq!(rec.state, TaskState::Success);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    drop(direct);
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}

@@ -53,6 +53,13 @@ pub enum BackendError {
     /// A query failed.
     #[error("result backend query failed")]
     Query(#[from] DbErr),
+    /// The database did not answer in time (a socket gone silent, a lock
+    /// held for a long time); the call was given up.
+    #[error("the result database did not answer within {after:?}")]
+    NoAnswer {
+        /// How long the answer was waited for.
+        after: Duration,
+    },
     /// A stored row could not be read back.
     #[error("stored result for {task_id} is unreadable: {reason}")]
     Corrupt {
