@@ -42,7 +42,7 @@ pub(crate) async fn plain_burst(
     .into_iter()
     .collect();
     let body = msg.encode_body()?;
-    let props = msg.properties();
+    let props = msg.properties()?;
     let start = Instant::now();
     let mut confirms = FuturesUnordered::new();
     for _ in 0..n {

@@ -169,7 +169,7 @@ async fn publish(config: &Config, args: &LatencyArgs) -> Result<(), BenchError> 
     } else {
         None
     };
-    let props = TaskMessage::new("celeriac.noop", vec![], Default::default()).properties();
+    let props = TaskMessage::new("celeriac.noop", vec![], Default::default()).properties()?;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1.0)));
     for i in 0..=args.messages {
         tick.tick().await;

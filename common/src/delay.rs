@@ -129,11 +129,15 @@ fn digit(units: u64, level: u32) -> u64 {
     (units >> (4 * level)) & (BASE - 1)
 }
 
+/// The bytes of a delayed message's routing key before its queue's name:
+/// a digit and a dot per level.
+pub const KEY_DIGITS_BYTES: usize = 2 * LEVELS as usize;
+
 /// The routing key for a message to reach `queue` after `delay` (rounded
 /// down to whole units, so it never arrives late on account of rounding).
 pub fn routing_key(delay: Duration, queue: &str) -> Result<String, DelayTooLong> {
     let units = units(delay).ok_or(DelayTooLong(delay))?;
-    let mut key = String::with_capacity(2 * LEVELS as usize + queue.len());
+    let mut key = String::with_capacity(KEY_DIGITS_BYTES + queue.len());
     for level in (0..LEVELS).rev() {
         let d = u32::try_from(digit(units, level)).unwrap_or(0);
         key.push(char::from_digit(d, 16).unwrap_or('0'));
@@ -291,6 +295,7 @@ pub async fn bind_queue(
     config: &Config,
     queue: &str,
 ) -> Result<(), BrokerError> {
+    crate::broker::check_queue(queue)?;
     let limit = config.connect_timeout();
     for (exchange, pattern) in queue_bindings(config, queue) {
         bind(channel, limit, queue, &exchange, &pattern).await?;

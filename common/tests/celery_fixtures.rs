@@ -108,7 +108,7 @@ fn every_celery_message_decodes_with_its_arguments() {
         assert_eq!(msg.timelimit.1, tl[1].as_f64(), "{name}: soft limit");
         // Whatever celeriac decodes it re-encodes to the same message.
         let again = TaskMessage::decode(
-            &msg.properties(),
+            &msg.properties().expect("properties"),
             &msg.encode_body().expect("encode"),
             MAX_BODY_BYTES_DEFAULT,
         )
@@ -161,7 +161,12 @@ fn celeriac_sends_celerys_headers_except_defaults() {
     // As `Client` sends it: with an origin.
     let mut msg = TaskMessage::new("tasks.add", vec![], Default::default());
     msg.origin = Some("gen1@host".into());
-    let headers = msg.properties().headers().clone().expect("headers");
+    let headers = msg
+        .properties()
+        .expect("properties")
+        .headers()
+        .clone()
+        .expect("headers");
     let is_default = |v: &Value| {
         v.is_null()
             || v == &Value::from(0)

@@ -150,7 +150,32 @@ impl Live {
     }
 }
 
-/// A consumer tag unique to this worker, queue and moment.
+/// A consumer tag unique to this worker, queue and moment: the hostname
+/// and queue, cut to leave room for 33 unique bytes in an AMQP short string.
 pub(crate) fn consumer_tag(hostname: &str, queue: &str) -> String {
-    format!("{hostname}.{queue}.{}", uuid::Uuid::new_v4().simple())
+    let mut tag = format!("{hostname}.{queue}");
+    let mut room = broker::MAX_NAME_BYTES - 33;
+    if tag.len() > room {
+        while !tag.is_char_boundary(room) {
+            room -= 1;
+        }
+        tag.truncate(room);
+    }
+    format!("{tag}.{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_tag_fits_amqp() {
+        let tag = consumer_tag("w@host", "celery");
+        assert!(tag.starts_with("w@host.celery."), "{tag}");
+        let queue = "€".repeat(79); // 237 bytes
+        let tag = consumer_tag(&"h".repeat(208), &queue);
+        assert!(tag.len() <= broker::MAX_NAME_BYTES, "{}", tag.len());
+        assert!(tag.starts_with(&"h".repeat(208)));
+        assert_ne!(tag, consumer_tag(&"h".repeat(208), &queue));
+    }
 }

@@ -140,7 +140,7 @@ impl Publisher {
             Box::pin(self.declare(queue)).await?;
         }
         let body = msg.encode_body()?;
-        self.publish(&exchange, &routing_key, &body, msg.properties())
+        self.publish(&exchange, &routing_key, &body, msg.properties()?)
             .await
     }
 

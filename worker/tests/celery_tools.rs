@@ -269,6 +269,16 @@ async fn celery_inspect_and_control_answered_by_celeriac() {
         cancelled,
         json!({"ok": format!("no longer consuming from {extra}")})
     );
+    // A name AMQP (with a delayed message's routing key) cannot carry: an
+    // error reply, and the worker goes on.
+    let long = "q".repeat(240);
+    let refused = ask(&host, &["control", "add_consumer", &long]).await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 239 bytes")),
+        "{refused}"
+    );
     assert_eq!(
         ask(&host, &["inspect", "ping"]).await,
         json!({"ok": "pong"}),

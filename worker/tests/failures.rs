@@ -415,6 +415,23 @@ async fn bad_options_are_refused_before_sending() {
     assert!(err.contains("at most 255 bytes"), "{err}");
     let err = refused(ApplyOptions::new().header("h", json!({"k".repeat(256): 1}))).await;
     assert!(err.contains("at most 255 bytes"), "{err}");
+    // AMQP names (lapin panicked on them); a queue's name also goes in a
+    // delayed message's routing key, after 16 bytes of delay digits.
+    let err = refused(ApplyOptions::new().queue("q".repeat(240))).await;
+    assert!(err.contains("at most 239 bytes"), "{err}");
+    let err = refused(
+        ApplyOptions::new()
+            .queue("€".repeat(80))
+            .countdown(Duration::from_secs(9)),
+    )
+    .await;
+    assert!(err.contains("queue name"), "{err}");
+    let err = refused(ApplyOptions::new().exchange("x".repeat(256))).await;
+    assert!(err.contains("exchange name"), "{err}");
+    let err = refused(ApplyOptions::new().routing_key("k".repeat(256))).await;
+    assert!(err.contains("routing key name"), "{err}");
+    let err = client.purge(&"q".repeat(256)).await.expect_err("purge");
+    assert!(err.to_string().contains("at most 255 bytes"), "{err}");
     let big = "x".repeat(config.max_message_bytes);
     let err = client
         .send_task("tasks.x", vec![json!(big)], Map::new(), ApplyOptions::new())

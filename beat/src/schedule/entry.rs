@@ -306,13 +306,18 @@ impl Entry {
                 ),
             ));
         }
-        for (field, value) in [
-            ("queue", &self.options.queue),
-            ("exchange", &self.options.exchange),
-            ("routing_key", &self.options.routing_key),
+        // AMQP names; a queue's also goes in a delayed message's routing key.
+        use celeriac_common::broker::{MAX_NAME_BYTES, MAX_QUEUE_BYTES};
+        for (field, value, max) in [
+            ("queue", &self.options.queue, MAX_QUEUE_BYTES),
+            ("exchange", &self.options.exchange, MAX_NAME_BYTES),
+            ("routing_key", &self.options.routing_key, MAX_NAME_BYTES),
         ] {
-            if value.as_deref().is_some_and(|v| v.len() > 255) {
-                return Err(EntryError::invalid(field, "longer than 255 bytes"));
+            if value.as_deref().is_some_and(|v| v.len() > max) {
+                return Err(EntryError::invalid(
+                    field,
+                    format!("longer than {max} bytes"),
+                ));
             }
         }
         crate::schedule::tags::normalize(self.tags.clone())?;

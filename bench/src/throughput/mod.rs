@@ -279,7 +279,7 @@ async fn measure(
         queue: q_ref.clone(),
         n: args.tasks,
         body: Arc::new(body),
-        props: template.properties(),
+        props: template.properties()?,
     };
     let per_message_ack_plan = reference::Plan::per_message_ack(args.producers, prefetch);
     let best_plan = reference::Plan::best(

@@ -27,6 +27,7 @@ pub async fn declare_task_queue(
     queue: &str,
     config: &Config,
 ) -> Result<(), BrokerError> {
+    super::check_queue(queue)?;
     let limit = config.connect_timeout();
     let err = |what: &'static str| {
         move |source| BrokerError::Declare {
@@ -85,6 +86,7 @@ pub async fn declare_dead_letter_queue(
     queue: &str,
     config: &Config,
 ) -> Result<(), BrokerError> {
+    super::check_name("queue", queue, super::MAX_NAME_BYTES)?;
     let declare = channel
         .queue_declare(
             queue.into(),

@@ -13,6 +13,7 @@
 mod bounded;
 mod declare;
 mod failover;
+mod names;
 mod ordered;
 mod startup;
 
@@ -21,6 +22,7 @@ pub use declare::{
     declare_dead_letter_queue, declare_error, declare_task_queue, queue_arguments, type_arguments,
 };
 pub use failover::connect_config;
+pub use names::{MAX_NAME_BYTES, MAX_QUEUE_BYTES, check_name, check_queue};
 pub use ordered::PublishOrder;
 pub use startup::retry_on_startup;
 
@@ -126,6 +128,19 @@ pub enum BrokerError {
         #[source]
         last: Box<BrokerError>,
     },
+    /// A queue, exchange or routing-key name longer than AMQP (or the
+    /// delay queues' routing keys) can carry.
+    #[error("{what} name {start:?}… is {len} bytes; it can be at most {max} bytes")]
+    NameTooLong {
+        /// `"queue"`, `"exchange"`, `"routing key"`.
+        what: &'static str,
+        /// Its first characters.
+        start: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest it may be.
+        max: usize,
+    },
     /// The broker did not answer a request in time: it, or the network to
     /// it, is down or overloaded.
     #[error("RabbitMQ did not answer {op} within {after:?}")]
@@ -146,7 +161,8 @@ impl BrokerError {
             BrokerError::BadUrl { .. }
             | BrokerError::QueueMismatch { .. }
             | BrokerError::TlsSettings { .. }
-            | BrokerError::TlsHandshake { .. } => false,
+            | BrokerError::TlsHandshake { .. }
+            | BrokerError::NameTooLong { .. } => false,
             BrokerError::NoNode { last, .. } => last.is_transient(),
             // The broker refused a declaration (PRECONDITION_FAILED: it
             // exists with other arguments): asking again gets the same answer.

@@ -53,6 +53,10 @@ impl Config {
                 ),
             });
         }
+        self.check_names().map_err(|e| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         if self.queue_type == QueueType::Quorum && self.queue_max_priority.is_some() {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -62,6 +66,24 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Refuses names the broker cannot be given: AMQP names are at most 255
+    /// bytes, and names are built from these (a delayed message's routing
+    /// key from a queue's, the delay queues' from `delay_prefix`, the
+    /// remote-control queue from `hostname`).
+    fn check_names(&self) -> Result<(), crate::broker::BrokerError> {
+        use crate::broker::{MAX_NAME_BYTES, check_name, check_queue};
+        for queue in std::iter::once(&self.default_queue).chain(&self.queues) {
+            check_queue(queue)?;
+        }
+        check_name("queue", &self.dead_letter_queue, MAX_NAME_BYTES)?;
+        check_name(
+            "delay_prefix",
+            &self.delay_prefix,
+            MAX_NAME_BYTES - DELAY_SUFFIX_BYTES,
+        )?;
+        check_name("hostname", &self.hostname, MAX_HOSTNAME_BYTES)
     }
 
     /// Every key a config file may set (JSON keeps the unset options as null).
@@ -91,6 +113,14 @@ impl Config {
         Ok(())
     }
 }
+
+/// The longest suffix of a delay exchange's or queue's name after
+/// `delay_prefix` (`.delivery`).
+const DELAY_SUFFIX_BYTES: usize = ".delivery".len();
+
+/// The longest `hostname`: a worker's remote-control queue is named
+/// `<hostname>.<32 hex digits>.celery.pidbox`.
+const MAX_HOSTNAME_BYTES: usize = crate::broker::MAX_NAME_BYTES - 33 - ".celery.pidbox".len();
 
 /// A value from the environment: TOML syntax if it parses as a number, a
 /// boolean or an array, else the plain string.

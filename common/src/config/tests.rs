@@ -127,3 +127,39 @@ fn several_broker_nodes() {
     assert_eq!(d.broker_failover_strategy, FailoverStrategy::RoundRobin);
     assert!(d.broker_connection_retry_on_startup);
 }
+
+#[test]
+fn names_the_broker_cannot_carry_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let fits = "q".repeat(239);
+    let long = "q".repeat(240);
+    let long_host = format!("w@{}", "h".repeat(207));
+    for (line, refused) in [
+        (format!("default_queue = \"{fits}\""), None),
+        (format!("default_queue = \"{long}\""), Some("queue name")),
+        (
+            format!("queues = [\"a\", \"{long}\"]"),
+            Some("at most 239 bytes"),
+        ),
+        (format!("dead_letter_queue = \"{long}\""), None),
+        (
+            format!("dead_letter_queue = \"{}\"", "d".repeat(256)),
+            Some("at most 255 bytes"),
+        ),
+        (
+            format!("delay_prefix = \"{}\"", "d".repeat(247)),
+            Some("delay_prefix"),
+        ),
+        (format!("hostname = \"{long_host}\""), Some("hostname")),
+        (format!("hostname = \"{}\"", &long_host[1..]), None),
+    ] {
+        std::fs::write(&path, &line).expect("write");
+        match (Config::load(Some(&path)), refused) {
+            (Ok(_), None) => {}
+            (Err(e), Some(what)) => assert!(e.to_string().contains(what), "{line}: {e}"),
+            (Ok(_), Some(_)) => panic!("{line}: accepted"),
+            (Err(e), None) => panic!("{line}: {e}"),
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Conversions between AMQP header values and JSON.
 
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::{Map, Number, Value};
 
 /// An AMQP header value as JSON: void is `null`, byte strings that are utf-8
@@ -48,9 +48,10 @@ pub(crate) fn table_to_json(table: &FieldTable) -> Value {
     )
 }
 
-/// A JSON value as the AMQP header value Celery's own client would send.
-pub(crate) fn from_json(value: &Value) -> AMQPValue {
-    match value {
+/// A JSON value as the AMQP header value Celery's own client would send;
+/// an error if a key is longer than an AMQP short string.
+pub(crate) fn from_json(value: &Value) -> Result<AMQPValue, KeyTooLong> {
+    Ok(match value {
         Value::Null => AMQPValue::Void,
         Value::Bool(b) => AMQPValue::Boolean(*b),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
@@ -60,17 +61,26 @@ pub(crate) fn from_json(value: &Value) -> AMQPValue {
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes())),
         Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
-            items.iter().map(from_json).collect::<Vec<_>>(),
+            items.iter().map(from_json).collect::<Result<Vec<_>, _>>()?,
         )),
         Value::Object(map) => {
             let mut table = FieldTable::default();
             for (k, v) in map {
-                table.insert(k.as_str().into(), from_json(v));
+                table.insert(short(k)?, from_json(v)?);
             }
             AMQPValue::FieldTable(table)
         }
-    }
+    })
 }
+
+/// `key` as a field table's key, an AMQP short string.
+pub(crate) fn short(key: &str) -> Result<ShortString, KeyTooLong> {
+    ShortString::try_new(key).map_err(|_| KeyTooLong(key.len()))
+}
+
+/// A field table key longer than the 255 bytes AMQP allows (its length).
+#[derive(Debug)]
+pub(crate) struct KeyTooLong(pub(crate) usize);
 
 #[cfg(test)]
 mod tests {
@@ -80,6 +90,14 @@ mod tests {
     #[test]
     fn json_round_trips_through_amqp() {
         let v = json!({"a": [1, 2.5, null, true, "x"], "b": {"c": -7}});
-        assert_eq!(to_json(&from_json(&v)), v);
+        assert_eq!(to_json(&from_json(&v).expect("fits")), v);
+    }
+
+    #[test]
+    fn a_key_amqp_cannot_carry_is_an_error() {
+        let long = "k".repeat(256);
+        let v = json!({"a": [{ long.as_str(): 1 }]});
+        assert!(matches!(from_json(&v), Err(KeyTooLong(256))));
+        assert!(from_json(&json!({ "k".repeat(255): 1 })).is_ok());
     }
 }

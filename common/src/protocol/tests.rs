@@ -7,11 +7,16 @@ use serde_json::json;
 
 fn round_trip(msg: &TaskMessage) -> TaskMessage {
     let body = msg.encode_body().expect("encode");
-    TaskMessage::decode(&msg.properties(), &body, MAX_BODY_BYTES_DEFAULT).expect("decode")
+    TaskMessage::decode(
+        &msg.properties().expect("properties"),
+        &body,
+        MAX_BODY_BYTES_DEFAULT,
+    )
+    .expect("decode")
 }
 
 fn props_with(headers: serde_json::Value) -> BasicProperties {
-    let AMQPValue::FieldTable(t) = amqp_value::from_json(&headers) else {
+    let Ok(AMQPValue::FieldTable(t)) = amqp_value::from_json(&headers) else {
         panic!("headers must be an object");
     };
     BasicProperties::default()
@@ -49,7 +54,7 @@ fn full_message_round_trips() {
 #[test]
 fn properties_are_celerys() {
     let m = TaskMessage::new("t", vec![], Map::new());
-    let p = m.properties();
+    let p = m.properties().expect("properties");
     assert_eq!(
         p.content_type().as_ref().map(|s| s.as_str()),
         Some("application/json")
@@ -90,7 +95,12 @@ fn every_set_field_is_sent_and_read_back() {
     m.replaced_task_nesting = 1;
     m.stamped_headers = json!(["s"]);
     m.stamps = json!({"s": "v"});
-    let h = m.properties().headers().clone().expect("headers");
+    let h = m
+        .properties()
+        .expect("properties")
+        .headers()
+        .clone()
+        .expect("headers");
     for key in KNOWN_HEADERS {
         assert!(h.contains_key(key), "header {key} missing");
     }
@@ -210,10 +220,45 @@ fn naive_times_are_utc_and_expiry_is_checked() {
 #[test]
 fn long_reprs_are_truncated_on_a_char_boundary() {
     let m = TaskMessage::new("t", vec![json!("é".repeat(2000))], Map::new());
-    let h = m.properties().headers().clone().expect("headers");
+    let h = m
+        .properties()
+        .expect("properties")
+        .headers()
+        .clone()
+        .expect("headers");
     let Some(AMQPValue::LongString(s)) = h.inner().get("argsrepr") else {
         panic!("argsrepr missing");
     };
     let text = std::str::from_utf8(s.as_bytes()).expect("utf-8");
     assert!(text.len() <= REPR_MAX_CHARS + 3 && text.ends_with("..."));
+}
+
+/// A message that came in with names longer than AMQP carries (a task id
+/// of 191 four-byte characters, a `reply_to` or header key from a JSON
+/// body) is refused when it is to be sent on, not a panic in the client.
+#[test]
+fn names_amqp_cannot_carry_are_an_error_when_sent() {
+    let fits = TaskMessage::new("t", vec![], Default::default());
+    assert!(fits.properties().is_ok());
+    let mut m = fits.clone();
+    m.id = "€".repeat(86); // 258 bytes, 86 characters
+    assert!(check_task_id(&m.id).is_ok());
+    let err = m.properties().expect_err("id").to_string();
+    assert!(
+        err.contains("\"id\"") && err.contains("258 bytes; AMQP carries at most 255"),
+        "{err}"
+    );
+    let mut m = fits.clone();
+    m.reply_to = Some("r".repeat(256));
+    assert!(m.properties().is_err());
+    let mut m = fits.clone();
+    m.extra_headers.insert("h".repeat(256), json!(1));
+    assert!(m.properties().is_err());
+    let mut m = fits.clone();
+    m.extra_headers
+        .insert("h".into(), json!({ "k".repeat(256): 1 }));
+    assert!(m.properties().is_err());
+    let mut m = fits;
+    m.stamps = json!({ "s".repeat(256): ["x"] });
+    assert!(m.properties().is_err());
 }

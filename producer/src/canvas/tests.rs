@@ -307,6 +307,9 @@ fn bad_input_is_refused_before_sending() {
         ("expires", json!(1e13)),
         ("expires", json!("+10000-01-01T00:00:00Z")),
         ("eta", json!("0000-12-31T00:00:00Z")),
+        // A name AMQP cannot carry in a delayed message's routing key.
+        ("queue", json!("q".repeat(240))),
+        ("routing_key", json!("q".repeat(240))),
     ] {
         let bad = add(json!([1])).option(option, value.clone());
         assert!(

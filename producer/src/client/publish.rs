@@ -128,14 +128,24 @@ impl Client {
             let size = body.len();
             return Err(celeriac_common::protocol::ProtocolError::TooLarge { size, limit }.into());
         }
+        for (what, name, max) in [
+            ("queue", route.declare.as_str(), broker::MAX_QUEUE_BYTES),
+            ("exchange", &route.exchange, broker::MAX_NAME_BYTES),
+            ("routing key", &route.routing_key, broker::MAX_NAME_BYTES),
+        ] {
+            broker::check_name(what, name, max)?;
+        }
         // Built once; rebuilt only for a retry (the header table is the
         // costliest part of a publish to copy).
-        let mut props = Some(msg.properties());
+        let mut props = Some(msg.properties()?);
         let timeout = self.inner.config.publish_timeout();
         let started = Instant::now();
         let mut backoff = PUBLISH_BACKOFF;
         loop {
-            let props = props.take().unwrap_or_else(|| msg.properties());
+            let props = match props.take() {
+                Some(props) => props,
+                None => msg.properties()?,
+            };
             let attempt = async {
                 let link = self.link().await?;
                 let res = self.publish_on(&link, msg, route, &body, props).await;

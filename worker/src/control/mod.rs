@@ -19,6 +19,7 @@ use crate::events;
 use crate::inflight::Phase;
 use crate::shared::Shared;
 use args::{arg, error, missing, ok};
+use celeriac_common::broker;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, ExchangeKind};
@@ -33,6 +34,14 @@ use std::time::Duration;
 pub(crate) struct ReplyTo {
     pub(crate) exchange: String,
     pub(crate) routing_key: String,
+}
+
+impl ReplyTo {
+    /// Refuses names AMQP cannot carry (they come from the request).
+    fn fits(&self) -> Result<(), broker::BrokerError> {
+        broker::check_name("exchange", &self.exchange, broker::MAX_NAME_BYTES)?;
+        broker::check_name("routing key", &self.routing_key, broker::MAX_NAME_BYTES)
+    }
 }
 
 /// A control request, as Celery's `Mailbox` sends it.
@@ -142,7 +151,13 @@ pub(crate) async fn handle(
     if let Some(to) = &req.reply_to {
         let ticket = req.ticket.as_deref().unwrap_or("");
         let body = json!({ hostname: reply });
-        if let Err(e) = send_reply(&shared, &live, to, ticket, &body).await {
+        let sent = match to.fits() {
+            Ok(()) => send_reply(&shared, &live, to, ticket, &body)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
             tracing::info!(error = %e, method = %req.method, "cannot send the control reply");
         }
     }
@@ -286,6 +301,17 @@ mod tests {
         let mut h = FieldTable::default();
         h.insert("expires".into(), AMQPValue::Double(expires));
         h
+    }
+
+    #[test]
+    fn a_reply_to_amqp_cannot_carry_is_not_sent() {
+        let to = |exchange: usize, routing_key: usize| ReplyTo {
+            exchange: "x".repeat(exchange),
+            routing_key: "k".repeat(routing_key),
+        };
+        assert!(to(255, 255).fits().is_ok());
+        assert!(to(256, 1).fits().is_err());
+        assert!(to(1, 256).fits().is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::canvas::send::CanvasError;
 use celeriac_common::Signature;
+use celeriac_common::broker;
 use celeriac_common::protocol::{TaskMessage, parse_time};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -114,5 +115,9 @@ pub(crate) fn message(sig: &Signature) -> Result<(TaskMessage, Option<String>), 
         Some(q) => Some(q),
         None => text("routing_key")?,
     };
+    // Also a delayed message's routing key: refused here, not by lapin.
+    if let Some(q) = queue.as_ref().filter(|q| q.len() > broker::MAX_QUEUE_BYTES) {
+        return Err(bad("queue", &Value::String(q.clone())));
+    }
     Ok((msg, queue))
 }
