@@ -21,6 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -135,6 +136,10 @@ pub enum ProxyMode {
     /// Forwards this many of the broker's bytes, then resets both sides
     /// (RST): a broker stopped during the handshake.
     ResetAfter(usize),
+    /// Forwards both ways, each byte this long after it arrived: a broker
+    /// far away (twice this is the round trip). Not frozen by
+    /// [`Proxy::freeze`].
+    Latency(Duration),
 }
 
 /// A TCP proxy on 127.0.0.1 to the broker of a URL.
@@ -186,6 +191,9 @@ impl Proxy {
                         return hold(client).await;
                     }
                     if let Ok(server) = TcpStream::connect(upstream).await {
+                        if let ProxyMode::Latency(delay) = mode {
+                            return late(client, server, delay).await;
+                        }
                         relay(client, server, mode, frozen, &forwarded).await;
                     }
                 });
@@ -255,7 +263,7 @@ async fn relay(
     forwarded: &AtomicUsize,
 ) {
     let mut budget = match mode {
-        ProxyMode::Forward => usize::MAX,
+        ProxyMode::Forward | ProxyMode::Latency(_) => usize::MAX,
         ProxyMode::FreezeAfter(n) | ProxyMode::ResetAfter(n) => n,
     };
     let (mut up, mut down) = ([0u8; 8192], [0u8; 8192]);
@@ -293,6 +301,48 @@ async fn relay(
     }
     // Frozen: both sockets stay open, nothing is read or written.
     hold((client, server)).await;
+}
+
+/// Copies bytes both ways, each chunk `delay` after it was read, without
+/// holding up the reads behind it (a long link, not a slow one).
+async fn late(client: TcpStream, server: TcpStream, delay: Duration) {
+    let (client_rx, client_tx) = client.into_split();
+    let (server_rx, server_tx) = server.into_split();
+    tokio::join!(
+        delayed(client_rx, server_tx, delay),
+        delayed(server_rx, client_tx, delay)
+    );
+}
+
+/// One direction of [`late`].
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 /// Keeps `sockets` open, silent, until the task is aborted.

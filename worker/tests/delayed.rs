@@ -222,3 +222,38 @@ async fn publishing_raw_to_the_entry_exchange_reaches_the_queue() {
     let _ = conn.close(200, "done".into()).await;
     testing::cleanup(&config).await;
 }
+
+/// A broker 100 ms away (a round trip through a proxy that holds every
+/// byte 50 ms each way): the first `apply_at` declares the delay topology
+/// (669 declarations) and the worker declares it at start. One round trip
+/// each, that took over a minute, longer than `publish_timeout_secs`:
+/// `apply_at` failed. Sent at once, it takes a few round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_broker_takes_delayed_tasks_in_a_few_round_trips() {
+    use celeriac_common::netfault::{Proxy, ProxyMode};
+    use std::time::Instant;
+
+    let db = TestDatabase::create(DbKind::Sqlite).await.expect("db");
+    let mut config = testing::config(&db.url, &unique("delayfar"));
+    let proxy = Proxy::start(
+        &config.broker_url,
+        ProxyMode::Latency(Duration::from_millis(50)),
+    )
+    .await
+    .expect("proxy");
+    let direct = config.broker_url.clone();
+    config.broker_url = proxy.url();
+    let began = Instant::now();
+    let client = Client::connect(config.clone()).await.expect("client");
+    let eta = Utc::now() + Span::seconds(3);
+    let sent = client.apply_at::<Noop>(eta, ()).await.expect("schedule");
+    let took = began.elapsed();
+    println!("connected and sent the first delayed task in {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let worker = spawn_worker(WORKER, &config, "far@test", &[]);
+    let rec = sent.wait(WAIT).await.expect("ran");
+    assert_eq!(rec.state, TaskState::Success);
+    assert_eq!(worker.terminate(), Some(0));
+    config.broker_url = direct;
+    testing::cleanup(&config).await;
+}
