@@ -101,8 +101,27 @@ impl ResultBackend {
         outcome: TaskOutcome,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), BackendError> {
-        let id = outcome.task_id.clone();
         let attempt = i32::try_from(outcome.retries).unwrap_or(i32::MAX);
+        self.store_unless(outcome, now, Some(attempt)).await
+    }
+
+    /// Records `outcome` unless the task already has a final outcome: a
+    /// REVOKED a caller records never overwrites the SUCCESS a worker
+    /// stored a moment before (each of the two statements is atomic, and
+    /// neither touches a final row).
+    pub async fn store_unless_ready(&self, outcome: TaskOutcome) -> Result<(), BackendError> {
+        self.store_unless(outcome, Utc::now(), None).await
+    }
+
+    /// Inserts `outcome`'s row, or updates the row there unless it holds a
+    /// final outcome (or, with `attempt`, a later attempt's).
+    async fn store_unless(
+        &self,
+        outcome: TaskOutcome,
+        now: chrono::DateTime<Utc>,
+        attempt: Option<i32>,
+    ) -> Result<(), BackendError> {
+        let id = outcome.task_id.clone();
         let row = outcome.into_active(now);
         // A no-op update, not `DO NOTHING`: MySQL has no such clause.
         let keep = OnConflict::column(Column::TaskId)
@@ -112,13 +131,14 @@ impl ResultBackend {
             .on_conflict(keep)
             .exec_without_returning(&self.db)
             .await?;
-        Entity::update_many()
+        let mut update = Entity::update_many()
             .set(row)
             .filter(Column::TaskId.eq(id))
-            .filter(Column::State.is_not_in(TaskState::ready_names()))
-            .filter(Column::Retries.lte(attempt))
-            .exec(&self.db)
-            .await?;
+            .filter(Column::State.is_not_in(TaskState::ready_names()));
+        if let Some(attempt) = attempt {
+            update = update.filter(Column::Retries.lte(attempt));
+        }
+        update.exec(&self.db).await?;
         Ok(())
     }
 

@@ -298,7 +298,9 @@ impl Client {
                 traceback: None,
             });
             outcome.done_at = Some(Utc::now());
-            backend.store(vec![outcome]).await?;
+            // A worker may store the task's outcome between the look above
+            // and this write: that outcome stays.
+            backend.store_unless_ready(outcome).await?;
         }
         self.broadcast_revoke(&[task_id.to_owned()], terminate)
             .await?;
