@@ -9,7 +9,8 @@
 //!   report that completes the chord publishes its callback with the
 //!   members' results in order, the one that fails it records the callback
 //!   FAILURE (`ChordError`) and calls its errbacks; then the chord is marked
-//!   sent;
+//!   sent (a failed chord whose callback is a member of an outer chord only
+//!   once the outer chord has heard of it);
 //! - a chain step that ends in anything but SUCCESS marks the steps after it
 //!   REVOKED (`ChainAborted`), so they are not left PENDING.
 //!
@@ -270,6 +271,11 @@ pub(crate) async fn act_on(
     } = reported;
     let mut first = Some(answers);
     let mut failed = Vec::new();
+    // Failed chords whose callback is a member of an outer chord: marked
+    // settled only once the outer chord has heard of it (and acted), so
+    // that a crash or an error in between leaves the inner claimant to
+    // report again when its member is redelivered.
+    let mut settled_later: Vec<(usize, String)> = Vec::new();
     for _ in 0..MAX_NESTING {
         if pending.is_empty() {
             break;
@@ -285,7 +291,13 @@ pub(crate) async fn act_on(
         for ((i, report), answer) in pending.into_iter().zip(answers) {
             let later = &laters[i].1;
             match act(backend, later, &report, answer).await {
-                Ok(more) => next.extend(more.into_iter().map(|r| (i, r))),
+                Ok(Acted {
+                    outer,
+                    settle_after,
+                }) => {
+                    next.extend(outer.into_iter().map(|r| (i, r)));
+                    settled_later.extend(settle_after.map(|gid| (i, gid)));
+                }
                 Err(e) => {
                     tracing::warn!(
                         task.id = %report.member.task_id,
@@ -299,9 +311,28 @@ pub(crate) async fn act_on(
         }
         pending = next;
     }
+    for (i, gid) in settled_later {
+        if failed.contains(&laters[i].0) {
+            continue;
+        }
+        if let Err(e) = backend.mark_callback_sent(&gid).await {
+            tracing::warn!(chord = %gid, error = %e, "cannot mark the failed chord settled; returning the member to its queue");
+            failed.push(laters[i].0);
+        }
+    }
     failed.sort_unstable();
     failed.dedup();
     failed
+}
+
+/// What acting on one answer brought.
+#[derive(Default)]
+struct Acted {
+    /// Reports to make next (a failed callback that is itself a member of
+    /// an outer chord).
+    outer: Vec<Report>,
+    /// The failed chord to mark settled once those are made and acted on.
+    settle_after: Option<String>,
 }
 
 /// `members_done`, retried while the database cannot be reached (the
@@ -378,22 +409,21 @@ async fn report_until_done(
     }
 }
 
-/// Acts on one answer; returns reports to make next (a failed callback
-/// that is itself a member of an outer chord).
+/// Acts on one answer.
 async fn act(
     backend: &ResultBackend,
     later: &Later,
     report: &Report,
     answer: Option<ChordProgress>,
-) -> Result<Vec<Report>, SettleError> {
+) -> Result<Acted, SettleError> {
     let Some(progress) = answer else {
-        return not_recorded(backend, report).await.map(|()| Vec::new());
+        return not_recorded(backend, report)
+            .await
+            .map(|()| Acted::default());
     };
     match progress.action() {
-        ChordAction::Nothing => Ok(Vec::new()),
-        ChordAction::SendCallback => send_callback(backend, later, report, &progress)
-            .await
-            .map(|()| Vec::new()),
+        ChordAction::Nothing => Ok(Acted::default()),
+        ChordAction::SendCallback => send_callback(backend, later, report, &progress).await,
         ChordAction::FailCallback => fail_callback(backend, later, report, &progress).await,
     }
 }
@@ -440,13 +470,15 @@ async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), Se
 }
 
 /// The claimant of a completed chord: publishes the callback with the
-/// members' results in order, then marks it sent.
+/// members' results in order, then marks it sent. A callback that cannot
+/// be sent is recorded FAILURE instead, and reported failed to its outer
+/// chord if it is a member of one.
 async fn send_callback(
     backend: &ResultBackend,
     later: &Later,
     report: &Report,
     progress: &ChordProgress,
-) -> Result<(), SettleError> {
+) -> Result<Acted, SettleError> {
     let chord = &progress.chord;
     let gid = &chord.group_id;
     let began = std::time::Instant::now();
@@ -459,7 +491,7 @@ async fn send_callback(
     // Published before a crash, and already running or done: not again.
     if done?.is_some() {
         backend.mark_callback_sent(gid).await?;
-        return Ok(());
+        return Ok(Acted::default());
     }
     let results = Value::Array(arguments?);
     let read = began.elapsed();
@@ -490,34 +522,55 @@ async fn send_callback(
         }
         Err(e) => {
             tracing::error!(chord = %gid, error = %e, "chord callback cannot be sent");
-            let mut o = TaskOutcome::new(
-                chord.callback_id.clone(),
-                "celery.chord",
-                TaskState::Failure,
-            );
-            o.error = Some(TaskError {
+            let why = TaskError {
                 kind: "ChordError".to_owned(),
                 message: format!("the callback cannot be sent: {e}"),
                 traceback: None,
-            });
+            };
+            let mut outer = Vec::new();
+            let mut o = match serde_json::from_value::<Signature>(chord.callback.clone()) {
+                // Recorded as a step that does not run, with the report to
+                // its outer chord if it is a member of one.
+                Ok(sig) => not_run(
+                    &sig,
+                    chord.callback_id.clone(),
+                    &why,
+                    (&report.root_id, Some(report.member.task_id.clone())),
+                    &mut outer,
+                ),
+                Err(_) => TaskOutcome::new(
+                    chord.callback_id.clone(),
+                    "celery.chord",
+                    TaskState::Failure,
+                ),
+            };
+            o.state = TaskState::Failure;
+            o.error = Some(why);
             o.done_at = Some(Utc::now());
             backend.store(vec![o]).await?;
+            if !outer.is_empty() {
+                return Ok(Acted {
+                    outer,
+                    settle_after: Some(gid.clone()),
+                });
+            }
         }
     }
     backend.mark_callback_sent(gid).await?;
-    Ok(())
+    Ok(Acted::default())
 }
 
 /// The claimant of a failed chord: records the callback FAILURE with a
 /// `ChordError` naming the failed member (as Celery does), calls the
 /// callback's errbacks, marks the rest of its chain not run, then marks the
-/// chord sent. Returns the report of the callback to an outer chord.
+/// chord sent, or, when the callback is a member of an outer chord, returns
+/// that report and leaves the mark until the outer chord has it.
 async fn fail_callback(
     backend: &ResultBackend,
     later: &Later,
     report: &Report,
     progress: &ChordProgress,
-) -> Result<Vec<Report>, SettleError> {
+) -> Result<Acted, SettleError> {
     let chord = &progress.chord;
     let failed = chord.fired_by.as_deref().unwrap_or(&report.member.task_id);
     let (kind, message) = report
@@ -570,6 +623,12 @@ async fn fail_callback(
         member = %failed,
         "chord failed: callback recorded FAILURE"
     );
-    backend.mark_callback_sent(&chord.group_id).await?;
-    Ok(outer)
+    if outer.is_empty() {
+        backend.mark_callback_sent(&chord.group_id).await?;
+        return Ok(Acted::default());
+    }
+    Ok(Acted {
+        outer,
+        settle_after: Some(chord.group_id.clone()),
+    })
 }

@@ -438,3 +438,116 @@ async fn sigkill_mid_chord_on_postgres() {
 async fn sigkill_mid_chord_on_mariadb() {
     sigkill_mid_chord(DbKind::Mysql).await;
 }
+
+/// A chord whose only member is another chord, whose member fails. The
+/// first worker records the inner callback FAILURE and is SIGKILLed while
+/// it reports that to the outer chord (held on the outer chord's row
+/// lock). The member is redelivered to a second worker: the inner chord
+/// must still answer "claimant, not settled", so the outer chord hears of
+/// the failure and its callback is recorded FAILURE. (The inner chord was
+/// marked settled before the outer report: the redelivered member then
+/// found nothing to do, and the outer chord waited for ever.)
+#[tokio::test]
+async fn a_nested_chord_settles_after_a_crash_between_its_two_reports() {
+    use celeriac_common::diagnostics::Fail;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let config = testing::config(&db.url, &unique("chord-nest-kill"));
+    let backend = db.migrated_backend().await.expect("backend");
+    let client = Client::connect(config.clone()).await.expect("client");
+    let inner = chord([Fail::s(("boom".to_owned(),))], echo(json!(["inner"])));
+    let res = client
+        .send_workflow(&chord([inner], echo(json!(["outer"]))))
+        .await
+        .expect("send");
+    let header = res.parent().and_then(|p| p.as_group()).expect("header");
+    let outer = header.id().to_owned();
+    let ids = header.ids();
+    let [inner_callback] = &ids[..] else {
+        panic!("one member: {ids:?}");
+    };
+    let lock = backend.connection().begin().await.expect("begin");
+    lock.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT group_id FROM celeriac_chords WHERE group_id = $1 FOR UPDATE",
+        [outer.clone().into()],
+    ))
+    .await
+    .expect("lock the outer chord");
+    let first = worker_process(&config, "chord-nest-a@test");
+    // The inner callback's FAILURE is stored just before the outer report.
+    let began = Instant::now();
+    while backend.get(inner_callback).await.expect("read").is_none() {
+        assert!(began.elapsed() < WAIT, "the inner chord never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.signal("KILL");
+    lock.rollback().await.expect("unlock");
+    let second = worker_process(&config, "chord-nest-b@test");
+    let began = Instant::now();
+    loop {
+        let row = backend.get(res.id()).await.expect("read");
+        if let Some(row) = row {
+            assert_eq!(row.state, TaskState::Failure, "{row:?}");
+            let error = row.error.expect("error");
+            assert_eq!(error.kind, "ChordError");
+            assert!(
+                error.message.contains(inner_callback.as_str()),
+                "{}",
+                error.message
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < WAIT,
+            "the outer chord never settled:\n{}\n{}",
+            first.log_text(),
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = second.terminate();
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
+
+/// A chord whose callback cannot be sent (an option no message can carry)
+/// is recorded FAILURE, and when that callback is a member of an outer
+/// chord, the outer chord hears of it and fails too, naming it, instead of
+/// waiting for ever.
+#[tokio::test]
+async fn a_callback_that_cannot_be_sent_fails_its_outer_chord() {
+    let h = start(DbKind::Sqlite).await;
+    let bad = echo(json!(["inner"])).option("countdown", json!("soon"));
+    let inner = chord([echo(json!([1]))], bad);
+    let res = h
+        .client
+        .send_workflow(&chord([inner], echo(json!(["outer"]))))
+        .await
+        .expect("send");
+    let header = res.parent().and_then(|p| p.as_group()).expect("header");
+    let ids = header.ids();
+    let [inner_callback] = &ids[..] else {
+        panic!("one member: {ids:?}");
+    };
+    let row = h.final_row(inner_callback).await;
+    assert_eq!(row.state, TaskState::Failure);
+    let error = row.error.expect("error");
+    assert!(
+        error.message.contains("cannot be sent"),
+        "{}",
+        error.message
+    );
+    let row = h.final_row(res.id()).await;
+    assert_eq!(row.state, TaskState::Failure);
+    let error = row.error.expect("error");
+    assert_eq!(error.kind, "ChordError");
+    assert!(
+        error.message.contains(inner_callback.as_str()),
+        "{}",
+        error.message
+    );
+    h.stop().await;
+}
