@@ -345,6 +345,47 @@ async fn a_resume_counts_from_when_it_was_made_not_when_it_was_seen() {
     assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:01:00Z")));
 }
 
+/// Paused and resumed while no beat leads: the beat that loads the entry
+/// next counts from the resume too, not from before the pause (a fire of
+/// the paused stretch within the misfire grace was sent at load).
+#[tokio::test]
+async fn a_resume_while_no_beat_leads_counts_from_when_it_was_made() {
+    let w = World::new().await;
+    // "ran" has a run state: a beat sent its 00:00:10 run, then stopped.
+    let ran = Entry::new("ran", "tasks.db", every(10));
+    w.store.add(&ran, t("2024-01-01T00:00:00Z")).await.unwrap();
+    let mut first = w.beat("a", vec![], "2024-01-01T00:00:05Z").await;
+    w.tick(&mut first, "2024-01-01T00:00:10.1Z").await;
+    drop(first);
+    // "fresh" never had one: added (fires at :01, :11, ...) and paused
+    // while no beat leads.
+    let fresh = Entry::new("fresh", "tasks.db", every(10));
+    w.store
+        .add(&fresh, t("2024-01-01T00:00:11Z"))
+        .await
+        .unwrap();
+    for name in ["ran", "fresh"] {
+        w.store
+            .set_enabled(name, false, t("2024-01-01T00:00:12Z"))
+            .await
+            .unwrap();
+        w.store
+            .set_enabled(name, true, t("2024-01-01T00:05:05Z"))
+            .await
+            .unwrap();
+    }
+    let mut beat = w.beat("a", vec![], "2024-01-01T00:05:06Z").await;
+    // 00:05:00 and 00:05:01 fell in the paused stretch, within the grace:
+    // not sent.
+    assert_eq!(beat.next_wake(), Some(t("2024-01-01T00:05:10Z")));
+    w.tick(&mut beat, "2024-01-01T00:05:11.1Z").await;
+    assert_eq!(
+        w.recorder.times("ran"),
+        ["2024-01-01T00:00:10Z", "2024-01-01T00:05:10Z"]
+    );
+    assert_eq!(w.recorder.times("fresh"), ["2024-01-01T00:05:11Z"]);
+}
+
 #[tokio::test]
 async fn a_database_entry_hidden_by_a_file_entry_returns_when_it_is_removed() {
     let w = World::new().await;

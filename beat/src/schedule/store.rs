@@ -209,6 +209,9 @@ impl Store {
         let Some(mut entry) = live(&txn, name).await? else {
             return Err(StoreError::Unknown(name.to_owned()));
         };
+        if enabled && !entry.enabled {
+            resume_from(&txn, name, now).await?;
+        }
         entry.enabled = enabled;
         to_active(&entry, revision, now).update(&txn).await?;
         txn.commit().await?;
@@ -266,6 +269,47 @@ impl Store {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// A resumed entry counts from `now`: its run state's cursor (the last
+/// fire time decided) moves up to `now`, the state created if there is
+/// none, so that whichever beat loads the entry next skips the fire times
+/// of the paused stretch, as the beat leading at the resume does.
+pub(crate) async fn resume_from(
+    txn: &DatabaseTransaction,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let at = format_instant(now);
+    match state::Entity::find_by_id(name.to_owned()).one(txn).await? {
+        Some(row) => {
+            let cursor = row.cursor_at.as_deref().and_then(parse_instant);
+            if cursor.is_none_or(|c| c < now) {
+                let mut row: state::ActiveModel = row.into();
+                row.cursor_at = Set(Some(at.clone()));
+                row.updated_at = Set(at);
+                row.update(txn).await?;
+            }
+        }
+        None => {
+            state::ActiveModel {
+                name: Set(name.to_owned()),
+                cursor_at: Set(Some(at.clone())),
+                sending_at: Set(None),
+                last_run_at: Set(None),
+                last_sent_at: Set(None),
+                last_task_id: Set(None),
+                next_run_at: Set(None),
+                total_runs: Set(0),
+                recent: Set(None),
+                run_now_at: Set(None),
+                updated_at: Set(at),
+            }
+            .insert(txn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// `version = version + 1`, returning the new version; the row stays locked

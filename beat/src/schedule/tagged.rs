@@ -10,7 +10,7 @@ use sea_orm::{
 use celeriac_common::backend::beat::{entry, state};
 
 use crate::schedule::entry::Entry;
-use crate::schedule::store::{Store, StoreError, bump, to_active, to_entry};
+use crate::schedule::store::{Store, StoreError, bump, resume_from, to_active, to_entry};
 
 /// Live entries with tags, in name order.
 async fn with_tags<C: ConnectionTrait>(db: &C) -> Result<Vec<Entry>, DbErr> {
@@ -89,6 +89,9 @@ impl Store {
                 state::Entity::delete_by_id(e.name.clone())
                     .exec(&txn)
                     .await?;
+            }
+            if !e.enabled && row.enabled == Set(true) {
+                resume_from(&txn, &e.name, now).await?;
             }
             row.update(&txn).await?;
             names.push(e.name);
