@@ -18,7 +18,7 @@ cargo build --workspace --all-targets --locked
 
 if cargo nextest --version >/dev/null 2>&1; then
   # Tests mostly wait on RabbitMQ and the databases: run several at once.
-  cargo nextest run --workspace --locked --no-fail-fast --test-threads 6
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
   cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-threads 2 --no-tests pass
 else
   cargo test --workspace --locked --no-fail-fast -- --test-threads 4
