@@ -28,7 +28,9 @@ cargo test --workspace --locked --doc
 # The quickstart and its output are part of the suite too; its log (its
 # on-purpose failure's WARN included) is shown only if it does not finish.
 # Both examples run as the workspace build above built them.
-export CELERIAC_EXAMPLES_BUILT="${CARGO_TARGET_DIR:-target}/debug/examples"
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export CELERIAC_EXAMPLES_BUILT="$target_dir/debug/examples"
 if ! quickstart=$(scripts/quickstart.sh 2>&1) || ! grep -q "all done" <<<"$quickstart"; then
   echo "$quickstart"
   echo "scripts/test.sh: the quickstart did not finish" >&2

@@ -53,6 +53,7 @@ pub async fn declare_worker_queue(
 ) -> Result<String, BrokerError> {
     declare_exchange(channel, limit).await?;
     let name = format!("{hostname}.celery.pidbox");
+    crate::broker::check_name("queue name", &name, crate::broker::MAX_NAME_BYTES)?;
     let mut args = FieldTable::default();
     args.insert(
         "x-message-ttl".into(),

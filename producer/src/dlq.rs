@@ -133,6 +133,7 @@ impl Client {
             }
             let target = info
                 .queue
+                .filter(|q| q.len() <= broker::MAX_NAME_BYTES)
                 .unwrap_or_else(|| self.config().default_queue.clone());
             let publish = async {
                 channel

@@ -62,13 +62,6 @@ pub enum OptionsError {
 /// Checks a task id given by the caller (see
 /// [`celeriac_common::protocol::check_task_id`]).
 pub(crate) fn check_task_id(id: &str) -> Result<(), OptionsError> {
-    use celeriac_common::protocol::MAX_SENT_TASK_ID_BYTES;
-    if id.len() > MAX_SENT_TASK_ID_BYTES {
-        return Err(OptionsError::BadTaskId {
-            id: id.to_owned(),
-            reason: format!("it is longer than {MAX_SENT_TASK_ID_BYTES} bytes"),
-        });
-    }
     celeriac_common::protocol::check_task_id(id).map_err(|e| OptionsError::BadTaskId {
         id: id.to_owned(),
         reason: match e {

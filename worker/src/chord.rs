@@ -290,7 +290,7 @@ pub(crate) async fn act_on(
         let mut next = Vec::new();
         for ((i, report), answer) in pending.into_iter().zip(answers) {
             let later = &laters[i].1;
-            match act(backend, later, &report, answer).await {
+            match crate::recorder::bounded(backend, act(backend, later, &report, answer)).await {
                 Ok(Acted {
                     outer,
                     settle_after,
@@ -311,12 +311,20 @@ pub(crate) async fn act_on(
         }
         pending = next;
     }
-    for (i, gid) in settled_later {
-        if failed.contains(&laters[i].0) {
+    // Reports left unmade (nested too deep): their chords stay unsettled.
+    let unsettled: Vec<usize> = pending.iter().map(|(i, _)| laters[*i].0).collect();
+    // Outermost first: if one cannot be marked, the ones inside it stay
+    // unsettled too, so the member's redelivery replays the whole nesting.
+    for (i, gid) in settled_later.into_iter().rev() {
+        if failed.contains(&laters[i].0) || unsettled.contains(&laters[i].0) {
             continue;
         }
-        if let Err(e) = backend.mark_callback_sent(&gid).await {
-            tracing::warn!(chord = %gid, error = %e, "cannot mark the failed chord settled; returning the member to its queue");
+        if let Err(e) = crate::recorder::bounded(backend, backend.mark_callback_sent(&gid)).await {
+            tracing::warn!(
+                chord = %gid,
+                error = %e,
+                "cannot mark the failed chord settled; returning the member to its queue"
+            );
             failed.push(laters[i].0);
         }
     }
@@ -349,7 +357,7 @@ async fn report_until_done(
     let mut answered = 0;
     loop {
         let done = backend.members_done(members.clone());
-        let Ok(done) = tokio::time::timeout(crate::recorder::STORE_TIMEOUT, done).await else {
+        let Ok(done) = tokio::time::timeout(backend.call_timeout(), done).await else {
             // A silent socket: again, on a fresh connection (a report
             // counts a member once however often it is made).
             tracing::error!(
@@ -503,7 +511,7 @@ async fn send_callback(
     let planned = serde_json::from_value::<Signature>(chord.callback.clone())
         .map_err(|e| e.to_string())
         .and_then(|sig| apply_after(sig, after, Vec::new()).map_err(|e| e.to_string()));
-    match planned {
+    let sent = match planned {
         Ok(mut applied) => {
             for (msg, _) in &mut applied.messages {
                 msg.extra_headers
@@ -511,15 +519,31 @@ async fn send_callback(
             }
             let (publisher, queue) = (&later.publisher, later.queue.as_str());
             let built = began.elapsed();
-            followup::publish(publisher, Some(backend), &applied, queue, "chord callback").await?;
-            tracing::debug!(
-                chord = %gid,
-                read_ms = read.as_secs_f64() * 1e3,
-                built_ms = built.as_secs_f64() * 1e3,
-                published_ms = began.elapsed().as_secs_f64() * 1e3,
-                "chord callback: times since the claim"
-            );
+            match followup::publish(publisher, Some(backend), &applied, queue, "chord callback")
+                .await
+            {
+                Ok(()) => {
+                    tracing::debug!(
+                        chord = %gid,
+                        read_ms = read.as_secs_f64() * 1e3,
+                        built_ms = built.as_secs_f64() * 1e3,
+                        published_ms = began.elapsed().as_secs_f64() * 1e3,
+                        "chord callback: times since the claim"
+                    );
+                    Ok(())
+                }
+                // The same every time: recorded as a callback that cannot
+                // be sent.
+                Err(e) if e.is_unsendable() => Err(e.to_string()),
+                // The broker or the database says no, for now: the member
+                // goes back to its queue and reports again.
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(()) => {}
         Err(e) => {
             tracing::error!(chord = %gid, error = %e, "chord callback cannot be sent");
             let why = TaskError {

@@ -258,7 +258,7 @@ async fn write_progress(
         let mut row = hand.outcome(msg, TaskState::Progress);
         row.started_at = Some(started_at);
         row.result = Some(value);
-        if let Err(e) = recorder::bounded(backend.store_progress(row)).await {
+        if let Err(e) = recorder::bounded(backend, backend.store_progress(row)).await {
             tracing::warn!(error = %e, "cannot record progress; the task goes on");
         }
     }
@@ -269,7 +269,7 @@ async fn already_done(hand: &Handling, id: &str) -> bool {
     let Some(backend) = &hand.shared.backend else {
         return false;
     };
-    match recorder::bounded(backend.get(id)).await {
+    match recorder::bounded(backend, backend.get(id)).await {
         Ok(found) => found.is_some_and(|r| r.state.is_ready()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot look up an earlier outcome; running it");
@@ -287,7 +287,7 @@ async fn mark_started(hand: &Handling, msg: &TaskMessage, at: chrono::DateTime<U
         hand.send_reply(reply).await;
     }
     if let Some(backend) = &hand.shared.backend
-        && let Err(e) = recorder::bounded(backend.store_progress(started)).await
+        && let Err(e) = recorder::bounded(backend, backend.store_progress(started)).await
     {
         tracing::warn!(error = %e, "cannot record STARTED; running anyway");
     }

@@ -15,6 +15,7 @@ use crate::publish::{PublishError, Publisher};
 use celeriac::canvas::{After, Applied, CanvasError, apply_after};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::chord::ChordError;
+use celeriac_common::broker::BrokerError;
 use celeriac_common::protocol::{Signature, TaskMessage};
 use serde_json::Value;
 
@@ -45,6 +46,21 @@ pub(crate) fn pause_before_return(earlier_deliveries: u32) -> std::time::Duratio
 }
 
 impl FollowupError {
+    /// Whether the message itself cannot be sent, now or later (it cannot
+    /// be encoded or delayed, or names what AMQP cannot carry), as opposed
+    /// to a broker or database that says no, for now or for as long as
+    /// someone leaves a queue declared with other arguments.
+    pub(crate) fn is_unsendable(&self) -> bool {
+        match self {
+            FollowupError::Plan(_) | FollowupError::NoBackend => true,
+            FollowupError::Publish(PublishError::Encode(_) | PublishError::Delay(_)) => true,
+            FollowupError::Publish(PublishError::Declare(e)) => {
+                matches!(e, BrokerError::NameTooLong { .. })
+            }
+            _ => false,
+        }
+    }
+
     /// Whether sending again later may succeed.
     fn is_transient(&self) -> bool {
         match self {
@@ -68,7 +84,7 @@ pub(crate) async fn publish(
     if !applied.chords.is_empty() {
         let backend = backend.ok_or(FollowupError::NoBackend)?;
         for chord in &applied.chords {
-            crate::recorder::bounded(backend.create_chord(chord)).await?;
+            crate::recorder::bounded(backend, backend.create_chord(chord)).await?;
         }
     }
     for (msg, queue) in &applied.messages {

@@ -15,7 +15,7 @@ const SWEEP_EVERY: u64 = 2;
 /// records any STARTED task, and sweeps once: a worker often starts just
 /// after another one died.
 pub(crate) async fn announce(backend: &ResultBackend, me: &WorkerInfo, interval: Duration) {
-    if let Err(e) = recorder::bounded(backend.worker_heartbeat(me, interval)).await {
+    if let Err(e) = recorder::bounded(backend, backend.worker_heartbeat(me, interval)).await {
         tracing::warn!(
             error = %e,
             "cannot write the worker's heartbeat; retrying every {interval:?}"
@@ -41,7 +41,7 @@ pub(crate) async fn run(
             _ = ticks.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = recorder::bounded(backend.worker_heartbeat(&me, interval)).await {
+        if let Err(e) = recorder::bounded(&backend, backend.worker_heartbeat(&me, interval)).await {
             tracing::warn!(
                 error = %e,
                 source = ?std::error::Error::source(&e),
@@ -58,7 +58,7 @@ pub(crate) async fn run(
 }
 
 async fn sweep(backend: &ResultBackend) {
-    match recorder::bounded(backend.recover_lost_tasks()).await {
+    match recorder::bounded(backend, backend.recover_lost_tasks()).await {
         Ok(lost) => {
             for task in lost {
                 tracing::warn!(

@@ -66,28 +66,19 @@ pub(crate) const SPLIT_AFTER: u32 = 3;
 /// outcome and ack for ever.
 pub(crate) const ANSWERED_MAX: u32 = 10;
 
-/// The longest one store may take before it is tried again on a fresh
-/// connection: a socket whose peer went silent (a database host that died
-/// without a reset, a stalled proxy) would otherwise hold every outcome and
-/// ack for ever. Far above any real write; a store cut short is an upsert
+/// `call` to `backend` on a path that must go on whatever the database
+/// does (a store, a STARTED mark, progress, the lookup of a redelivered
+/// copy, a heartbeat, a chord report, the revocations at start): given up
+/// after [`ResultBackend::call_timeout`]. A store cut short is an upsert
 /// and safe to repeat.
-pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `call` to the result database on a path that must go on whatever the
-/// database does (a STARTED mark, progress, the lookup of a redelivered
-/// copy, a heartbeat, the revocations at start): given up after
-/// [`STORE_TIMEOUT`], as a store is.
 pub(crate) async fn bounded<T, E: From<BackendError>>(
+    backend: &ResultBackend,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    tokio::time::timeout(STORE_TIMEOUT, call)
+    let after = backend.call_timeout();
+    tokio::time::timeout(after, call)
         .await
-        .unwrap_or_else(|_| {
-            Err(BackendError::NoAnswer {
-                after: STORE_TIMEOUT,
-            }
-            .into())
-        })
+        .unwrap_or_else(|_| Err(BackendError::NoAnswer { after }.into()))
 }
 
 /// How long a ping may take to say whether the database answers.
@@ -251,7 +242,8 @@ pub(crate) async fn run(
             // (A write cut short by the timeout is done again apart:
             // storing and reporting are both idempotent.)
             let together = chord::store_and_report(backend, &outcomes, &laters);
-            if let Ok(Some(reported)) = tokio::time::timeout(STORE_TIMEOUT, together).await {
+            if let Ok(Some(reported)) = tokio::time::timeout(backend.call_timeout(), together).await
+            {
                 return Some(reported);
             }
             store_until_done(backend, outcomes).await;
@@ -396,7 +388,8 @@ async fn store_until_done(backend: &ResultBackend, mut outcomes: Vec<TaskOutcome
     let mut answered = 0;
     let mut replaced = false;
     loop {
-        let stored = tokio::time::timeout(STORE_TIMEOUT, backend.store(outcomes.clone())).await;
+        let stored =
+            tokio::time::timeout(backend.call_timeout(), backend.store(outcomes.clone())).await;
         let stored = match stored {
             Ok(stored) => stored,
             // Too slow, or a silent socket: a batch goes one by one (each
@@ -406,7 +399,7 @@ async fn store_until_done(backend: &ResultBackend, mut outcomes: Vec<TaskOutcome
                 tracing::error!(
                     count = outcomes.len(),
                     "storing outcomes took over {} s; storing them one by one",
-                    STORE_TIMEOUT.as_secs()
+                    backend.call_timeout().as_secs()
                 );
                 for outcome in outcomes {
                     Box::pin(store_until_done(backend, vec![outcome])).await;
@@ -420,7 +413,7 @@ async fn store_until_done(backend: &ResultBackend, mut outcomes: Vec<TaskOutcome
                         task.id = %outcomes[0].task_id,
                         "storing an outcome took over {} s; trying again on a fresh connection \
                          (its message stays unacknowledged)",
-                        STORE_TIMEOUT.as_secs()
+                        backend.call_timeout().as_secs()
                     );
                     logged = true;
                 }

@@ -109,8 +109,14 @@ impl WorkerBuilder {
                 "worker_heartbeat_secs must be at least 1".into(),
             ));
         }
+        // A configuration built in code has not been through `load`.
+        config
+            .check("worker configuration")
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         let backend = if config.results_enabled() && !config.rpc_results() {
-            let backend = ResultBackend::connect(&config.result_backend).await?;
+            let backend = ResultBackend::connect(&config.result_backend)
+                .await?
+                .with_call_timeout(config.result_timeout());
             if config.migrate_on_start {
                 backend.migrate().await?;
             }
@@ -435,7 +441,7 @@ async fn load_revocations(shared: &Shared) {
         0 => None,
         secs => celeriac_common::backend::expiry::cutoff(Duration::from_secs(secs)),
     };
-    match recorder::bounded(backend.revoked_since(since)).await {
+    match recorder::bounded(backend, backend.revoked_since(since)).await {
         Ok(ids) => ids.iter().for_each(|id| shared.revocations.revoke(id)),
         Err(e) => tracing::warn!(error = %e, "cannot load revoked task ids"),
     }

@@ -520,34 +520,38 @@ async fn a_nested_chord_settles_after_a_crash_between_its_two_reports() {
 #[tokio::test]
 async fn a_callback_that_cannot_be_sent_fails_its_outer_chord() {
     let h = start(DbKind::Sqlite).await;
-    let bad = echo(json!(["inner"])).option("countdown", json!("soon"));
-    let inner = chord([echo(json!([1]))], bad);
-    let res = h
-        .client
-        .send_workflow(&chord([inner], echo(json!(["outer"]))))
-        .await
-        .expect("send");
-    let header = res.parent().and_then(|p| p.as_group()).expect("header");
-    let ids = header.ids();
-    let [inner_callback] = &ids[..] else {
-        panic!("one member: {ids:?}");
-    };
-    let row = h.final_row(inner_callback).await;
-    assert_eq!(row.state, TaskState::Failure);
-    let error = row.error.expect("error");
-    assert!(
-        error.message.contains("cannot be sent"),
-        "{}",
-        error.message
-    );
-    let row = h.final_row(res.id()).await;
-    assert_eq!(row.state, TaskState::Failure);
-    let error = row.error.expect("error");
-    assert_eq!(error.kind, "ChordError");
-    assert!(
-        error.message.contains(inner_callback.as_str()),
-        "{}",
-        error.message
-    );
+    // Refused when it is planned; refused when it is encoded.
+    let countdown = echo(json!(["inner"])).option("countdown", json!("soon"));
+    let headers = echo(json!(["inner"])).option("headers", json!({ "k".repeat(256): 1 }));
+    for bad in [countdown, headers] {
+        let inner = chord([echo(json!([1]))], bad);
+        let res = h
+            .client
+            .send_workflow(&chord([inner], echo(json!(["outer"]))))
+            .await
+            .expect("send");
+        let header = res.parent().and_then(|p| p.as_group()).expect("header");
+        let ids = header.ids();
+        let [inner_callback] = &ids[..] else {
+            panic!("one member: {ids:?}");
+        };
+        let row = h.final_row(inner_callback).await;
+        assert_eq!(row.state, TaskState::Failure);
+        let error = row.error.expect("error");
+        assert!(
+            error.message.contains("cannot be sent"),
+            "{}",
+            error.message
+        );
+        let row = h.final_row(res.id()).await;
+        assert_eq!(row.state, TaskState::Failure);
+        let error = row.error.expect("error");
+        assert_eq!(error.kind, "ChordError");
+        assert!(
+            error.message.contains(inner_callback.as_str()),
+            "{}",
+            error.message
+        );
+    }
     h.stop().await;
 }

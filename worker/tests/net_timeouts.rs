@@ -147,7 +147,7 @@ async fn worker_notices_a_silent_broker_and_keeps_retrying() {
 
 /// The result database's host goes silent mid-write (no RST: it died, or
 /// failed over to another address the old sockets do not reach). The
-/// write that hangs on its socket is given up after a minute and made
+/// write that hangs on its socket is given up after `result_timeout_secs` and made
 /// again on a fresh connection, so the outcome is stored and its message
 /// acked, instead of every later outcome waiting for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +163,9 @@ async fn a_result_database_gone_silent_mid_write_is_left_for_a_fresh_connection(
     let proxy = Proxy::start(&db.url, ProxyMode::Forward)
         .await
         .expect("proxy");
-    let config = testing::config(&proxy.url(), &unique("silent-db"));
+    let mut config = testing::config(&proxy.url(), &unique("silent-db"));
+    // Given up after 5 s here, not the default minute.
+    config.result_timeout_secs = 5;
     let worker = Worker::builder(config.clone())
         .with_diagnostics()
         .build()
@@ -225,7 +227,7 @@ async fn a_result_database_gone_silent_mid_write_is_left_for_a_fresh_connection(
 
 /// A STARTED mark the database does not answer (here: a table lock held
 /// by another session, as a long migration or `VACUUM FULL` holds one) is
-/// given up after a minute and the task runs; it does not hold the task,
+/// given up after `result_timeout_secs` and the task runs; it does not hold the task,
 /// and with it a slot of the worker, for as long as the lock lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_mark_the_database_does_not_answer_holds_no_task() {
@@ -239,6 +241,8 @@ async fn a_started_mark_the_database_does_not_answer_holds_no_task() {
     let direct = db.migrated_backend().await.expect("backend");
     let mut config = testing::config(&db.url, &unique("started-lock"));
     config.track_started = true;
+    // Given up after 5 s here, not the default minute.
+    config.result_timeout_secs = 5;
     let (ran_tx, mut ran) = mpsc::unbounded_channel::<String>();
     let worker = Worker::builder(config.clone())
         .register_raw("lock.probe", move |ctx: TaskContext, _, _| {
@@ -272,13 +276,13 @@ async fn a_started_mark_the_database_does_not_answer_holds_no_task() {
         .send_task("lock.probe", vec![], Default::default(), Default::default())
         .await
         .expect("send");
-    let id = tokio::time::timeout(Duration::from_secs(100), ran.recv())
+    let id = tokio::time::timeout(Duration::from_secs(60), ran.recv())
         .await
         .expect("the task ran while the lock was held")
         .expect("id");
     let waited = started.elapsed();
     assert_eq!(id, sent.id());
-    assert!(waited >= Duration::from_secs(55), "ran after {waited:?}");
+    assert!(waited >= Duration::from_secs(4), "ran after {waited:?}");
     println!(
         "the task ran {:.1} s after it was sent",
         waited.as_secs_f64()

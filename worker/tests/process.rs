@@ -229,7 +229,18 @@ async fn cli_call_wait_prints_the_outcome() {
 /// Bad setup: one line naming the problem, no secret, no panic, non-zero exit.
 #[test]
 fn bad_setup_gives_one_clear_line() {
-    let cases: [(&[&str], &str); 5] = [
+    let long_host = format!("w@{}", "h".repeat(250));
+    let long_queue = "q".repeat(240);
+    let cases: [(&[&str], &str); 7] = [
+        // Names the broker cannot carry, given as flags (lapin panicked).
+        (
+            &["--hostname", &long_host, "--result-backend", "none"],
+            "hostname \"w@hhh",
+        ),
+        (
+            &["-Q", &long_queue, "--result-backend", "none"],
+            "at most 239 bytes",
+        ),
         (
             &["--threads", "0", "--result-backend", "none"],
             "worker_threads must be at least 1",

@@ -142,7 +142,13 @@ const MIGRATE_BACKOFF: Backoff =
 #[derive(Debug, Clone)]
 pub struct ResultBackend {
     db: DatabaseConnection,
+    /// How long a caller that must go on waits for one call (see
+    /// [`ResultBackend::call_timeout`]).
+    call_timeout: Duration,
 }
+
+/// Default of [`ResultBackend::call_timeout`] (`result_timeout_secs`).
+pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
 impl ResultBackend {
     /// Opens the database at `url` (`sqlite://...`, `postgres://...`, `mysql://...`).
@@ -177,12 +183,31 @@ impl ResultBackend {
                     source,
                 })?;
         }
-        Ok(ResultBackend { db })
+        Ok(ResultBackend::from_connection(db))
     }
 
     /// Wraps an existing connection (for tests and for apps that own their pool).
     pub fn from_connection(db: DatabaseConnection) -> Self {
-        ResultBackend { db }
+        ResultBackend {
+            db,
+            call_timeout: CALL_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// With `timeout` as [`ResultBackend::call_timeout`].
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How long a worker waits for one call to the database on a path that
+    /// must go on (storing outcomes, STARTED, heartbeats, chord reports)
+    /// before it gives the call up and makes it again on a fresh
+    /// connection: a socket whose peer went silent (a host that died without
+    /// a reset, a stalled proxy) or a lock held for minutes would otherwise
+    /// hold it for ever (`result_timeout_secs`, default 60 s).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The underlying connection.

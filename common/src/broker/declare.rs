@@ -86,7 +86,7 @@ pub async fn declare_dead_letter_queue(
     queue: &str,
     config: &Config,
 ) -> Result<(), BrokerError> {
-    super::check_name("queue", queue, super::MAX_NAME_BYTES)?;
+    super::check_name("queue name", queue, super::MAX_NAME_BYTES)?;
     let declare = channel
         .queue_declare(
             queue.into(),

@@ -130,9 +130,9 @@ pub enum BrokerError {
     },
     /// A queue, exchange or routing-key name longer than AMQP (or the
     /// delay queues' routing keys) can carry.
-    #[error("{what} name {start:?}… is {len} bytes; it can be at most {max} bytes")]
+    #[error("{what} {start:?}… is {len} bytes; it can be at most {max} bytes")]
     NameTooLong {
-        /// `"queue"`, `"exchange"`, `"routing key"`.
+        /// `"queue name"`, `"exchange name"`, `"routing key"`, ...
         what: &'static str,
         /// Its first characters.
         start: String,

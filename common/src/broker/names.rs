@@ -35,7 +35,7 @@ pub fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), Brok
 
 /// Refuses a task queue name longer than [`MAX_QUEUE_BYTES`].
 pub fn check_queue(name: &str) -> Result<(), BrokerError> {
-    check_name("queue", name, MAX_QUEUE_BYTES)
+    check_name("queue name", name, MAX_QUEUE_BYTES)
 }
 
 #[cfg(test)]
@@ -51,8 +51,8 @@ mod tests {
         assert!(text.contains("240 bytes"), "{text}");
         assert!(text.contains("at most 239"), "{text}");
         assert!(!err.is_transient());
-        assert!(check_name("exchange", &long, MAX_NAME_BYTES).is_ok());
-        assert!(check_name("exchange", &"x".repeat(256), MAX_NAME_BYTES).is_err());
+        assert!(check_name("exchange name", &long, MAX_NAME_BYTES).is_ok());
+        assert!(check_name("exchange name", &"x".repeat(256), MAX_NAME_BYTES).is_err());
     }
 
     #[test]

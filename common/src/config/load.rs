@@ -42,8 +42,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values the types alone do not rule out.
-    pub(crate) fn check(&self, origin: &str) -> Result<(), ConfigError> {
+    /// Checks values the types alone do not rule out (`origin` says where
+    /// they came from, for the message). [`Config::load`] calls it; a
+    /// program that changes a loaded configuration calls it again.
+    pub fn check(&self, origin: &str) -> Result<(), ConfigError> {
         let t = self.broker_connect_timeout_secs;
         if !(t.is_finite() && t > 0.0) {
             return Err(ConfigError::Invalid {
@@ -77,7 +79,7 @@ impl Config {
         for queue in std::iter::once(&self.default_queue).chain(&self.queues) {
             check_queue(queue)?;
         }
-        check_name("queue", &self.dead_letter_queue, MAX_NAME_BYTES)?;
+        check_name("queue name", &self.dead_letter_queue, MAX_NAME_BYTES)?;
         check_name(
             "delay_prefix",
             &self.delay_prefix,

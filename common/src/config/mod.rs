@@ -27,6 +27,7 @@
 //! | `result_expires_secs` | `CELERIAC_RESULT_EXPIRES_SECS` | `86400` (workers delete older results; `0`: never) |
 //! | `shutdown_grace_secs` | `CELERIAC_SHUTDOWN_GRACE_SECS` | `30` |
 //! | `publish_timeout_secs` | `CELERIAC_PUBLISH_TIMEOUT_SECS` | `30` (how long a call waits for a lost broker) |
+//! | `result_timeout_secs` | `CELERIAC_RESULT_TIMEOUT_SECS` | `60` (how long a worker waits for one call to the result database before it gives it up and makes it again on a fresh connection) |
 //! | `max_message_bytes` | `CELERIAC_MAX_MESSAGE_BYTES` | `10485760` |
 //! | `dead_letter_queue` | `CELERIAC_DEAD_LETTER_QUEUE` | `celeriac.dlq` |
 //! | `delay_prefix` | `CELERIAC_DELAY_PREFIX` | `celeriac.delay` (names of the delay exchanges and queues) |
@@ -135,6 +136,7 @@ pub struct Config {
     pub result_expires_secs: u64,
     pub shutdown_grace_secs: u64,
     pub publish_timeout_secs: u64,
+    pub result_timeout_secs: u64,
     pub max_message_bytes: usize,
     pub dead_letter_queue: String,
     pub delay_prefix: String,
@@ -178,6 +180,7 @@ impl Default for Config {
             result_expires_secs: 86_400,
             shutdown_grace_secs: 30,
             publish_timeout_secs: 30,
+            result_timeout_secs: 60,
             max_message_bytes: crate::protocol::MAX_BODY_BYTES_DEFAULT,
             dead_letter_queue: "celeriac.dlq".to_owned(),
             delay_prefix: "celeriac.delay".to_owned(),
@@ -261,6 +264,11 @@ impl Config {
     /// How long a publish waits for a lost broker to come back.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_secs(self.publish_timeout_secs)
+    }
+
+    /// `result_timeout_secs` as a duration (at least a second).
+    pub fn result_timeout(&self) -> Duration {
+        Duration::from_secs(self.result_timeout_secs.max(1))
     }
 
     /// How long connecting to the broker, or one broker round trip while

@@ -75,15 +75,18 @@ pub const MAX_TASK_ID_CHARS: usize = 191;
 /// message's `correlation_id` too, an AMQP short string.
 pub const MAX_SENT_TASK_ID_BYTES: usize = 255;
 
-/// Refuses a task id no result row could be keyed by: empty, longer than
-/// [`MAX_TASK_ID_CHARS`], or holding control characters. (A sender also
-/// keeps it within 255 bytes, the AMQP short string of `correlation_id`:
-/// [`MAX_SENT_TASK_ID_BYTES`].)
+/// Refuses a task id no result row could be keyed by, or no reply or retry
+/// could carry: empty, longer than [`MAX_TASK_ID_CHARS`] or than
+/// [`MAX_SENT_TASK_ID_BYTES`] (the AMQP short string of `correlation_id`),
+/// or holding control characters.
 pub fn check_task_id(id: &str) -> Result<(), ProtocolError> {
     let reason = if id.is_empty() {
         "it is empty".to_owned()
     } else if id.chars().count() > MAX_TASK_ID_CHARS {
         format!("it is longer than {MAX_TASK_ID_CHARS} characters")
+    } else if id.len() > MAX_SENT_TASK_ID_BYTES {
+        // Replies and retries carry it as `correlation_id`, an AMQP short string.
+        format!("it is longer than {MAX_SENT_TASK_ID_BYTES} bytes")
     } else if id.chars().any(char::is_control) {
         "it holds control characters".to_owned()
     } else {

@@ -141,12 +141,16 @@ fn malformed_bodies_are_clear_errors() {
 }
 
 #[test]
-fn task_ids_up_to_191_characters_are_accepted() {
+fn task_ids_up_to_191_characters_and_255_bytes_are_accepted() {
     let body = b"[[], {}, {}]";
-    let id = "é".repeat(191);
-    let m = TaskMessage::decode(&props_with(json!({"task": "t", "id": id})), body, 1024)
-        .expect("191 characters (382 bytes)");
+    let decode =
+        |id: String| TaskMessage::decode(&props_with(json!({"task": "t", "id": id})), body, 1024);
+    let m = decode("a".repeat(191)).expect("191 characters");
     assert_eq!(m.id.chars().count(), 191);
+    decode("é".repeat(127)).expect("127 characters, 254 bytes");
+    // No reply or retry could carry it as `correlation_id`.
+    let err = decode("é".repeat(128)).expect_err("256 bytes").to_string();
+    assert!(err.contains("longer than 255 bytes"), "{err}");
 }
 
 #[test]
@@ -242,7 +246,9 @@ fn names_amqp_cannot_carry_are_an_error_when_sent() {
     assert!(fits.properties().is_ok());
     let mut m = fits.clone();
     m.id = "€".repeat(86); // 258 bytes, 86 characters
-    assert!(check_task_id(&m.id).is_ok());
+    // Refused as it comes in, too: no reply or retry could carry it.
+    let err = check_task_id(&m.id).expect_err("over 255 bytes");
+    assert!(err.to_string().contains("255 bytes"), "{err}");
     let err = m.properties().expect_err("id").to_string();
     assert!(
         err.contains("\"id\"") && err.contains("258 bytes; AMQP carries at most 255"),

@@ -230,7 +230,7 @@ impl Client {
 
     /// Deletes every ready message in `queue`; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u32, ClientError> {
-        broker::check_name("queue", queue, broker::MAX_NAME_BYTES)?;
+        broker::check_name("queue name", queue, broker::MAX_NAME_BYTES)?;
         let link = self.link().await?;
         let purge = link
             .channel

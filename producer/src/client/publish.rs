@@ -129,8 +129,12 @@ impl Client {
             return Err(celeriac_common::protocol::ProtocolError::TooLarge { size, limit }.into());
         }
         for (what, name, max) in [
-            ("queue", route.declare.as_str(), broker::MAX_QUEUE_BYTES),
-            ("exchange", &route.exchange, broker::MAX_NAME_BYTES),
+            (
+                "queue name",
+                route.declare.as_str(),
+                broker::MAX_QUEUE_BYTES,
+            ),
+            ("exchange name", &route.exchange, broker::MAX_NAME_BYTES),
             ("routing key", &route.routing_key, broker::MAX_NAME_BYTES),
         ] {
             broker::check_name(what, name, max)?;

@@ -182,7 +182,7 @@ impl Handling {
         if let Some(backend) = &self.shared.backend
             && (msg.embed.chord.is_some() || msg.embed.chain.is_some())
         {
-            match crate::recorder::bounded(backend.get(&msg.id)).await {
+            match crate::recorder::bounded(backend, backend.get(&msg.id)).await {
                 Ok(Some(r)) if r.state.is_ready() => {
                     later = self.later(msg, r.state, (r.error.as_ref(), r.result.as_ref()));
                 }

@@ -39,7 +39,7 @@ pub(crate) struct ReplyTo {
 impl ReplyTo {
     /// Refuses names AMQP cannot carry (they come from the request).
     fn fits(&self) -> Result<(), broker::BrokerError> {
-        broker::check_name("exchange", &self.exchange, broker::MAX_NAME_BYTES)?;
+        broker::check_name("exchange name", &self.exchange, broker::MAX_NAME_BYTES)?;
         broker::check_name("routing key", &self.routing_key, broker::MAX_NAME_BYTES)
     }
 }

@@ -19,9 +19,6 @@ pub(crate) fn message(sig: &Signature) -> Result<(TaskMessage, Option<String>), 
     let mut msg = TaskMessage::new(sig.task.clone(), sig.args.clone(), sig.kwargs.clone());
     if let Some(v) = opt("task_id") {
         let id = v.as_str().ok_or_else(|| bad("task_id", v))?;
-        if id.len() > celeriac_common::protocol::MAX_SENT_TASK_ID_BYTES {
-            return Err(bad("task_id", v));
-        }
         celeriac_common::protocol::check_task_id(id).map_err(|_| bad("task_id", v))?;
         msg = msg.with_id(id);
     }
