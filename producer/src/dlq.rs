@@ -59,6 +59,7 @@ impl Client {
         let channel = self.open_channel().await?;
         let config = self.config();
         let queue = &config.dead_letter_queue;
+        broker::check_name("queue name", queue, broker::MAX_NAME_BYTES)?;
         let declare = channel
             .queue_declare(
                 queue.as_str().into(),

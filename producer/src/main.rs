@@ -373,6 +373,7 @@ async fn execute(command: Command, mut config: celeriac::Config) -> Result<ExitC
         } => {
             if let Some(q) = dead_letter_queue {
                 config.dead_letter_queue = q;
+                config.check("command line")?;
             }
             let client = Client::connect(config).await?;
             match action {

@@ -65,6 +65,16 @@ fn dlq_list_offers_the_queue_name_not_the_result_backend() {
 }
 
 #[test]
+fn a_dead_letter_queue_name_amqp_cannot_carry_is_one_line() {
+    let long = "d".repeat(256);
+    let out = celeriac(&["dlq", "--dead-letter-queue", &long, "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(err.contains("at most 255 bytes"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn an_outcome_lists_id_state_result_error_in_that_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
