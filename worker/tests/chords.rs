@@ -439,6 +439,16 @@ async fn sigkill_mid_chord_on_mariadb() {
     sigkill_mid_chord(DbKind::Mysql).await;
 }
 
+/// The header group id of the chord `res` ends in, and the id of its one
+/// member (an inner chord's callback).
+fn only_member(res: &celeriac::canvas::WorkflowResult) -> (String, String) {
+    let header = res.parent().and_then(|p| p.as_group()).expect("header");
+    match &header.ids()[..] {
+        [member] => (header.id().to_owned(), member.clone()),
+        ids => panic!("one member: {ids:?}"),
+    }
+}
+
 /// A chord whose only member is another chord, whose member fails. The
 /// first worker records the inner callback FAILURE and is SIGKILLed while
 /// it reports that to the outer chord (held on the outer chord's row
@@ -461,12 +471,8 @@ async fn a_nested_chord_settles_after_a_crash_between_its_two_reports() {
         .send_workflow(&chord([inner], echo(json!(["outer"]))))
         .await
         .expect("send");
-    let header = res.parent().and_then(|p| p.as_group()).expect("header");
-    let outer = header.id().to_owned();
-    let ids = header.ids();
-    let [inner_callback] = &ids[..] else {
-        panic!("one member: {ids:?}");
-    };
+    let (outer, inner_callback) = only_member(&res);
+    let inner_callback = &inner_callback;
     let lock = backend.connection().begin().await.expect("begin");
     lock.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -530,11 +536,8 @@ async fn a_callback_that_cannot_be_sent_fails_its_outer_chord() {
             .send_workflow(&chord([inner], echo(json!(["outer"]))))
             .await
             .expect("send");
-        let header = res.parent().and_then(|p| p.as_group()).expect("header");
-        let ids = header.ids();
-        let [inner_callback] = &ids[..] else {
-            panic!("one member: {ids:?}");
-        };
+        let (_, inner_callback) = only_member(&res);
+        let inner_callback = &inner_callback;
         let row = h.final_row(inner_callback).await;
         assert_eq!(row.state, TaskState::Failure);
         let error = row.error.expect("error");

@@ -250,24 +250,35 @@ impl Store {
             ))
             .await?;
         if updated.rows_affected() == 0 {
-            state::ActiveModel {
-                name: Set(name.to_owned()),
-                cursor_at: Set(None),
-                sending_at: Set(None),
-                last_run_at: Set(None),
-                last_sent_at: Set(None),
-                last_task_id: Set(None),
-                next_run_at: Set(None),
-                total_runs: Set(0),
-                recent: Set(None),
-                run_now_at: Set(Some(when.clone())),
-                updated_at: Set(when),
-            }
-            .insert(&txn)
-            .await?;
+            new_state(name, None, Some(when.clone()), when)
+                .insert(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(())
+    }
+}
+
+/// The run state of an entry that has none yet: never run, with its
+/// cursor and run-now request as given.
+fn new_state(
+    name: &str,
+    cursor_at: Option<String>,
+    run_now_at: Option<String>,
+    updated_at: String,
+) -> state::ActiveModel {
+    state::ActiveModel {
+        name: Set(name.to_owned()),
+        cursor_at: Set(cursor_at),
+        sending_at: Set(None),
+        last_run_at: Set(None),
+        last_sent_at: Set(None),
+        last_task_id: Set(None),
+        next_run_at: Set(None),
+        total_runs: Set(0),
+        recent: Set(None),
+        run_now_at: Set(run_now_at),
+        updated_at: Set(updated_at),
     }
 }
 
@@ -292,21 +303,9 @@ pub(crate) async fn resume_from(
             }
         }
         None => {
-            state::ActiveModel {
-                name: Set(name.to_owned()),
-                cursor_at: Set(Some(at.clone())),
-                sending_at: Set(None),
-                last_run_at: Set(None),
-                last_sent_at: Set(None),
-                last_task_id: Set(None),
-                next_run_at: Set(None),
-                total_runs: Set(0),
-                recent: Set(None),
-                run_now_at: Set(None),
-                updated_at: Set(at),
-            }
-            .insert(txn)
-            .await?;
+            new_state(name, Some(at.clone()), None, at)
+                .insert(txn)
+                .await?;
         }
     }
     Ok(())
