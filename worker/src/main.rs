@@ -82,9 +82,6 @@ fn main() -> ExitCode {
     if let Some(addr) = cli.http {
         config.worker_http_addr = Some(addr);
     }
-    if let Err(e) = config.check("command line") {
-        return fail(&e);
-    }
     celeriac_common::telemetry::init(config.log_format, "info");
     // One thread by default: every delivery then stays on the thread that
     // received it, with no hand-over between runtime threads (measured: a

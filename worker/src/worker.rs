@@ -109,10 +109,13 @@ impl WorkerBuilder {
                 "worker_heartbeat_secs must be at least 1".into(),
             ));
         }
-        // A configuration built in code has not been through `load`.
-        config
-            .check("worker configuration")
-            .map_err(|e| WorkerError::Config(e.to_string()))?;
+        // Flags, and a configuration built in code, come after `load`'s check.
+        config.check("worker configuration").map_err(|e| {
+            WorkerError::Config(match e {
+                celeriac_common::ConfigError::Invalid { message, .. } => message,
+                other => other.to_string(),
+            })
+        })?;
         let backend = if config.results_enabled() && !config.rpc_results() {
             let backend = ResultBackend::connect(&config.result_backend)
                 .await?
