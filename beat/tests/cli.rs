@@ -3,7 +3,7 @@
 //! database entries together; a running beat follows its schedule file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

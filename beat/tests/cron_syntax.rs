@@ -1,7 +1,7 @@
 //! Hand-written tests for crontab-string syntax and errors (UTC unless noted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 use common::{cron, err, first, next_naive, try_cron};
 
 fn days(expr: &str, from: &str, n: usize) -> Vec<String> {

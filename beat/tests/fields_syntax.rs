@@ -1,7 +1,7 @@
 //! Hand-written tests for APScheduler-style fields (UTC unless noted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 use celeriac_beat::trigger::TriggerSpec;
 use common::{err, first, next_naive, spec, try_spec};
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! is killed, without losing or repeating runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

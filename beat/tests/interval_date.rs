@@ -1,7 +1,7 @@
 //! Interval and date triggers, bounds, jitter, preview and (de)serialization.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 use std::time::Duration;
 
 use celeriac_beat::trigger::{Schedule, TriggerSpec, parse_duration, preview};

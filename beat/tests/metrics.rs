@@ -2,7 +2,7 @@
 //! who leads; `/health` is 200 while the loop runs and 503 once stopping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

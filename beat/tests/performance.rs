@@ -4,7 +4,7 @@
 //! minute-by-minute scan, which would take seconds to minutes per call.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 use std::time::{Duration, Instant};
 
 use celeriac_beat::trigger::{Schedule, Trigger};

@@ -1,7 +1,7 @@
 //! Garbage input yields errors, never panics; extreme instants are handled.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 use celeriac_beat::trigger::{Schedule, TriggerSpec, parse_duration};
 use chrono::{DateTime, Utc};
 use common::{cron, spec, try_cron, try_spec};

@@ -2,7 +2,7 @@
 //! database: firing on time, surviving SIGKILL, and command-line changes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! tag; a tag no entry has, and a malformed workflow, are one-line errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use celeriac_common::Config;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};

@@ -4,7 +4,7 @@
 //! run with its own ids; a run sent twice runs once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

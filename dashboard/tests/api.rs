@@ -1,6 +1,6 @@
 //! The JSON API against a real worker, RabbitMQ and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use celeriac_beat::schedule::entry::Entry;
 use celeriac_beat::schedule::store::Store;

@@ -2,7 +2,7 @@
 //! PostgreSQL in api.rs): the search indexes' migration, keyset pages,
 //! filters, a task's page and workflow, the overview, workers, schedules.
 
-mod support;
+use crate::support;
 
 use celeriac_common::TaskState;
 use celeriac_common::backend::{ResultBackend, TaskOutcome, entity};

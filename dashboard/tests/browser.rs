@@ -5,7 +5,7 @@
 //! the pages fit a phone's width. Screenshots go to docs/screenshots/
 //! (see [`shot`]).
 
-mod support;
+use crate::support;
 
 use celeriac_beat::schedule::entry::Entry;
 use celeriac_beat::schedule::store::Store;

@@ -5,7 +5,7 @@
 //!
 //! Every subprocess and every wait is bounded; a failure shows the output.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::testing::process::{self, LoggedProcess, sibling_bin, spawn_worker};

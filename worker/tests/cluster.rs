@@ -8,7 +8,7 @@
 //! the test runs in the serial step (it is heavy, and namespaces need root)
 //! beside the tests that restart the shared RabbitMQ (`.config/nextest.toml`).
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::backend::ResultBackend;

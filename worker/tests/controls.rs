@@ -1,9 +1,6 @@
 //! Task-level controls: retries (asked for, automatic, exhausted), hard and
 //! soft time limits, rate limits, and follow-ups (link, link_error, chain).
 
-#[macro_use]
-mod support;
-
 use celeriac::{ApplyOptions, Client, ResultError, Signature, TaskState};
 use celeriac_common::TaskDef;
 use celeriac_common::testing::{self, DbKind, TestDatabase, unique};

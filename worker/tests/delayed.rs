@@ -2,7 +2,7 @@
 //! delay queues, survive a killed worker, honour expiry and revocation, and
 //! Celery-format eta messages are handled the same way.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::diagnostics::Noop;

@@ -1,7 +1,7 @@
 //! End to end against the real RabbitMQ and each result database: 10,000
 //! tasks from 4 concurrent producers through 2 worker processes.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::backend::ResultBackend;

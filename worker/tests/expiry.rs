@@ -2,7 +2,7 @@
 //! again and again, while it runs tasks; a purge that fails is logged and
 //! tried again until it succeeds, and the worker goes on meanwhile.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::TaskState;

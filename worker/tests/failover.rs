@@ -4,7 +4,7 @@
 //! the next and comes up once a broker appears. The "nodes" are TCP proxies
 //! to the one test broker.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::Config;

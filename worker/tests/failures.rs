@@ -2,7 +2,7 @@
 //! errors, panics, unknown names, bad arguments, expired and undecodable
 //! messages, eta, STARTED tracking and forget.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client, ResultError, TaskState};
 use celeriac_common::TaskDef;

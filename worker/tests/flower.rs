@@ -6,7 +6,7 @@
 //! failure included, from the events the worker sends once Flower turned
 //! them on.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::testing::process::LoggedProcess;

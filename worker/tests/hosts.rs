@@ -6,9 +6,9 @@
 //! notices by heartbeats; healed, it reconnects and consumes again.
 //!
 //! Needs root and ip(8): run by CI's serial step
-//! (`cargo nextest run -p celeriac-worker --test hosts --run-ignored all`).
+//! (`cargo nextest run -p celeriac-worker -E 'test(/^hosts::/)' --run-ignored all`).
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client};
 use celeriac_common::Config;

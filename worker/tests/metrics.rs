@@ -4,8 +4,7 @@
 //! RabbitMQ is left alone), and task progress stored as PROGRESS, throttled,
 //! never over the final outcome.
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::TaskDef;

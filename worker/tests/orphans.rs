@@ -2,7 +2,7 @@
 //! result backend, the sweep that moves such tasks to RETRY
 //! (`WorkerLostError`), and the redelivery that finishes them.
 
-mod support;
+use crate::support;
 
 use celeriac::{Client, TaskState};
 use celeriac_common::backend::entity::{Column as TaskColumn, Entity as TaskEntity};

@@ -4,7 +4,7 @@
 //! they always start RabbitMQ again, even when they fail. The result
 //! database outage stops a PostgreSQL of its own and runs with the others.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client, TaskState};
 use celeriac_common::diagnostics::ECHO;

@@ -1,7 +1,7 @@
 //! The worker and admin binaries as operators run them: warm shutdown,
 //! SIGKILL, `celeriac call --wait`, and bad setup.
 
-mod support;
+use crate::support;
 
 use celeriac::{Client, TaskState};
 use celeriac_common::broker;

@@ -5,7 +5,7 @@
 //! that exists with the other type is a clear error. Each test has a vhost
 //! of its own.
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client, ClientError, TaskState};
 use celeriac_common::broker::{self, BrokerError};

@@ -3,7 +3,7 @@
 //! reads what a celeriac worker ran, and celeriac's `AsyncResult` reads
 //! what a Python worker ran (and what a celeriac worker ran).
 
-mod support;
+use crate::support;
 
 use celeriac::{ApplyOptions, Client, ResultError};
 use celeriac_common::TaskState;

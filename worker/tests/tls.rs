@@ -5,8 +5,8 @@
 //! cases: the right CA and a client certificate work; no CA (or another
 //! CA) fails verification; no client certificate is refused.
 
-mod support;
-mod tls_support;
+use crate::support;
+use crate::tls_support;
 
 use celeriac::Client;
 use celeriac_common::backend::{ResultBackend, TaskOutcome};

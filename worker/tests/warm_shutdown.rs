@@ -2,7 +2,7 @@
 //! them as deliveries: they come back unflagged, so `max_deliveries`
 //! (poison-loop protection) only counts deliveries that really failed.
 
-mod support;
+use crate::support;
 
 use celeriac::{Client, TaskState};
 use celeriac_common::diagnostics::{Noop, Sleep};

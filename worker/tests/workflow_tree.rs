@@ -4,7 +4,7 @@
 //! ids or from the group's id, every state in place; a chain stopped by a
 //! failure shows its later steps not run, in order; the reads use indexes.
 
-mod support;
+use crate::support;
 
 use celeriac::canvas::{TaskSig, WorkflowResult, group};
 use celeriac::workflow::{self, Node, RenderOptions, Sequence};

@@ -11,8 +11,8 @@
 use celeriac_beat::trigger::{DstPolicy, TriggerSpec, preview};
 use serde_json::json;
 
+use super::{repeat, with_policy};
 use crate::common::{cron, err, next_n, spec, try_spec, utc};
-use crate::{repeat, with_policy};
 
 #[test]
 fn the_issue_example_runs_once() {

@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use super::repeat;
 use crate::common::{cron, spec, utc};
-use crate::repeat;
 
 const MINUTES: [&str; 10] = [
     "*", "*/15", "0", "30", "0,30", "15,45", "*/7", "10-20", "5/25", "59",

@@ -4,8 +4,8 @@
 use celeriac_beat::trigger::{DstPolicy, TriggerSpec};
 use serde_json::json;
 
+use super::repeat;
 use crate::common::{next_n, spec, utc};
-use crate::repeat;
 
 #[test]
 fn berlin_spring_forward_shifts_by_the_gap() {

@@ -3,9 +3,6 @@
 //! oracle checks of each policy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod cron;
 mod oracle;
 mod repeat;
