@@ -29,7 +29,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -467,37 +467,43 @@ async fn clean_up(queue: &str, check: bool) {
     let _ = conn.close(200, "done".into()).await;
 }
 
-/// The task queue and delay queues of `config` that hold messages, with
-/// their ready counts: where a task that did not run is waiting.
-async fn waiting(config: &celeriac::Config) -> String {
-    let Ok(conn) = broker::connect(&testing::broker_url(), "interop-waiting").await else {
-        return "(broker unreachable)".into();
+/// The task queue's and the delay queues' counts from `rabbitmqctl`, for
+/// those that hold a message: ready, unacked (held by a consumer, or by
+/// RabbitMQ's dead-letter worker), and in all. A quorum queue counts in
+/// `messages` the ones it has dead-lettered whose new queue has not
+/// confirmed them yet, which are neither ready nor unacked.
+fn waiting(config: &celeriac::Config) -> String {
+    let mut names: BTreeSet<String> = celeriac_common::delay::queue_names(config)
+        .into_iter()
+        .collect();
+    names.insert(config.default_queue.clone());
+    let listed = match testing::vhost::rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "messages",
+    ]) {
+        Ok(listed) => listed,
+        Err(e) => return format!("({e})"),
     };
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let mut names = vec![config.default_queue.clone()];
-    names.extend(celeriac_common::delay::queue_names(config));
-    let mut found = Vec::new();
-    for name in names {
-        let Ok(ch) = conn.create_channel().await else {
-            break;
-        };
-        if let Ok(q) = ch
-            .queue_declare(name.as_str().into(), passive, FieldTable::default())
-            .await
-            && q.message_count() > 0
-        {
-            found.push(format!("{name}={}", q.message_count()));
-        }
-        let _ = ch.close(200, "done".into()).await;
-    }
-    let _ = conn.close(200, "done".into()).await;
+    let found: Vec<String> = listed
+        .lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let [name, ready, unacked, all] = cols[..] else {
+                return None;
+            };
+            (names.contains(name) && all != "0")
+                .then(|| format!("{name}: {ready} ready, {unacked} unacked, {all} in all"))
+        })
+        .collect();
     if found.is_empty() {
-        "none ready (in flight or unacked)".into()
+        "none".into()
     } else {
-        found.join(", ")
+        found.join("; ")
     }
 }
 
@@ -994,12 +1000,27 @@ async fn quorum_queue(queue: String) {
     for (s, want) in sent.iter().zip([42, 4]) {
         let sum = match client.async_result::<i64>(&s.id).get(WAIT).await {
             Ok(sum) => sum,
-            Err(e) => panic!(
-                "celeriac did not run Celery's task {} (the one giving {want}): {e:?}; \
-                 messages in the task and delay queues: {}",
-                s.id,
-                waiting(&config).await
-            ),
+            Err(e) => {
+                let queues = waiting(&config);
+                // RabbitMQ's dead-letter worker sends a hop whose confirm
+                // it lost again only after its confirm timeout (3 min by
+                // default): whether the task came that late tells that
+                // apart from a task that was lost.
+                let more = Instant::now();
+                let later = match client
+                    .async_result::<i64>(&s.id)
+                    .get(Duration::from_secs(200))
+                    .await
+                {
+                    Ok(_) => format!("it ran {:.0?} later", more.elapsed()),
+                    Err(_) => format!("it had not run {:.0?} later either", more.elapsed()),
+                };
+                panic!(
+                    "celeriac did not run Celery's task {} (the one giving {want}) in \
+                     {WAIT:?}: {e:?}; queues holding messages then: {queues}; {later}",
+                    s.id
+                )
+            }
         };
         assert_eq!(sum, want);
     }
