@@ -21,7 +21,7 @@
 use crate::carry_out::task_error;
 use crate::context::TaskFailure;
 use crate::disposition::CHORD_CALLBACK_HEADER;
-use crate::followup::{self, FollowupError};
+use crate::followup::{self, FollowupError, Unsent};
 use crate::publish::Publisher;
 use celeriac::canvas::{After, apply_after, planned_tasks};
 use celeriac_common::TaskState;
@@ -106,8 +106,6 @@ pub(crate) fn consequences(
             callback_id: text_option(body, "task_id"),
         });
     }
-    // The steps in the order they would run (Celery stores them reversed).
-    let rest = msg.embed.chain.iter().flatten().rev();
     if ok {
         return (reports, aborted);
     }
@@ -119,9 +117,67 @@ pub(crate) fn consequences(
         ),
         traceback: None,
     };
-    // Each step's parent is the step before it, where that is one task.
-    let mut parent = Some(msg.id.clone());
-    for step in rest {
+    let rest = msg.embed.chain.iter().flatten();
+    let parent = Some(msg.id.clone());
+    abort_steps(rest, (&root, parent), &why, (&mut reports, &mut aborted));
+    (reports, aborted)
+}
+
+/// The error kind recorded on a callback or chain step that can never be
+/// sent; its message is [`SEND_ERROR_PREFIX`] and the reason.
+const SEND_ERROR: &str = "SendError";
+const SEND_ERROR_PREFIX: &str = "cannot be sent: ";
+
+/// The reason recorded in `error`, if it says a callback or chain step
+/// can never be sent.
+pub(crate) fn unsendable_reason(error: &TaskError) -> Option<&str> {
+    (error.kind == SEND_ERROR).then(|| {
+        let m = error.message.as_str();
+        m.strip_prefix(SEND_ERROR_PREFIX).unwrap_or(m)
+    })
+}
+
+/// The outcomes and chord reports that a callback or chain step that can
+/// never be sent brings, after `parent` succeeded: each of its tasks
+/// FAILURE (`SendError`), the rest of its chain not run.
+pub(crate) fn unsent(parent: &TaskMessage, unsent: &Unsent) -> (Vec<Report>, Vec<TaskOutcome>) {
+    let (mut reports, mut aborted) = (Vec::new(), Vec::new());
+    let root = followup::root_of(parent).to_owned();
+    let why = TaskError {
+        kind: SEND_ERROR.to_owned(),
+        message: format!("{SEND_ERROR_PREFIX}{}", unsent.error),
+        traceback: None,
+    };
+    let step = std::slice::from_ref(&unsent.sig).iter();
+    let parent = Some(parent.id.clone());
+    let last = abort_steps(step, (&root, parent), &why, (&mut reports, &mut aborted));
+    for o in &mut aborted {
+        o.state = TaskState::Failure;
+    }
+    let why = TaskError {
+        kind: "ChainAborted".to_owned(),
+        message: format!(
+            "not run: step {} of its chain cannot be sent",
+            last.as_deref().unwrap_or(&unsent.sig.task)
+        ),
+        traceback: None,
+    };
+    let rest = unsent.rest.iter();
+    abort_steps(rest, (&root, last), &why, (&mut reports, &mut aborted));
+    (reports, aborted)
+}
+
+/// Marks `steps` (a chain's, as Celery stores them: reversed) not run with
+/// `why`, each step's parent the step before it where that is one task;
+/// the parent the next step would have (the last step's id, if one task).
+fn abort_steps<'a>(
+    steps: impl DoubleEndedIterator<Item = &'a Signature>,
+    (root, mut parent): (&str, Option<String>),
+    why: &TaskError,
+    (reports, aborted): (&mut Vec<Report>, &mut Vec<TaskOutcome>),
+) -> Option<String> {
+    // In the order they would run.
+    for step in steps.rev() {
         let tasks = planned_tasks(step);
         let single = tasks.len() == 1;
         let step_parent = parent.take();
@@ -132,16 +188,10 @@ pub(crate) fn consequences(
             if single {
                 parent = Some(id.clone());
             }
-            aborted.push(not_run(
-                &sig,
-                id,
-                &why,
-                (&root, step_parent.clone()),
-                &mut reports,
-            ));
+            aborted.push(not_run(&sig, id, why, (root, step_parent.clone()), reports));
         }
     }
-    (reports, aborted)
+    parent
 }
 
 /// The outcome of a chain step that will not run (`why`), and the report

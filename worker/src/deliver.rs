@@ -8,7 +8,7 @@ use crate::context::TaskFailure;
 use crate::disposition::{DeliveryFacts, Disposition, End, Stage, WorkerView, decide};
 use crate::events;
 use crate::execute;
-use crate::followup;
+use crate::followup::{self, Unsent};
 use crate::inflight::Phase;
 use crate::metrics::Tally;
 use crate::progress;
@@ -133,7 +133,7 @@ fn deliver(
         shared.events.started(&msg.id);
         tally.started(received, msg.eta);
         match run(&hand, &msg, handler, facts.earlier, permit, &tally).await {
-            Some(outcome) => hand.finish(&msg, delivery, Some(outcome)).await,
+            Some((outcome, unsent)) => hand.finish(&msg, delivery, Some(outcome), &unsent).await,
             None => Box::pin(hand.requeue(delivery)).await,
         }
         shared.task_ended();
@@ -155,9 +155,10 @@ async fn admit<'a>(hand: &'a Handling, msg: &TaskMessage) -> Option<SemaphorePer
     }
 }
 
-/// Runs the task holding `permit`, and says what to record; `None` if its
-/// retry, callbacks, next chain step or errbacks could not be published (the
-/// message then goes back to its queue, and runs again).
+/// Runs the task holding `permit`, and says what to record, with the
+/// callbacks and next chain step that can never be sent; `None` if its
+/// retry, callbacks, next chain step or errbacks could not be published
+/// for now (the message then goes back to its queue, and runs again).
 async fn run(
     hand: &Handling,
     msg: &TaskMessage,
@@ -165,7 +166,7 @@ async fn run(
     earlier: u32,
     permit: Option<SemaphorePermit<'_>>,
     tally: &Tally,
-) -> Option<TaskOutcome> {
+) -> Option<(TaskOutcome, Vec<Unsent>)> {
     let shared = &hand.shared;
     let started_at = Utc::now();
     // An ignored result leaves no row at all (a STARTED one would stay).
@@ -186,13 +187,16 @@ async fn run(
     let runtime = clock.elapsed();
     tally.ran(runtime);
     let ms = runtime.as_secs_f64() * 1e3;
+    let mut unsent = Vec::new();
     let (state, value, failure) = match result {
         Ok(value) => {
             let backend = shared.backend.as_ref();
-            if !followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue).await {
+            let sent = followup::on_success(&hand.publisher, backend, msg, &value, &hand.queue);
+            let Some(not_sendable) = sent.await else {
                 Box::pin(before_return(hand, earlier)).await;
                 return None;
-            }
+            };
+            unsent = not_sendable;
             tracing::info!(duration_ms = ms, "succeeded");
             tally.succeeded();
             shared.events.succeeded(&msg.id, &value, ms / 1e3);
@@ -229,7 +233,7 @@ async fn run(
     outcome.result = value;
     outcome.error = failure.map(task_error);
     (outcome.started_at, outcome.done_at) = (Some(started_at), done_at);
-    Some(outcome)
+    Some((outcome, unsent))
 }
 
 /// Waits before a message whose retry or follow-ups the broker did not take

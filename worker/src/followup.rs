@@ -2,14 +2,17 @@
 //! the next `chain` step on success, `errbacks` (link_error) on failure.
 //! Each is a signature that may itself be a workflow (a chain, group or
 //! chord); it is planned by the canvas module ([`apply_after`]), so it
-//! sends what a client would, its chords recorded first. A follow-up that
-//! cannot be planned (it does not fit), or that the broker refuses for
-//! good (a queue declared with other arguments), is logged and left; one
-//! the broker or the database did not take for now makes [`on_success`]
-//! and [`on_failure`] say so, and the task's message goes back to its
-//! queue to run again (after [`pause_before_return`]), as when a retry
-//! cannot be published: a chain never stops silently because the broker
-//! blinked.
+//! sends what a client would, its chords recorded first. A callback or
+//! chain step that can never be sent (it does not fit, or cannot be
+//! encoded) is handed back as [`Unsent`], to be recorded FAILURE with the
+//! rest of its chain not run and its chord told
+//! ([`chord::unsent`](crate::chord::unsent)); an errback that cannot, or
+//! a follow-up the broker refuses for good (a queue declared with other
+//! arguments), is logged and left. One the broker or the database did not
+//! take for now makes [`on_success`] and [`on_failure`] say so, and the
+//! task's message goes back to its queue to run again (after
+//! [`pause_before_return`]), as when a retry cannot be published: a chain
+//! never stops silently because the broker blinked.
 
 use crate::publish::{PublishError, Publisher};
 use celeriac::canvas::{After, Applied, CanvasError, apply_after};
@@ -101,9 +104,29 @@ pub(crate) fn root_of(msg: &TaskMessage) -> &str {
     msg.root_id.as_deref().unwrap_or(&msg.id)
 }
 
+/// A callback or chain step that can never be sent.
+#[derive(Debug)]
+pub(crate) struct Unsent {
+    /// What could not be sent.
+    pub(crate) sig: Signature,
+    /// The steps of its chain after it, as Celery stores them (reversed).
+    pub(crate) rest: Vec<Signature>,
+    /// Why (the planning or encoding error).
+    pub(crate) error: String,
+}
+
+/// What applying one follow-up came to.
+enum Sent {
+    /// Sent, or refused for good by the broker (logged).
+    Done,
+    /// Not taken by the broker or the database for now.
+    NotTaken,
+    /// It can never be sent.
+    Unsent(Unsent),
+}
+
 /// Applies `sig` after `parent` with `first_arg` prepended (unless
-/// immutable) and `rest` of its chain after it; a failure is logged, and
-/// `false` returned when sending again may succeed.
+/// immutable) and `rest` of its chain after it; a failure is logged.
 async fn apply(
     publisher: &Publisher,
     backend: Option<&ResultBackend>,
@@ -111,48 +134,56 @@ async fn apply(
     (parent, first_arg, rest): (&TaskMessage, &Value, Vec<Signature>),
     default_queue: &str,
     what: &str,
-) -> bool {
+) -> Sent {
     let after = After {
         result: Some(first_arg),
         parent_id: &parent.id,
         root_id: root_of(parent),
     };
-    let sent = match apply_after(sig.clone(), after, rest) {
+    let sent = match apply_after(sig.clone(), after, rest.clone()) {
         Ok(applied) => publish(publisher, backend, &applied, default_queue, what).await,
         Err(e) => Err(e.into()),
     };
     match sent {
-        Ok(()) => true,
+        Ok(()) => Sent::Done,
         Err(e) if e.is_transient() => {
             tracing::warn!(
                 next.name = %sig.task,
                 error = %e,
                 "{what} not taken by the broker or the database"
             );
-            false
+            Sent::NotTaken
         }
         Err(e) => {
             tracing::error!(next.name = %sig.task, error = %e, "{what} could not be sent");
-            true
+            if e.is_unsendable() {
+                Sent::Unsent(Unsent {
+                    sig: sig.clone(),
+                    rest,
+                    error: e.to_string(),
+                })
+            } else {
+                Sent::Done
+            }
         }
     }
 }
 
-/// Sends the callbacks and the next chain step with the task's result;
-/// `false` if one was not taken and may be on a later try. Their sending is
-/// boxed: most tasks have none, and this future is part of every
-/// delivery's task.
+/// Sends the callbacks and the next chain step with the task's result:
+/// those that can never be sent, or `None` if one was not taken and may be
+/// on a later try. Their sending is boxed: most tasks have none, and this
+/// future is part of every delivery's task.
 pub(crate) async fn on_success(
     publisher: &Publisher,
     backend: Option<&ResultBackend>,
     parent: &TaskMessage,
     result: &Value,
     default_queue: &str,
-) -> bool {
+) -> Option<Vec<Unsent>> {
     let embed = &parent.embed;
     let none = |v: &Option<Vec<Signature>>| v.as_ref().is_none_or(Vec::is_empty);
     if none(&embed.callbacks) && none(&embed.chain) {
-        return true;
+        return Some(Vec::new());
     }
     Box::pin(send_on_success(
         publisher,
@@ -172,21 +203,28 @@ async fn send_on_success(
     parent: &TaskMessage,
     result: &Value,
     default_queue: &str,
-) -> bool {
+) -> Option<Vec<Unsent>> {
+    let mut unsent = Vec::new();
+    let mut follow = |sent| match sent {
+        Sent::Done => Some(()),
+        Sent::NotTaken => None,
+        Sent::Unsent(u) => {
+            unsent.push(u);
+            Some(())
+        }
+    };
     for sig in parent.embed.callbacks.iter().flatten() {
         let call = (parent, result, Vec::new());
-        if !apply(publisher, backend, sig, call, default_queue, "callback").await {
-            return false;
-        }
+        follow(apply(publisher, backend, sig, call, default_queue, "callback").await)?;
     }
     if let Some(chain) = parent.embed.chain.as_ref().filter(|c| !c.is_empty()) {
         let mut rest = chain.clone();
         if let Some(next) = rest.pop() {
             let call = (parent, result, rest);
-            return apply(publisher, backend, &next, call, default_queue, "chain step").await;
+            follow(apply(publisher, backend, &next, call, default_queue, "chain step").await)?;
         }
     }
-    true
+    Some(unsent)
 }
 
 /// Sends the errbacks, each called with the failed task's id (Celery's
@@ -201,7 +239,7 @@ pub(crate) async fn on_failure(
     let id = Value::String(parent.id.clone());
     for sig in parent.embed.errbacks.iter().flatten() {
         let call = (parent, &id, Vec::new());
-        if !apply(publisher, None, sig, call, default_queue, "errback").await {
+        if let Sent::NotTaken = apply(publisher, None, sig, call, default_queue, "errback").await {
             return false;
         }
     }

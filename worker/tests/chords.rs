@@ -519,6 +519,87 @@ async fn a_nested_chord_settles_after_a_crash_between_its_two_reports() {
     db.drop_database().await;
 }
 
+/// A chain in a chord's header whose second step cannot be sent. The first
+/// worker stores the first step's SUCCESS with the second step's FAILURE
+/// and the chord's claim, then is SIGKILLed while it records the callback's
+/// FAILURE (held on a lock of the callback's row). The first step is
+/// redelivered to a second worker and found done: it must find the step
+/// that could not be sent and report again, so the chord fails instead of
+/// waiting for ever on a claim nobody acts on.
+#[tokio::test]
+async fn an_unsendable_step_is_reported_again_after_a_crash() {
+    use celeriac_common::backend::TaskOutcome;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+    let db = TestDatabase::create(DbKind::Postgres).await.expect("db");
+    let config = testing::config(&db.url, &unique("unsent-kill"));
+    let backend = db.migrated_backend().await.expect("backend");
+    let client = Client::connect(config.clone()).await.expect("client");
+    let bad = echo(json!(["bad"])).option("countdown", json!("soon"));
+    let res = client
+        .send_workflow(&chord(
+            [echo(json!([1])) | bad | echo(json!([3]))],
+            echo(json!(["after"])),
+        ))
+        .await
+        .expect("send");
+    let (_, last) = only_member(&res);
+    let callback = res.id().to_owned();
+    let started = TaskOutcome::new(callback.clone(), ECHO, TaskState::Started);
+    backend.store(vec![started]).await.expect("a row to lock");
+    let lock = backend.connection().begin().await.expect("begin");
+    lock.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT task_id FROM celeriac_taskmeta WHERE task_id = $1 FOR UPDATE",
+        [callback.clone().into()],
+    ))
+    .await
+    .expect("lock the callback's row");
+    let first = worker_process(&config, "unsent-kill-a@test");
+    let began = Instant::now();
+    while backend.get(&last).await.expect("read").is_none() {
+        assert!(began.elapsed() < WAIT, "the chain never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.signal("KILL");
+    // Its statement waiting on the lock would go on after the kill (the
+    // server notices a closed connection only when it answers): ended.
+    let ended = backend
+        .connection()
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ))
+        .await
+        .expect("end the killed worker's statement");
+    assert_eq!(ended.rows_affected(), 1, "one statement waited on the lock");
+    lock.rollback().await.expect("unlock");
+    let second = worker_process(&config, "unsent-kill-b@test");
+    let began = Instant::now();
+    loop {
+        let row = backend.get(&callback).await.expect("read").expect("row");
+        if row.state.is_ready() {
+            assert_eq!(row.state, TaskState::Failure, "{row:?}");
+            let error = row.error.expect("error");
+            assert_eq!(error.kind, "ChordError");
+            assert!(error.message.contains(&last), "{}", error.message);
+            break;
+        }
+        assert!(
+            began.elapsed() < WAIT,
+            "the chord never settled:\n{}\n{}",
+            first.log_text(),
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = second.terminate();
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+}
+
 /// A chord whose callback cannot be sent (an option no message can carry)
 /// is recorded FAILURE, and when that callback is a member of an outer
 /// chord, the outer chord hears of it and fails too, naming it, instead of
@@ -556,5 +637,55 @@ async fn a_callback_that_cannot_be_sent_fails_its_outer_chord() {
             error.message
         );
     }
+    h.stop().await;
+}
+
+/// A chain step or link callback that can never be sent (its countdown is
+/// not a number) is recorded FAILURE after the step before it succeeds, the
+/// steps after it are marked not run, and a chord the chain is a member of
+/// fails naming it: nothing is left PENDING.
+#[tokio::test]
+async fn a_step_that_cannot_be_sent_fails_and_ends_its_chain_and_chord() {
+    let h = start(DbKind::Sqlite).await;
+    let bad = || echo(json!(["bad"])).option("countdown", json!("soon"));
+    let chain = echo(json!([1])) | bad() | echo(json!([3]));
+    let res = h
+        .client
+        .send_workflow(&chord([chain], echo(json!(["after"]))))
+        .await
+        .expect("send");
+    let (_, last) = only_member(&res);
+    let last_row = h.final_row(&last).await;
+    assert_eq!(last_row.state, TaskState::Revoked);
+    let why = last_row.error.expect("why");
+    assert_eq!(why.kind, "ChainAborted");
+    let step2 = last_row.parent_id.expect("the step before it");
+    assert!(why.message.contains(&step2), "{}", why.message);
+    let step2_row = h.final_row(&step2).await;
+    assert_eq!(step2_row.state, TaskState::Failure);
+    let error = step2_row.error.expect("error");
+    assert_eq!(error.kind, "SendError");
+    assert!(
+        error.message.contains("cannot be sent"),
+        "{}",
+        error.message
+    );
+    let step1 = step2_row.parent_id.expect("step 1");
+    assert_eq!(h.final_row(&step1).await.state, TaskState::Success);
+    // The chord fails, naming its member (the chain's last step).
+    let callback = h.final_row(res.id()).await;
+    assert_eq!(callback.state, TaskState::Failure);
+    let error = callback.error.expect("error");
+    assert_eq!(error.kind, "ChordError");
+    assert!(error.message.contains(&last), "{}", error.message);
+
+    // A link callback alone: FAILURE, and its parent SUCCESS.
+    let link_id = unique("bad-link");
+    let linked = TaskSig::by_name(ECHO, vec![json!(1)]).link(bad().task_id(&link_id));
+    let res = h.client.send_workflow(&linked.into()).await.expect("send");
+    assert_eq!(h.final_row(res.id()).await.state, TaskState::Success);
+    let row = h.final_row(&link_id).await;
+    assert_eq!(row.state, TaskState::Failure);
+    assert_eq!(row.parent_id.as_deref(), Some(res.id()));
     h.stop().await;
 }

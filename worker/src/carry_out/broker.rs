@@ -38,7 +38,7 @@ impl Handling {
                     wait_ms = wait.as_millis(),
                     "not due yet; moved to the delay queues"
                 );
-                self.finish(msg, delivery, None).await;
+                self.finish(msg, delivery, None, &[]).await;
             }
             Err(e) => {
                 tracing::warn!(
@@ -64,7 +64,7 @@ impl Handling {
             .publish("", &self.queue, &delivery.data, props)
             .await;
         match published {
-            Ok(()) => self.finish(msg, delivery, None).await,
+            Ok(()) => self.finish(msg, delivery, None, &[]).await,
             Err(e) => {
                 tracing::warn!(
                     error = %e,

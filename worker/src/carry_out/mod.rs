@@ -4,13 +4,14 @@
 use crate::chord::{self, Later};
 use crate::context::TaskFailure;
 use crate::disposition::{End, Stage};
+use crate::followup::Unsent;
 use crate::metrics::Tally;
 use crate::publish::Publisher;
-use crate::recorder::{AckWindow, Finished};
+use crate::recorder::{self, AckWindow, Finished};
 use crate::shared::Shared;
 use celeriac_common::TaskState;
-use celeriac_common::backend::{TaskError, TaskOutcome};
-use celeriac_common::protocol::TaskMessage;
+use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
+use celeriac_common::protocol::{Signature, TaskMessage};
 use chrono::Utc;
 use futures_util::future::Either;
 use lapin::message::Delivery;
@@ -83,7 +84,7 @@ impl Handling {
                 let mut later = None;
                 if let Some(o) = &mut o {
                     o.done_at = Some(Utc::now());
-                    later = self.later(msg, o.state, (o.error.as_ref(), None));
+                    later = self.later(msg, o.state, (o.error.as_ref(), None), &[]);
                 }
                 return Box::pin(self.dead_letter_then(delivery, &reason, o, later)).await;
             }
@@ -92,7 +93,7 @@ impl Handling {
                 return Box::pin(self.dead_letter(delivery, &reason, None)).await;
             }
         };
-        self.finish(msg, delivery, outcome).await
+        self.finish(msg, delivery, outcome, &[]).await
     }
 
     /// The outcome of `msg` in `state`, with what every outcome carries.
@@ -117,16 +118,20 @@ impl Handling {
     /// Hands the delivery to the recorder: store the outcome (unless results
     /// are off or ignored), then ack. Like [`Handling::record`], it hands it
     /// over when called.
+    /// `unsent`: the task's callbacks and next chain step that can never be
+    /// sent, recorded FAILURE after it.
     pub(crate) fn finish<'a>(
         &'a self,
         msg: &TaskMessage,
         delivery: Delivery,
         outcome: Option<TaskOutcome>,
+        unsent: &[Unsent],
     ) -> impl Future<Output = ()> + Send + use<'a> {
         let shared = &self.shared;
-        let later = outcome
-            .as_ref()
-            .and_then(|o| self.later(msg, o.state, (o.error.as_ref(), o.result.as_ref())));
+        let later = outcome.as_ref().and_then(|o| {
+            let outcome = (o.error.as_ref(), o.result.as_ref());
+            self.later(msg, o.state, outcome, unsent)
+        });
         let reply = outcome.as_ref().and_then(|o| self.rpc_reply(msg, o));
         let outcome = outcome.filter(|_| shared.backend.is_some() && !msg.ignore_result);
         let done = Finished {
@@ -148,20 +153,27 @@ impl Handling {
     }
 
     /// What `msg` ending in `state` leaves to do once stored: its report
-    /// to its chord, the rest of its chain marked not run (see
-    /// [`chord`](crate::chord)); `None` for most tasks, and without a
-    /// result backend.
+    /// to its chord, the rest of its chain marked not run, and the
+    /// follow-ups it could not send recorded (see [`chord`](crate::chord));
+    /// `None` for most tasks, and without a result backend.
     fn later(
         &self,
         msg: &TaskMessage,
         state: TaskState,
         outcome: (Option<&TaskError>, Option<&serde_json::Value>),
+        unsent: &[Unsent],
     ) -> Option<Box<Later>> {
-        if self.shared.backend.is_none() || (msg.embed.chord.is_none() && msg.embed.chain.is_none())
+        if self.shared.backend.is_none()
+            || (msg.embed.chord.is_none() && msg.embed.chain.is_none() && unsent.is_empty())
         {
             return None;
         }
-        let (reports, aborted) = chord::consequences(msg, state, outcome);
+        let (mut reports, mut aborted) = chord::consequences(msg, state, outcome);
+        for u in unsent {
+            let (r, a) = chord::unsent(msg, u);
+            reports.extend(r);
+            aborted.extend(a);
+        }
         if reports.is_empty() && aborted.is_empty() {
             return None;
         }
@@ -174,17 +186,31 @@ impl Handling {
     }
 
     /// Acks a delivery whose id already has a final outcome. A chord
-    /// member (or a chain step that failed) is reported again from its
-    /// stored outcome: its worker may have died after storing it and
-    /// before reporting it.
+    /// member (or a chain step that failed, or one whose next step could
+    /// not be sent) is reported again from its stored outcome: its worker
+    /// may have died after storing it and before reporting it.
     async fn already_done(&self, msg: &TaskMessage, delivery: Delivery) {
         let mut later = None;
         if let Some(backend) = &self.shared.backend
-            && (msg.embed.chord.is_some() || msg.embed.chain.is_some())
+            && (msg.embed.chord.is_some()
+                || msg.embed.chain.is_some()
+                || msg.embed.callbacks.is_some())
         {
-            match crate::recorder::bounded(backend, backend.get(&msg.id)).await {
-                Ok(Some(r)) if r.state.is_ready() => {
-                    later = self.later(msg, r.state, (r.error.as_ref(), r.result.as_ref()));
+            let stored = async {
+                let Some(r) = recorder::bounded(backend, backend.get(&msg.id)).await? else {
+                    return Ok(None);
+                };
+                let unsent = if r.state == TaskState::Success {
+                    unsent_before(backend, msg).await?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, BackendError>(Some((r, unsent)))
+            };
+            match stored.await {
+                Ok(Some((r, unsent))) if r.state.is_ready() => {
+                    let outcome = (r.error.as_ref(), r.result.as_ref());
+                    later = self.later(msg, r.state, outcome, &unsent);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -251,4 +277,46 @@ pub(crate) fn task_error(f: TaskFailure) -> TaskError {
         message: f.message,
         traceback,
     }
+}
+
+/// The callbacks and next chain step of `msg` that an earlier delivery
+/// found could never be sent (recorded FAILURE, `SendError`), so that a
+/// redelivered copy settles what they bring again; those without a task
+/// id of their own are not looked up.
+async fn unsent_before(
+    backend: &ResultBackend,
+    msg: &TaskMessage,
+) -> Result<Vec<Unsent>, BackendError> {
+    let mut steps: Vec<(&Signature, Vec<Signature>)> = msg
+        .embed
+        .callbacks
+        .iter()
+        .flatten()
+        .map(|sig| (sig, Vec::new()))
+        .collect();
+    if let Some((next, rest)) = msg.embed.chain.as_deref().and_then(<[_]>::split_last) {
+        steps.push((next, rest.to_vec()));
+    }
+    let mut unsent = Vec::new();
+    for (sig, rest) in steps {
+        let Some(id) = sig
+            .options
+            .get("task_id")
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        let Some(r) = recorder::bounded(backend, backend.get(id)).await? else {
+            continue;
+        };
+        let reason = r.error.as_ref().and_then(chord::unsendable_reason);
+        if let (TaskState::Failure, Some(reason)) = (r.state, reason) {
+            unsent.push(Unsent {
+                sig: sig.clone(),
+                rest,
+                error: reason.to_owned(),
+            });
+        }
+    }
+    Ok(unsent)
 }
