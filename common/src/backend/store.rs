@@ -102,37 +102,51 @@ impl ResultBackend {
         now: chrono::DateTime<Utc>,
     ) -> Result<(), BackendError> {
         let attempt = i32::try_from(outcome.retries).unwrap_or(i32::MAX);
-        self.store_unless(outcome, now, Some(attempt)).await
+        let id = outcome.task_id.clone();
+        let row = outcome.into_active(now);
+        self.store_unless(id, row.clone(), row, Some(attempt)).await
     }
 
     /// Records `outcome` unless the task already has a final outcome: a
     /// REVOKED a caller records never overwrites the SUCCESS a worker
     /// stored a moment before (each of the two statements is atomic, and
-    /// neither touches a final row).
+    /// neither touches a final row). A row that is there keeps what the
+    /// caller does not know (the task's name, worker, arguments, retries,
+    /// workflow ids): only the state, result, error and `done_at` change.
     pub async fn store_unless_ready(&self, outcome: TaskOutcome) -> Result<(), BackendError> {
-        self.store_unless(outcome, Utc::now(), None).await
+        let id = outcome.task_id.clone();
+        let row = outcome.into_active(Utc::now());
+        let ending = ActiveModel {
+            state: row.state.clone(),
+            result: row.result.clone(),
+            error_type: row.error_type.clone(),
+            error_message: row.error_message.clone(),
+            traceback: row.traceback.clone(),
+            done_at: row.done_at.clone(),
+            ..Default::default()
+        };
+        self.store_unless(id, row, ending, None).await
     }
 
-    /// Inserts `outcome`'s row, or updates the row there unless it holds a
-    /// final outcome (or, with `attempt`, a later attempt's).
+    /// Inserts `row`, or updates the row there with `update` unless it
+    /// holds a final outcome (or, with `attempt`, a later attempt's).
     async fn store_unless(
         &self,
-        outcome: TaskOutcome,
-        now: chrono::DateTime<Utc>,
+        id: String,
+        row: ActiveModel,
+        update: ActiveModel,
         attempt: Option<i32>,
     ) -> Result<(), BackendError> {
-        let id = outcome.task_id.clone();
-        let row = outcome.into_active(now);
         // A no-op update, not `DO NOTHING`: MySQL has no such clause.
         let keep = OnConflict::column(Column::TaskId)
             .update_column(Column::TaskId)
             .to_owned();
-        Entity::insert(row.clone())
+        Entity::insert(row)
             .on_conflict(keep)
             .exec_without_returning(&self.db)
             .await?;
         let mut update = Entity::update_many()
-            .set(row)
+            .set(update)
             .filter(Column::TaskId.eq(id))
             .filter(Column::State.is_not_in(TaskState::ready_names()));
         if let Some(attempt) = attempt {
