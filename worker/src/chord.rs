@@ -128,13 +128,14 @@ pub(crate) fn consequences(
 const SEND_ERROR: &str = "SendError";
 const SEND_ERROR_PREFIX: &str = "cannot be sent: ";
 
-/// The reason recorded in `error`, if it says a callback or chain step
-/// can never be sent.
+/// The reason recorded in `error`, if it is the one [`unsent`] records (a
+/// task that ran and raised an exception named `SendError` has its own
+/// message and a traceback).
 pub(crate) fn unsendable_reason(error: &TaskError) -> Option<&str> {
-    (error.kind == SEND_ERROR).then(|| {
-        let m = error.message.as_str();
-        m.strip_prefix(SEND_ERROR_PREFIX).unwrap_or(m)
-    })
+    if error.kind != SEND_ERROR || error.traceback.is_some() {
+        return None;
+    }
+    error.message.strip_prefix(SEND_ERROR_PREFIX)
 }
 
 /// The outcomes and chord reports that a callback or chain step that can

@@ -15,7 +15,7 @@
 //! never stops silently because the broker blinked.
 
 use crate::publish::{PublishError, Publisher};
-use celeriac::canvas::{After, Applied, CanvasError, apply_after};
+use celeriac::canvas::{After, Applied, CanvasError, apply_after, planned_tasks};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::chord::ChordError;
 use celeriac_common::broker::BrokerError;
@@ -84,6 +84,13 @@ pub(crate) async fn publish(
     default_queue: &str,
     what: &str,
 ) -> Result<(), FollowupError> {
+    if applied.messages.len() > 1 || !applied.chords.is_empty() {
+        // All or none: nothing is sent, or recorded, before every message
+        // is known to be sendable.
+        for (msg, queue) in &applied.messages {
+            publisher.check(msg, queue.as_deref().unwrap_or(default_queue))?;
+        }
+    }
     if !applied.chords.is_empty() {
         let backend = backend.ok_or(FollowupError::NoBackend)?;
         for chord in &applied.chords {
@@ -131,14 +138,15 @@ async fn apply(
     publisher: &Publisher,
     backend: Option<&ResultBackend>,
     sig: &Signature,
-    (parent, first_arg, rest): (&TaskMessage, &Value, Vec<Signature>),
+    (parent, first_arg, rest): ((&str, &str), &Value, Vec<Signature>),
     default_queue: &str,
     what: &str,
 ) -> Sent {
+    let (parent_id, root_id) = parent;
     let after = After {
         result: Some(first_arg),
-        parent_id: &parent.id,
-        root_id: root_of(parent),
+        parent_id,
+        root_id,
     };
     let sent = match apply_after(sig.clone(), after, rest.clone()) {
         Ok(applied) => publish(publisher, backend, &applied, default_queue, what).await,
@@ -204,27 +212,71 @@ async fn send_on_success(
     result: &Value,
     default_queue: &str,
 ) -> Option<Vec<Unsent>> {
-    let mut unsent = Vec::new();
-    let mut follow = |sent| match sent {
-        Sent::Done => Some(()),
-        Sent::NotTaken => None,
-        Sent::Unsent(u) => {
-            unsent.push(u);
-            Some(())
-        }
-    };
+    let ids = (parent.id.as_str(), root_of(parent));
+    let mut steps: Vec<(&Signature, Vec<Signature>, &str)> = Vec::new();
     for sig in parent.embed.callbacks.iter().flatten() {
-        let call = (parent, result, Vec::new());
-        follow(apply(publisher, backend, sig, call, default_queue, "callback").await)?;
+        steps.push((sig, Vec::new(), "callback"));
     }
-    if let Some(chain) = parent.embed.chain.as_ref().filter(|c| !c.is_empty()) {
-        let mut rest = chain.clone();
-        if let Some(next) = rest.pop() {
-            let call = (parent, result, rest);
-            follow(apply(publisher, backend, &next, call, default_queue, "chain step").await)?;
+    if let Some((next, rest)) = parent.embed.chain.as_deref().and_then(<[_]>::split_last) {
+        steps.push((next, rest.to_vec(), "chain step"));
+    }
+    let mut unsent = Vec::new();
+    for (sig, rest, what) in steps {
+        match apply(
+            publisher,
+            backend,
+            sig,
+            (ids, result, rest),
+            default_queue,
+            what,
+        )
+        .await
+        {
+            Sent::Done => {}
+            Sent::NotTaken => return None,
+            Sent::Unsent(u) => {
+                if !unsent_errbacks(publisher, parent, &u, default_queue).await {
+                    return None;
+                }
+                unsent.push(u);
+            }
         }
     }
     Some(unsent)
+}
+
+/// Calls the errbacks (`link_error`) of each task of `unsent` that has an
+/// id, with that id, as [`on_failure`] calls a failed task's; `false` if
+/// one was not taken and may be on a later try.
+async fn unsent_errbacks(
+    publisher: &Publisher,
+    parent: &TaskMessage,
+    unsent: &Unsent,
+    default_queue: &str,
+) -> bool {
+    for task in planned_tasks(&unsent.sig) {
+        let Some(id) = task.options.get("task_id").and_then(Value::as_str) else {
+            continue;
+        };
+        let errbacks = match task.options.get("link_error") {
+            None => Ok(Vec::new()),
+            Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map(|s| vec![s]),
+            Some(v) => serde_json::from_value::<Vec<Signature>>(v.clone()),
+        };
+        let errbacks = errbacks.unwrap_or_else(|e| {
+            tracing::error!(task_id = id, error = %e, "errbacks that are not signatures, not sent");
+            Vec::new()
+        });
+        let failed = Value::String(id.to_owned());
+        for sig in &errbacks {
+            let call = ((id, root_of(parent)), &failed, Vec::new());
+            let sent = apply(publisher, None, sig, call, default_queue, "errback").await;
+            if let Sent::NotTaken = sent {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Sends the errbacks, each called with the failed task's id (Celery's
@@ -238,7 +290,7 @@ pub(crate) async fn on_failure(
 ) -> bool {
     let id = Value::String(parent.id.clone());
     for sig in parent.embed.errbacks.iter().flatten() {
-        let call = (parent, &id, Vec::new());
+        let call = ((parent.id.as_str(), root_of(parent)), &id, Vec::new());
         if let Sent::NotTaken = apply(publisher, None, sig, call, default_queue, "errback").await {
             return false;
         }

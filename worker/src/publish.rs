@@ -126,22 +126,39 @@ impl Publisher {
     /// delay queues until its eta. A queue this session does not consume is
     /// declared first, as a Celery client would.
     pub(crate) async fn send(&self, msg: &TaskMessage, queue: &str) -> Result<(), PublishError> {
-        let wait = msg
-            .eta
-            .and_then(|eta| delay::remaining(eta.with_timezone(&Utc), Utc::now()));
-        let (exchange, routing_key) = match wait {
-            Some(wait) => (
-                delay::entry_exchange(&self.config),
-                delay::routing_key(wait, queue)?,
-            ),
-            None => (String::new(), queue.to_owned()),
-        };
+        let (exchange, routing_key) = self.route(msg, queue)?;
         if !self.is_ready(queue) {
             Box::pin(self.declare(queue)).await?;
         }
         let body = msg.encode_body()?;
         self.publish(&exchange, &routing_key, &body, msg.properties()?)
             .await
+    }
+
+    /// The exchange and routing key `msg` goes out with to `queue`.
+    fn route(&self, msg: &TaskMessage, queue: &str) -> Result<(String, String), PublishError> {
+        let wait = msg
+            .eta
+            .and_then(|eta| delay::remaining(eta.with_timezone(&Utc), Utc::now()));
+        Ok(match wait {
+            Some(wait) => (
+                delay::entry_exchange(&self.config),
+                delay::routing_key(wait, queue)?,
+            ),
+            None => (String::new(), queue.to_owned()),
+        })
+    }
+
+    /// What [`Publisher::send`] would refuse before asking the broker (a
+    /// delay too long, a queue name AMQP cannot carry, a message that cannot
+    /// be encoded): checked for every message of a follow-up first, so one
+    /// that cannot be sent leaves none of the others sent.
+    pub(crate) fn check(&self, msg: &TaskMessage, queue: &str) -> Result<(), PublishError> {
+        self.route(msg, queue)?;
+        broker::check_queue(queue)?;
+        msg.encode_body()?;
+        msg.properties()?;
+        Ok(())
     }
 
     fn is_ready(&self, queue: &str) -> bool {

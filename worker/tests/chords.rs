@@ -648,7 +648,9 @@ async fn a_callback_that_cannot_be_sent_fails_its_outer_chord() {
 async fn a_step_that_cannot_be_sent_fails_and_ends_its_chain_and_chord() {
     let h = start(DbKind::Sqlite).await;
     let bad = || echo(json!(["bad"])).option("countdown", json!("soon"));
-    let chain = echo(json!([1])) | bad() | echo(json!([3]));
+    let tag = unique("unsent-errback");
+    let errback = Tally::si((tag.clone(),));
+    let chain = echo(json!([1])) | bad().link_error(errback) | echo(json!([3]));
     let res = h
         .client
         .send_workflow(&chord([chain], echo(json!(["after"]))))
@@ -678,6 +680,27 @@ async fn a_step_that_cannot_be_sent_fails_and_ends_its_chain_and_chord() {
     let error = callback.error.expect("error");
     assert_eq!(error.kind, "ChordError");
     assert!(error.message.contains(&last), "{}", error.message);
+    // The step's errback is called.
+    wait_for(|| runs(&tag) >= 1).await;
+    once(&tag, "the errback of the step that cannot be sent").await;
+
+    // A group step one of whose messages cannot be delayed (9.5 years, past
+    // the delay levels): none of it is sent (the other member would run),
+    // both are recorded FAILURE.
+    let g1 = unique("unsent-g1");
+    let too_far = echo(json!(["g2"])).option("countdown", json!(300_000_000));
+    let members: [Canvas; 2] = [Tally::si((g1.clone(),)).into(), too_far.into()];
+    let fan = echo(json!([1])) | group(members);
+    let res = h.client.send_workflow(&fan).await.expect("send");
+    let members = res.as_group().expect("the group").ids();
+    assert_eq!(members.len(), 2);
+    for id in &members {
+        let row = h.final_row(id).await;
+        assert_eq!(row.state, TaskState::Failure, "{row:?}");
+        assert_eq!(row.error.expect("error").kind, "SendError");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runs(&g1), 0, "the group's other member was sent and ran");
 
     // A link callback alone: FAILURE, and its parent SUCCESS.
     let link_id = unique("bad-link");

@@ -9,6 +9,7 @@ use crate::metrics::Tally;
 use crate::publish::Publisher;
 use crate::recorder::{self, AckWindow, Finished};
 use crate::shared::Shared;
+use celeriac::canvas::planned_tasks;
 use celeriac_common::TaskState;
 use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::protocol::{Signature, TaskMessage};
@@ -281,8 +282,8 @@ pub(crate) fn task_error(f: TaskFailure) -> TaskError {
 
 /// The callbacks and next chain step of `msg` that an earlier delivery
 /// found could never be sent (recorded FAILURE, `SendError`), so that a
-/// redelivered copy settles what they bring again; those without a task
-/// id of their own are not looked up.
+/// redelivered copy settles what they bring again; those whose tasks have
+/// no ids (not frozen) were not recorded and are not looked up.
 async fn unsent_before(
     backend: &ResultBackend,
     msg: &TaskMessage,
@@ -299,11 +300,11 @@ async fn unsent_before(
     }
     let mut unsent = Vec::new();
     for (sig, rest) in steps {
-        let Some(id) = sig
-            .options
-            .get("task_id")
-            .and_then(serde_json::Value::as_str)
-        else {
+        // A group's or chord's first task stands for it: all its tasks were
+        // recorded alike.
+        let first = planned_tasks(sig).into_iter().next();
+        let id = first.as_ref().and_then(|t| t.options.get("task_id"));
+        let Some(id) = id.and_then(serde_json::Value::as_str) else {
             continue;
         };
         let Some(r) = recorder::bounded(backend, backend.get(id)).await? else {
