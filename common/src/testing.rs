@@ -7,6 +7,8 @@
 
 use crate::config::{BROKER_URL_DEFAULT, Config};
 use sea_orm::{ConnectionTrait, Database};
+use std::future::Future;
+use std::time::Duration;
 
 pub mod netns;
 pub mod postgres;
@@ -157,19 +159,34 @@ pub fn config(result_backend: &str, queue: &str) -> Config {
     }
 }
 
+/// How long a test's clean-up may take: it is best effort, and a broker
+/// that stops answering must fail the test that broke it, not hang it.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs a best-effort clean-up, given up (and said so) after
+/// [`CLEANUP_LIMIT`].
+async fn bounded_cleanup(what: &str, cleanup: impl Future<Output = ()>) {
+    if tokio::time::timeout(CLEANUP_LIMIT, cleanup).await.is_err() {
+        eprintln!("{what}: no answer from the broker in {CLEANUP_LIMIT:?}; left as it is");
+    }
+}
+
 /// Deletes a test config's queues, dead-letter queue and delay topology.
 pub async fn cleanup(config: &Config) {
     let mut names: Vec<&str> = config.queues.iter().map(String::as_str).collect();
     names.push(&config.default_queue);
     names.push(&config.dead_letter_queue);
     delete_queues(&names).await;
-    let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {
-        return;
-    };
-    if let Ok(ch) = conn.create_channel().await {
-        crate::delay::delete_topology(&ch, config).await;
-    }
-    let _ = conn.close(200, "cleanup".into()).await;
+    bounded_cleanup("deleting the delay topology", async {
+        let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {
+            return;
+        };
+        if let Ok(ch) = conn.create_channel().await {
+            crate::delay::delete_topology(&ch, config).await;
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
+    })
+    .await;
 }
 
 /// Declares `name` as a durable queue with an argument celeriac never sets
@@ -198,14 +215,17 @@ pub async fn declare_refusing_queue(name: &str) -> (lapin::Connection, lapin::Ch
 
 /// Deletes queues (and their same-named exchanges) after a test.
 pub async fn delete_queues(names: &[&str]) {
-    let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {
-        return;
-    };
-    if let Ok(ch) = conn.create_channel().await {
-        for name in names {
-            let _ = ch.queue_delete((*name).into(), Default::default()).await;
-            let _ = ch.exchange_delete((*name).into(), Default::default()).await;
+    bounded_cleanup("deleting test queues", async {
+        let Ok(conn) = crate::broker::connect(&broker_url(), "celeriac-test-cleanup").await else {
+            return;
+        };
+        if let Ok(ch) = conn.create_channel().await {
+            for name in names {
+                let _ = ch.queue_delete((*name).into(), Default::default()).await;
+                let _ = ch.exchange_delete((*name).into(), Default::default()).await;
+            }
         }
-    }
-    let _ = conn.close(200, "cleanup".into()).await;
+        let _ = conn.close(200, "cleanup".into()).await;
+    })
+    .await;
 }

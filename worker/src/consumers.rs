@@ -129,11 +129,11 @@ impl Live {
                 .insert(queue.to_owned());
         }
         for consumer in found {
-            if let Err(e) = self
+            let cancel = self
                 .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await
-            {
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default());
+            let limit = crate::publish::BROKER_TIMEOUT;
+            if let Err(e) = broker::bounded("basic.cancel", limit, cancel).await {
                 tracing::warn!(queue, error = %e, "cancel_consumer: basic.cancel failed");
             }
         }

@@ -7,7 +7,7 @@ use crate::consumers::{Added, Live, consumer_tag};
 use crate::control;
 use crate::deliver;
 use crate::events;
-use crate::publish::Publisher;
+use crate::publish::{BROKER_TIMEOUT, Publisher};
 use crate::recorder::AckWindow;
 use crate::shared::Shared;
 use celeriac_common::broker::{self, BrokerError};
@@ -197,14 +197,16 @@ impl Session {
         }
     }
 
-    /// Stops consuming: the broker sends nothing more.
+    /// Stops consuming: the broker sends nothing more. Each `basic.cancel`
+    /// waits at most [`BROKER_TIMEOUT`] for its answer: a shutdown or a
+    /// retired session goes on to close the connection, which ends the
+    /// consumers anyway.
     pub(crate) async fn cancel(&self) {
         for (queue, consumer) in &self.live.consumers() {
-            if let Err(e) = self
+            let cancel = self
                 .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await
-            {
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default());
+            if let Err(e) = broker::bounded("basic.cancel", BROKER_TIMEOUT, cancel).await {
                 tracing::debug!(queue, error = %e, "basic.cancel failed");
             }
         }
@@ -257,12 +259,11 @@ impl Session {
         self.give_back_waiting();
         if self.connected() {
             self.cancel().await;
-            if let Err(e) = self
+            let control = self
                 .publisher
                 .channel()
-                .basic_cancel(self.control.tag(), BasicCancelOptions::default())
-                .await
-            {
+                .basic_cancel(self.control.tag(), BasicCancelOptions::default());
+            if let Err(e) = broker::bounded("basic.cancel", BROKER_TIMEOUT, control).await {
                 tracing::debug!(error = %e, "basic.cancel of remote control failed");
             }
             self.return_unhandled(prefetch).await;

@@ -125,7 +125,11 @@ impl Harness {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        self.worker.await.expect("join").expect("worker ran");
+        tokio::time::timeout(Duration::from_secs(60), &mut self.worker)
+            .await
+            .expect("the worker stops within a minute")
+            .expect("join")
+            .expect("worker ran");
         testing::cleanup(&self.config).await;
         self.db.drop_database().await;
     }
@@ -459,8 +463,12 @@ async fn a_queue_deleted_under_the_worker_is_declared_again() {
     let conn = broker::connect(&h.config.broker_url, "test")
         .await
         .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(other.as_str().into(), QueueDeleteOptions::default())
+    let limit = Duration::from_secs(10);
+    let ch = broker::bounded("channel.open", limit, conn.create_channel())
+        .await
+        .expect("channel");
+    let delete = ch.queue_delete(other.as_str().into(), QueueDeleteOptions::default());
+    broker::bounded("queue.delete", limit, delete)
         .await
         .expect("delete");
     // Back, with a consumer: the worker declared it again.
@@ -471,7 +479,7 @@ async fn a_queue_deleted_under_the_worker_is_declared_again() {
             .await;
         assert_eq!(done.state, TaskState::Success, "task on {queue}");
     }
-    let _ = conn.close(200, "done".into()).await;
+    broker::close(&conn, limit, "done").await;
     testing::delete_queues(&[&other]).await;
     h.stop().await;
 }

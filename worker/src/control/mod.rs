@@ -17,6 +17,7 @@ mod matcher;
 use crate::consumers::Live;
 use crate::events;
 use crate::inflight::Phase;
+use crate::publish::BROKER_TIMEOUT;
 use crate::shared::Shared;
 use args::{arg, error, missing, ok};
 use celeriac_common::broker;
@@ -152,9 +153,13 @@ pub(crate) async fn handle(
         let ticket = req.ticket.as_deref().unwrap_or("");
         let body = json!({ hostname: reply });
         let sent = match to.fits() {
-            Ok(()) => send_reply(&shared, &live, to, ticket, &body)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(()) => {
+                let reply = send_reply(&shared, &live, to, ticket, &body);
+                match tokio::time::timeout(BROKER_TIMEOUT, reply).await {
+                    Ok(sent) => sent.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer from the broker in {BROKER_TIMEOUT:?}")),
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = sent {
