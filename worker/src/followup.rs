@@ -203,6 +203,23 @@ pub(crate) async fn on_success(
     .await
 }
 
+/// What `parent` sends when it succeeds, in order: its callbacks, then the
+/// next step of its chain, each with the steps of its chain after it (as
+/// Celery stores them: reversed) and what it is.
+pub(crate) fn on_success_steps(
+    parent: &TaskMessage,
+) -> Vec<(&Signature, Vec<Signature>, &'static str)> {
+    let mut steps: Vec<(&Signature, Vec<Signature>, &'static str)> = (parent.embed.callbacks)
+        .iter()
+        .flatten()
+        .map(|sig| (sig, Vec::new(), "callback"))
+        .collect();
+    if let Some((next, rest)) = parent.embed.chain.as_deref().and_then(<[_]>::split_last) {
+        steps.push((next, rest.to_vec(), "chain step"));
+    }
+    steps
+}
+
 /// Stops at the first follow-up not taken: the task runs again and sends
 /// them all again.
 async fn send_on_success(
@@ -213,15 +230,8 @@ async fn send_on_success(
     default_queue: &str,
 ) -> Option<Vec<Unsent>> {
     let ids = (parent.id.as_str(), root_of(parent));
-    let mut steps: Vec<(&Signature, Vec<Signature>, &str)> = Vec::new();
-    for sig in parent.embed.callbacks.iter().flatten() {
-        steps.push((sig, Vec::new(), "callback"));
-    }
-    if let Some((next, rest)) = parent.embed.chain.as_deref().and_then(<[_]>::split_last) {
-        steps.push((next, rest.to_vec(), "chain step"));
-    }
     let mut unsent = Vec::new();
-    for (sig, rest, what) in steps {
+    for (sig, rest, what) in on_success_steps(parent) {
         match apply(
             publisher,
             backend,

@@ -449,6 +449,34 @@ fn only_member(res: &celeriac::canvas::WorkflowResult) -> (String, String) {
     }
 }
 
+/// Waits until `callback` is final, then checks it is FAILURE with a
+/// `ChordError` naming `member`; on time-out, shows both workers' logs.
+async fn chord_error_naming(
+    backend: &ResultBackend,
+    callback: &str,
+    member: &str,
+    workers: [&LoggedProcess; 2],
+) {
+    let began = Instant::now();
+    loop {
+        let row = backend.get(callback).await.expect("read");
+        if let Some(row) = row.filter(|r| r.state.is_ready()) {
+            assert_eq!(row.state, TaskState::Failure, "{row:?}");
+            let error = row.error.expect("error");
+            assert_eq!(error.kind, "ChordError");
+            assert!(error.message.contains(member), "{}", error.message);
+            return;
+        }
+        assert!(
+            began.elapsed() < WAIT,
+            "the chord never settled:\n{}\n{}",
+            workers[0].log_text(),
+            workers[1].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A chord whose only member is another chord, whose member fails. The
 /// first worker records the inner callback FAILURE and is SIGKILLed while
 /// it reports that to the outer chord (held on the outer chord's row
@@ -492,28 +520,7 @@ async fn a_nested_chord_settles_after_a_crash_between_its_two_reports() {
     first.signal("KILL");
     lock.rollback().await.expect("unlock");
     let second = worker_process(&config, "chord-nest-b@test");
-    let began = Instant::now();
-    loop {
-        let row = backend.get(res.id()).await.expect("read");
-        if let Some(row) = row {
-            assert_eq!(row.state, TaskState::Failure, "{row:?}");
-            let error = row.error.expect("error");
-            assert_eq!(error.kind, "ChordError");
-            assert!(
-                error.message.contains(inner_callback.as_str()),
-                "{}",
-                error.message
-            );
-            break;
-        }
-        assert!(
-            began.elapsed() < WAIT,
-            "the outer chord never settled:\n{}\n{}",
-            first.log_text(),
-            second.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    chord_error_naming(&backend, res.id(), inner_callback, [&first, &second]).await;
     let _ = second.terminate();
     testing::cleanup(&config).await;
     db.drop_database().await;
@@ -577,24 +584,7 @@ async fn an_unsendable_step_is_reported_again_after_a_crash() {
     assert_eq!(ended.rows_affected(), 1, "one statement waited on the lock");
     lock.rollback().await.expect("unlock");
     let second = worker_process(&config, "unsent-kill-b@test");
-    let began = Instant::now();
-    loop {
-        let row = backend.get(&callback).await.expect("read").expect("row");
-        if row.state.is_ready() {
-            assert_eq!(row.state, TaskState::Failure, "{row:?}");
-            let error = row.error.expect("error");
-            assert_eq!(error.kind, "ChordError");
-            assert!(error.message.contains(&last), "{}", error.message);
-            break;
-        }
-        assert!(
-            began.elapsed() < WAIT,
-            "the chord never settled:\n{}\n{}",
-            first.log_text(),
-            second.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    chord_error_naming(&backend, &callback, &last, [&first, &second]).await;
     let _ = second.terminate();
     testing::cleanup(&config).await;
     db.drop_database().await;

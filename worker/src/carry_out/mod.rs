@@ -12,7 +12,7 @@ use crate::shared::Shared;
 use celeriac::canvas::planned_tasks;
 use celeriac_common::TaskState;
 use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
-use celeriac_common::protocol::{Signature, TaskMessage};
+use celeriac_common::protocol::TaskMessage;
 use chrono::Utc;
 use futures_util::future::Either;
 use lapin::message::Delivery;
@@ -288,18 +288,8 @@ async fn unsent_before(
     backend: &ResultBackend,
     msg: &TaskMessage,
 ) -> Result<Vec<Unsent>, BackendError> {
-    let mut steps: Vec<(&Signature, Vec<Signature>)> = msg
-        .embed
-        .callbacks
-        .iter()
-        .flatten()
-        .map(|sig| (sig, Vec::new()))
-        .collect();
-    if let Some((next, rest)) = msg.embed.chain.as_deref().and_then(<[_]>::split_last) {
-        steps.push((next, rest.to_vec()));
-    }
     let mut unsent = Vec::new();
-    for (sig, rest) in steps {
+    for (sig, rest, _) in crate::followup::on_success_steps(msg) {
         // A group's or chord's first task stands for it: all its tasks were
         // recorded alike.
         let first = planned_tasks(sig).into_iter().next();
