@@ -5,7 +5,9 @@
 
 use crate::carry_out::{Handling, task_error};
 use crate::context::TaskFailure;
-use crate::disposition::{DeliveryFacts, Disposition, End, Stage, WorkerView, decide};
+use crate::disposition::{
+    CLAIM_RECHECK, DeliveryFacts, Disposition, End, Stage, WorkerView, decide,
+};
 use crate::events;
 use crate::execute;
 use crate::followup::{self, Unsent};
@@ -16,6 +18,7 @@ use crate::recorder;
 use crate::registry::Handler;
 use celeriac_common::TaskState;
 use celeriac_common::backend::TaskOutcome;
+use celeriac_common::backend::workers::Claim;
 use celeriac_common::protocol::TaskMessage;
 use chrono::Utc;
 use futures_util::future::Either;
@@ -85,12 +88,15 @@ fn deliver(
         tally.received();
         let mut stage = Stage::Received;
         let mut permit = None;
+        // Told once: this copy waits for another copy of its id.
+        let mut waiting = false;
         loop {
             let view = WorkerView {
                 revocations: &shared.revocations,
                 registry: &shared.registry,
                 max_deliveries: shared.config.max_deliveries,
                 queue: &hand.queue,
+                records: shared.backend.is_some(),
             };
             match decide(&msg, stage, &facts, &view) {
                 Disposition::Run if stage == Stage::Admitted => break,
@@ -100,6 +106,8 @@ fn deliver(
                     None => return Box::pin(hand.give_back(delivery)).await,
                 },
                 Disposition::Hold(wait) => {
+                    // Waiting for another copy to finish: without a slot.
+                    (permit, facts.claim) = (None, None);
                     tracked.set(Phase::Scheduled);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {
@@ -113,6 +121,19 @@ fn deliver(
                 }
                 Disposition::CheckDone => {
                     facts.already_done = Some(Box::pin(already_done(&hand, &msg.id)).await);
+                }
+                Disposition::Claim => {
+                    let found = Box::pin(claim(&hand, &msg)).await;
+                    if let Claim::Held(holder) = &found
+                        && !waiting
+                    {
+                        waiting = true;
+                        tracing::info!(
+                            holder = %holder,
+                            "another copy of this task id is running; waiting for it to finish"
+                        );
+                    }
+                    facts.claim = Some(found);
                 }
                 Disposition::End(end) => {
                     drop(permit);
@@ -134,7 +155,12 @@ fn deliver(
         tally.started(received, msg.eta);
         match run(&hand, &msg, handler, facts.earlier, permit, &tally).await {
             Some((outcome, unsent)) => hand.finish(&msg, delivery, Some(outcome), &unsent).await,
-            None => Box::pin(hand.requeue(delivery)).await,
+            None => {
+                if facts.claim == Some(Claim::Taken) {
+                    Box::pin(release(&hand, &msg.id)).await;
+                }
+                Box::pin(hand.requeue(delivery)).await;
+            }
         }
         shared.task_ended();
     }
@@ -280,6 +306,53 @@ async fn already_done(hand: &Handling, id: &str) -> bool {
             false
         }
     }
+}
+
+/// Takes the row of `msg` for this worker before it runs (see
+/// [`Disposition::Claim`]); when the database cannot say, it counts as
+/// held (asked again a moment later): never run without the row.
+async fn claim(hand: &Handling, msg: &TaskMessage) -> Claim {
+    let Some(backend) = &hand.shared.backend else {
+        return Claim::Taken;
+    };
+    let mut started = hand.outcome(msg, TaskState::Started);
+    started.started_at = Some(Utc::now());
+    match recorder::bounded(backend, backend.claim_run(started)).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot claim the task's row; asking again");
+            Claim::Held(String::new())
+        }
+    }
+}
+
+/// Gives back the row [`claim`] took, before the message goes back to its
+/// queue, so the copy that comes back takes it at once, on any worker. If
+/// the database does not answer, it is given back in the background: until
+/// then a copy on another worker waits.
+async fn release(hand: &Handling, id: &str) {
+    let Some(backend) = hand.shared.backend.clone() else {
+        return;
+    };
+    let me = hand.shared.worker_id.clone();
+    if recorder::bounded(&backend, backend.release_run(id, &me))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        loop {
+            match recorder::bounded(&backend, backend.release_run(&id, &me)).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(task.id = %id, error = %e, "cannot give back the task's row; trying again");
+                    tokio::time::sleep(CLAIM_RECHECK * 5).await;
+                }
+            }
+        }
+    });
 }
 
 /// Records STARTED (a failure to is logged; the task runs anyway); with

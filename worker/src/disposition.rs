@@ -6,10 +6,14 @@
 //! A delivery is decided at three [`Stage`]s, since some facts change while
 //! it waits: a revoke can arrive while it waits for its eta or for a slot,
 //! and whether it already ran is looked up in the result backend only when
-//! the decision asks for it ([`Disposition::CheckDone`]).
+//! the decision asks for it ([`Disposition::CheckDone`]). A message that
+//! may come twice with one id (a chord callback, a beat run) takes its row
+//! in the result backend before it runs ([`Disposition::Claim`]), so two
+//! copies never run at once.
 
 use crate::registry::Registry;
 use crate::revoke::Revocations;
+use celeriac_common::backend::workers::Claim;
 use celeriac_common::delay;
 use celeriac_common::protocol::TaskMessage;
 use chrono::{DateTime, Utc};
@@ -26,6 +30,10 @@ const BEAT_ENTRY_HEADER: &str = "beat_entry";
 /// died between the broker's confirm and recording it sent), with one id:
 /// so a worker checks whether that id already has a final outcome first.
 pub(crate) const CHORD_CALLBACK_HEADER: &str = "celeriac_chord_callback";
+
+/// How long a copy whose row another copy holds waits before it asks
+/// again.
+pub(crate) const CLAIM_RECHECK: Duration = Duration::from_secs(1);
 
 /// Header counting deliveries that did not finish (classic queues, which
 /// keep no count of their own).
@@ -61,6 +69,9 @@ pub(crate) struct DeliveryFacts {
     /// Whether its task id already has a final outcome; `None` until looked
     /// up (only when [`decide`] asks for it).
     pub(crate) already_done: Option<bool>,
+    /// What claiming its row found; `None` until claimed (only when
+    /// [`decide`] asks for it).
+    pub(crate) claim: Option<Claim>,
 }
 
 impl DeliveryFacts {
@@ -74,6 +85,7 @@ impl DeliveryFacts {
             earlier,
             counted_by_broker,
             already_done: None,
+            claim: None,
         }
     }
 }
@@ -88,6 +100,8 @@ pub(crate) struct WorkerView<'a> {
     pub(crate) max_deliveries: u32,
     /// The queue the delivery came from.
     pub(crate) queue: &'a str,
+    /// Whether outcomes are recorded (a result backend is configured).
+    pub(crate) records: bool,
 }
 
 /// What to do with a delivery at a stage.
@@ -101,6 +115,9 @@ pub(crate) enum Disposition {
     /// It may have run already: look its id up, then decide again with
     /// [`DeliveryFacts::already_done`] known.
     CheckDone,
+    /// It may come twice with one id: take its row in the result backend,
+    /// then decide again with [`DeliveryFacts::claim`] known.
+    Claim,
     /// It ends here, without running.
     End(End),
 }
@@ -122,8 +139,9 @@ pub(crate) enum End {
         routing_key: String,
     },
     /// Its id already has a final outcome (a redelivered copy, a second
-    /// beat run or chord callback with the same id): acked, nothing
-    /// recorded (a chord member's outcome is reported to its chord again).
+    /// beat run or chord callback with the same id, found before it runs
+    /// or while it waits for the copy that runs): acked, nothing recorded
+    /// (a chord member's outcome is reported to its chord again).
     AlreadyDone,
     /// Redelivered from a classic queue: published again carrying the
     /// count of earlier deliveries, then acked; the copy runs.
@@ -150,7 +168,7 @@ pub(crate) fn decide(
     facts: &DeliveryFacts,
     view: &WorkerView<'_>,
 ) -> Disposition {
-    use Disposition::{CheckDone, Hold, Run};
+    use Disposition::{CheckDone, Claim as TakeRow, Hold, Run};
     let end = Disposition::End;
     // A redelivered copy may already have a final outcome (its worker died
     // after storing it, before the ack): looked up before anything that
@@ -189,19 +207,9 @@ pub(crate) fn decide(
             }
         }
         Stage::Due => {
-            // A redelivered message may have run already; a beat run may be
-            // a second copy of one that already finished (two beats in a
-            // split brain send the same task id); so may a chord's callback
-            // (published again after a crash, with the same id).
-            let beat_run = msg.extra_headers.contains_key(BEAT_ENTRY_HEADER);
-            let chord_callback = msg.extra_headers.contains_key(CHORD_CALLBACK_HEADER);
-            if facts.redelivered || beat_run || chord_callback {
-                match facts.already_done {
-                    None => return CheckDone,
-                    Some(true) => return end(End::AlreadyDone),
-                    Some(false) => {}
-                }
-            }
+            // (A redelivered message was looked up above. A beat run or a
+            // chord's callback, which may come twice with one id, is looked
+            // up when it claims its row, at `Stage::Admitted`.)
             if !facts.redelivered {
                 return Run;
             }
@@ -218,8 +226,29 @@ pub(crate) fn decide(
                 Run
             }
         }
+        // Two copies that passed the look-up at once (a crash between
+        // publishing a chord's callback and recording it sent; two beats
+        // in a split brain): the one that takes the row runs, the other
+        // waits, without its slot, until the row is final (then it ends
+        // here) or free again (its holder died, or gave it back).
+        Stage::Admitted if view.records && !msg.ignore_result && may_come_twice(msg) => {
+            match &facts.claim {
+                None => TakeRow,
+                Some(Claim::Taken) => Run,
+                Some(Claim::Done) => end(End::AlreadyDone),
+                Some(Claim::Held(_)) => Hold(CLAIM_RECHECK),
+            }
+        }
         Stage::Admitted => Run,
     }
+}
+
+/// A message published again with the same id by design, not only
+/// redelivered: a beat run (two beats in a split brain send the same
+/// task id) or a chord's callback (published again after a crash).
+fn may_come_twice(msg: &TaskMessage) -> bool {
+    msg.extra_headers.contains_key(BEAT_ENTRY_HEADER)
+        || msg.extra_headers.contains_key(CHORD_CALLBACK_HEADER)
 }
 
 fn count_header(props: &BasicProperties, name: &str) -> Option<u32> {

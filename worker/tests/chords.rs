@@ -7,8 +7,9 @@
 //! a failed chain's later steps marked not run, a worker SIGKILLed in the
 //! middle of a chord, and a callback the broker refuses for a while.
 
-use celeriac::Client;
+use crate::support;
 use celeriac::canvas::{Canvas, TaskSig, TaskSignatures, chord, group};
+use celeriac::{ApplyOptions, Client};
 use celeriac_common::backend::ResultBackend;
 use celeriac_common::backend::chord::ChordState;
 use celeriac_common::diagnostics::{ECHO, Sleep};
@@ -46,6 +47,14 @@ struct Flaky;
 impl TaskDef for Flaky {
     const NAME: &'static str = "test.flaky";
     type Args = (String,);
+    type Output = String;
+}
+
+/// `test.hold(key, ms)`: counts its runs by key, then sleeps `ms`.
+struct Hold;
+impl TaskDef for Hold {
+    const NAME: &'static str = "test.hold";
+    type Args = (String, u64);
     type Output = String;
 }
 
@@ -112,6 +121,11 @@ async fn start(kind: DbKind) -> Harness {
             .register::<Tally, _, _, _>(|_, (key,)| async move {
                 bump(&key);
                 Ok::<_, TaskFailure>(())
+            })
+            .register::<Hold, _, _, _>(|_, (key, ms)| async move {
+                bump(&key);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, TaskFailure>(key)
             })
             .register::<Flaky, _, _, _>(|_, (key,)| async move {
                 if bump(&format!("flaky-{key}")) == 1 {
@@ -366,6 +380,52 @@ async fn a_refused_callback_is_sent_once_when_it_can_be() {
         .await;
     let _ = conn.close(200, "done".into()).await;
     h.stop().await;
+}
+
+/// Two copies of one chord callback in the queue at once (its claimant's
+/// worker died between the broker's confirm and recording it sent, and a
+/// redelivered member published it again, with the same id), taken by the
+/// two workers or by one: one copy takes the callback's row and runs, the
+/// other waits for it and ends without running. Without the claim both
+/// ran.
+#[tokio::test]
+async fn two_copies_of_a_callback_at_once_run_once() {
+    let h = start(DbKind::Sqlite).await;
+    let key = unique("twice");
+    let id = unique("callback");
+    for _ in 0..2 {
+        let options = ApplyOptions::new()
+            .task_id(id.clone())
+            .header("celeriac_chord_callback", json!(unique("group")));
+        h.client
+            .apply_async::<Hold>((key.clone(), 1_500), options)
+            .await
+            .expect("publish a copy");
+    }
+    let row = h.final_row(&id).await;
+    assert_eq!(row.state, TaskState::Success);
+    assert_eq!(row.result, Some(json!(key)));
+    // The waiting copy asks again every second: long enough for it to end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(runs(&key), 1, "the callback ran {} times", runs(&key));
+    // Stopped, the workers give back what they hold: nothing is left.
+    let Harness {
+        db,
+        config,
+        stops,
+        workers,
+        ..
+    } = h;
+    for tx in stops {
+        let _ = tx.send(());
+    }
+    for w in workers {
+        w.await.expect("join").expect("worker ran");
+    }
+    let left = support::ready_messages(&config.default_queue).await;
+    testing::cleanup(&config).await;
+    db.drop_database().await;
+    assert_eq!(left, 0, "the second copy was acked, not given back");
 }
 
 fn worker_process(config: &Config, name: &str) -> LoggedProcess {

@@ -6,7 +6,7 @@ use crate::support;
 
 use celeriac::{Client, TaskState};
 use celeriac_common::backend::entity::{Column as TaskColumn, Entity as TaskEntity};
-use celeriac_common::backend::workers::{WORKER_LOST, WorkerInfo, entity as workers};
+use celeriac_common::backend::workers::{Claim, WORKER_LOST, WorkerInfo, entity as workers};
 use celeriac_common::backend::{ResultBackend, TaskOutcome};
 use celeriac_common::diagnostics::Sleep;
 use celeriac_common::testing::process::spawn_worker;
@@ -190,6 +190,114 @@ async fn sweep_on_postgres() {
 #[tokio::test]
 async fn sweep_on_mysql() {
     sweep_moves_only_tasks_of_gone_workers(DbKind::Mysql).await;
+}
+
+/// A task's row claimed before it runs (chord callbacks, beat runs): one
+/// copy takes it, every other copy waits while a live worker holds it,
+/// even on the same worker; a dead or stopped holder's row is taken over;
+/// a row given back is taken at once; a final row says done. Of several
+/// workers claiming one id at once, exactly one takes it.
+async fn claims_on(kind: DbKind) {
+    let db = TestDatabase::create(kind).await.expect("db");
+    let backend = db.migrated_backend().await.expect("migrated backend");
+    let [a, b, c] = ["a@test", "b@test", "c@test"].map(WorkerInfo::this_process);
+    for w in [&a, &b, &c] {
+        backend
+            .worker_heartbeat(w, Duration::from_secs(60))
+            .await
+            .expect("heartbeat");
+    }
+    let claim = |id: &str, w: &WorkerInfo| {
+        let backend = backend.clone();
+        let row = started(id, Some(&w.id));
+        async move { backend.claim_run(row).await.expect("claim") }
+    };
+    let holder = |id: &'static str| {
+        let backend = backend.clone();
+        async move {
+            TaskEntity::find_by_id(id)
+                .one(backend.connection())
+                .await
+                .expect("read")
+                .expect("row")
+                .worker_id
+        }
+    };
+
+    assert_eq!(claim("t", &a).await, Claim::Taken, "{kind:?}");
+    let row = backend.get("t").await.expect("get").expect("row");
+    assert_eq!(row.state, TaskState::Started);
+    assert_eq!(claim("t", &b).await, Claim::Held(a.id.clone()), "{kind:?}");
+    assert_eq!(claim("t", &a).await, Claim::Held(a.id.clone()), "{kind:?}");
+
+    // Released by someone else: nothing changes; by its holder: RETRY,
+    // and the next copy takes it at once.
+    backend.release_run("t", &b.id).await.expect("release");
+    assert_eq!(holder("t").await, Some(a.id.clone()));
+    backend.release_run("t", &a.id).await.expect("release");
+    let row = backend.get("t").await.expect("get").expect("row");
+    assert_eq!(row.state, TaskState::Retry, "{kind:?}");
+    assert_eq!(claim("t", &b).await, Claim::Taken, "{kind:?}");
+    assert_eq!(holder("t").await, Some(b.id.clone()));
+
+    // Its holder stops (or its heartbeat expires): taken over.
+    backend.worker_stopped(&b.id).await.expect("stopped");
+    assert_eq!(claim("t", &c).await, Claim::Taken, "{kind:?}");
+    assert_eq!(holder("t").await, Some(c.id.clone()));
+
+    // Final: done, for every copy, and the row is left as it is.
+    let mut done = TaskOutcome::new("t", "tasks.slow", TaskState::Success);
+    done.result = Some(serde_json::json!(7));
+    backend.store(vec![done]).await.expect("store SUCCESS");
+    assert_eq!(claim("t", &a).await, Claim::Done, "{kind:?}");
+    let row = backend.get("t").await.expect("get").expect("row");
+    assert_eq!(row.state, TaskState::Success);
+    assert_eq!(row.result, Some(serde_json::json!(7)));
+
+    // Left STARTED by a worker that predates heartbeats, or turned RETRY
+    // by the sweep: taken.
+    backend
+        .store_progress(started("legacy", None))
+        .await
+        .expect("store STARTED");
+    assert_eq!(claim("legacy", &a).await, Claim::Taken, "{kind:?}");
+
+    // Eight workers (each its own pool) claim one id at the same moment.
+    let mut claimants = Vec::new();
+    for n in 0..8 {
+        let w = WorkerInfo::this_process(&format!("w{n}@test"));
+        let pool = ResultBackend::connect(&db.url).await.expect("backend");
+        pool.worker_heartbeat(&w, Duration::from_secs(60))
+            .await
+            .expect("heartbeat");
+        claimants.push((pool, w));
+    }
+    let claims = claimants
+        .iter()
+        .map(|(pool, w)| pool.claim_run(started("raced", Some(&w.id))));
+    let found: Vec<Claim> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|r| r.expect("claim"))
+        .collect();
+    let taken = found.iter().filter(|c| **c == Claim::Taken).count();
+    assert_eq!(taken, 1, "one of {found:?} on {kind:?}");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn claims_on_sqlite() {
+    claims_on(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn claims_on_postgres() {
+    claims_on(DbKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn claims_on_mysql() {
+    claims_on(DbKind::Mysql).await;
 }
 
 /// A worker SIGKILLed while a task sleeps: with no worker on its queue,

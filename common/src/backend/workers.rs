@@ -18,7 +18,7 @@
 //! row that moved on meanwhile is left alone.
 
 use super::entity::{Column as TaskColumn, Entity as TaskEntity};
-use super::{BackendError, ResultBackend};
+use super::{BackendError, ResultBackend, TaskOutcome};
 use crate::state::TaskState;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
@@ -101,6 +101,17 @@ pub struct LostTask {
     pub worker_id: String,
 }
 
+/// What [`ResultBackend::claim_run`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The row is this worker's now (STARTED, its worker id): run it.
+    Taken,
+    /// The row is final: the task ran already.
+    Done,
+    /// Another copy runs: a live worker (this id) holds the row.
+    Held(String),
+}
+
 /// How long dead workers' rows are kept (for operators) before deletion.
 const KEEP_GONE_MS: i64 = 3_600_000;
 
@@ -148,6 +159,95 @@ impl ResultBackend {
                     .to_owned(),
             );
         db.execute(&insert).await?;
+        Ok(())
+    }
+
+    /// Takes the row of the task `started` (STARTED, with this worker's
+    /// id) before it runs, so that two copies of one task id never run at
+    /// once (a chord callback published twice after a crash, a beat run
+    /// sent by two beats). Taken when there is no row, or its row is not
+    /// final and not held by a live worker: STARTED or PROGRESS under a
+    /// worker id with a live heartbeat (this one's too: a second copy on
+    /// the same worker waits as well). One conditional statement decides,
+    /// so of two workers claiming at once one takes it.
+    pub async fn claim_run(&self, started: TaskOutcome) -> Result<Claim, BackendError> {
+        let db = self.connection();
+        let id = started.task_id.clone();
+        let me = started.worker_id.clone().unwrap_or_default();
+        let (worker, at) = (started.worker.clone(), started.started_at);
+        let mut row = started.into_active(Utc::now());
+        row.done_at = sea_orm::ActiveValue::NotSet;
+        // A plain insert, its duplicate key told apart from other errors:
+        // MySQL's affected-row count of an insert that does nothing on a
+        // conflict is 1 under sqlx (it counts rows found).
+        match TaskEntity::insert(row).exec_without_returning(db).await {
+            Ok(_) => return Ok(Claim::Taken),
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let now = super::db_clock_ms(db.get_database_backend());
+        let running = [TaskState::Started.as_str(), TaskState::Progress.as_str()];
+        let free = sea_orm::Condition::any()
+            .add(TaskColumn::State.is_not_in(running))
+            .add(TaskColumn::WorkerId.is_null())
+            .add(
+                TaskColumn::WorkerId.not_in_subquery(
+                    Query::select()
+                        .column(Column::Id)
+                        .from(Entity)
+                        .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
+                        .to_owned(),
+                ),
+            );
+        let taken = TaskEntity::update_many()
+            .col_expr(TaskColumn::State, Expr::value(TaskState::Started.as_str()))
+            .col_expr(TaskColumn::Worker, Expr::value(worker))
+            .col_expr(TaskColumn::WorkerId, Expr::value(me.as_str()))
+            .col_expr(TaskColumn::StartedAt, Expr::value(at))
+            .filter(TaskColumn::TaskId.eq(id.as_str()))
+            .filter(TaskColumn::State.is_not_in(TaskState::ready_names()))
+            .filter(free)
+            .exec(db)
+            .await?;
+        if taken.rows_affected > 0 {
+            return Ok(Claim::Taken);
+        }
+        let found: Option<(String, Option<String>)> = TaskEntity::find_by_id(id)
+            .select_only()
+            .column(TaskColumn::State)
+            .column(TaskColumn::WorkerId)
+            .into_tuple()
+            .one(db)
+            .await?;
+        Ok(match found {
+            Some((state, _)) if state.parse::<TaskState>().is_ok_and(TaskState::is_ready) => {
+                Claim::Done
+            }
+            Some((_, holder)) => Claim::Held(holder.unwrap_or_default()),
+            // Deleted in between (expired results purged): nothing ran it
+            // to the end; the caller asks again.
+            None => Claim::Held(String::new()),
+        })
+    }
+
+    /// Gives back the row [`ResultBackend::claim_run`] took for
+    /// `worker_id`, when the task goes back to its queue without an
+    /// outcome: RETRY (it runs again), with no worker, so the next copy
+    /// takes it at once.
+    pub async fn release_run(&self, task_id: &str, worker_id: &str) -> Result<(), BackendError> {
+        let running = [TaskState::Started.as_str(), TaskState::Progress.as_str()];
+        TaskEntity::update_many()
+            .col_expr(TaskColumn::State, Expr::value(TaskState::Retry.as_str()))
+            .col_expr(TaskColumn::WorkerId, Expr::value(Value::String(None)))
+            .filter(TaskColumn::TaskId.eq(task_id))
+            .filter(TaskColumn::WorkerId.eq(worker_id))
+            .filter(TaskColumn::State.is_in(running))
+            .exec(self.connection())
+            .await?;
         Ok(())
     }
 

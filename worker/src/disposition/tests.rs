@@ -29,6 +29,7 @@ impl World {
             registry: &self.registry,
             max_deliveries: 5,
             queue: "q",
+            records: true,
         }
     }
 }
@@ -56,6 +57,7 @@ fn fresh() -> DeliveryFacts {
         earlier: 0,
         counted_by_broker: false,
         already_done: None,
+        claim: None,
     }
 }
 
@@ -199,60 +201,6 @@ fn a_redelivery_is_looked_up_then_counted() {
 }
 
 #[test]
-fn a_beat_run_is_looked_up_even_on_first_delivery() {
-    let w = World::new();
-    let mut m = msg(KNOWN);
-    m.extra_headers
-        .insert(BEAT_ENTRY_HEADER.into(), Value::String("nightly".into()));
-    let mut facts = fresh();
-    assert_eq!(
-        decide(&m, Stage::Due, &facts, &w.view()),
-        Disposition::CheckDone
-    );
-    facts.already_done = Some(false);
-    assert_eq!(decide(&m, Stage::Due, &facts, &w.view()), Disposition::Run);
-    facts.already_done = Some(true);
-    assert_eq!(
-        decide(&m, Stage::Due, &facts, &w.view()),
-        end(End::AlreadyDone)
-    );
-}
-
-#[test]
-fn a_chord_callback_is_looked_up_even_on_first_delivery() {
-    let w = World::new();
-    let mut m = msg(KNOWN);
-    m.extra_headers.insert(
-        CHORD_CALLBACK_HEADER.into(),
-        Value::String("chord-group".into()),
-    );
-    let mut facts = fresh();
-    assert_eq!(
-        decide(&m, Stage::Received, &facts, &w.view()),
-        Disposition::Run,
-        "looked up once due, not before"
-    );
-    assert_eq!(
-        decide(&m, Stage::Due, &facts, &w.view()),
-        Disposition::CheckDone
-    );
-    facts.already_done = Some(false);
-    assert_eq!(decide(&m, Stage::Due, &facts, &w.view()), Disposition::Run);
-    facts.already_done = Some(true);
-    assert_eq!(
-        decide(&m, Stage::Due, &facts, &w.view()),
-        end(End::AlreadyDone),
-        "a second copy of a callback that ran does not run"
-    );
-    // Without the header, a first delivery is not looked up.
-    let plain = msg(KNOWN);
-    assert_eq!(
-        decide(&plain, Stage::Due, &fresh(), &w.view()),
-        Disposition::Run
-    );
-}
-
-#[test]
 fn poison_after_max_deliveries() {
     let w = World::new();
     for counted_by_broker in [false, true] {
@@ -288,4 +236,63 @@ fn earlier_deliveries_add_both_counts() {
     assert_eq!(earlier_deliveries(&quorum, true), (3, true));
     // Not redelivered: the broker's count is of no earlier failure.
     assert_eq!(earlier_deliveries(&quorum, false), (2, false));
+}
+
+#[test]
+fn a_message_that_may_come_twice_takes_its_row_before_it_runs() {
+    let w = World::new();
+    let mut m = msg(KNOWN);
+    m.extra_headers
+        .insert(CHORD_CALLBACK_HEADER.into(), Value::String("g".into()));
+    let mut facts = fresh();
+    // Looked up by the claim, once it holds a slot, not before.
+    for stage in [Stage::Received, Stage::Due] {
+        assert_eq!(decide(&m, stage, &facts, &w.view()), Disposition::Run);
+    }
+    assert_eq!(
+        decide(&m, Stage::Admitted, &facts, &w.view()),
+        Disposition::Claim
+    );
+    facts.claim = Some(Claim::Taken);
+    assert_eq!(
+        decide(&m, Stage::Admitted, &facts, &w.view()),
+        Disposition::Run
+    );
+    facts.claim = Some(Claim::Done);
+    assert_eq!(
+        decide(&m, Stage::Admitted, &facts, &w.view()),
+        end(End::AlreadyDone),
+        "a second copy of a callback that ran does not run"
+    );
+    facts.claim = Some(Claim::Held("w2".into()));
+    assert_eq!(
+        decide(&m, Stage::Admitted, &facts, &w.view()),
+        Disposition::Hold(CLAIM_RECHECK)
+    );
+    // A beat run too.
+    let mut beat = msg(KNOWN);
+    beat.extra_headers
+        .insert(BEAT_ENTRY_HEADER.into(), Value::String("e".into()));
+    assert_eq!(
+        decide(&beat, Stage::Admitted, &fresh(), &w.view()),
+        Disposition::Claim
+    );
+    // Nothing to claim: no result backend, a result ignored (no row would
+    // ever end the claim), an ordinary task.
+    let mut view = w.view();
+    view.records = false;
+    assert_eq!(
+        decide(&m, Stage::Admitted, &fresh(), &view),
+        Disposition::Run
+    );
+    let mut ignored = m.clone();
+    ignored.ignore_result = true;
+    assert_eq!(
+        decide(&ignored, Stage::Admitted, &fresh(), &w.view()),
+        Disposition::Run
+    );
+    assert_eq!(
+        decide(&msg(KNOWN), Stage::Admitted, &fresh(), &w.view()),
+        Disposition::Run
+    );
 }
