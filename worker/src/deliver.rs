@@ -4,10 +4,9 @@
 //! give-back or dead-letter.
 
 use crate::carry_out::{Handling, task_error};
+use crate::claims::ClaimGuard;
 use crate::context::TaskFailure;
-use crate::disposition::{
-    CLAIM_RECHECK, DeliveryFacts, Disposition, End, Stage, WorkerView, decide,
-};
+use crate::disposition::{DeliveryFacts, Disposition, End, Stage, WorkerView, decide};
 use crate::events;
 use crate::execute;
 use crate::followup::{self, Unsent};
@@ -90,6 +89,11 @@ fn deliver(
         let mut permit = None;
         // Told once: this copy waits for another copy of its id.
         let mut waiting = false;
+        // The claim on its row, if it took one: ended once it is settled.
+        let mut claimed = None;
+        // Its rate limiter is waited for once, not again after a wait for
+        // another copy.
+        let mut paced = false;
         loop {
             let view = WorkerView {
                 revocations: &shared.revocations,
@@ -101,8 +105,8 @@ fn deliver(
             match decide(&msg, stage, &facts, &view) {
                 Disposition::Run if stage == Stage::Admitted => break,
                 Disposition::Run if stage == Stage::Received => stage = Stage::Due,
-                Disposition::Run => match admit(&hand, &msg).await {
-                    Some(p) => (permit, stage) = (Some(p), Stage::Admitted),
+                Disposition::Run => match admit(&hand, &msg, !paced).await {
+                    Some(p) => (permit, stage, paced) = (Some(p), Stage::Admitted, true),
                     None => return Box::pin(hand.give_back(delivery)).await,
                 },
                 Disposition::Hold(wait) => {
@@ -123,7 +127,8 @@ fn deliver(
                     facts.already_done = Some(Box::pin(already_done(&hand, &msg.id)).await);
                 }
                 Disposition::Claim => {
-                    let found = Box::pin(claim(&hand, &msg)).await;
+                    let found;
+                    (found, claimed) = Box::pin(claim(&hand, &msg)).await;
                     if let Claim::Held(holder) = &found
                         && !waiting
                     {
@@ -154,10 +159,13 @@ fn deliver(
         shared.events.started(&msg.id);
         tally.started(received, msg.eta);
         match run(&hand, &msg, handler, facts.earlier, permit, &tally).await {
-            Some((outcome, unsent)) => hand.finish(&msg, delivery, Some(outcome), &unsent).await,
+            Some((outcome, unsent)) => {
+                hand.finish(&msg, delivery, Some(outcome), &unsent, claimed)
+                    .await;
+            }
             None => {
-                if facts.claim == Some(Claim::Taken) {
-                    Box::pin(release(&hand, &msg.id)).await;
+                if let Some(claimed) = claimed {
+                    Box::pin(claimed.give_back()).await;
                 }
                 Box::pin(hand.requeue(delivery)).await;
             }
@@ -166,10 +174,14 @@ fn deliver(
     }
 }
 
-/// Waits for the task's rate limiter and a slot; `None` if the session is
-/// retired meanwhile (the delivery then goes back to its queue).
-async fn admit<'a>(hand: &'a Handling, msg: &TaskMessage) -> Option<SemaphorePermit<'a>> {
-    if let Some(limiter) = hand.shared.registry.limiter(&msg.task) {
+/// Waits for the task's rate limiter (if `pace`) and a slot; `None` if the
+/// session is retired meanwhile (the delivery then goes back to its queue).
+async fn admit<'a>(
+    hand: &'a Handling,
+    msg: &TaskMessage,
+    pace: bool,
+) -> Option<SemaphorePermit<'a>> {
+    if let Some(limiter) = hand.shared.registry.limiter(&msg.task).filter(|_| pace) {
         tokio::select! {
             _ = limiter.wait() => {}
             _ = hand.window.retired() => return None,
@@ -309,50 +321,33 @@ async fn already_done(hand: &Handling, id: &str) -> bool {
 }
 
 /// Takes the row of `msg` for this worker before it runs (see
-/// [`Disposition::Claim`]); when the database cannot say, it counts as
-/// held (asked again a moment later): never run without the row.
-async fn claim(hand: &Handling, msg: &TaskMessage) -> Claim {
-    let Some(backend) = &hand.shared.backend else {
-        return Claim::Taken;
+/// [`Disposition::Claim`]), with the guard that ends the claim once the
+/// outcome is stored. When the database cannot say, it counts as held
+/// (asked again a moment later; a claim that committed unseen is given
+/// back): never run without the row.
+async fn claim(hand: &Handling, msg: &TaskMessage) -> (Claim, Option<ClaimGuard>) {
+    let shared = &hand.shared;
+    let Some(backend) = &shared.backend else {
+        return (Claim::Taken, None);
+    };
+    let Some(guard) = shared.claims.reserve(&msg.id, backend, &shared.worker_id) else {
+        // Another copy runs in this process.
+        return (Claim::Held(shared.worker_id.clone()), None);
     };
     let mut started = hand.outcome(msg, TaskState::Started);
     started.started_at = Some(Utc::now());
     match recorder::bounded(backend, backend.claim_run(started)).await {
-        Ok(found) => found,
+        Ok(Claim::Taken) => (Claim::Taken, Some(guard)),
+        Ok(found) => {
+            guard.took_nothing();
+            (found, None)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot claim the task's row; asking again");
-            Claim::Held(String::new())
+            drop(guard);
+            (Claim::Held(String::new()), None)
         }
     }
-}
-
-/// Gives back the row [`claim`] took, before the message goes back to its
-/// queue, so the copy that comes back takes it at once, on any worker. If
-/// the database does not answer, it is given back in the background: until
-/// then a copy on another worker waits.
-async fn release(hand: &Handling, id: &str) {
-    let Some(backend) = hand.shared.backend.clone() else {
-        return;
-    };
-    let me = hand.shared.worker_id.clone();
-    if recorder::bounded(&backend, backend.release_run(id, &me))
-        .await
-        .is_ok()
-    {
-        return;
-    }
-    let id = id.to_owned();
-    tokio::spawn(async move {
-        loop {
-            match recorder::bounded(&backend, backend.release_run(&id, &me)).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(task.id = %id, error = %e, "cannot give back the task's row; trying again");
-                    tokio::time::sleep(CLAIM_RECHECK * 5).await;
-                }
-            }
-        }
-    });
 }
 
 /// Records STARTED (a failure to is logged; the task runs anyway); with

@@ -31,6 +31,7 @@
 
 mod carry_out;
 mod chord;
+mod claims;
 mod consumers;
 mod context;
 mod control;

@@ -26,6 +26,7 @@
 //! once.
 
 use crate::chord::{self, Later};
+use crate::claims::ClaimGuard;
 use celeriac_common::TaskState;
 use celeriac_common::backend::{BackendError, ResultBackend, TaskError, TaskOutcome};
 use celeriac_common::backoff::Backoff;
@@ -93,6 +94,10 @@ pub(crate) struct Finished {
     pub(crate) acker: Acker,
     pub(crate) window: Arc<AckWindow>,
     pub(crate) task_id: String,
+    /// The claim on its row (a chord callback, a beat run), ended when
+    /// this is dropped: after the outcome is stored or given up.
+    #[expect(dead_code, reason = "held for what its drop does")]
+    pub(crate) claim: Option<ClaimGuard>,
 }
 
 /// The delivery tags of one channel that are received and not yet settled

@@ -1,5 +1,6 @@
 //! The state every delivery of a worker shares.
 
+use crate::claims::Claims;
 use crate::events::Events;
 use crate::inflight::Inflight;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: RecorderTx,
     /// This worker process's id in `celeriac_workers` and on STARTED rows.
     pub(crate) worker_id: String,
+    /// The rows of chord callbacks and beat runs this process holds.
+    pub(crate) claims: Arc<Claims>,
     /// The deliveries held (remote control's `active`, `reserved`, ...).
     pub(crate) inflight: Arc<Inflight>,
     /// Celery's events.

@@ -249,6 +249,7 @@ impl Worker {
             recorder: rec_tx,
             config: config.clone(),
             worker_id: me.id.clone(),
+            claims: Arc::default(),
             inflight: inflight.clone(),
             events: events.clone(),
             queues: std::sync::Mutex::new(config.queues.clone()),

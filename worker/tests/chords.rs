@@ -100,10 +100,15 @@ struct Harness {
 /// Two in-process workers on one queue, so members of one chord finish on
 /// both, often at the same instant.
 async fn start(kind: DbKind) -> Harness {
+    start_workers(kind, 2).await
+}
+
+/// `count` in-process workers on one queue.
+async fn start_workers(kind: DbKind, count: usize) -> Harness {
     let db = TestDatabase::create(kind).await.expect("db");
     let config = testing::config(&db.url, &unique("chords"));
     let (mut stops, mut workers) = (Vec::new(), Vec::new());
-    for n in 0..2 {
+    for n in 0..count {
         let mut config = config.clone();
         config.hostname = format!("chords-{n}@test");
         let flaky = TaskOptions {
@@ -384,13 +389,11 @@ async fn a_refused_callback_is_sent_once_when_it_can_be() {
 
 /// Two copies of one chord callback in the queue at once (its claimant's
 /// worker died between the broker's confirm and recording it sent, and a
-/// redelivered member published it again, with the same id), taken by the
-/// two workers or by one: one copy takes the callback's row and runs, the
-/// other waits for it and ends without running. Without the claim both
-/// ran.
-#[tokio::test]
-async fn two_copies_of_a_callback_at_once_run_once() {
-    let h = start(DbKind::Sqlite).await;
+/// redelivered member published it again, with the same id), taken by
+/// `workers` workers: one copy takes the callback's row and runs, the other
+/// waits for it and ends without running. Without the claim both ran.
+async fn two_copies_of_a_callback_run_once(workers: usize) {
+    let h = start_workers(DbKind::Sqlite, workers).await;
     let key = unique("twice");
     let id = unique("callback");
     for _ in 0..2 {
@@ -426,6 +429,18 @@ async fn two_copies_of_a_callback_at_once_run_once() {
     testing::cleanup(&config).await;
     db.drop_database().await;
     assert_eq!(left, 0, "the second copy was acked, not given back");
+}
+
+#[tokio::test]
+async fn two_copies_of_a_callback_at_once_run_once() {
+    two_copies_of_a_callback_run_once(2).await;
+}
+
+/// Both copies on one worker: the second waits for the first in this
+/// process (the database would let the worker take its own row again).
+#[tokio::test]
+async fn two_copies_of_a_callback_on_one_worker_run_once() {
+    two_copies_of_a_callback_run_once(1).await;
 }
 
 fn worker_process(config: &Config, name: &str) -> LoggedProcess {

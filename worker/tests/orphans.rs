@@ -193,10 +193,12 @@ async fn sweep_on_mysql() {
 }
 
 /// A task's row claimed before it runs (chord callbacks, beat runs): one
-/// copy takes it, every other copy waits while a live worker holds it,
-/// even on the same worker; a dead or stopped holder's row is taken over;
-/// a row given back is taken at once; a final row says done. Of several
-/// workers claiming one id at once, exactly one takes it.
+/// copy takes it, a copy on another worker waits while a live worker holds
+/// it; a row under the claimant's own id is taken again (the worker knows
+/// whether a copy of its own holds it); a dead or stopped holder's row is
+/// taken over; a row given back is taken at once; a final row says done;
+/// a worker whose heartbeat is not live takes nothing. Of several workers
+/// claiming one id at once, new or given back, exactly one takes it.
 async fn claims_on(kind: DbKind) {
     let db = TestDatabase::create(kind).await.expect("db");
     let backend = db.migrated_backend().await.expect("migrated backend");
@@ -228,7 +230,7 @@ async fn claims_on(kind: DbKind) {
     let row = backend.get("t").await.expect("get").expect("row");
     assert_eq!(row.state, TaskState::Started);
     assert_eq!(claim("t", &b).await, Claim::Held(a.id.clone()), "{kind:?}");
-    assert_eq!(claim("t", &a).await, Claim::Held(a.id.clone()), "{kind:?}");
+    assert_eq!(claim("t", &a).await, Claim::Taken, "{kind:?}");
 
     // Released by someone else: nothing changes; by its holder: RETRY,
     // and the next copy takes it at once.
@@ -262,7 +264,36 @@ async fn claims_on(kind: DbKind) {
         .expect("store STARTED");
     assert_eq!(claim("legacy", &a).await, Claim::Taken, "{kind:?}");
 
-    // Eight workers (each its own pool) claim one id at the same moment.
+    // The claim records its attempt, so that attempt's RETRY is stored.
+    let mut retried = started("r", Some(&a.id));
+    retried.retries = 2;
+    let mut later = TaskOutcome::new("r", "tasks.slow", TaskState::Retry);
+    later.retries = 3;
+    backend.store(vec![later]).await.expect("store RETRY");
+    assert_eq!(
+        backend.claim_run(retried).await.expect("claim"),
+        Claim::Taken
+    );
+    let mut again = TaskOutcome::new("r", "tasks.slow", TaskState::Retry);
+    again.retries = 2;
+    backend.store(vec![again]).await.expect("store RETRY");
+    let row = backend.get("r").await.expect("get").expect("row");
+    assert_eq!((row.state, row.retries), (TaskState::Retry, 2), "{kind:?}");
+
+    // A worker without a live heartbeat takes nothing.
+    let silent = WorkerInfo::this_process("silent@test");
+    assert_eq!(
+        claim("t-silent", &silent).await,
+        Claim::Held(silent.id.clone()),
+        "{kind:?}"
+    );
+    assert!(backend.get("t-silent").await.expect("get").is_none());
+
+    // Eight workers (each its own pool) claim one id at the same moment:
+    // a new one (the insert decides) and one given back (the update does).
+    let mut freed = TaskOutcome::new("raced-freed", "tasks.slow", TaskState::Retry);
+    freed.worker_id = None;
+    backend.store(vec![freed]).await.expect("store RETRY");
     let mut claimants = Vec::new();
     for n in 0..8 {
         let w = WorkerInfo::this_process(&format!("w{n}@test"));
@@ -272,16 +303,18 @@ async fn claims_on(kind: DbKind) {
             .expect("heartbeat");
         claimants.push((pool, w));
     }
-    let claims = claimants
-        .iter()
-        .map(|(pool, w)| pool.claim_run(started("raced", Some(&w.id))));
-    let found: Vec<Claim> = futures_util::future::join_all(claims)
-        .await
-        .into_iter()
-        .map(|r| r.expect("claim"))
-        .collect();
-    let taken = found.iter().filter(|c| **c == Claim::Taken).count();
-    assert_eq!(taken, 1, "one of {found:?} on {kind:?}");
+    for id in ["raced-new", "raced-freed"] {
+        let claims = claimants
+            .iter()
+            .map(|(pool, w)| pool.claim_run(started(id, Some(&w.id))));
+        let found: Vec<Claim> = futures_util::future::join_all(claims)
+            .await
+            .into_iter()
+            .map(|r| r.expect("claim"))
+            .collect();
+        let taken = found.iter().filter(|c| **c == Claim::Taken).count();
+        assert_eq!(taken, 1, "{id}: one of {found:?} on {kind:?}");
+    }
     db.drop_database().await;
 }
 

@@ -22,7 +22,9 @@ use super::{BackendError, ResultBackend, TaskOutcome};
 use crate::state::TaskState;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Value};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Value,
+};
 use std::time::Duration;
 
 /// `celeriac_workers`: one row per running worker process.
@@ -166,48 +168,57 @@ impl ResultBackend {
     /// id) before it runs, so that two copies of one task id never run at
     /// once (a chord callback published twice after a crash, a beat run
     /// sent by two beats). Taken when there is no row, or its row is not
-    /// final and not held by a live worker: STARTED or PROGRESS under a
-    /// worker id with a live heartbeat (this one's too: a second copy on
-    /// the same worker waits as well). One conditional statement decides,
-    /// so of two workers claiming at once one takes it.
+    /// final and not held by another live worker: STARTED or PROGRESS
+    /// under another worker id with a live heartbeat. A row under this
+    /// worker's own id is taken again: the caller knows whether a copy of
+    /// its own still holds it (a claim whose answer it never got). One
+    /// conditional statement decides, so of two workers claiming at once
+    /// one takes it. A worker whose own heartbeat is not live (others may
+    /// count it gone, and take its rows) takes nothing: `Held` by itself.
     pub async fn claim_run(&self, started: TaskOutcome) -> Result<Claim, BackendError> {
         let db = self.connection();
+        let backend = db.get_database_backend();
+        let now = super::db_clock_ms(backend);
         let id = started.task_id.clone();
         let me = started.worker_id.clone().unwrap_or_default();
-        let (worker, at) = (started.worker.clone(), started.started_at);
+        let alive = || {
+            Query::select()
+                .column(Column::Id)
+                .from(Entity)
+                .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
+                .to_owned()
+        };
+        let live = Entity::find()
+            .filter(Column::Id.eq(me.as_str()))
+            .filter(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
+            .count(db)
+            .await?;
+        if live == 0 {
+            return Ok(Claim::Held(me));
+        }
+        let (worker, at, retries) = (started.worker.clone(), started.started_at, started.retries);
         let mut row = started.into_active(Utc::now());
         row.done_at = sea_orm::ActiveValue::NotSet;
-        // A plain insert, its duplicate key told apart from other errors:
-        // MySQL's affected-row count of an insert that does nothing on a
-        // conflict is 1 under sqlx (it counts rows found).
-        match TaskEntity::insert(row).exec_without_returning(db).await {
-            Ok(_) => return Ok(Claim::Taken),
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) => {}
-            Err(e) => return Err(e.into()),
+        if Self::insert_new(db, row).await? {
+            return Ok(Claim::Taken);
         }
-        let now = super::db_clock_ms(db.get_database_backend());
         let running = [TaskState::Started.as_str(), TaskState::Progress.as_str()];
         let free = sea_orm::Condition::any()
             .add(TaskColumn::State.is_not_in(running))
             .add(TaskColumn::WorkerId.is_null())
-            .add(
-                TaskColumn::WorkerId.not_in_subquery(
-                    Query::select()
-                        .column(Column::Id)
-                        .from(Entity)
-                        .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
-                        .to_owned(),
-                ),
-            );
+            .add(TaskColumn::WorkerId.eq(me.as_str()))
+            .add(TaskColumn::WorkerId.not_in_subquery(alive()));
         let taken = TaskEntity::update_many()
             .col_expr(TaskColumn::State, Expr::value(TaskState::Started.as_str()))
             .col_expr(TaskColumn::Worker, Expr::value(worker))
             .col_expr(TaskColumn::WorkerId, Expr::value(me.as_str()))
             .col_expr(TaskColumn::StartedAt, Expr::value(at))
+            // This attempt's, so its RETRY (stored unless the row holds a
+            // later attempt) is not skipped.
+            .col_expr(
+                TaskColumn::Retries,
+                Expr::value(i32::try_from(retries).unwrap_or(i32::MAX)),
+            )
             .filter(TaskColumn::TaskId.eq(id.as_str()))
             .filter(TaskColumn::State.is_not_in(TaskState::ready_names()))
             .filter(free)
@@ -232,6 +243,35 @@ impl ResultBackend {
             // to the end; the caller asks again.
             None => Claim::Held(String::new()),
         })
+    }
+
+    /// Inserts `row` unless its task id has one; whether it did.
+    async fn insert_new<C: ConnectionTrait>(
+        db: &C,
+        row: super::entity::ActiveModel,
+    ) -> Result<bool, BackendError> {
+        if db.get_database_backend() != sea_orm::DbBackend::MySql {
+            let inserted = TaskEntity::insert(row)
+                .on_conflict_do_nothing_on([TaskColumn::TaskId])
+                .exec_without_returning(db)
+                .await?;
+            // The rows inserted (not a driver's guess at an id).
+            return Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0));
+        }
+        // MySQL counts a duplicate that does nothing as a row (sqlx asks
+        // for rows found): a plain insert, its duplicate key told apart.
+        match TaskEntity::insert(row).exec_without_returning(db).await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Gives back the row [`ResultBackend::claim_run`] took for

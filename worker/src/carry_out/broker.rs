@@ -38,7 +38,7 @@ impl Handling {
                     wait_ms = wait.as_millis(),
                     "not due yet; moved to the delay queues"
                 );
-                self.finish(msg, delivery, None, &[]).await;
+                self.finish(msg, delivery, None, &[], None).await;
             }
             Err(e) => {
                 tracing::warn!(
@@ -64,7 +64,7 @@ impl Handling {
             .publish("", &self.queue, &delivery.data, props)
             .await;
         match published {
-            Ok(()) => self.finish(msg, delivery, None, &[]).await,
+            Ok(()) => self.finish(msg, delivery, None, &[], None).await,
             Err(e) => {
                 tracing::warn!(
                     error = %e,
@@ -147,6 +147,7 @@ impl Handling {
                     acker: delivery.acker,
                     window: self.window.clone(),
                     task_id: id,
+                    claim: None,
                 };
                 self.record(done).await;
             }

@@ -2,6 +2,7 @@
 //! outcome is recorded), requeue, give-back or dead-letter.
 
 use crate::chord::{self, Later};
+use crate::claims::ClaimGuard;
 use crate::context::TaskFailure;
 use crate::disposition::{End, Stage};
 use crate::followup::Unsent;
@@ -94,7 +95,7 @@ impl Handling {
                 return Box::pin(self.dead_letter(delivery, &reason, None)).await;
             }
         };
-        self.finish(msg, delivery, outcome, &[]).await
+        self.finish(msg, delivery, outcome, &[], None).await
     }
 
     /// The outcome of `msg` in `state`, with what every outcome carries.
@@ -120,13 +121,15 @@ impl Handling {
     /// are off or ignored), then ack. Like [`Handling::record`], it hands it
     /// over when called.
     /// `unsent`: the task's callbacks and next chain step that can never be
-    /// sent, recorded FAILURE after it.
+    /// sent, recorded FAILURE after it. `claim`: the claim on its row, ended
+    /// once the outcome is stored.
     pub(crate) fn finish<'a>(
         &'a self,
         msg: &TaskMessage,
         delivery: Delivery,
         outcome: Option<TaskOutcome>,
         unsent: &[Unsent],
+        claim: Option<ClaimGuard>,
     ) -> impl Future<Output = ()> + Send + use<'a> {
         let shared = &self.shared;
         let later = outcome.as_ref().and_then(|o| {
@@ -142,6 +145,7 @@ impl Handling {
             acker: delivery.acker,
             window: self.window.clone(),
             task_id: msg.id.clone(),
+            claim,
         };
         match reply {
             None => Either::Left(self.record(done)),
@@ -230,6 +234,7 @@ impl Handling {
             acker: delivery.acker,
             window: self.window.clone(),
             task_id: msg.id.clone(),
+            claim: None,
         };
         self.record(done).await;
     }
