@@ -70,9 +70,10 @@ pub(crate) struct ClaimGuard {
 }
 
 impl ClaimGuard {
-    /// Ends a reservation that took no row (another copy holds it, or it
-    /// is final): forgotten at once, nothing written.
-    pub(crate) fn took_nothing(mut self) {
+    /// Ends a claim without giving the row back: it took none (another
+    /// copy holds it, or it is final), or the row is about to be final (a
+    /// revoke that came after the claim). Forgotten at once.
+    pub(crate) fn forget(mut self) {
         self.end = None;
     }
 

@@ -142,6 +142,11 @@ fn deliver(
                 }
                 Disposition::End(end) => {
                     drop(permit);
+                    // Revoked after its claim: the row is not given back
+                    // (no other copy should run; the REVOKED row ends it).
+                    if let Some(claimed) = claimed.take() {
+                        claimed.forget();
+                    }
                     return Box::pin(hand.carry_out(end, &msg, delivery)).await;
                 }
             }
@@ -339,7 +344,7 @@ async fn claim(hand: &Handling, msg: &TaskMessage) -> (Claim, Option<ClaimGuard>
     match recorder::bounded(backend, backend.claim_run(started)).await {
         Ok(Claim::Taken) => (Claim::Taken, Some(guard)),
         Ok(found) => {
-            guard.took_nothing();
+            guard.forget();
             (found, None)
         }
         Err(e) => {

@@ -58,6 +58,15 @@ impl TaskDef for Hold {
     type Output = String;
 }
 
+/// `test.first_attempt_fails(key)`: counts its runs by key; fails
+/// (autoretried) on every run of its first attempt.
+struct FirstAttemptFails;
+impl TaskDef for FirstAttemptFails {
+    const NAME: &'static str = "test.first_attempt_fails";
+    type Args = (String,);
+    type Output = String;
+}
+
 static RUNS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
 
 fn bump(key: &str) -> u32 {
@@ -138,6 +147,21 @@ async fn start_workers(kind: DbKind, count: usize) -> Harness {
                 }
                 Ok(key)
             })
+            .register::<FirstAttemptFails, _, _, _>(|ctx: TaskContext, (key,)| async move {
+                bump(&key);
+                if ctx.retries == 0 {
+                    return Err(TaskFailure::new("Flaky", "the first attempt fails"));
+                }
+                Ok(key)
+            })
+            // Retried after the waiting copy has looked again.
+            .options(
+                FirstAttemptFails::NAME,
+                TaskOptions {
+                    retry_delay: Duration::from_secs(3),
+                    ..flaky.clone()
+                },
+            )
             .options(Flaky::NAME, flaky)
             .build()
             .await
@@ -441,6 +465,33 @@ async fn two_copies_of_a_callback_at_once_run_once() {
 #[tokio::test]
 async fn two_copies_of_a_callback_on_one_worker_run_once() {
     two_copies_of_a_callback_run_once(1).await;
+}
+
+/// Two copies of a callback whose first attempt fails and is retried (3 s
+/// later, after the waiting copy has looked again): the copy waiting for
+/// the first finds that attempt retried and ends, and the retry runs once:
+/// two runs in all. (When a retried attempt's row counted as free, the
+/// waiting copy ran the first attempt again: three runs.)
+#[tokio::test]
+async fn two_copies_of_a_retried_callback_run_each_attempt_once() {
+    let h = start(DbKind::Sqlite).await;
+    let key = unique("retried");
+    let id = unique("callback");
+    for _ in 0..2 {
+        let options = ApplyOptions::new()
+            .task_id(id.clone())
+            .header("celeriac_chord_callback", json!(unique("group")));
+        h.client
+            .apply_async::<FirstAttemptFails>((key.clone(),), options)
+            .await
+            .expect("publish a copy");
+    }
+    let row = h.final_row(&id).await;
+    assert_eq!((row.state, row.retries), (TaskState::Success, 1));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ran = runs(&key);
+    assert_eq!(ran, 2, "runs of the callback's attempts: {ran}");
+    h.stop().await;
 }
 
 fn worker_process(config: &Config, name: &str) -> LoggedProcess {

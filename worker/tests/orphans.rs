@@ -264,21 +264,47 @@ async fn claims_on(kind: DbKind) {
         .expect("store STARTED");
     assert_eq!(claim("legacy", &a).await, Claim::Taken, "{kind:?}");
 
-    // The claim records its attempt, so that attempt's RETRY is stored.
-    let mut retried = started("r", Some(&a.id));
-    retried.retries = 2;
-    let mut later = TaskOutcome::new("r", "tasks.slow", TaskState::Retry);
-    later.retries = 3;
-    backend.store(vec![later]).await.expect("store RETRY");
-    assert_eq!(
-        backend.claim_run(retried).await.expect("claim"),
-        Claim::Taken
-    );
-    let mut again = TaskOutcome::new("r", "tasks.slow", TaskState::Retry);
-    again.retries = 2;
-    backend.store(vec![again]).await.expect("store RETRY");
+    // Retries. A task's own RETRY at attempt 1: a stale copy of attempt 1
+    // is done (its retry carries on), the retry (attempt 2) takes the row,
+    // records its attempt, and its own RETRY is then stored.
+    let attempt = |id: &str, w: &WorkerInfo, n: u32| {
+        let mut o = started(id, Some(&w.id));
+        o.retries = n;
+        let backend = backend.clone();
+        async move { backend.claim_run(o).await.expect("claim") }
+    };
+    let mut retry = TaskOutcome::new("r", "tasks.slow", TaskState::Retry);
+    (retry.retries, retry.worker_id) = (1, Some(a.id.clone()));
+    backend
+        .store(vec![retry.clone()])
+        .await
+        .expect("store RETRY");
+    assert_eq!(attempt("r", &c, 1).await, Claim::Done, "{kind:?}");
+    assert_eq!(attempt("r", &c, 2).await, Claim::Taken, "{kind:?}");
+    // A copy of an earlier attempt never takes a later one's row.
+    assert_eq!(attempt("r", &a, 1).await, Claim::Done, "{kind:?}");
+    assert_eq!(attempt("r", &a, 2).await, Claim::Held(c.id.clone()));
+    retry.retries = 2;
+    backend.store(vec![retry]).await.expect("store RETRY");
     let row = backend.get("r").await.expect("get").expect("row");
     assert_eq!((row.state, row.retries), (TaskState::Retry, 2), "{kind:?}");
+    // Left by a lost worker: the redelivered copy of that attempt takes it,
+    // and the row no longer shows the loss.
+    let mut lost = TaskOutcome::new("lost", "tasks.slow", TaskState::Retry);
+    lost.worker_id = Some("gone".into());
+    lost.error = Some(celeriac_common::backend::TaskError {
+        kind: WORKER_LOST.into(),
+        message: "lost".into(),
+        traceback: None,
+    });
+    backend.store(vec![lost]).await.expect("store RETRY");
+    assert_eq!(attempt("lost", &a, 0).await, Claim::Taken, "{kind:?}");
+    let row = backend.get("lost").await.expect("get").expect("row");
+    assert_eq!(
+        (row.state, row.error),
+        (TaskState::Started, None),
+        "{kind:?}"
+    );
 
     // A worker without a live heartbeat takes nothing.
     let silent = WorkerInfo::this_process("silent@test");

@@ -108,7 +108,8 @@ pub struct LostTask {
 pub enum Claim {
     /// The row is this worker's now (STARTED, its worker id): run it.
     Taken,
-    /// The row is final: the task ran already.
+    /// The row is final (the task ran already), or this copy is stale:
+    /// its attempt already retried, or a later attempt has the row.
     Done,
     /// Another copy runs: a live worker (this id) holds the row.
     Held(String),
@@ -165,16 +166,24 @@ impl ResultBackend {
     }
 
     /// Takes the row of the task `started` (STARTED, with this worker's
-    /// id) before it runs, so that two copies of one task id never run at
-    /// once (a chord callback published twice after a crash, a beat run
-    /// sent by two beats). Taken when there is no row, or its row is not
-    /// final and not held by another live worker: STARTED or PROGRESS
-    /// under another worker id with a live heartbeat. A row under this
-    /// worker's own id is taken again: the caller knows whether a copy of
-    /// its own still holds it (a claim whose answer it never got). One
-    /// conditional statement decides, so of two workers claiming at once
-    /// one takes it. A worker whose own heartbeat is not live (others may
-    /// count it gone, and take its rows) takes nothing: `Held` by itself.
+    /// id and attempt) before it runs, so that two copies of one task id
+    /// never run at once (a chord callback published twice after a crash,
+    /// a beat run sent by two beats). Taken when there is no row, or its
+    /// row is not final, not at a later attempt, and free:
+    /// - STARTED or PROGRESS under no live worker but this one (a row under
+    ///   this worker's own id is taken again: the caller knows whether a
+    ///   copy of its own still holds it, as after a claim whose answer it
+    ///   never got);
+    /// - RETRY given back (no worker), left by a lost worker
+    ///   (`WorkerLostError`), or an earlier attempt's (this copy is its
+    ///   retry).
+    ///
+    /// Otherwise `Held` by a live worker running this attempt or an
+    /// earlier one, or `Done`: final, or this copy is stale (its attempt
+    /// already retried, or a later attempt has the row). One conditional
+    /// statement decides, so of two workers claiming at once one takes it.
+    /// A worker whose own heartbeat is not live (others may count it gone,
+    /// and take its rows) takes nothing: `Held` by itself.
     pub async fn claim_run(&self, started: TaskOutcome) -> Result<Claim, BackendError> {
         let db = self.connection();
         let backend = db.get_database_backend();
@@ -202,43 +211,65 @@ impl ResultBackend {
         if Self::insert_new(db, row).await? {
             return Ok(Claim::Taken);
         }
+        use sea_orm::Condition;
+        let attempt = i32::try_from(retries).unwrap_or(i32::MAX);
         let running = [TaskState::Started.as_str(), TaskState::Progress.as_str()];
-        let free = sea_orm::Condition::any()
-            .add(TaskColumn::State.is_not_in(running))
-            .add(TaskColumn::WorkerId.is_null())
-            .add(TaskColumn::WorkerId.eq(me.as_str()))
-            .add(TaskColumn::WorkerId.not_in_subquery(alive()));
+        let retry = TaskState::Retry.as_str();
+        let free = Condition::any()
+            .add(
+                Condition::all().add(TaskColumn::State.is_in(running)).add(
+                    Condition::any()
+                        .add(TaskColumn::WorkerId.is_null())
+                        .add(TaskColumn::WorkerId.eq(me.as_str()))
+                        .add(TaskColumn::WorkerId.not_in_subquery(alive())),
+                ),
+            )
+            .add(
+                Condition::all().add(TaskColumn::State.eq(retry)).add(
+                    Condition::any()
+                        .add(TaskColumn::WorkerId.is_null())
+                        .add(TaskColumn::ErrorType.eq(WORKER_LOST))
+                        .add(TaskColumn::Retries.lt(attempt)),
+                ),
+            )
+            .add(TaskColumn::State.is_not_in([running[0], running[1], retry]));
+        let none = || Expr::value(Value::String(None));
         let taken = TaskEntity::update_many()
             .col_expr(TaskColumn::State, Expr::value(TaskState::Started.as_str()))
             .col_expr(TaskColumn::Worker, Expr::value(worker))
             .col_expr(TaskColumn::WorkerId, Expr::value(me.as_str()))
             .col_expr(TaskColumn::StartedAt, Expr::value(at))
-            // This attempt's, so its RETRY (stored unless the row holds a
-            // later attempt) is not skipped.
-            .col_expr(
-                TaskColumn::Retries,
-                Expr::value(i32::try_from(retries).unwrap_or(i32::MAX)),
-            )
+            // This attempt's, so its RETRY is stored (never a later one's:
+            // see the filter).
+            .col_expr(TaskColumn::Retries, Expr::value(attempt))
+            .col_expr(TaskColumn::ErrorType, none())
+            .col_expr(TaskColumn::ErrorMessage, none())
+            .col_expr(TaskColumn::Traceback, none())
             .filter(TaskColumn::TaskId.eq(id.as_str()))
             .filter(TaskColumn::State.is_not_in(TaskState::ready_names()))
+            .filter(TaskColumn::Retries.lte(attempt))
             .filter(free)
             .exec(db)
             .await?;
         if taken.rows_affected > 0 {
             return Ok(Claim::Taken);
         }
-        let found: Option<(String, Option<String>)> = TaskEntity::find_by_id(id)
+        let found: Option<(String, Option<String>, i32)> = TaskEntity::find_by_id(id)
             .select_only()
             .column(TaskColumn::State)
             .column(TaskColumn::WorkerId)
+            .column(TaskColumn::Retries)
             .into_tuple()
             .one(db)
             .await?;
         Ok(match found {
-            Some((state, _)) if state.parse::<TaskState>().is_ok_and(TaskState::is_ready) => {
-                Claim::Done
+            Some((state, holder, at_attempt))
+                if running.contains(&state.as_str()) && at_attempt <= attempt =>
+            {
+                Claim::Held(holder.unwrap_or_default())
             }
-            Some((_, holder)) => Claim::Held(holder.unwrap_or_default()),
+            // Final, or this copy is stale.
+            Some(_) => Claim::Done,
             // Deleted in between (expired results purged): nothing ran it
             // to the end; the caller asks again.
             None => Claim::Held(String::new()),
