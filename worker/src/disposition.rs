@@ -28,7 +28,7 @@ const BEAT_ENTRY_HEADER: &str = "beat_entry";
 /// Header on the messages of a chord's callback (its value: the chord's
 /// group id). The callback may be published twice (its claimant's worker
 /// died between the broker's confirm and recording it sent), with one id:
-/// so a worker checks whether that id already has a final outcome first.
+/// so each copy claims its row before it runs ([`Disposition::Claim`]).
 pub(crate) const CHORD_CALLBACK_HEADER: &str = "celeriac_chord_callback";
 
 /// How long a copy whose row another copy holds waits before it asks
