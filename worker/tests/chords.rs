@@ -411,6 +411,13 @@ async fn a_refused_callback_is_sent_once_when_it_can_be() {
     h.stop().await;
 }
 
+/// Options of a copy of a chord callback with task id `id`.
+fn callback_copy(id: &str) -> ApplyOptions {
+    ApplyOptions::new()
+        .task_id(id)
+        .header("celeriac_chord_callback", json!(unique("group")))
+}
+
 /// Two copies of one chord callback in the queue at once (its claimant's
 /// worker died between the broker's confirm and recording it sent, and a
 /// redelivered member published it again, with the same id), taken by
@@ -421,9 +428,7 @@ async fn two_copies_of_a_callback_run_once(workers: usize) {
     let key = unique("twice");
     let id = unique("callback");
     for _ in 0..2 {
-        let options = ApplyOptions::new()
-            .task_id(id.clone())
-            .header("celeriac_chord_callback", json!(unique("group")));
+        let options = callback_copy(&id);
         h.client
             .apply_async::<Hold>((key.clone(), 1_500), options)
             .await
@@ -478,9 +483,7 @@ async fn two_copies_of_a_retried_callback_run_each_attempt_once() {
     let key = unique("retried");
     let id = unique("callback");
     for _ in 0..2 {
-        let options = ApplyOptions::new()
-            .task_id(id.clone())
-            .header("celeriac_chord_callback", json!(unique("group")));
+        let options = callback_copy(&id);
         h.client
             .apply_async::<FirstAttemptFails>((key.clone(),), options)
             .await

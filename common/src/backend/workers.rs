@@ -115,6 +115,16 @@ pub enum Claim {
     Held(String),
 }
 
+/// The ids of the workers alive at `now` (an SQL expression of the
+/// database's clock, in milliseconds).
+fn alive_workers(now: &'static str) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column(Column::Id)
+        .from(Entity)
+        .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
+        .to_owned()
+}
+
 /// How long dead workers' rows are kept (for operators) before deletion.
 const KEEP_GONE_MS: i64 = 3_600_000;
 
@@ -190,13 +200,7 @@ impl ResultBackend {
         let now = super::db_clock_ms(backend);
         let id = started.task_id.clone();
         let me = started.worker_id.clone().unwrap_or_default();
-        let alive = || {
-            Query::select()
-                .column(Column::Id)
-                .from(Entity)
-                .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
-                .to_owned()
-        };
+        let alive = || alive_workers(now);
         let live = Entity::find()
             .filter(Column::Id.eq(me.as_str()))
             .filter(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
@@ -367,13 +371,7 @@ impl ResultBackend {
     pub async fn recover_lost_tasks(&self) -> Result<Vec<LostTask>, BackendError> {
         let db = self.connection();
         let now = super::db_clock_ms(db.get_database_backend());
-        let alive = || {
-            Query::select()
-                .column(Column::Id)
-                .from(Entity)
-                .and_where(Expr::col(Column::ExpiresAtMs).gt(Expr::cust(now)))
-                .to_owned()
-        };
+        let alive = || alive_workers(now);
         let lost_filter = || {
             sea_orm::Condition::all()
                 .add(TaskColumn::State.eq(TaskState::Started.as_str()))
