@@ -212,6 +212,9 @@ fn not_run(
     let index = sig.options.get("group_index").and_then(Value::as_i64);
     o.group_index = index.and_then(|i| u32::try_from(i).ok());
     o.done_at = Some(Utc::now());
+    // It did not run here; if a copy of it did (after a crash), its own
+    // outcome stays.
+    o.unless_ready = true;
     // The last step of a chain in a chord's header: the chord fails.
     if let (Some(_), Some(group)) = (sig.options.get("chord"), &o.group_id) {
         reports.push(Report {
@@ -524,6 +527,7 @@ async fn not_recorded(backend: &ResultBackend, report: &Report) -> Result<(), Se
     });
     o.group_id = Some(gid.clone());
     o.done_at = Some(Utc::now());
+    o.unless_ready = true;
     backend.store(vec![o]).await?;
     Ok(())
 }
@@ -622,6 +626,7 @@ async fn send_callback(
             o.state = TaskState::Failure;
             o.error = Some(why);
             o.done_at = Some(Utc::now());
+            o.unless_ready = true;
             backend.store(vec![o]).await?;
             if !outer.is_empty() {
                 return Ok(Acted {
@@ -683,6 +688,7 @@ async fn fail_callback(
         );
         o.group_index = msg.group_index.and_then(|i| u32::try_from(i).ok());
         o.done_at = Some(Utc::now());
+        o.unless_ready = true;
         let (reports, mut rows) = consequences(msg, TaskState::Failure, (Some(&error), None));
         rows.insert(0, o);
         backend.store(rows).await?;

@@ -60,6 +60,11 @@ pub struct TaskOutcome {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub done_at: Option<DateTime<Utc>>,
+    /// Recorded only where the task has no final outcome yet: a row made
+    /// up for a task that did not run (a chain step not run after a
+    /// failure, a step that cannot be sent), which must not overwrite what
+    /// the task itself stored if a copy of it ran after all.
+    pub unless_ready: bool,
 }
 
 impl TaskOutcome {
@@ -84,6 +89,7 @@ impl TaskOutcome {
             meta: None,
             started_at: None,
             done_at: None,
+            unless_ready: false,
         }
     }
 

@@ -7,9 +7,9 @@ use super::{BackendError, ResultBackend, TaskOutcome};
 use crate::state::TaskState;
 use chrono::Utc;
 use sea_orm::ActiveValue::NotSet;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, QueryFilter, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -52,20 +52,35 @@ impl ResultBackend {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let one_statement = outcomes.len() <= STORE_CHUNK;
-        let rows = outcomes.into_iter().map(|o| o.into_active(now));
+        let one_statement =
+            outcomes.len() <= STORE_CHUNK && outcomes.iter().all(|o| !o.unless_ready);
         // MySQL locks index ranges for an upsert; several statements in one
         // transaction there make deadlocks between workers likely, so each
         // statement commits by itself.
         if one_statement || self.db.get_database_backend() == DbBackend::MySql {
-            return Self::store_chunks(&self.db, rows).await;
+            return Self::store_all(&self.db, outcomes, now).await;
         }
         // Several statements, one transaction: one commit (one flush of the
         // database's log) for the whole batch.
         let txn = self.db.begin().await?;
-        Self::store_chunks(&txn, rows).await?;
+        Self::store_all(&txn, outcomes, now).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Upserts `outcomes` (one per task id): those made up for tasks that
+    /// did not run ([`TaskOutcome::unless_ready`]) only over rows that are
+    /// not final.
+    async fn store_all<C: ConnectionTrait>(
+        db: &C,
+        outcomes: Vec<TaskOutcome>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), BackendError> {
+        let (made_up, outcomes): (Vec<_>, Vec<_>) =
+            outcomes.into_iter().partition(|o| o.unless_ready);
+        let rows = |o: Vec<TaskOutcome>| o.into_iter().map(move |o| o.into_active(now));
+        Self::store_chunks(db, rows(outcomes), false).await?;
+        Self::store_chunks(db, rows(made_up), true).await
     }
 
     /// Stores final outcomes and reports chord members in one transaction:
@@ -82,12 +97,8 @@ impl ResultBackend {
         if retry || self.db.get_database_backend() == DbBackend::MySql {
             return Ok(None);
         }
-        let now = Utc::now();
-        let rows = last_per_task(outcomes.to_vec())
-            .into_iter()
-            .map(|o| o.into_active(now));
         let txn = self.db.begin().await?;
-        Self::store_chunks(&txn, rows).await?;
+        Self::store_all(&txn, last_per_task(outcomes.to_vec()), Utc::now()).await?;
         let answers = Self::members_done_in(&txn, members).await?;
         txn.commit().await?;
         Ok(Some(answers))
@@ -157,13 +168,17 @@ impl ResultBackend {
     }
 
     /// Writes `rows` in statements of at most [`STORE_CHUNK`] rows.
+    /// Upserts `rows` in statements of [`STORE_CHUNK`]; with `unless_ready`,
+    /// a row already there is updated only if it is not final.
     async fn store_chunks<C: ConnectionTrait>(
         db: &C,
         rows: impl Iterator<Item = ActiveModel>,
+        unless_ready: bool,
     ) -> Result<(), BackendError> {
         let mut rows = rows.peekable();
         while rows.peek().is_some() {
-            Self::store_rows(db, rows.by_ref().take(STORE_CHUNK).collect()).await?;
+            let chunk = rows.by_ref().take(STORE_CHUNK).collect();
+            Self::store_rows(db, chunk, unless_ready).await?;
         }
         Ok(())
     }
@@ -171,31 +186,58 @@ impl ResultBackend {
     async fn store_rows<C: ConnectionTrait>(
         db: &C,
         rows: Vec<ActiveModel>,
+        unless_ready: bool,
     ) -> Result<(), BackendError> {
-        let update = OnConflict::column(Column::TaskId)
-            .update_columns([
-                Column::TaskName,
-                Column::State,
-                Column::Result,
-                Column::ContentType,
-                Column::ErrorType,
-                Column::ErrorMessage,
-                Column::Traceback,
-                Column::Args,
-                Column::Kwargs,
-                Column::Worker,
-                Column::WorkerId,
-                Column::Retries,
-                Column::Queue,
-                Column::ParentId,
-                Column::RootId,
-                Column::GroupId,
-                Column::GroupIndex,
-                Column::Meta,
-                Column::StartedAt,
-                Column::DoneAt,
-            ])
-            .to_owned();
+        // `state` last: MySQL's conditional form below reads it as it was.
+        let columns = [
+            Column::TaskName,
+            Column::Result,
+            Column::ContentType,
+            Column::ErrorType,
+            Column::ErrorMessage,
+            Column::Traceback,
+            Column::Args,
+            Column::Kwargs,
+            Column::Worker,
+            Column::WorkerId,
+            Column::Retries,
+            Column::Queue,
+            Column::ParentId,
+            Column::RootId,
+            Column::GroupId,
+            Column::GroupIndex,
+            Column::Meta,
+            Column::StartedAt,
+            Column::DoneAt,
+            Column::State,
+        ];
+        let mut update = OnConflict::column(Column::TaskId);
+        match (unless_ready, db.get_database_backend()) {
+            (false, _) => {
+                update.update_columns(columns);
+            }
+            // MySQL has no condition on an upsert's update: each column
+            // keeps its value where the row is final (MySQL assigns in
+            // order, so `state`, last, is read unchanged by the others).
+            (true, DbBackend::MySql) => {
+                let ready = TaskState::ready_names()
+                    .map(|s| format!("'{s}'"))
+                    .join(", ");
+                update.values(columns.map(|c| {
+                    let n = c.as_str();
+                    (
+                        c,
+                        Expr::cust(format!("IF(`state` IN ({ready}), `{n}`, VALUES(`{n}`))")),
+                    )
+                }));
+            }
+            (true, _) => {
+                update.update_columns(columns).action_and_where(
+                    Expr::col((Entity, Column::State)).is_not_in(TaskState::ready_names()),
+                );
+            }
+        }
+        let update = update.to_owned();
         Entity::insert_many(rows)
             .on_conflict(update)
             .exec_without_returning(db)
