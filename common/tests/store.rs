@@ -121,6 +121,16 @@ async fn made_up_rows_never_overwrite_a_final_outcome(kind: DbKind) {
     }
     let row = backend.get(&plain).await.expect("read").expect("row");
     assert_eq!(row.state, TaskState::Failure, "{kind:?}");
+    // In one batch, a task's own outcome wins over a row made up for it,
+    // whichever comes last.
+    let both = unique("both");
+    let own = TaskOutcome::new(both.as_str(), "tasks.step", TaskState::Success);
+    backend
+        .store(vec![own, made_up(&both)])
+        .await
+        .expect("store");
+    let row = backend.get(&both).await.expect("read").expect("row");
+    assert_eq!(row.state, TaskState::Success, "{kind:?}");
     // Stored with chord reports, in one transaction.
     let one = unique("ran-one");
     backend

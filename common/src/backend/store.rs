@@ -14,11 +14,13 @@ use sea_orm::{
 use serde_json::Value;
 
 /// The last outcome given for each task id, ordered by task id (so
-/// concurrent writers take row locks in the same order).
+/// concurrent writers take row locks in the same order); an outcome the
+/// task stored itself wins over one made up for it
+/// ([`TaskOutcome::unless_ready`]) in the same batch.
 fn last_per_task(mut outcomes: Vec<TaskOutcome>) -> Vec<TaskOutcome> {
     // Reversed, a stable sort puts each id's last outcome first among its own.
     outcomes.reverse();
-    outcomes.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    outcomes.sort_by(|a, b| (&a.task_id, a.unless_ready).cmp(&(&b.task_id, b.unless_ready)));
     outcomes.dedup_by(|later, kept| later.task_id == kept.task_id);
     outcomes
 }
@@ -32,9 +34,11 @@ const STORE_CHUNK: usize = 32;
 
 impl ResultBackend {
     /// Records final outcomes (or RETRY) for many tasks; a row already
-    /// present for an id is overwritten. Of several outcomes for one id (two
-    /// copies of a message finished together) the last one given is kept:
-    /// PostgreSQL refuses an upsert that touches a row twice.
+    /// present for an id is overwritten (unless the outcome is made up and
+    /// the row final: [`TaskOutcome::unless_ready`]). Of several outcomes
+    /// for one id (two copies of a message finished together) the last one
+    /// given is kept: PostgreSQL refuses an upsert that touches a row
+    /// twice.
     pub async fn store(&self, outcomes: Vec<TaskOutcome>) -> Result<(), BackendError> {
         if outcomes.is_empty() {
             return Ok(());
@@ -52,8 +56,9 @@ impl ResultBackend {
         if outcomes.is_empty() {
             return Ok(());
         }
+        let made_up = outcomes.iter().filter(|o| o.unless_ready).count();
         let one_statement =
-            outcomes.len() <= STORE_CHUNK && outcomes.iter().all(|o| !o.unless_ready);
+            outcomes.len() <= STORE_CHUNK && (made_up == 0 || made_up == outcomes.len());
         // MySQL locks index ranges for an upsert; several statements in one
         // transaction there make deadlocks between workers likely, so each
         // statement commits by itself.
@@ -76,6 +81,9 @@ impl ResultBackend {
         outcomes: Vec<TaskOutcome>,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), BackendError> {
+        // Two runs, each in task-id order: a row made up for a task may be
+        // locked after one stored by its task (two writers meeting so on
+        // PostgreSQL deadlock, and the batch is written again).
         let (made_up, outcomes): (Vec<_>, Vec<_>) =
             outcomes.into_iter().partition(|o| o.unless_ready);
         let rows = |o: Vec<TaskOutcome>| o.into_iter().map(move |o| o.into_active(now));
@@ -167,7 +175,6 @@ impl ResultBackend {
         Ok(())
     }
 
-    /// Writes `rows` in statements of at most [`STORE_CHUNK`] rows.
     /// Upserts `rows` in statements of [`STORE_CHUNK`]; with `unless_ready`,
     /// a row already there is updated only if it is not final.
     async fn store_chunks<C: ConnectionTrait>(
