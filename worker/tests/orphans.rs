@@ -344,20 +344,7 @@ async fn claims_on(kind: DbKind) {
     db.drop_database().await;
 }
 
-#[tokio::test]
-async fn claims_on_sqlite() {
-    claims_on(DbKind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn claims_on_postgres() {
-    claims_on(DbKind::Postgres).await;
-}
-
-#[tokio::test]
-async fn claims_on_mysql() {
-    claims_on(DbKind::Mysql).await;
-}
+celeriac_common::on_each_database!(claims_on);
 
 /// A worker SIGKILLed while a task sleeps: with no worker on its queue,
 /// the message waits in the broker, and a worker on another queue (same
