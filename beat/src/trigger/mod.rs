@@ -206,12 +206,14 @@ pub trait Schedule {
 pub struct Trigger {
     kind: Kind,
     tz: Tz,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
     /// Calendar triggers only: the DST policy applied to this entry's hour.
     dst: DstRule,
-    /// Local dates on which nothing fires (the entry's exclusion calendars).
-    excluded: Option<Arc<ExcludedDates>>,
+    /// Interval triggers only: the start date is the interval's anchor
+    /// (kept there, not in `limits`).
+    start_is_anchor: bool,
+    /// What most triggers leave unset, boxed together and only when one
+    /// is set (100,000 entries hold 100,000 triggers).
+    limits: Option<Box<Limits>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -219,8 +221,19 @@ enum Kind {
     /// Shared: triggers of the same expression can hold one copy (see
     /// [`SharedCalendars`]).
     Calendar(Arc<Calendar>),
-    Interval(Interval, Option<Duration>),
+    Interval(Interval),
     Date(DateTime<FixedOffset>),
+}
+
+/// A trigger's bounds, jitter and exclusions.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Limits {
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    /// Interval triggers only: the largest delay added to each run.
+    jitter: Option<Duration>,
+    /// Local dates on which nothing fires (the entry's exclusion calendars).
+    excluded: Option<Arc<ExcludedDates>>,
 }
 
 impl Trigger {
@@ -231,12 +244,22 @@ impl Trigger {
 
     /// Inclusive lower bound of fire times, if any.
     pub fn start_date(&self) -> Option<DateTime<Utc>> {
-        self.start
+        match &self.kind {
+            Kind::Interval(interval) if self.start_is_anchor => Some(interval.anchor),
+            _ => self.limits.as_ref()?.start,
+        }
     }
 
     /// Inclusive upper bound of fire times, if any.
     pub fn end_date(&self) -> Option<DateTime<Utc>> {
-        self.end
+        self.limits.as_ref()?.end
+    }
+
+    /// The trigger's limits to change; boxed again only if one is set.
+    fn set_limits(&mut self, change: impl FnOnce(&mut Limits)) {
+        let mut limits = self.limits.take().map_or_else(Limits::default, |b| *b);
+        change(&mut limits);
+        self.limits = (limits != Limits::default()).then(|| Box::new(limits));
     }
 
     /// The daylight-saving policy of a `cron` or `fields` trigger (`None`
@@ -256,10 +279,7 @@ impl Trigger {
     /// fixed amount in `0..=jitter` derived from the run's task id, the same
     /// in every beat (see [`crate::firing::plan`]).
     pub fn jitter(&self) -> Option<Duration> {
-        match &self.kind {
-            Kind::Interval(_, jitter) => *jitter,
-            _ => None,
-        }
+        self.limits.as_ref()?.jitter
     }
 
     /// An instant shown in the trigger's time zone with the offset in force
@@ -273,17 +293,20 @@ impl Trigger {
 
     /// The local dates this trigger skips (its exclusion calendars together).
     pub fn excluded_dates(&self) -> Option<&ExcludedDates> {
-        self.excluded.as_deref()
+        self.limits.as_ref()?.excluded.as_deref()
     }
 
     /// This trigger, also skipping every fire time whose local date (in
     /// [`Trigger::timezone`]) is in `dates`.
     pub fn excluding(mut self, dates: ExcludedDates) -> Trigger {
-        self.excluded = match self.excluded.take() {
-            own if dates.is_empty() => own,
-            Some(own) => Some(Arc::new(own.union(&dates))),
-            None => Some(Arc::new(dates)),
-        };
+        if !dates.is_empty() {
+            self.set_limits(|l| {
+                l.excluded = Some(Arc::new(match l.excluded.take() {
+                    Some(own) => own.union(&dates),
+                    None => dates,
+                }));
+            });
+        }
         self
     }
 
@@ -337,7 +360,7 @@ impl SharedCalendars {
 
 impl Schedule for Trigger {
     fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let Some(excluded) = &self.excluded else {
+        let Some(excluded) = self.excluded_dates() else {
             return self.next_rule(after);
         };
         // Each round skips one whole merged range of excluded dates (and the
@@ -361,7 +384,7 @@ impl Schedule for Trigger {
 impl Trigger {
     /// The next fire time of the rule alone (bounds applied, no exclusions).
     fn next_rule(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let after = match self.start {
+        let after = match self.start_date() {
             Some(start) if after < start => just_before(start),
             _ => after,
         };
@@ -372,10 +395,10 @@ impl Trigger {
                 let t = tz::next_instant(self.tz, self.dst, s, |wall| calendar.next_local(wall))?;
                 DateTime::from_timestamp(t, 0)?
             }
-            Kind::Interval(interval, _) => interval.next_after(after)?,
+            Kind::Interval(interval) => interval.next_after(after)?,
             Kind::Date(run_at) => date::next_after(run_at, after)?,
         };
-        match self.end {
+        match self.end_date() {
             Some(end) if next > end => None,
             _ => Some(next),
         }

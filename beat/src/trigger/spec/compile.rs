@@ -110,16 +110,20 @@ impl TriggerSpec {
                 let units = [*weeks, *days, *hours, *minutes, *seconds];
                 let period = interval::period(units, every.as_deref())?;
                 let jitter = interval::jitter(*jitter_seconds)?;
-                let placeholder = Kind::Interval(
-                    Interval {
-                        anchor: DateTime::UNIX_EPOCH,
-                        period,
-                    },
-                    None,
-                );
+                let placeholder = Kind::Interval(Interval {
+                    anchor: DateTime::UNIX_EPOCH,
+                    period,
+                });
                 let mut trigger = bounded(placeholder, timezone, start_date, end_date)?;
-                let anchor = trigger.start.or(anchor).unwrap_or(DateTime::UNIX_EPOCH);
-                trigger.kind = Kind::Interval(Interval { anchor, period }, jitter);
+                let start = trigger.start_date();
+                let anchor = start.or(anchor).unwrap_or(DateTime::UNIX_EPOCH);
+                trigger.kind = Kind::Interval(Interval { anchor, period });
+                // The start date, if any, is the anchor: kept once.
+                trigger.start_is_anchor = start.is_some();
+                trigger.set_limits(|l| {
+                    l.start = None;
+                    l.jitter = jitter;
+                });
                 Ok(trigger)
             }
             Self::Date { run_at } => bounded(Kind::Date(*run_at), &None, &None, &None),
@@ -168,12 +172,13 @@ fn bounded(
             end: end.to_rfc3339(),
         });
     }
-    Ok(Trigger {
+    let mut trigger = Trigger {
         kind,
         tz: zone,
-        start,
-        end,
         dst: DstRule::Repeat,
-        excluded: None,
-    })
+        start_is_anchor: false,
+        limits: None,
+    };
+    trigger.set_limits(|l| (l.start, l.end) = (start, end));
+    Ok(trigger)
 }
