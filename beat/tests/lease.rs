@@ -144,3 +144,85 @@ async fn lease_on_mysql() {
     lease_lifecycle(DbKind::Mysql).await;
     racing_beats_elect_one(DbKind::Mysql).await;
 }
+
+/// The fields that describe the last run are written with the run's state
+/// only: a later write that leaves them out (the scheduler does not keep
+/// them) keeps what the row holds, while every other field is written.
+async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
+    let (db, conn) = database(kind).await;
+    let lease = Lease::new(conn.clone(), "host-a:1:last", Duration::from_secs(30));
+    let fence = held(lease.try_acquire().await.unwrap());
+    let t = |s: &str| s.parse::<chrono::DateTime<Utc>>().unwrap();
+    let run = RunState {
+        cursor_at: Some(t("2024-05-01T10:00:00Z")),
+        last_run_at: Some(t("2024-05-01T10:00:00Z")),
+        last_sent_at: Some(t("2024-05-01T10:00:00.004Z")),
+        last_task_id: Some(uuid::Uuid::new_v4()),
+        next_run_at: Some(t("2024-05-01T11:00:00Z")),
+        total_runs: 7,
+        ..RunState::default()
+    };
+    let fresh = RunState::default();
+    run_state::save(
+        &conn,
+        &fence,
+        &[("a", &run), ("b", &fresh)],
+        &[],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    // A later write of "a" (a skipped fire time moved its cursor), and of
+    // "b", each without a last run.
+    let moved = RunState {
+        cursor_at: Some(t("2024-05-01T11:00:00Z")),
+        sending_at: Some(t("2024-05-01T11:00:00Z")),
+        next_run_at: Some(t("2024-05-01T12:00:00Z")),
+        total_runs: 7,
+        ..RunState::default()
+    };
+    run_state::save(
+        &conn,
+        &fence,
+        &[("a", &moved), ("b", &fresh)],
+        &[],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let a = run_state::load_one(&conn, "a").await.unwrap().unwrap();
+    assert_eq!(
+        a,
+        RunState {
+            last_run_at: run.last_run_at,
+            last_sent_at: run.last_sent_at,
+            last_task_id: run.last_task_id,
+            ..moved.clone()
+        }
+    );
+    let b = run_state::load_one(&conn, "b").await.unwrap().unwrap();
+    assert_eq!(b, fresh, "nothing to keep: still none");
+    // The next run's write replaces them; a run-now (no scheduled time)
+    // keeps the scheduled run's time.
+    let next = RunState {
+        last_run_at: None,
+        last_sent_at: Some(t("2024-05-01T11:20:00Z")),
+        last_task_id: Some(uuid::Uuid::new_v4()),
+        total_runs: 8,
+        ..moved.clone()
+    };
+    run_state::save(&conn, &fence, &[("a", &next)], &[], Utc::now())
+        .await
+        .unwrap();
+    let a = run_state::load_one(&conn, "a").await.unwrap().unwrap();
+    assert_eq!(
+        a,
+        RunState {
+            last_run_at: run.last_run_at,
+            ..next
+        }
+    );
+    db.drop_database().await;
+}
+
+celeriac_common::on_each_database!(a_write_without_the_last_run_keeps_the_stored_one);

@@ -76,12 +76,7 @@ pub(crate) async fn hold_busy(
             .firing(&p.name)
             .is_some_and(|f| f.max_instances > 0);
         if limited && p.fire.is_some_and(|f| !f.resend) {
-            ids.extend(
-                scheduler
-                    .state(&p.name)
-                    .into_iter()
-                    .flat_map(|s| s.recent.iter().map(|r| r.id)),
-            );
+            ids.extend(scheduler.recent(&p.name).iter().map(|r| r.id));
         }
     }
     if ids.is_empty() {
@@ -99,20 +94,17 @@ pub(crate) async fn hold_busy(
     };
     let mut held = 0;
     for p in planned.iter_mut() {
-        let (Some(fire), Some(firing), Some(entry), Some(state)) = (
-            p.fire,
-            scheduler.firing(&p.name),
-            scheduler.entry(&p.name),
-            scheduler.state(&p.name),
-        ) else {
+        let (Some(fire), Some(firing), Some(entry)) =
+            (p.fire, scheduler.firing(&p.name), scheduler.entry(&p.name))
+        else {
             continue;
         };
         if firing.max_instances == 0 || fire.resend {
             continue;
         }
-        let running = running(&state.recent, &finished, entry.expires_secs(), now);
-        let unfinished: HashSet<Uuid> = state
-            .recent
+        let recent = scheduler.recent(&p.name);
+        let running = running(recent, &finished, entry.expires_secs(), now);
+        let unfinished: HashSet<Uuid> = recent
             .iter()
             .map(|r| r.id)
             .filter(|id| !finished.contains(id))

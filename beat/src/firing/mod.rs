@@ -19,3 +19,7 @@ pub mod run_state;
 pub mod scheduler;
 mod slot;
 pub mod workflow_run;
+
+/// An entry's name as the scheduler holds it: up to 24 bytes inline, so
+/// that 100,000 entries make no allocation each for their names.
+pub type EntryName = compact_str::CompactString;

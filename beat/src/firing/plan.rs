@@ -1,7 +1,7 @@
 //! What a tick is to do: the runs due for each entry, and the timing
 //! helpers (jitter, retry backoff) that every beat computes the same way.
 
-use std::sync::Arc;
+use crate::firing::EntryName;
 use std::time::Duration;
 
 use celeriac_common::backoff::Backoff;
@@ -27,7 +27,7 @@ pub struct PlannedFire {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planned {
     /// Entry name.
-    pub name: Arc<str>,
+    pub name: EntryName,
     /// A scheduled run to send.
     pub fire: Option<PlannedFire>,
     /// A run-now request to serve: request time and task id.

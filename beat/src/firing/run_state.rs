@@ -13,10 +13,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, IdenStatic,
+    QueryFilter, TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -208,6 +208,10 @@ impl From<SaveError> for BeatError {
 /// One fenced write: the states of `states` (every column but `run_now_at`,
 /// which belongs to the command line), and the run-now requests in
 /// `served` cleared if they still hold the value served. All or nothing.
+///
+/// `last_run_at`, `last_sent_at` and `last_task_id` describe the last run:
+/// a state that leaves them `None` keeps what the row holds (the scheduler
+/// keeps them in memory only until the run's state is written).
 pub async fn save<C: TransactionTrait>(
     db: &C,
     fence: &Fence,
@@ -220,24 +224,31 @@ pub async fn save<C: TransactionTrait>(
         txn.rollback().await?;
         return Err(SaveError::LostLease);
     }
+    let mut update = OnConflict::column(Column::Name);
+    update.update_columns([
+        Column::CursorAt,
+        Column::SendingAt,
+        Column::NextRunAt,
+        Column::TotalRuns,
+        Column::Recent,
+        Column::UpdatedAt,
+    ]);
+    let mysql = txn.get_database_backend() == DbBackend::MySql;
+    update.values(
+        [Column::LastRunAt, Column::LastSentAt, Column::LastTaskId].map(|c| {
+            let n = c.as_str();
+            let kept = if mysql {
+                format!("COALESCE(VALUES(`{n}`), `{n}`)")
+            } else {
+                format!("COALESCE(excluded.{n}, celeriac_beat_state.{n})")
+            };
+            (c, Expr::cust(kept))
+        }),
+    );
     for chunk in states.chunks(WRITE_CHUNK) {
         let rows = chunk.iter().map(|(name, s)| s.to_active(name, now));
         Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::column(Column::Name)
-                    .update_columns([
-                        Column::CursorAt,
-                        Column::SendingAt,
-                        Column::LastRunAt,
-                        Column::LastSentAt,
-                        Column::LastTaskId,
-                        Column::NextRunAt,
-                        Column::TotalRuns,
-                        Column::Recent,
-                        Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
+            .on_conflict(update.clone())
             .exec_without_returning(&txn)
             .await?;
     }

@@ -1,8 +1,8 @@
 //! Following the schedule's changes between ticks: database changes polled
 //! by schedule version, schedule file reloads, and the calendars both bring.
 
+use crate::firing::EntryName;
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -58,7 +58,7 @@ impl<P: Publisher> Beat<P> {
             self.db_calendars = db_calendars;
             self.apply_calendars();
         }
-        let file_names: HashSet<Arc<str>> =
+        let file_names: HashSet<EntryName> =
             self.scheduler.names(Source::File).into_iter().collect();
         let new_names: Vec<String> = changes
             .iter()
@@ -125,7 +125,7 @@ impl<P: Publisher> Beat<P> {
         }
         let entries = file.entries;
         let keep: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        let removed: Vec<Arc<str>> = self
+        let removed: Vec<EntryName> = self
             .scheduler
             .names(Source::File)
             .into_iter()

@@ -196,7 +196,7 @@ impl<P: Publisher> Beat<P> {
         match run_state::save(self.store.db(), &self.fence, &rows, served, now).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.scheduler.mark_dirty(dirty.into_iter().map(|(n, _)| n));
+                self.scheduler.mark_dirty(dirty);
                 Err(e.into())
             }
         }

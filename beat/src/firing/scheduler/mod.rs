@@ -9,9 +9,9 @@
 //! time, index, epoch), so 100,000 entries cost one heap of 100,000 small
 //! items, and finding the next wake-up is `O(1)`.
 
+use crate::firing::EntryName;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -19,12 +19,15 @@ use crate::firing::dispatch::{run_now_task_id, task_id};
 use crate::firing::entry_def::{EntryDef, TaskNames};
 use crate::firing::misfire::decide;
 use crate::firing::plan::{Planned, PlannedFire};
-use crate::firing::run_state::RunState;
-use crate::firing::slot::Slot;
+use crate::firing::run_state::{RecentRun, RunState};
+use crate::firing::slot::{LastRun, Slot};
 use crate::schedule::entry::{Entry, Firing, Source};
 use crate::trigger::{Calendars, Schedule, SharedCalendars, Trigger, TriggerError};
 
+mod names;
 mod report;
+
+use names::NameTable;
 
 /// A wake-up: when, the slot's index, and the slot's epoch when it was
 /// pushed (an item whose epoch is no longer the slot's is stale).
@@ -33,7 +36,7 @@ type Item = Reverse<(DateTime<Utc>, u32, u32)>;
 /// Entries, run state and wake-ups.
 pub struct Scheduler {
     /// Name to index in `slots`.
-    index: HashMap<Arc<str>, u32>,
+    index: NameTable,
     /// Entries; `None` where one was removed (its index is in `free`).
     slots: Vec<Option<Slot>>,
     /// Indices of removed entries, with the epoch they ended at (a new
@@ -41,9 +44,12 @@ pub struct Scheduler {
     free: Vec<(u32, u32)>,
     heap: BinaryHeap<Item>,
     defaults: Firing,
-    dirty: HashSet<Arc<str>>,
+    dirty: HashSet<EntryName>,
+    /// What runs sent since their state was last written say of the last
+    /// run: kept only until then (see [`crate::firing::slot`]).
+    last_runs: HashMap<EntryName, LastRun>,
     /// Entries with runs being sent: no wake-up until [`Scheduler::finish`].
-    in_flight: HashSet<Arc<str>>,
+    in_flight: HashSet<EntryName>,
     /// Exclusion calendars entries may name (file and database together).
     calendars: Calendars,
     /// Task names, shared between entries.
@@ -65,12 +71,13 @@ impl Scheduler {
     /// An empty scheduler with these job defaults.
     pub fn new(defaults: Firing) -> Scheduler {
         Scheduler {
-            index: HashMap::new(),
+            index: NameTable::default(),
             slots: Vec::new(),
             free: Vec::new(),
             heap: BinaryHeap::new(),
             defaults,
             dirty: HashSet::new(),
+            last_runs: HashMap::new(),
             in_flight: HashSet::new(),
             calendars: Calendars::new(),
             tasks: TaskNames::default(),
@@ -138,7 +145,7 @@ impl Scheduler {
 
     /// Whether it holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     fn slot_at(&self, i: u32) -> Option<&Slot> {
@@ -150,11 +157,11 @@ impl Scheduler {
     }
 
     fn slot(&self, name: &str) -> Option<&Slot> {
-        self.slot_at(*self.index.get(name)?)
+        self.slot_at(self.index.get(&self.slots, name)?)
     }
 
     fn slot_mut(&mut self, name: &str) -> Option<&mut Slot> {
-        let i = *self.index.get(name)?;
+        let i = self.index.get(&self.slots, name)?;
         self.slot_at_mut(i)
     }
 
@@ -169,9 +176,18 @@ impl Scheduler {
             .is_some_and(|s| s.def == EntryDef::new(entry))
     }
 
-    /// An entry's run state.
-    pub fn state(&self, name: &str) -> Option<&RunState> {
-        self.slot(name).map(|s| &s.state)
+    /// An entry's run state as it would be written now. Of the last run,
+    /// only what is not written yet is known (`last_run_at`,
+    /// `last_sent_at` and `last_task_id` are otherwise `None`: the
+    /// database holds them).
+    pub fn state(&self, name: &str) -> Option<RunState> {
+        let slot = self.slot(name)?;
+        Some(slot.row(self.last_runs.get(name).copied()))
+    }
+
+    /// An entry's recent runs not known to be finished (for `max_instances`).
+    pub fn recent(&self, name: &str) -> &[RecentRun] {
+        self.slot(name).map_or(&[], Slot::recent)
     }
 
     /// An entry's firing options, defaults applied.
@@ -180,7 +196,7 @@ impl Scheduler {
     }
 
     /// Names of entries from `source`.
-    pub fn names(&self, source: Source) -> Vec<Arc<str>> {
+    pub fn names(&self, source: Source) -> Vec<EntryName> {
         self.slots
             .iter()
             .flatten()
@@ -201,59 +217,57 @@ impl Scheduler {
         let trigger = self.compile(&entry)?;
         let trigger = self.shared.share(trigger);
         let def = EntryDef::shared(&entry, &mut self.tasks);
-        let (name, i, old, epoch) = match self.index.get_key_value(entry.name.as_str()) {
-            Some((name, &i)) => {
-                let old = self.slots.get_mut(i as usize).and_then(Option::take);
-                let epoch = old.as_ref().map_or(0, |o| o.epoch);
-                (name.clone(), i, old, epoch)
-            }
+        let old = self
+            .index
+            .get(&self.slots, entry.name.as_str())
+            .and_then(|i| Some((i, self.slots.get_mut(i as usize)?.take()?)));
+        let (name, i, epoch, old) = match old {
+            Some((i, old)) => (old.name.clone(), i, old.epoch, Some(old)),
             None => {
-                let name: Arc<str> = Arc::from(entry.name.as_str());
                 let (i, epoch) = self.vacant();
-                self.index.insert(name.clone(), i);
-                (name, i, None, epoch)
+                (EntryName::from(entry.name.as_str()), i, epoch, None)
             }
         };
+        let new = old.is_none();
         drop(entry);
         let mut restart_from = None;
-        let state = match old {
+        let mut slot = match old {
             Some(old) => {
-                let mut state = old.state;
-                if old.def.created_at != def.created_at && def.source == Source::Database {
-                    state = RunState::default();
+                let reset = old.def.created_at != def.created_at && def.source == Source::Database;
+                if reset {
                     restart_from = Some(def.created_at.unwrap_or(now));
+                    self.last_runs.remove(&name);
                 } else if !old.def.same_schedule(&def) || (!old.def.enabled && def.enabled) {
                     restart_from = Some(now);
                 }
-                state
+                old.renewed(def, trigger, reset)
             }
-            None => stored.unwrap_or_default(),
+            None => Slot::new(
+                name.clone(),
+                def,
+                trigger,
+                stored.unwrap_or_default(),
+                epoch,
+            ),
         };
-        let mut slot = Slot {
-            name: name.clone(),
-            def,
-            trigger,
-            state,
-            next: None,
-            epoch,
-            failures: 0,
-            retry_at: None,
-        };
-        if slot.state.cursor_at.is_none() && restart_from.is_none() {
+        if slot.cursor_at.is_none() && restart_from.is_none() {
             match (slot.def.source, slot.def.created_at) {
                 // A database entry counts from its creation: the same after any
                 // restart, so there is nothing to write until it first fires.
-                (Source::Database, Some(created)) => slot.state.cursor_at = Some(created),
+                (Source::Database, Some(created)) => slot.cursor_at = Some(created),
                 // A file entry counts from when a leader first saw it: recorded.
                 _ => restart_from = Some(now),
             }
         }
         if let Some(from) = restart_from {
-            slot.state.cursor_at = Some(from);
+            slot.cursor_at = Some(from);
             self.dirty.insert(name.clone());
         }
         if let Some(place) = self.slots.get_mut(i as usize) {
             *place = Some(slot);
+        }
+        if new {
+            self.index.insert(&self.slots, i);
         }
         self.reschedule_at(i);
         Ok(())
@@ -272,7 +286,8 @@ impl Scheduler {
     /// Removes an entry (its pending work is dropped).
     pub fn remove(&mut self, name: &str) -> bool {
         self.dirty.remove(name);
-        let Some(i) = self.index.remove(name) else {
+        self.last_runs.remove(name);
+        let Some(i) = self.index.remove(&self.slots, name) else {
             return false;
         };
         if let Some(old) = self.slots.get_mut(i as usize).and_then(Option::take) {
@@ -283,15 +298,14 @@ impl Scheduler {
 
     /// Records a run-now request for `name`; `false` if there is no such entry.
     pub fn request_run_now(&mut self, name: &str, at: DateTime<Utc>) -> bool {
-        let Some(&i) = self.index.get(name) else {
+        let Some(i) = self.index.get(&self.slots, name) else {
             return false;
         };
         let Some(slot) = self.slot_at_mut(i) else {
             return false;
         };
-        if slot.state.run_now_at != Some(at) {
-            slot.state.run_now_at = Some(at);
-            slot.retry_at = None;
+        if slot.run_now_at() != Some(at) {
+            slot.request_run_now(at);
             self.reschedule_at(i);
         }
         true
@@ -335,14 +349,11 @@ impl Scheduler {
             let mut planned = Planned {
                 name: name.clone(),
                 fire: None,
-                run_now: slot
-                    .state
-                    .run_now_at
-                    .map(|at| (at, run_now_task_id(&name, at))),
+                run_now: slot.run_now_at().map(|at| (at, run_now_task_id(&name, at))),
                 missed: None,
                 coalesced: None,
             };
-            if let Some(at) = slot.state.sending_at {
+            if let Some(at) = slot.sending_at() {
                 planned.fire = Some(PlannedFire {
                     at,
                     due: at,
@@ -354,11 +365,11 @@ impl Scheduler {
                 if due <= until {
                     let firing = slot.def.firing_over(&self.defaults);
                     let decision = decide(&slot.trigger, &firing, first, now.max(due));
-                    slot.state.cursor_at = Some(decision.cursor);
+                    slot.cursor_at = Some(decision.cursor);
                     planned.missed = decision.missed;
                     planned.coalesced = decision.coalesced;
                     if let Some(at) = decision.fire {
-                        slot.state.sending_at = Some(at);
+                        slot.set_sending_at(Some(at));
                         let id = task_id(&name, at);
                         let due = at + slot.jitter(|| id);
                         planned.fire = Some(PlannedFire {
@@ -382,8 +393,8 @@ impl Scheduler {
     /// Recomputes `name`'s next fire time and wake-up. Returns `true` if the
     /// entry has just run out of fire times.
     pub fn reschedule(&mut self, name: &str) -> bool {
-        match self.index.get(name) {
-            Some(&i) => self.reschedule_at(i),
+        match self.index.get(&self.slots, name) {
+            Some(i) => self.reschedule_at(i),
             None => false,
         }
     }
@@ -393,18 +404,16 @@ impl Scheduler {
         let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::as_mut) else {
             return false;
         };
-        let had_next = slot.state.next_run_at.is_some();
+        let had_next = slot.had_next;
         slot.next = if slot.def.enabled {
-            slot.state
-                .cursor_at
-                .and_then(|c| slot.trigger.next_after(c))
+            slot.cursor_at.and_then(|c| slot.trigger.next_after(c))
         } else {
             None
         };
-        // Informational: written with the entry's next state change.
-        slot.state.next_run_at = slot.next;
-        let wake = if slot.state.sending_at.is_some() || slot.state.run_now_at.is_some() {
-            Some(slot.retry_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
+        // The next fire time is written with the entry's next state change.
+        slot.had_next = slot.next.is_some();
+        let wake = if slot.sending_at().is_some() || slot.run_now_at().is_some() {
+            Some(slot.retry_at().unwrap_or(DateTime::<Utc>::MIN_UTC))
         } else {
             slot.next
                 .map(|t| t + slot.jitter(|| task_id(&slot.name, t)))

@@ -2,14 +2,15 @@
 //! failed or held, settled ([`Scheduler::finish`]), and the run states to
 //! persist.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use crate::firing::EntryName;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Scheduler;
 use crate::firing::run_state::RunState;
+use crate::firing::slot::LastRun;
 
 impl Scheduler {
     /// The runs planned for `name` are settled (sent, failed or held):
@@ -20,19 +21,39 @@ impl Scheduler {
     }
 
     /// Run states changed since the last call, to persist.
-    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, RunState)> {
+    pub fn take_dirty(&mut self) -> Vec<(EntryName, RunState)> {
         // Taken, not drained: the set held every name after the load and
         // would keep room for them all.
-        let names: Vec<Arc<str>> = std::mem::take(&mut self.dirty).into_iter().collect();
-        names
+        let names: Vec<EntryName> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let rows = names
             .into_iter()
-            .filter_map(|n| self.slot(&n).map(|s| (n.clone(), s.state.clone())))
-            .collect()
+            .filter_map(|n| {
+                let last = self.last_runs.remove(&n);
+                self.slot(&n).map(|s| (n.clone(), s.row(last)))
+            })
+            .collect();
+        if self.last_runs.is_empty() {
+            // Sized for the largest crowd of runs so far otherwise.
+            self.last_runs = HashMap::new();
+        }
+        rows
     }
 
-    /// Marks states as needing a write again (after a failed write).
-    pub fn mark_dirty(&mut self, names: impl IntoIterator<Item = Arc<str>>) {
-        self.dirty.extend(names);
+    /// Marks states taken by [`Scheduler::take_dirty`] as needing a write
+    /// again (after a failed write).
+    pub fn mark_dirty(&mut self, rows: Vec<(EntryName, RunState)>) {
+        for (name, row) in rows {
+            if let Some(taken) = LastRun::of(&row)
+                && self.slot(&name).is_some()
+            {
+                let last = match self.last_runs.remove(&name) {
+                    Some(newer) => newer.after(taken),
+                    None => taken,
+                };
+                self.last_runs.insert(name.clone(), last);
+            }
+            self.dirty.insert(name);
+        }
     }
 
     /// A planned run was not sent because `max_instances` runs are unfinished.
@@ -62,8 +83,13 @@ impl Scheduler {
             return;
         };
         if let Some(slot) = self.slot_mut(name) {
-            slot.sent(max_instances, at, id, run_now, sent_at);
+            let last = slot.sent(max_instances, at, id, run_now, sent_at);
             let name = slot.name.clone();
+            let last = match self.last_runs.remove(&name) {
+                Some(earlier) => last.after(earlier),
+                None => last,
+            };
+            self.last_runs.insert(name.clone(), last);
             self.dirty.insert(name);
         }
     }
@@ -83,5 +109,67 @@ impl Scheduler {
             let name = slot.name.clone();
             self.dirty.insert(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    use super::*;
+    use crate::schedule::entry::{Entry, Firing};
+    use crate::trigger::TriggerSpec;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("an instant")
+    }
+
+    /// What a sent run says of itself goes out with the next write only,
+    /// and comes back if that write fails; a run-now keeps the scheduled
+    /// run's time.
+    #[test]
+    fn the_last_run_is_written_once_and_kept_until_written() {
+        let mut s = Scheduler::new(Firing::default());
+        let every = TriggerSpec::from_json(&json!({"type": "interval", "every": "10s"}))
+            .expect("a trigger");
+        let now = t("2024-01-01T00:00:00Z");
+        s.upsert(Entry::new("e", "tasks.t", every), None, now)
+            .expect("an entry");
+        let planned = s.take_due(t("2024-01-01T00:00:10Z"), TimeDelta::zero());
+        let fire = planned[0].fire.expect("a run");
+        let (id, sent_at) = (fire.task_id, t("2024-01-01T00:00:10.003Z"));
+        s.sent("e", fire.at, id, false, sent_at);
+        s.finish("e");
+        let rows = s.take_dirty();
+        assert_eq!(rows[0].1.last_task_id, Some(id));
+        assert_eq!(rows[0].1.last_run_at, Some(fire.at));
+        assert_eq!(rows[0].1.total_runs, 1);
+        assert_eq!(rows[0].1.next_run_at, Some(t("2024-01-01T00:00:20Z")));
+        // The write failed: a run-now is sent meanwhile.
+        s.mark_dirty(rows);
+        let other = Uuid::new_v4();
+        s.sent("e", now, other, true, t("2024-01-01T00:00:11Z"));
+        let rows = s.take_dirty();
+        let row = &rows[0].1;
+        assert_eq!(
+            (
+                row.last_run_at,
+                row.last_sent_at,
+                row.last_task_id,
+                row.total_runs
+            ),
+            (
+                Some(fire.at),
+                Some(t("2024-01-01T00:00:11Z")),
+                Some(other),
+                2
+            )
+        );
+        // Written: nothing of the last run is held any more.
+        s.request_run_now("e", t("2024-01-01T00:00:12Z"));
+        assert!(s.last_runs.is_empty());
+        let state = s.state("e").expect("a state");
+        assert_eq!((state.last_task_id, state.total_runs), (None, 2));
     }
 }
