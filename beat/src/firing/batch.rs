@@ -15,7 +15,7 @@ use crate::firing::plan::Planned;
 use crate::firing::scheduler::Scheduler;
 
 /// Runs published at once (pipelined on one confirm channel).
-const PUBLISH_CONCURRENCY: usize = 512;
+const PUBLISH_CONCURRENCY: usize = 128;
 
 /// What one tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
