@@ -147,7 +147,8 @@ async fn lease_on_mysql() {
 
 /// The fields that describe the last run are written with the run's state
 /// only: a later write that leaves them out (the scheduler does not keep
-/// them) keeps what the row holds, while every other field is written.
+/// them) keeps what the row holds, while every other field is written; a
+/// write of no runs at all (an entry made again) clears them.
 async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
     let (db, conn) = database(kind).await;
     let lease = Lease::new(conn.clone(), "host-a:1:last", Duration::from_secs(30));
@@ -219,9 +220,20 @@ async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
         a,
         RunState {
             last_run_at: run.last_run_at,
-            ..next
+            ..next.clone()
         }
     );
+    // The entry made again under the same name: no runs, so no last run,
+    // whatever the row held.
+    let made_again = RunState {
+        cursor_at: Some(t("2024-05-01T11:30:00Z")),
+        ..RunState::default()
+    };
+    run_state::save(&conn, &fence, &[("a", &made_again)], &[], Utc::now())
+        .await
+        .unwrap();
+    let a = run_state::load_one(&conn, "a").await.unwrap().unwrap();
+    assert_eq!(a, made_again);
     db.drop_database().await;
 }
 

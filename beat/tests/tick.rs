@@ -894,7 +894,7 @@ async fn a_schedule_of_several_pages_loads_every_entry_with_its_state() {
     let scheduler = beat.scheduler();
     assert_eq!(scheduler.len(), n, "every entry, the shadowed one once");
     for i in 0..n {
-        let state = scheduler.state(&name(i)).expect("a state");
+        let state = scheduler.row(&name(i)).expect("a state");
         // State goes by name: the file entry takes the stored one too.
         let want = if stored.contains(&i) { i as i64 + 1 } else { 0 };
         assert_eq!(state.total_runs, want, "{}", name(i));

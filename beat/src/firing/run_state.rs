@@ -211,7 +211,9 @@ impl From<SaveError> for BeatError {
 ///
 /// `last_run_at`, `last_sent_at` and `last_task_id` describe the last run:
 /// a state that leaves them `None` keeps what the row holds (the scheduler
-/// keeps them in memory only until the run's state is written).
+/// keeps them in memory only until the run's state is written), unless its
+/// `total_runs` is 0: an entry that has not run (or was made again) has no
+/// last run.
 pub async fn save<C: TransactionTrait>(
     db: &C,
     fence: &Fence,
@@ -238,9 +240,12 @@ pub async fn save<C: TransactionTrait>(
         [Column::LastRunAt, Column::LastSentAt, Column::LastTaskId].map(|c| {
             let n = c.as_str();
             let kept = if mysql {
-                format!("COALESCE(VALUES(`{n}`), `{n}`)")
+                format!("IF(VALUES(`total_runs`) = 0, NULL, COALESCE(VALUES(`{n}`), `{n}`))")
             } else {
-                format!("COALESCE(excluded.{n}, celeriac_beat_state.{n})")
+                format!(
+                    "CASE WHEN excluded.total_runs = 0 THEN NULL \
+                     ELSE COALESCE(excluded.{n}, celeriac_beat_state.{n}) END"
+                )
             };
             (c, Expr::cust(kept))
         }),

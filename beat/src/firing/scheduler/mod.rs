@@ -176,11 +176,13 @@ impl Scheduler {
             .is_some_and(|s| s.def == EntryDef::new(entry))
     }
 
-    /// An entry's run state as it would be written now. Of the last run,
-    /// only what is not written yet is known (`last_run_at`,
-    /// `last_sent_at` and `last_task_id` are otherwise `None`: the
-    /// database holds them).
-    pub fn state(&self, name: &str) -> Option<RunState> {
+    /// An entry's run state as the next write would store it. Of the last
+    /// run, only what is not written yet is held (`last_run_at`,
+    /// `last_sent_at` and `last_task_id` are otherwise `None`, and the
+    /// write keeps what the database holds: see [`run_state::save`]).
+    ///
+    /// [`run_state::save`]: crate::firing::run_state::save
+    pub fn row(&self, name: &str) -> Option<RunState> {
         let slot = self.slot(name)?;
         Some(slot.row(self.last_runs.get(name).copied()))
     }

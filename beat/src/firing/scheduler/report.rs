@@ -167,9 +167,18 @@ mod tests {
             )
         );
         // Written: nothing of the last run is held any more.
-        s.request_run_now("e", t("2024-01-01T00:00:12Z"));
-        assert!(s.last_runs.is_empty());
-        let state = s.state("e").expect("a state");
-        assert_eq!((state.last_task_id, state.total_runs), (None, 2));
+        let row = s.row("e").expect("a state");
+        assert_eq!((row.last_task_id, row.total_runs), (None, 2));
+        // Removed with a run not written yet, and added again: nothing of
+        // the old entry's last run is written for the new one.
+        s.sent("e", now, Uuid::new_v4(), true, t("2024-01-01T00:00:13Z"));
+        assert!(s.remove("e"));
+        let every = TriggerSpec::from_json(&json!({"type": "interval", "every": "10s"}))
+            .expect("a trigger");
+        s.upsert(Entry::new("e", "tasks.t", every), None, now)
+            .expect("an entry");
+        let rows = s.take_dirty();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].1.last_task_id, rows[0].1.total_runs), (None, 0));
     }
 }
