@@ -33,6 +33,11 @@ use crate::schedule::entry::Firing;
 use crate::schedule::file_source::{self, ScheduleFile};
 use crate::schedule::store::Store;
 
+/// SQLite's page cache on beat's connection, in KiB (its default is
+/// 2,000): the schedule is read once at the load, in order, and a tick then
+/// writes a few rows, whose index pages a small cache holds.
+const BEAT_PAGE_CACHE_KIB: u32 = 512;
+
 /// How often the leader checks the database schedule version.
 pub const CHANGE_POLL: Duration = Duration::from_millis(500);
 
@@ -88,7 +93,12 @@ impl Service {
             None => None,
         };
         let mut file_entries = file_source::load_or_empty(self.schedule.as_deref())?;
-        let backend = ResultBackend::connect(&self.config.result_backend).await?;
+        // The schedule is read once; then a tick touches a few pages.
+        let backend = ResultBackend::connect_with_page_cache(
+            &self.config.result_backend,
+            Some(BEAT_PAGE_CACHE_KIB),
+        )
+        .await?;
         if self.config.migrate_on_start {
             backend.migrate().await?;
         }

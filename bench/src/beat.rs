@@ -136,6 +136,7 @@ async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
     let mut lateness: HashMap<bool, Vec<f64>> = HashMap::new();
     let mut worst: Vec<(f64, DateTime<Utc>)> = Vec::new();
     let mut rss_loaded = 0;
+    let mut loaded_split = (0, 0);
     let mut loaded_at: Option<DateTime<Utc>> = None;
     let mut early = 0usize;
     let mut cpu_mark: Option<(std::time::Instant, f64)> = None;
@@ -174,6 +175,7 @@ async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
         match event.kind {
             EventKind::Loaded => {
                 rss_loaded = memory("VmRSS:");
+                loaded_split = (memory("RssAnon:"), memory("RssFile:"));
                 loaded_at = Some(event.at);
                 println!("{}", event.detail.unwrap_or_default());
             }
@@ -199,6 +201,7 @@ async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
         }
     }
     let rss_steady = memory("VmRSS:");
+    let steady_split = (memory("RssAnon:"), memory("RssFile:"));
     let _ = stop_tx.send(());
     handle.await??;
     let hwm = memory("VmHWM:");
@@ -209,6 +212,15 @@ async fn measure(args: &BeatArgs, config: &Config) -> Result<(), BenchError> {
         rss_loaded / 1024,
         rss_steady / 1024,
         hwm / 1024
+    );
+    // File pages are mostly this executable's code, shared with the page
+    // cache; anonymous pages are the process's own data.
+    println!(
+        "memory split (anonymous / files): {:.1} / {:.1} MiB just after loading, {:.1} / {:.1} MiB after the run and idle window",
+        loaded_split.0 as f64 / 1024.0,
+        loaded_split.1 as f64 / 1024.0,
+        steady_split.0 as f64 / 1024.0,
+        steady_split.1 as f64 / 1024.0,
     );
     if early > 0 {
         println!(
