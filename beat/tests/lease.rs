@@ -153,6 +153,12 @@ async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
     let (db, conn) = database(kind).await;
     let lease = Lease::new(conn.clone(), "host-a:1:last", Duration::from_secs(30));
     let fence = held(lease.try_acquire().await.unwrap());
+    let save = async |rows: &[(&str, &RunState)]| {
+        run_state::save(&conn, &fence, rows, &[], Utc::now())
+            .await
+            .unwrap();
+    };
+    let stored = async |name: &str| run_state::load_one(&conn, name).await.unwrap().unwrap();
     let t = |s: &str| s.parse::<chrono::DateTime<Utc>>().unwrap();
     let run = RunState {
         cursor_at: Some(t("2024-05-01T10:00:00Z")),
@@ -164,15 +170,7 @@ async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
         ..RunState::default()
     };
     let fresh = RunState::default();
-    run_state::save(
-        &conn,
-        &fence,
-        &[("a", &run), ("b", &fresh)],
-        &[],
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    save(&[("a", &run), ("b", &fresh)]).await;
     // A later write of "a" (a skipped fire time moved its cursor), and of
     // "b", each without a last run.
     let moved = RunState {
@@ -182,27 +180,15 @@ async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
         total_runs: 7,
         ..RunState::default()
     };
-    run_state::save(
-        &conn,
-        &fence,
-        &[("a", &moved), ("b", &fresh)],
-        &[],
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    let a = run_state::load_one(&conn, "a").await.unwrap().unwrap();
-    assert_eq!(
-        a,
-        RunState {
-            last_run_at: run.last_run_at,
-            last_sent_at: run.last_sent_at,
-            last_task_id: run.last_task_id,
-            ..moved.clone()
-        }
-    );
-    let b = run_state::load_one(&conn, "b").await.unwrap().unwrap();
-    assert_eq!(b, fresh, "nothing to keep: still none");
+    save(&[("a", &moved), ("b", &fresh)]).await;
+    let kept = RunState {
+        last_run_at: run.last_run_at,
+        last_sent_at: run.last_sent_at,
+        last_task_id: run.last_task_id,
+        ..moved.clone()
+    };
+    assert_eq!(stored("a").await, kept);
+    assert_eq!(stored("b").await, fresh, "nothing to keep: still none");
     // The next run's write replaces them; a run-now (no scheduled time)
     // keeps the scheduled run's time.
     let next = RunState {
@@ -212,28 +198,20 @@ async fn a_write_without_the_last_run_keeps_the_stored_one(kind: DbKind) {
         total_runs: 8,
         ..moved.clone()
     };
-    run_state::save(&conn, &fence, &[("a", &next)], &[], Utc::now())
-        .await
-        .unwrap();
-    let a = run_state::load_one(&conn, "a").await.unwrap().unwrap();
-    assert_eq!(
-        a,
-        RunState {
-            last_run_at: run.last_run_at,
-            ..next.clone()
-        }
-    );
+    save(&[("a", &next)]).await;
+    let replaced = RunState {
+        last_run_at: run.last_run_at,
+        ..next.clone()
+    };
+    assert_eq!(stored("a").await, replaced);
     // The entry made again under the same name: no runs, so no last run,
     // whatever the row held.
     let made_again = RunState {
         cursor_at: Some(t("2024-05-01T11:30:00Z")),
         ..RunState::default()
     };
-    run_state::save(&conn, &fence, &[("a", &made_again)], &[], Utc::now())
-        .await
-        .unwrap();
-    let a = run_state::load_one(&conn, "a").await.unwrap().unwrap();
-    assert_eq!(a, made_again);
+    save(&[("a", &made_again)]).await;
+    assert_eq!(stored("a").await, made_again);
     db.drop_database().await;
 }
 

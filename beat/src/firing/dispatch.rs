@@ -167,7 +167,7 @@ impl Publisher for Client {
         if let Some(workflow) = &run.workflow {
             let canvas = crate::firing::workflow_run::instantiate(workflow, run);
             // Boxed: inline, this rare branch set the size of every run's
-            // future (a crowd of 1,000 holds 512 of them at once).
+            // future (a crowd of 1,000 holds 128 of them at once).
             return Box::pin(self.send_workflow(&canvas))
                 .await
                 .map(|_| ())
