@@ -1,13 +1,13 @@
 //! What a tick is to do: the runs due for each entry, and the timing
 //! helpers (jitter, retry backoff) that every beat computes the same way.
 
-use crate::firing::EntryName;
 use std::time::Duration;
 
 use celeriac_common::backoff::Backoff;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use crate::firing::EntryName;
 use crate::firing::misfire::Runs;
 
 /// A run chosen to be sent now.

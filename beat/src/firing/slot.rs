@@ -11,12 +11,12 @@
 //! `last_sent_at`, `last_task_id`) are kept by the scheduler until the run's
 //! state is written, and the next fire time is the slot's own.
 
-use crate::firing::EntryName;
 use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use crate::firing::EntryName;
 use crate::firing::entry_def::EntryDef;
 use crate::firing::plan::{backoff, jitter_for};
 use crate::firing::run_state::{RECENT_MAX, RecentRun, RunState};

@@ -1,13 +1,13 @@
 //! Following the schedule's changes between ticks: database changes polled
 //! by schedule version, schedule file reloads, and the calendars both bring.
 
-use crate::firing::EntryName;
 use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Beat;
 use crate::error::BeatError;
+use crate::firing::EntryName;
 use crate::firing::dispatch::Publisher;
 use crate::firing::run_state::{self, RunState};
 use crate::schedule::entry::{Entry, Source};

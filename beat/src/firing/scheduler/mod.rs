@@ -9,12 +9,12 @@
 //! time, index, epoch), so 100,000 entries cost one heap of 100,000 small
 //! items, and finding the next wake-up is `O(1)`.
 
-use crate::firing::EntryName;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::firing::EntryName;
 use crate::firing::dispatch::{run_now_task_id, task_id};
 use crate::firing::entry_def::{EntryDef, TaskNames};
 use crate::firing::misfire::decide;

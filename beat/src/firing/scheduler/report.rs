@@ -2,13 +2,13 @@
 //! failed or held, settled ([`Scheduler::finish`]), and the run states to
 //! persist.
 
-use crate::firing::EntryName;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Scheduler;
+use crate::firing::EntryName;
 use crate::firing::run_state::RunState;
 use crate::firing::slot::LastRun;
 
